@@ -1,0 +1,32 @@
+import type { BlockDriver, CacheMode, FormatName } from './driver.js';
+
+/** How a driver opens its image file. */
+export interface DriverOpenOptions {
+  readonly readOnly: boolean;
+  readonly cache?: CacheMode;
+  /** Open even if another process holds the image (qemu-img -U). */
+  readonly forceShare?: boolean;
+  /** qcow2: skip the repair a dirty/lazy-refcount image would get on a read-write open. */
+  readonly noRepair?: boolean;
+  /** qcow2 l2-cache-size / refcount-cache-size in bytes, when given. */
+  readonly l2CacheSize?: number;
+  readonly refcountCacheSize?: number;
+}
+
+/** Options of `create`, as qemu-img create -o spells them, parsed. */
+export interface CreateOptions {
+  readonly size: number;
+  /** Remaining -o options, keyed by qemu's names (cluster_size, compat, ...), as strings. */
+  readonly options: Readonly<Record<string, string>>;
+  readonly backingFile?: string;
+  readonly backingFormat?: FormatName;
+}
+
+/** What each format module exports to the registry. */
+export interface FormatModule {
+  readonly name: FormatName;
+  /** Recognises the format from the first bytes of the file (at least 512); raw never probes. */
+  probe(head: Uint8Array): boolean;
+  open(path: string, options: DriverOpenOptions): Promise<BlockDriver>;
+  create(path: string, options: CreateOptions): Promise<void>;
+}

@@ -1,0 +1,46 @@
+/**
+ * The host file: what a format driver stores its image in. Drivers see the host
+ * only through this interface, so a fault-injecting twin can stand in for tests.
+ */
+export interface HostFile {
+  readonly path: string;
+  readonly readOnly: boolean;
+  /** Current size of the file in bytes. */
+  size(): Promise<number>;
+  /** Fills `buf` from `offset`; bytes past the end of the file read as zeros. */
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  /** Writes all of `buf` at `offset`, extending the file if needed. */
+  write(buf: Uint8Array, offset: number): Promise<void>;
+  /** Writes the buffers back to back from `offset` in one call where the host allows it. */
+  writev(bufs: readonly Uint8Array[], offset: number): Promise<void>;
+  /** Makes every completed write durable (fdatasync). */
+  sync(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  /** Deallocates a range so it reads as zeros; false when the host cannot. */
+  punchHole(offset: number, length: number): Promise<boolean>;
+  /** Makes a range read as zeros, keeping it allocated where the host can; false when it cannot. */
+  zeroRange(offset: number, length: number): Promise<boolean>;
+  /** Reserves space for a range (fallocate mode 0); false when the host cannot. */
+  allocate(offset: number, length: number): Promise<boolean>;
+  /**
+   * lseek SEEK_DATA: the first offset >= `offset` holding data, or null when none
+   * does before the end of the file. Without host support, every byte is data.
+   */
+  seekData(offset: number): Promise<number | null>;
+  /** lseek SEEK_HOLE: the first offset >= `offset` in a hole (the end of the file counts). */
+  seekHole(offset: number): Promise<number>;
+  /** Bytes actually allocated on the host (st_blocks * 512). */
+  allocatedSize(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface HostOpenOptions {
+  readonly readOnly?: boolean;
+  /** Create the file (fail if it exists unless `truncate`). */
+  readonly create?: boolean;
+  readonly truncate?: boolean;
+  /** Bypass the host page cache (O_DIRECT) where the file system allows it. */
+  readonly direct?: boolean;
+  /** Each write is durable on return (O_DSYNC). */
+  readonly dsync?: boolean;
+}
