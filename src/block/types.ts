@@ -27,3 +27,51 @@ export interface OpenOptions {
 }
 
 export type { LayerExtent, WriteFlags, ZeroFlags, FormatInfo, CheckReport, RepairMode };
+
+/**
+ * The public face of an opened image (one node of a chain, with the nodes below
+ * it). Implemented by `BlockNode` in block/node.ts; the CLI, NBD server and jobs
+ * work only through this. Offsets and lengths are bytes; every request is checked
+ * against `length` (ERANGE) before it reaches a driver.
+ */
+export interface ImageNode {
+  readonly filename: string;
+  readonly format: FormatName;
+  readonly readOnly: boolean;
+  /** Virtual size in bytes. */
+  readonly length: number;
+  /** The node below this one, or null. */
+  readonly backing: ImageNode | null;
+  /** Largest alignment that avoids read-modify-write (bytes). */
+  readonly requestAlignment: number;
+  /** Cluster size of the format, when it has clusters. */
+  readonly clusterSize: number | undefined;
+
+  read(offset: number, buf: Uint8Array): Promise<void>;
+  write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void>;
+  writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void>;
+  discard(offset: number, length: number): Promise<void>;
+  /** Compressed write of whole clusters (ENOTSUP where the format has no compression). */
+  writeCompressed(offset: number, data: Uint8Array): Promise<void>;
+  flush(): Promise<void>;
+
+  /** This layer alone. */
+  layerStatus(offset: number, length: number): Promise<LayerExtent[]>;
+  /**
+   * The whole chain down to (not including) `base` when given: merged extents
+   * covering [offset, offset+length) exactly, adjacent equal extents coalesced.
+   */
+  blockStatus(offset: number, length: number, options?: { readonly base?: ImageNode | null }): Promise<ChainExtent[]>;
+  /** lseek SEEK_DATA over the chain: first offset >= `offset` that is not a hole; ENXIO if none or offset >= length. */
+  seekData(offset: number): Promise<number>;
+  /** lseek SEEK_HOLE over the chain: first hole >= `offset`; the end of the disk counts as a hole; ENXIO if offset >= length. */
+  seekHole(offset: number): Promise<number>;
+
+  info(): Promise<FormatInfo>;
+  check(repair: RepairMode): Promise<CheckReport>;
+  resize(newLength: number, options?: { readonly shrink?: boolean; readonly preallocation?: string }): Promise<void>;
+  /** All nodes from this one down to the bottom of the chain. */
+  chain(): ImageNode[];
+  /** Flushes and closes this node and every node below it. */
+  close(): Promise<void>;
+}
