@@ -8,7 +8,12 @@ export interface ChainExtent {
   readonly present: boolean;
   readonly zero: boolean;
   readonly data: boolean;
-  /** 0 = top layer; the depth of the layer that defines the range (or the chain length if none does). */
+  /**
+   * 0 = top layer; the depth of the layer that defines the range. When no layer
+   * defines it (present=false), qemu-img map reports the index of the layer where
+   * the walk ended: the bottom layer (chain length - 1), a layer whose backing is
+   * shorter than the offset, or the last layer above `base`.
+   */
   readonly depth: number;
   readonly hostOffset?: number;
   /** The file holding the data at hostOffset. */

@@ -1,5 +1,63 @@
-/** Entry of the vdisk command line: dispatches qemu-img style subcommands. */
-export async function run(argv: readonly string[]): Promise<number> {
-  process.stderr.write(`vdisk: not yet implemented: ${argv.join(' ')}\n`);
-  return 1;
+/** Entry of the vdisk command line: dispatches qemu-img style subcommands (and `io`, qemu-io's face). */
+import { createImage, openImage } from '../block/index.js';
+import { type CliContext, type CliOutput, type Engine, reportUsage } from './context.js';
+import { convertCommand } from './commands/convert.js';
+import { createCommand } from './commands/create.js';
+import { infoCommand } from './commands/info.js';
+import { ioCommand } from './commands/io.js';
+import { mapCommand } from './commands/map.js';
+import { serveCommand } from './commands/serve.js';
+
+type Command = (ctx: CliContext, argv: readonly string[]) => Promise<number>;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  create: createCommand,
+  info: infoCommand,
+  map: mapCommand,
+  convert: convertCommand,
+  io: ioCommand,
+  serve: (_ctx, argv) => serveCommand(argv),
+};
+
+/** The engine of this package: the block layer's open and create. */
+export function blockEngine(): Engine {
+  return { openImage, createImage };
+}
+
+const VERSION_TEXT = 'vdisk version 0.1.0 (qemu-img 7.2 compatible)\n';
+
+const HELP_TEXT = `usage: vdisk [standard options] command [command options]
+vdisk, a drop-in for qemu-img and qemu-io
+
+    '-h', '--help'       display this help and exit
+    '-V', '--version'    output version information and exit
+
+Command syntax:
+  create [-f fmt] [-o options] [-b backing_file [-F backing_fmt]] [-u] [-q] filename [size]
+  info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
+  map [-f fmt] [--output=ofmt] [--start-offset=offset] [--max-length=len] [-U] filename
+  convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [-U] [--target-is-zero] filename [filename2 [...]] output_filename
+  io [-f fmt] [-r] [-n] [-t cache] [-i aio] [-U] [-q] [-c command]... filename
+  serve [-f fmt] [-k socket | -b addr -p port] [-x name] [-r] [-t] [-e shared] [--cache mode] [filename]
+`;
+
+/** Runs one command line; returns the exit status. */
+export async function run(argv: readonly string[], options: { out?: CliOutput; engine?: Engine } = {}): Promise<number> {
+  const ctx: CliContext = {
+    out: options.out ?? { stdout: (t) => void process.stdout.write(t), stderr: (t) => void process.stderr.write(t) },
+    engine: options.engine ?? blockEngine(),
+  };
+  const [name, ...rest] = argv;
+  if (name === undefined) return reportUsage(ctx, 'Not enough arguments');
+  if (name === '-h' || name === '--help' || name === 'help') {
+    ctx.out.stdout(HELP_TEXT);
+    return 0;
+  }
+  if (name === '-V' || name === '--version') {
+    ctx.out.stdout(VERSION_TEXT);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) return reportUsage(ctx, `Command not found: ${name}`);
+  return command(ctx, rest);
 }

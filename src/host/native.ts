@@ -2,16 +2,69 @@
  * Host calls Node lacks (fallocate, SEEK_DATA/SEEK_HOLE, OFD locks), from the
  * small N-API addon in native/. When the addon is not built, `nativeHost()`
  * returns null and callers use their portable fallbacks.
+ *
+ * The addon's calls are synchronous syscalls on the JS thread; they are short on
+ * local file systems. Where a file system lacks a feature (EOPNOTSUPP) the call
+ * returns false; other failures throw an Error whose `code` is the errno name.
  */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** A conflicting lock reported by `getLock`. */
+export interface HostLockInfo {
+  readonly type: 'r' | 'w';
+  readonly start: number;
+  /** 0 means "to the end of the file". */
+  readonly length: number;
+}
+
 export interface NativeHost {
   punchHole(fd: number, offset: number, length: number): boolean;
   zeroRange(fd: number, offset: number, length: number): boolean;
   allocate(fd: number, offset: number, length: number): boolean;
   /** Offset of the next data at or after `offset`, or null past the last data. */
   seekData(fd: number, offset: number): number | null;
+  /** Offset of the next hole at or after `offset` (the end of the file counts). */
   seekHole(fd: number, offset: number): number;
+  /**
+   * Takes ('r' shared, 'w' exclusive) or releases ('u') an OFD lock on a byte
+   * range without waiting; false when another open file description holds a
+   * conflicting lock. length 0 = to the end of the file.
+   */
+  setLock(fd: number, start: number, length: number, type: 'r' | 'w' | 'u'): boolean;
+  /** The first lock that would conflict with taking `type` on the range, or null. */
+  getLock(fd: number, start: number, length: number, type: 'r' | 'w'): HostLockInfo | null;
 }
 
-export function nativeHost(): NativeHost | null {
+// Where the built addon lives relative to this module: from dist/src/host/ (the
+// compiled tree) and from src/host/ (should sources ever be run directly).
+const CANDIDATES = ['../../../native/build/Release/vdisk_native.node', '../../native/build/Release/vdisk_native.node'];
+
+/**
+ * Loads the addon once. The binding is an immutable table of functions with no
+ * per-image state, so caching it at module level is safe across images.
+ */
+let loaded: { readonly host: NativeHost | null } | undefined;
+
+function load(): NativeHost | null {
+  if (process.env['VDISK_NO_NATIVE'] === '1') return null;
+  const require = createRequire(import.meta.url);
+  for (const rel of CANDIDATES) {
+    const path = fileURLToPath(new URL(rel, import.meta.url));
+    if (!existsSync(path)) continue;
+    try {
+      return require(path) as NativeHost;
+    } catch {
+      // A stale or foreign-ABI build: behave as if it were missing.
+      return null;
+    }
+  }
   return null;
+}
+
+/** The addon's functions, or null when it is not built (or VDISK_NO_NATIVE=1). */
+export function nativeHost(): NativeHost | null {
+  loaded ??= { host: load() };
+  return loaded.host;
 }

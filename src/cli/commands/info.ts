@@ -1,0 +1,108 @@
+import type { ImageNode } from '../../block/types.js';
+import { type CliContext, reportError, reportUsage } from '../context.js';
+import { qemuJsonPretty } from '../format/qemu-json.js';
+import { getopt } from '../getopt.js';
+import { type ImageReport, allocatedBytes, imageInfoHuman, imageInfoJson } from '../image-info.js';
+import { resolveBackingPath } from '../image-path.js';
+import { openErrorText } from '../open-error.js';
+import { toFormatName } from './create.js';
+import type { FormatName } from '../../formats/driver.js';
+
+/** Parses --output; reports qemu-img's error and returns undefined when it is neither human nor json. */
+export function parseOutputFormat(ctx: CliContext, value: string | undefined): 'human' | 'json' | undefined {
+  if (value === undefined || value === 'human') return 'human';
+  if (value === 'json') return 'json';
+  reportError(ctx, '--output must be used with human or json as argument.');
+  return undefined;
+}
+
+/** Opens one image for a read-only command, reporting qemu-img's "Could not open" on failure. */
+export async function openForReading(
+  ctx: CliContext,
+  path: string,
+  options: { readonly format: string | undefined; readonly forceShare: boolean; readonly noBacking?: boolean },
+): Promise<ImageNode | undefined> {
+  let format: FormatName | undefined;
+  if (options.format !== undefined) {
+    format = toFormatName(options.format);
+    if (format === undefined) {
+      reportError(ctx, `Unknown file format '${options.format}'`);
+      return undefined;
+    }
+  }
+  try {
+    return await ctx.engine.openImage(path, {
+      ...(format ? { format } : {}),
+      readOnly: true,
+      forceShare: options.forceShare,
+      ...(options.noBacking ? { noBacking: true } : {}),
+    });
+  } catch (e) {
+    reportError(ctx, `Could not open '${path}': ${openErrorText(path, e)}`);
+    return undefined;
+  }
+}
+
+/** `vdisk info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename` */
+export async function infoCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
+  const parsed = getopt(argv, {
+    shortOptions: 'f:hU',
+    longOptions: [
+      { name: 'help', hasArg: false, key: 'h' },
+      { name: 'format', hasArg: true, key: 'f' },
+      { name: 'output', hasArg: true, key: 'output' },
+      { name: 'backing-chain', hasArg: false, key: 'backing-chain' },
+      { name: 'object', hasArg: true, key: 'object' },
+      { name: 'image-opts', hasArg: false, key: 'image-opts' },
+      { name: 'force-share', hasArg: false, key: 'U' },
+    ],
+  });
+  if (!parsed.ok) return reportUsage(ctx, parsed.message);
+  let format: string | undefined;
+  let output: string | undefined;
+  let chain = false;
+  let forceShare = false;
+  for (const { key, value } of parsed.options) {
+    if (key === 'f') format = value;
+    else if (key === 'output') output = value;
+    else if (key === 'backing-chain') chain = true;
+    else if (key === 'U') forceShare = true;
+  }
+  if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
+  const filename = parsed.operands[0] ?? '';
+  const outputFormat = parseOutputFormat(ctx, output);
+  if (!outputFormat) return 1;
+
+  const reports: ImageReport[] = [];
+  const seen = new Set<string>();
+  let path: string | undefined = filename;
+  let fmt = format;
+  while (path !== undefined) {
+    if (seen.has(path)) {
+      reportError(ctx, `Backing file '${path}' creates an infinite loop.`);
+      return 1;
+    }
+    seen.add(path);
+    const node = await openForReading(ctx, path, { format: fmt, forceShare, noBacking: true });
+    if (!node) return 1;
+    try {
+      const info = await node.info();
+      reports.push({ filename: path, info, actualSize: await allocatedBytes(path) });
+      if (!chain || !info.backing) break;
+      fmt = info.backing.format ?? undefined;
+      path = resolveBackingPath(path, info.backing.filename);
+    } catch (e) {
+      reportError(ctx, openErrorText(path, e));
+      return 1;
+    } finally {
+      await node.close();
+    }
+  }
+  if (outputFormat === 'json') {
+    const value = chain ? reports.map(imageInfoJson) : imageInfoJson(reports[0] ?? { filename, info: { format: 'raw', virtualSize: 0 }, actualSize: undefined });
+    ctx.out.stdout(`${qemuJsonPretty(value)}\n`);
+  } else {
+    ctx.out.stdout(reports.map(imageInfoHuman).join('\n'));
+  }
+  return 0;
+}

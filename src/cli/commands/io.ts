@@ -1,0 +1,124 @@
+import { createInterface } from 'node:readline';
+import type { ImageNode } from '../../block/types.js';
+import type { CacheMode } from '../../formats/driver.js';
+import { type CliContext, PROGRAM, reportError, reportUsage } from '../context.js';
+import { getopt } from '../getopt.js';
+import { openErrorText } from '../open-error.js';
+import { runCommandLine } from '../qemu-io/run-line.js';
+import type { IoSession } from '../qemu-io/session.js';
+import { toFormatName } from './create.js';
+
+const CACHE_MODES: readonly CacheMode[] = ['writeback', 'none', 'unsafe', 'directsync', 'writethrough'];
+
+const RAW_PROBE_WARNING = (file: string): string =>
+  `WARNING: Image format was not specified for '${file}' and probing guessed raw.\n` +
+  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+
+async function* stdinLines(): AsyncGenerator<string> {
+  const rl = createInterface({ input: process.stdin, terminal: false });
+  for await (const line of rl) yield line;
+}
+
+/** `vdisk io [-f fmt] [-c cmd]... [-r] [-n|-t cache] [-i aio] [-U] [-q] filename` — qemu-io. */
+export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
+  const parsed = getopt(argv, {
+    shortOptions: 'hVc:d:f:rsnCmki:t:T:qU',
+    longOptions: [
+      { name: 'help', hasArg: false, key: 'h' },
+      { name: 'version', hasArg: false, key: 'V' },
+      { name: 'cmd', hasArg: true, key: 'c' },
+      { name: 'format', hasArg: true, key: 'f' },
+      { name: 'read-only', hasArg: false, key: 'r' },
+      { name: 'snapshot', hasArg: false, key: 's' },
+      { name: 'nocache', hasArg: false, key: 'n' },
+      { name: 'copy-on-read', hasArg: false, key: 'C' },
+      { name: 'misalign', hasArg: false, key: 'm' },
+      { name: 'native-aio', hasArg: false, key: 'k' },
+      { name: 'discard', hasArg: true, key: 'd' },
+      { name: 'aio', hasArg: true, key: 'i' },
+      { name: 'cache', hasArg: true, key: 't' },
+      { name: 'trace', hasArg: true, key: 'T' },
+      { name: 'object', hasArg: true, key: 'object' },
+      { name: 'image-opts', hasArg: false, key: 'image-opts' },
+      { name: 'force-share', hasArg: false, key: 'U' },
+      { name: 'quiet', hasArg: false, key: 'q' },
+    ],
+  });
+  if (!parsed.ok) return reportUsage(ctx, parsed.message);
+  const commands: string[] = [];
+  let format: string | undefined;
+  let readOnly = false;
+  let forceShare = false;
+  let quiet = false;
+  let cache: CacheMode | undefined;
+  for (const { key, value = '' } of parsed.options) {
+    if (key === 'c') commands.push(value);
+    else if (key === 'f') format = value;
+    else if (key === 'r') readOnly = true;
+    else if (key === 'U') forceShare = true;
+    else if (key === 'q') quiet = true;
+    else if (key === 'n') cache = 'none';
+    else if (key === 't') {
+      if (!(CACHE_MODES as readonly string[]).includes(value)) {
+        reportError(ctx, `Invalid cache option: ${value}`);
+        return 1;
+      }
+      cache = value as CacheMode;
+    } else if (key === 'i' && !['threads', 'native', 'io_uring'].includes(value)) {
+      reportError(ctx, `Invalid aio option: ${value}`);
+      return 1;
+    } else if (key === 'V') {
+      ctx.out.stdout(`${PROGRAM} io version 0.1.0 (qemu-io 7.2 compatible)\n`);
+      return 0;
+    } else if (key === 'h') {
+      ctx.out.stdout(`Usage: ${PROGRAM} io [OPTIONS]... [-c STRING]... [file]\n`);
+      return 0;
+    }
+  }
+  if (parsed.operands.length > 1) return reportUsage(ctx, `Unexpected argument: ${parsed.operands[1] ?? ''}`);
+  const filename = parsed.operands[0];
+  if (filename === undefined) {
+    reportError(ctx, 'no file open, try \'help open\'');
+    return 1;
+  }
+  const fmt = format === undefined ? undefined : toFormatName(format);
+  if (format !== undefined && fmt === undefined) {
+    reportError(ctx, `can't open device ${filename}: Unknown driver '${format}'`);
+    return 1;
+  }
+  let node: ImageNode;
+  try {
+    node = await ctx.engine.openImage(filename, {
+      ...(fmt ? { format: fmt } : {}),
+      readOnly,
+      forceShare,
+      ...(cache ? { cache } : {}),
+    });
+  } catch (e) {
+    reportError(ctx, `can't open device ${filename}: ${openErrorText(filename, e)}`);
+    return 1;
+  }
+  if (format === undefined && node.format === 'raw' && !quiet) ctx.out.stderr(RAW_PROBE_WARNING(filename));
+  const session: IoSession = { node, out: ctx.out, quietOpen: quiet };
+  let failed = false;
+  try {
+    const lines: AsyncIterable<string> | Iterable<string> = commands.length > 0 ? commands : (ctx.stdinLines ?? stdinLines)();
+    for await (const line of lines) {
+      const outcome = await runCommandLine(session, line, readOnly);
+      if (outcome.result === 'failed') failed = true;
+      if (outcome.quit) break;
+    }
+  } catch (e) {
+    reportError(ctx, e instanceof Error ? e.message : String(e));
+    failed = true;
+  } finally {
+    try {
+      await node.close();
+    } catch (e) {
+      reportError(ctx, e instanceof Error ? e.message : String(e));
+      failed = true;
+    }
+  }
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,237 @@
+/**
+ * `vdisk serve`: serve an image over NBD, with qemu-nbd's options.
+ *
+ *   vdisk serve [IMAGE] [-f FMT] [-k PATH | -b ADDR -p PORT] [-x NAME] [-D TEXT]
+ *               [-r] [-t] [-e N] [--cache MODE] [-n] [-A] [-v]
+ *
+ * With no IMAGE, a default 1 GiB image in the data directory is served and
+ * the ways to connect are printed.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ServeDaemon, dataDirectory, ensureDefaultImage, stopOnSignals, type ServeOptions } from '../../daemon/index.js';
+import type { CacheMode, FormatName } from '../../formats/driver.js';
+import type { ListenAddress } from '../../nbd/index.js';
+
+const USAGE = `Usage: vdisk serve [OPTIONS] [IMAGE]
+Serve IMAGE over NBD (options as qemu-nbd). Without IMAGE, serve a default
+1 GiB image kept in $VDISK_DATA_DIR (default ~/.local/share/vdisk).
+
+  -k, --socket=PATH         listen on a Unix socket
+  -b, --bind=IFACE          interface to bind to (default 0.0.0.0)
+  -p, --port=PORT           TCP port (default 10809)
+  -x, --export-name=NAME    export name (default "")
+  -D, --description=TEXT    human-readable export description
+  -f, --format=FORMAT       image format (raw, qcow2, ploop); probed if absent
+  -r, --read-only           export read-only
+  -t, --persistent          keep serving after the last client disconnects
+  -e, --shared=NUM          clients served at once (default 1, 0 = unlimited)
+      --cache=MODE          none, writeback (default), writethrough, directsync, unsafe
+  -n, --nocache             same as --cache=none
+  -A, --allocation-depth    accepted; qemu:allocation-depth is always offered
+      --fork                run in the background once the server is listening
+      --pid-file=PATH       write the server's process id to PATH
+  -v, --verbose             log connection problems to stderr
+  -h, --help                show this help
+`;
+
+const CACHE_MODES: readonly CacheMode[] = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'];
+const FORMATS: Readonly<Record<string, FormatName>> = { raw: 'raw', qcow2: 'qcow2', ploop: 'ploop', parallels: 'ploop' };
+
+/** Options qemu-nbd has that vdisk does not implement yet: refused by name rather than silently ignored. */
+const UNSUPPORTED: Readonly<Record<string, { type: 'string' | 'boolean'; short?: string }>> = {
+  offset: { type: 'string', short: 'o' },
+  bitmap: { type: 'string', short: 'B' },
+  list: { type: 'boolean', short: 'L' },
+  object: { type: 'string' },
+  'tls-creds': { type: 'string' },
+  'tls-authz': { type: 'string' },
+  'tls-hostname': { type: 'string' },
+  connect: { type: 'string', short: 'c' },
+  disconnect: { type: 'boolean', short: 'd' },
+  snapshot: { type: 'boolean', short: 's' },
+  'load-snapshot': { type: 'string', short: 'l' },
+  'image-opts': { type: 'boolean' },
+  trace: { type: 'string', short: 'T' },
+  'selinux-label': { type: 'string' },
+};
+
+interface Parsed {
+  readonly options: Omit<ServeOptions, 'image' | 'log'>;
+  readonly image: string | undefined;
+  readonly verbose: boolean;
+  readonly fork: boolean;
+  readonly pidFile: string | undefined;
+}
+
+class UsageError extends Error {}
+
+function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      socket: { type: 'string', short: 'k' },
+      bind: { type: 'string', short: 'b' },
+      port: { type: 'string', short: 'p' },
+      'export-name': { type: 'string', short: 'x' },
+      description: { type: 'string', short: 'D' },
+      format: { type: 'string', short: 'f' },
+      'read-only': { type: 'boolean', short: 'r' },
+      persistent: { type: 'boolean', short: 't' },
+      shared: { type: 'string', short: 'e' },
+      cache: { type: 'string' },
+      nocache: { type: 'boolean', short: 'n' },
+      'allocation-depth': { type: 'boolean', short: 'A' },
+      verbose: { type: 'boolean', short: 'v' },
+      help: { type: 'boolean', short: 'h' },
+      aio: { type: 'string' },
+      discard: { type: 'string' },
+      'detect-zeroes': { type: 'string' },
+      fork: { type: 'boolean' },
+      'pid-file': { type: 'string' },
+      ...UNSUPPORTED,
+    },
+  });
+  if (values.help) return 'help';
+  for (const name of Object.keys(UNSUPPORTED)) {
+    if ((values as Record<string, unknown>)[name] !== undefined) throw new UsageError(`option --${name} is not supported yet`);
+  }
+  if (positionals.length > 1) throw new UsageError(`expected one image, got ${positionals.length}: ${positionals.join(' ')}`);
+
+  let address: ListenAddress;
+  if (values.socket !== undefined) {
+    if (values.port !== undefined || values.bind !== undefined) throw new UsageError('--socket cannot be combined with --bind or --port');
+    address = { socketPath: values.socket };
+  } else {
+    const port = values.port === undefined ? 10809 : Number(values.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`invalid port '${values.port ?? ''}'`);
+    address = { host: values.bind ?? '0.0.0.0', port };
+  }
+  const shared = values.shared === undefined ? 1 : Number(values.shared);
+  if (!Number.isInteger(shared) || shared < 0) throw new UsageError(`invalid shared device number '${values.shared ?? ''}'`);
+  let cache: CacheMode | undefined;
+  if (values.cache !== undefined) {
+    if (!(CACHE_MODES as readonly string[]).includes(values.cache)) throw new UsageError(`invalid cache mode '${values.cache}'`);
+    cache = values.cache as CacheMode;
+  }
+  if (values.nocache) cache = 'none';
+  let format: FormatName | undefined;
+  if (values.format !== undefined) {
+    format = FORMATS[values.format];
+    if (!format) throw new UsageError(`unknown format '${values.format}'`);
+  }
+  return {
+    image: positionals[0],
+    verbose: values.verbose === true,
+    fork: values.fork === true,
+    pidFile: values['pid-file'],
+    options: {
+      address,
+      exportName: values['export-name'] ?? '',
+      maxClients: shared,
+      readOnly: values['read-only'] === true,
+      persistent: values.persistent === true,
+      ...(values.description !== undefined ? { description: values.description } : {}),
+      ...(cache ? { cache } : {}),
+      ...(format ? { format } : {}),
+    },
+  };
+}
+
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Runs `vdisk serve`; resolves with the exit status once the server has stopped. */
+export async function serveCommand(argv: readonly string[]): Promise<number> {
+  let parsed: Parsed | 'help';
+  try {
+    parsed = parseServeArgs(argv);
+  } catch (e) {
+    process.stderr.write(`vdisk serve: ${e instanceof Error ? e.message : String(e)}\nTry 'vdisk serve --help' for more information.\n`);
+    return 1;
+  }
+  if (parsed === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (parsed.fork) return forkServer();
+  // A server started by --fork stops writing to stderr once its parent has returned (the pipe is gone then).
+  let detached = false;
+  const log = parsed.verbose
+    ? (line: string) => {
+        if (!detached) process.stderr.write(`vdisk serve: ${line}\n`);
+      }
+    : undefined;
+  try {
+    let image = parsed.image;
+    let options = parsed.options;
+    let announce = false;
+    if (image === undefined) {
+      const dflt = await ensureDefaultImage(dataDirectory());
+      image = dflt.path;
+      options = { ...options, format: dflt.format, persistent: true };
+      announce = true;
+      if (dflt.created) process.stdout.write(`Created ${dflt.format} image '${dflt.path}' (1 GiB)\n`);
+    }
+    const daemon = await ServeDaemon.start({ ...options, image, ...(log ? { log } : {}) });
+    const removeHandlers = stopOnSignals(daemon);
+    if (parsed.pidFile !== undefined) fs.writeFileSync(parsed.pidFile, `${process.pid}\n`);
+    // Tell a parent started with --fork that the server is listening.
+    if (process.send) {
+      process.send('vdisk-serve-ready');
+      process.disconnect();
+      detached = true;
+    }
+    if (announce) {
+      process.stdout.write(
+        `Serving '${image}' at ${daemon.uri}\n` +
+          `Connect with:\n` +
+          `  qemu-img info ${shellQuote(daemon.uri)}\n` +
+          `  qemu-io -f raw ${shellQuote(daemon.uri)}\n` +
+          `  nbdinfo ${shellQuote(daemon.uri)}\n` +
+          `Stop with Ctrl-C.\n`,
+      );
+    }
+    try {
+      await daemon.stopped;
+    } finally {
+      removeHandlers();
+      if (parsed.pidFile !== undefined) fs.rmSync(parsed.pidFile, { force: true });
+    }
+    return 0;
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`vdisk serve: ${msg}\n`);
+    return 1;
+  }
+}
+
+/**
+ * --fork: run this same command line without --fork as a detached child and
+ * return once it reports that it is listening (as qemu-nbd --fork does), or
+ * fail with its status if it exits first.
+ */
+function forkServer(): Promise<number> {
+  const args = [...process.execArgv, ...process.argv.slice(1).filter((a) => a !== '--fork')];
+  // The child's stderr is relayed only until it is ready, so that `$(vdisk serve --fork ...)` returns.
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
+  return new Promise<number>((resolve) => {
+    child.once('message', (m) => {
+      if (m !== 'vdisk-serve-ready') return;
+      child.disconnect();
+      child.stderr?.destroy();
+      child.unref();
+      resolve(0);
+    });
+    child.once('exit', (code) => resolve(code === 0 ? 1 : (code ?? 1)));
+    child.once('error', (e) => {
+      process.stderr.write(`vdisk serve: cannot start the background server: ${e.message}\n`);
+      resolve(1);
+    });
+  });
+}

@@ -1,0 +1,740 @@
+/**
+ * The ploop / Parallels image driver: one image file (one delta) behind the
+ * BlockDriver seam. Clusters this image does not hold read from the backing
+ * (the deltas below) or as zeros; a partial write to such a cluster copies the
+ * rest of the cluster from below first (COW).
+ *
+ * Lock order (outer to inner; never taken the other way):
+ *   1. the request gate: shared for read/write/zero/discard/flush/blockStatus,
+ *      exclusive for check, resize and close (which then need no other lock);
+ *   2. the flush lock (one flush writes BAT pages at a time);
+ *   3. one BAT page lock (page 0 also guards the header), never two at once.
+ * Waiting for another request's allocation of the same cluster (`#inflight`)
+ * happens with only the gate held.
+ *
+ * Crash-safety order: a new cluster's data is written, then its BAT entry is set
+ * in memory; the BAT page reaches the disk at the next flush, after a sync that
+ * makes the data durable (index after data). A crash before that leaks the
+ * cluster at the end of the file, which check repairs; it never leaves an entry
+ * pointing at unwritten data. Clusters are never reused, so a freed (discarded)
+ * cluster can never hold another cluster's data.
+ */
+import { VdiskError } from '../../errors.js';
+import type { HostFile } from '../../host/host-file.js';
+import { NodeHostFile } from '../../host/node-file.js';
+import { AsyncLock } from '../../util/async-lock.js';
+import { hex } from '../../util/int64.js';
+import type {
+  BackingReference,
+  BackingSource,
+  BlockDriver,
+  CheckReport,
+  FormatInfo,
+  LayerExtent,
+  RepairMode,
+  WriteFlags,
+  ZeroFlags,
+} from '../driver.js';
+import type { DriverOpenOptions } from '../registry-types.js';
+import { BatTable } from './bat-table.js';
+import { describeProblem, scanBat, type BatProblem } from './bat-scan.js';
+import { encodeExtension, parseExtension, planForWriter } from './extension.js';
+import { CLOSED_WITH_EXT_MAGIC, decodeHeader, encodeHeader, HEADER_SIZE, INUSE_MAGIC, SECTOR, type PloopHeader } from './header.js';
+import {
+  batEntryOffset,
+  batPageOf,
+  entryToHost,
+  hostToEntry,
+  layoutOf,
+  MAX_BAT_ENTRIES,
+  type PloopLayout,
+} from './layout.js';
+import { RequestGate } from './request-gate.js';
+
+/** Largest buffer used to copy or zero part of a cluster (clusters may be up to ~2 GiB). */
+const COPY_CHUNK = 1024 * 1024;
+
+interface OpenedState {
+  host: HostFile;
+  header: PloopHeader;
+  layout: PloopLayout;
+  bat: BatTable;
+  problems: BatProblem[];
+  dataEnd: number;
+}
+
+export class PloopDriver implements BlockDriver {
+  readonly format = 'ploop' as const;
+  readonly filename: string;
+  readonly readOnly: boolean;
+  readonly backingRef: BackingReference | null = null;
+  readonly requestAlignment = SECTOR;
+
+  readonly #host: HostFile;
+  #header: PloopHeader;
+  #layout: PloopLayout;
+  readonly #bat: BatTable;
+  /** Next free host offset: new clusters are appended here. */
+  #dataEnd: number;
+  /** BAT entries found bad at open and not repaired; I/O through them is refused. */
+  #badEntries: Set<number>;
+  /** The image was left in use (not closed cleanly) and has not been repaired. */
+  #unclean: boolean;
+  /** Host offset of the format-extension cluster this image keeps, or 0. */
+  #extHost = 0;
+  readonly #writeThrough: boolean;
+  #backing: BackingSource | null = null;
+  readonly #gate = new RequestGate();
+  readonly #flushLock = new AsyncLock();
+  /** Cluster index -> allocation of that cluster in progress. */
+  readonly #inflight = new Map<number, Promise<void>>();
+  #closed = false;
+  /** Lower deltas this driver opened as its backing and closes with itself (delta stacks). */
+  #owned: Array<{ close(): Promise<void> }> = [];
+
+  private constructor(path: string, options: DriverOpenOptions, s: OpenedState) {
+    this.filename = path;
+    this.readOnly = options.readOnly;
+    this.#host = s.host;
+    this.#header = s.header;
+    this.#layout = s.layout;
+    this.#bat = s.bat;
+    this.#dataEnd = s.dataEnd;
+    this.#badEntries = new Set(s.problems.map((p) => p.index));
+    this.#unclean = s.header.inUse === INUSE_MAGIC;
+    this.#writeThrough = options.cache === 'writethrough' || options.cache === 'directsync';
+  }
+
+  /**
+   * Opens a ploop image. A read-write open marks the image in use; an image left
+   * in use is repaired first (as `qemu-img check -r all` would), unless
+   * `noRepair` asks to leave that to an explicit check. A BAT with bad entries
+   * is refused unless `noRepair` (the open `qemu-img check` does).
+   *
+   * @example
+   *   const d = await PloopDriver.open('disk.hds', { readOnly: true });
+   *   const buf = new Uint8Array(512); await d.read(0, buf); await d.close();
+   */
+  static async open(path: string, options: DriverOpenOptions): Promise<PloopDriver> {
+    const host = await NodeHostFile.open(path, { readOnly: options.readOnly });
+    try {
+      const s = await readImage(host, path);
+      const driver = new PloopDriver(path, options, s);
+      await driver.#finishOpen(options, s.problems);
+      return driver;
+    } catch (e) {
+      await host.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async #finishOpen(options: DriverOpenOptions, problems: readonly BatProblem[]): Promise<void> {
+    const repairNow = !this.readOnly && this.#unclean && options.noRepair !== true;
+    if (problems.length > 0 && !repairNow && options.noRepair !== true) {
+      const p = problems[0] as BatProblem;
+      throw new VdiskError(
+        'ECORRUPT',
+        `Cannot open '${this.filename}': BAT entry ${p.index} points to ${hex(p.hostOffset)}, ${problemWhy(p, this.#layout)}`,
+        { file: this.filename, offset: batEntryOffset(p.index), field: `bat[${p.index}]` },
+      );
+    }
+    if (this.#header.extOff !== 0) await this.#loadExtension(!this.readOnly);
+    if (this.readOnly) return;
+    if (repairNow) await this.#checkInner('all');
+    await this.#bat.lock(0).run(async () => {
+      this.#setHeader({ ...this.#header, inUse: INUSE_MAGIC });
+      await this.#host.write(this.#bat.bytes.subarray(0, HEADER_SIZE), 0);
+      await this.#host.sync();
+    });
+  }
+
+  /** Reads (and, for a writer, applies the keep/drop rule to) the format-extension cluster. */
+  async #loadExtension(writer: boolean): Promise<void> {
+    const extHost = this.#header.extOff * SECTOR;
+    const size = await this.#host.size();
+    if (extHost < this.#layout.dataStart || extHost + this.#layout.clusterSize > size) {
+      throw new VdiskError(
+        'ECORRUPT',
+        `Cannot open '${this.filename}': format extension at ${hex(extHost)} is outside the data area (${hex(this.#layout.dataStart)}..${hex(size)})`,
+        { file: this.filename, offset: 56, field: 'ext_off' },
+      );
+    }
+    if (!writer) {
+      this.#extHost = extHost;
+      return;
+    }
+    const cluster = new Uint8Array(this.#layout.clusterSize);
+    await this.#host.read(cluster, extHost);
+    const plan = planForWriter(parseExtension(cluster));
+    if (plan.action === 'refuse') {
+      throw new VdiskError(
+        'ENOTSUP',
+        `Cannot open '${this.filename}' read/write: format extension ${hex(plan.magic)} is marked necessary and is not supported`,
+        { file: this.filename, offset: extHost, field: 'ext_off' },
+      );
+    }
+    if (plan.action === 'drop') {
+      // The clusters it used become leaked space, which check reclaims at the file's end.
+      this.#setHeader({ ...this.#header, extOff: 0 });
+      return;
+    }
+    if (plan.changed) {
+      const encoded = encodeExtension(plan.features, this.#layout.clusterSize);
+      if (encoded) {
+        await this.#host.write(encoded, extHost);
+        await this.#host.sync();
+      }
+    }
+    this.#extHost = extHost;
+    this.#dataEnd = Math.max(this.#dataEnd, extHost + this.#layout.clusterSize);
+  }
+
+  get length(): number {
+    return this.#layout.length;
+  }
+
+  /** Cluster size in bytes (qemu-img info does not print it for this format). */
+  get clusterSize(): number {
+    return this.#layout.clusterSize;
+  }
+
+  setBacking(backing: BackingSource | null): void {
+    this.#backing = backing;
+  }
+
+  /** Takes over closing the layers below (a delta stack's lower deltas). */
+  ownBelow(layers: ReadonlyArray<{ close(): Promise<void> }>): void {
+    this.#owned = [...layers];
+  }
+
+  // ---- reads -------------------------------------------------------------
+
+  async read(offset: number, buf: Uint8Array): Promise<void> {
+    this.#checkRange(offset, buf.length);
+    await this.#gate.shared(async () => {
+      const cs = this.#layout.clusterSize;
+      let done = 0;
+      while (done < buf.length) {
+        const pos = offset + done;
+        const index = Math.floor(pos / cs);
+        const host = this.#hostOf(index);
+        // Extend the run over following clusters that continue it (contiguous data or all unallocated).
+        let n = Math.min(cs - (pos % cs), buf.length - done);
+        while (done + n < buf.length) {
+          const next = this.#hostOf(index + Math.round(((pos % cs) + n) / cs));
+          const contiguous = host === null ? next === null : next === host + (pos % cs) + n;
+          if (!contiguous) break;
+          n = Math.min(n + cs, buf.length - done);
+        }
+        const part = buf.subarray(done, done + n);
+        if (host === null) await this.#readBelow(pos, part);
+        else await this.#host.read(part, host + (pos % cs));
+        done += n;
+      }
+    });
+  }
+
+  /** Host offset of cluster `index`, or null when this image does not hold it. */
+  #hostOf(index: number): number | null {
+    if (index >= this.#layout.batEntries) return null;
+    const entry = this.#bat.entry(index);
+    if (entry === 0) return null;
+    if (this.#badEntries.has(index)) {
+      throw new VdiskError('ECORRUPT', `'${this.filename}': BAT entry ${index} is corrupt; run check -r all`, {
+        file: this.filename,
+        offset: batEntryOffset(index),
+        field: `bat[${index}]`,
+      });
+    }
+    return entryToHost(this.#layout, entry);
+  }
+
+  /** What lies below this image at `pos`: the backing's data, zeros past its end or without one. */
+  async #readBelow(pos: number, out: Uint8Array): Promise<void> {
+    const below = this.#backing;
+    const avail = below ? Math.max(0, Math.min(out.length, below.length - pos)) : 0;
+    if (below && avail > 0) await below.read(pos, out.subarray(0, avail));
+    out.fill(0, avail);
+  }
+
+  // ---- writes ------------------------------------------------------------
+
+  async write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, data.length);
+    await this.#gate.shared(async () => {
+      await this.#forEachCluster(offset, data.length, (index, inCluster, n, done) =>
+        this.#writeInCluster(index, inCluster, data.subarray(done, done + n)),
+      );
+      if (flags?.fua === true || this.#writeThrough) await this.#flushInner();
+    });
+  }
+
+  async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, length);
+    await this.#gate.shared(async () => {
+      const cs = this.#layout.clusterSize;
+      if (flags?.fastZero === true) this.#assertFastZero(offset, length);
+      await this.#forEachCluster(offset, length, async (index, inCluster, n) => {
+        const host = this.#hostOf(index);
+        const whole = n === cs;
+        if (host === null) {
+          // Unallocated reads as zero already unless something shows through from below.
+          if (!this.#showsBelow(index * cs + inCluster, n)) return;
+          await this.#writeInCluster(index, inCluster, null, n);
+          return;
+        }
+        if (whole && flags?.mayUnmap === true && this.#backing === null) {
+          await this.#unmapCluster(index);
+          return;
+        }
+        if (!(await this.#host.zeroRange(host + inCluster, n))) {
+          if (flags?.fastZero === true) throw this.#noFastZero(index * cs + inCluster);
+          await this.#writeZerosAt(host + inCluster, n);
+        }
+      });
+      if (flags?.fua === true || this.#writeThrough) await this.#flushInner();
+    });
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, length);
+    // The BAT has no "zero" mark: unmapping under a backing would expose the data below.
+    if (this.#backing !== null) return;
+    await this.#gate.shared(async () => {
+      const cs = this.#layout.clusterSize;
+      await this.#forEachCluster(offset, length, async (index, _in, n) => {
+        if (n === cs) await this.#unmapCluster(index);
+      });
+    });
+  }
+
+  #assertFastZero(offset: number, length: number): void {
+    const cs = this.#layout.clusterSize;
+    for (let pos = offset; pos < offset + length; pos = (Math.floor(pos / cs) + 1) * cs) {
+      const index = Math.floor(pos / cs);
+      const n = Math.min((index + 1) * cs, offset + length) - pos;
+      if (this.#hostOf(index) === null && this.#showsBelow(pos, n)) throw this.#noFastZero(pos);
+    }
+  }
+
+  #noFastZero(pos: number): VdiskError {
+    return new VdiskError('ENOTSUP', `'${this.filename}': cannot zero at ${hex(pos)} quickly`, { file: this.filename, offset: pos });
+  }
+
+  /** True when [pos, pos+n) of an unallocated cluster would read the backing's data. */
+  #showsBelow(pos: number, n: number): boolean {
+    return this.#backing !== null && pos < this.#backing.length && n > 0;
+  }
+
+  /** Calls `fn` for each cluster piece of [offset, offset+length), in order. */
+  async #forEachCluster(
+    offset: number,
+    length: number,
+    fn: (index: number, inCluster: number, n: number, done: number) => Promise<void>,
+  ): Promise<void> {
+    const cs = this.#layout.clusterSize;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const inCluster = pos % cs;
+      const n = Math.min(cs - inCluster, length - done);
+      await fn(Math.floor(pos / cs), inCluster, n, done);
+      done += n;
+    }
+  }
+
+  /** Writes `data` (or `n` zero bytes when null) into cluster `index`, allocating it first if needed. */
+  async #writeInCluster(index: number, inCluster: number, data: Uint8Array | null, n = data?.length ?? 0): Promise<void> {
+    for (;;) {
+      const host = this.#hostOf(index);
+      if (host !== null) {
+        if (data) await this.#host.write(data, host + inCluster);
+        else await this.#writeZerosAt(host + inCluster, n);
+        return;
+      }
+      const pending = this.#inflight.get(index);
+      if (pending) {
+        await pending;
+        continue;
+      }
+      let finished!: () => void;
+      this.#inflight.set(index, new Promise<void>((resolve) => (finished = resolve)));
+      try {
+        await this.#allocate(index, inCluster, data, n);
+      } finally {
+        this.#inflight.delete(index);
+        finished();
+      }
+      return;
+    }
+  }
+
+  /** Appends a new cluster holding `data` at `inCluster` and what lies below around it, then points the BAT at it. */
+  async #allocate(index: number, inCluster: number, data: Uint8Array | null, n: number): Promise<void> {
+    const cs = this.#layout.clusterSize;
+    const host = this.#dataEnd;
+    const entry = hostToEntry(this.#layout, host, this.filename);
+    this.#dataEnd += cs;
+    const guest = index * cs;
+    if (cs <= COPY_CHUNK) {
+      const head = new Uint8Array(inCluster);
+      const tail = new Uint8Array(cs - inCluster - n);
+      await this.#readBelow(guest, head);
+      await this.#readBelow(guest + inCluster + n, tail);
+      await this.#host.writev([head, data ?? new Uint8Array(n), tail], host);
+    } else {
+      await this.#copyBelow(guest, host, inCluster);
+      if (data) await this.#host.write(data, host + inCluster);
+      else await this.#writeZerosAt(host + inCluster, n);
+      await this.#copyBelow(guest + inCluster + n, host + inCluster + n, cs - inCluster - n);
+    }
+    // Index after data: the entry changes only once the data write has completed.
+    await this.#bat.lock(batPageOf(index)).run(async () => this.#bat.setEntry(index, entry));
+  }
+
+  /** Copies `length` bytes from below the image at `guest` to `host`, in bounded chunks. */
+  async #copyBelow(guest: number, host: number, length: number): Promise<void> {
+    for (let done = 0; done < length; done += COPY_CHUNK) {
+      const part = new Uint8Array(Math.min(COPY_CHUNK, length - done));
+      await this.#readBelow(guest + done, part);
+      await this.#host.write(part, host + done);
+    }
+  }
+
+  async #writeZerosAt(host: number, length: number): Promise<void> {
+    const zeros = new Uint8Array(Math.min(COPY_CHUNK, length));
+    for (let done = 0; done < length; done += zeros.length) {
+      await this.#host.write(zeros.subarray(0, Math.min(zeros.length, length - done)), host + done);
+    }
+  }
+
+  /** Drops cluster `index` from the BAT and returns its space to the host. */
+  async #unmapCluster(index: number): Promise<void> {
+    const pending = this.#inflight.get(index);
+    if (pending) await pending;
+    const host = this.#hostOf(index);
+    if (host === null) return;
+    await this.#bat.lock(batPageOf(index)).run(async () => this.#bat.setEntry(index, 0));
+    // If the BAT page is not yet on disk at a crash, the old entry reads zeros: still a valid discard.
+    if (!(await this.#host.punchHole(host, this.#layout.clusterSize))) {
+      await this.#writeZerosAt(host, this.#layout.clusterSize);
+    }
+  }
+
+  // ---- flush -------------------------------------------------------------
+
+  async flush(): Promise<void> {
+    if (this.readOnly) return;
+    await this.#gate.shared(() => this.#flushInner());
+  }
+
+  async #flushInner(): Promise<void> {
+    await this.#flushLock.run(async () => {
+      // Copy the pages first: every entry in them points at data whose write has
+      // completed, so one sync makes that data durable before the pages are written.
+      const pages = this.#bat.snapshotDirty();
+      await this.#host.sync();
+      if (pages.length === 0) return;
+      for (const p of pages) {
+        await this.#bat.lock(p.page).run(() => this.#bat.writeSnapshot(this.#host, [p]));
+      }
+      await this.#host.sync();
+    });
+  }
+
+  // ---- block status --------------------------------------------------------
+
+  async blockStatus(offset: number, length: number): Promise<LayerExtent[]> {
+    this.#checkRange(offset, length);
+    const cs = this.#layout.clusterSize;
+    const out: LayerExtent[] = [];
+    let runStart = offset;
+    let runHost: number | null = null;
+    const flush = (end: number): void => {
+      if (end <= runStart) return;
+      const len = end - runStart;
+      out.push(
+        runHost === null
+          ? { length: len, allocated: false, zero: false, data: false }
+          : { length: len, allocated: true, zero: false, data: true, hostOffset: runHost },
+      );
+    };
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const index = Math.floor(pos / cs);
+      const n = Math.min((index + 1) * cs, end) - pos;
+      const entry = index < this.#layout.batEntries ? this.#bat.entry(index) : 0;
+      const host = entry === 0 ? null : entryToHost(this.#layout, entry) + (pos % cs);
+      const continues = pos === runStart || (host === null ? runHost === null : runHost !== null && runHost + (pos - runStart) === host);
+      if (!continues) {
+        flush(pos);
+        runStart = pos;
+      }
+      if (pos === runStart) runHost = host;
+      pos += n;
+    }
+    flush(end);
+    return out;
+  }
+
+  // ---- resize --------------------------------------------------------------
+
+  async resize(newLength: number, options?: { readonly shrink?: boolean; readonly preallocation?: string }): Promise<void> {
+    this.#checkWritable();
+    if (options?.preallocation !== undefined && options.preallocation !== 'off') {
+      throw new VdiskError('ENOTSUP', `'${this.filename}': preallocation=${options.preallocation} is not supported for parallels`, {
+        file: this.filename,
+        field: 'preallocation',
+      });
+    }
+    if (!Number.isSafeInteger(newLength) || newLength % SECTOR !== 0 || newLength < 0) {
+      throw new VdiskError('EINVAL', `'${this.filename}': new size ${newLength} is not a multiple of 512`, { file: this.filename, field: 'size' });
+    }
+    if (newLength < this.length) {
+      throw new VdiskError('ENOTSUP', `'${this.filename}': parallels images cannot be shrunk (${this.length} -> ${newLength})`, {
+        file: this.filename,
+        field: 'size',
+      });
+    }
+    if (newLength === this.length) return;
+    await this.#gate.exclusive(() => this.#grow(newLength));
+  }
+
+  async #grow(newLength: number): Promise<void> {
+    const cs = this.#layout.clusterSize;
+    const entries = Math.max(this.#layout.batEntries, Math.ceil(newLength / cs));
+    if (entries > MAX_BAT_ENTRIES || (this.#header.version === 1 && newLength / SECTOR > 0xffffffff)) {
+      throw new VdiskError('EFBIG', `'${this.filename}': size ${newLength} is too large for this image`, { file: this.filename, field: 'size' });
+    }
+    const newBatEnd = batEntryOffset(entries);
+    const newDataStart = Math.max(this.#layout.dataStart, Math.ceil(newBatEnd / cs) * cs);
+    await this.#flushInner();
+    if (newDataStart > this.#layout.dataStart) await this.#relocateBelow(newDataStart);
+    // Build the larger table: the header, the old entries, zeros for the new ones.
+    const bytes = new Uint8Array(newBatEnd);
+    bytes.set(this.#bat.bytes);
+    this.#bat.grow(bytes);
+    this.#setHeader({
+      ...this.#header,
+      batEntries: entries,
+      sizeSectors: newLength / SECTOR,
+      cylinders: Math.floor(newLength / SECTOR / 16 / 32) % 2 ** 32,
+      dataOff: newDataStart / SECTOR,
+    });
+    // The new BAT area (possibly old data clusters, already copied away) becomes zeros
+    // before the header that makes it part of the BAT is written last.
+    await this.#writeZerosAt(this.#layout.batEnd, newDataStart - this.#layout.batEnd);
+    const pages = this.#bat.snapshotDirty();
+    await this.#bat.writeSnapshot(
+      this.#host,
+      pages.filter((p) => p.page !== 0),
+    );
+    await this.#host.sync();
+    await this.#bat.writeSnapshot(
+      this.#host,
+      pages.filter((p) => p.page === 0),
+    );
+    await this.#host.sync();
+    this.#layout = { ...this.#layout, batEntries: entries, batEnd: newBatEnd, dataStart: newDataStart, length: newLength };
+  }
+
+  /** Moves every cluster (and the extension cluster) lying below `limit` to the end of the file. */
+  async #relocateBelow(limit: number): Promise<void> {
+    const cs = this.#layout.clusterSize;
+    this.#dataEnd = Math.max(this.#dataEnd, limit);
+    const copy = async (from: number): Promise<number> => {
+      const to = this.#dataEnd;
+      this.#dataEnd += cs;
+      for (let done = 0; done < cs; done += COPY_CHUNK) {
+        const part = new Uint8Array(Math.min(COPY_CHUNK, cs - done));
+        await this.#host.read(part, from + done);
+        await this.#host.write(part, to + done);
+      }
+      return to;
+    };
+    const moved: Array<[number, number]> = [];
+    for (let i = 0; i < this.#layout.batEntries; i++) {
+      const entry = this.#bat.entry(i);
+      if (entry !== 0 && entryToHost(this.#layout, entry) < limit) {
+        moved.push([i, hostToEntry(this.#layout, await copy(entryToHost(this.#layout, entry)), this.filename)]);
+      }
+    }
+    let extMoved = false;
+    if (this.#extHost !== 0 && this.#extHost < limit) {
+      this.#extHost = await copy(this.#extHost);
+      extMoved = true;
+    }
+    await this.#host.sync();
+    for (const [i, entry] of moved) this.#bat.setEntry(i, entry);
+    if (extMoved) this.#setHeader({ ...this.#header, extOff: this.#extHost / SECTOR });
+    await this.#bat.writeSnapshot(this.#host, this.#bat.snapshotDirty());
+    await this.#host.sync();
+  }
+
+  // ---- info / check ----------------------------------------------------------
+
+  async info(): Promise<FormatInfo> {
+    // qemu-img 7.2 prints no cluster size or format-specific data for parallels.
+    return { format: 'ploop', virtualSize: this.length };
+  }
+
+  async check(repair: RepairMode): Promise<CheckReport> {
+    if (repair !== 'none' && this.readOnly) {
+      throw new VdiskError('EPERM', `Cannot repair '${this.filename}': opened read-only`, { file: this.filename });
+    }
+    return this.#gate.exclusive(() => this.#checkInner(repair));
+  }
+
+  async #checkInner(repair: RepairMode): Promise<CheckReport> {
+    const fixErrors = repair === 'all';
+    const fixLeaks = repair !== 'none';
+    const cs = this.#layout.clusterSize;
+    const report: CheckReport = { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, messages: [] };
+    if (this.#unclean) {
+      report.messages.push(`${fixErrors ? 'Repairing' : 'ERROR'} image was not closed correctly`);
+      report.corruptions++;
+      if (fixErrors) {
+        // The in-use marker itself is rewritten as this read-write open goes on and cleared at close.
+        this.#unclean = false;
+        report.corruptionsFixed++;
+      }
+    }
+    let size = await this.#host.size();
+    let scan = scanBat(this.#layout, (i) => this.#bat.entry(i), size);
+    for (const p of scan.problems) {
+      report.messages.push(describeProblem(p, fixErrors));
+      report.corruptions++;
+    }
+    if (fixErrors && scan.problems.length > 0) {
+      await this.#repairEntries(scan.problems);
+      report.corruptionsFixed += scan.problems.length;
+      size = await this.#host.size();
+      scan = scanBat(this.#layout, (i) => this.#bat.entry(i), size);
+    }
+    const extEnd = this.#extHost === 0 ? 0 : this.#extHost + cs;
+    const imageEnd = Math.max(scan.dataEnd, extEnd);
+    // QEMU sees the file length rounded up to whole sectors.
+    size = Math.ceil(size / SECTOR) * SECTOR;
+    if (size > imageEnd) {
+      const count = Math.ceil((size - imageEnd) / cs);
+      report.messages.push(`${fixLeaks ? 'Repairing' : 'ERROR'} space leaked at the end of the image ${size - imageEnd}`);
+      report.leaks += count;
+      if (fixLeaks) {
+        await this.#host.truncate(imageEnd);
+        this.#dataEnd = imageEnd;
+        report.leaksFixed += count;
+      }
+    }
+    report.imageEndOffset = imageEnd;
+    report.totalClusters = this.#layout.batEntries;
+    report.allocatedClusters = scan.allocated;
+    report.fragmentedClusters = scan.fragmented;
+    report.compressedClusters = 0;
+    return report;
+  }
+
+  /** Clears entries outside the file or inside the header; gives duplicates a copy of their own. */
+  async #repairEntries(problems: readonly BatProblem[]): Promise<void> {
+    const cs = this.#layout.clusterSize;
+    for (const p of problems) {
+      if (p.kind !== 'duplicate') {
+        this.#bat.setEntry(p.index, 0);
+        continue;
+      }
+      const to = this.#dataEnd;
+      this.#dataEnd += cs;
+      for (let done = 0; done < cs; done += COPY_CHUNK) {
+        const part = new Uint8Array(Math.min(COPY_CHUNK, cs - done));
+        await this.#host.read(part, p.hostOffset + done);
+        await this.#host.write(part, to + done);
+      }
+      this.#bat.setEntry(p.index, hostToEntry(this.#layout, to, this.filename));
+    }
+    this.#badEntries = new Set();
+    await this.#host.sync();
+    await this.#bat.writeSnapshot(this.#host, this.#bat.snapshotDirty());
+    await this.#host.sync();
+  }
+
+  // ---- close -----------------------------------------------------------------
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      if (!this.readOnly) {
+        await this.#gate.exclusive(async () => {
+          await this.#flushInner();
+          if (this.#unclean || this.#badEntries.size > 0) return;
+          this.#setHeader({ ...this.#header, inUse: this.#extHost !== 0 ? CLOSED_WITH_EXT_MAGIC : 0 });
+          await this.#host.write(this.#bat.bytes.subarray(0, HEADER_SIZE), 0);
+          await this.#host.sync();
+          // As QEMU does: the file ends with the last cluster in use.
+          if ((await this.#host.size()) > this.#dataEnd) await this.#host.truncate(this.#dataEnd);
+        });
+      }
+    } finally {
+      await this.#host.close();
+      for (const l of this.#owned.reverse()) await l.close();
+    }
+  }
+
+  // ---- helpers ---------------------------------------------------------------
+
+  #setHeader(h: PloopHeader): void {
+    this.#header = h;
+    encodeHeader(h, this.#bat.bytes);
+    this.#bat.headerChanged();
+  }
+
+  #checkWritable(): void {
+    if (this.readOnly) {
+      throw new VdiskError('EPERM', `'${this.filename}' is opened read-only`, { file: this.filename });
+    }
+    if (this.#closed) throw new VdiskError('EINVAL', `'${this.filename}' is closed`, { file: this.filename });
+    if (this.#badEntries.size > 0) {
+      throw new VdiskError('ECORRUPT', `'${this.filename}' has corrupt BAT entries; run check -r all before writing`, {
+        file: this.filename,
+        field: 'bat',
+      });
+    }
+  }
+
+  #checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.length) {
+      throw new VdiskError('ERANGE', `'${this.filename}': request ${offset}+${length} is outside the disk (size ${this.length})`, {
+        file: this.filename,
+        offset,
+      });
+    }
+  }
+}
+
+function problemWhy(p: BatProblem, layout: PloopLayout): string {
+  switch (p.kind) {
+    case 'outside':
+      return `past end of file for a cluster of ${layout.clusterSize} bytes`;
+    case 'header':
+      return `inside the header/BAT area (data starts at ${hex(layout.dataStart)})`;
+    case 'duplicate':
+      return 'a cluster another BAT entry already uses';
+  }
+}
+
+/** Reads and validates header and BAT; nothing is written. */
+async function readImage(host: HostFile, path: string): Promise<OpenedState> {
+  const size = await host.size();
+  const head = new Uint8Array(Math.min(HEADER_SIZE, size));
+  await host.read(head, 0);
+  const header = decodeHeader(head, path);
+  const layout = layoutOf(header, size, path);
+  const bytes = new Uint8Array(layout.batEnd);
+  await host.read(bytes, 0);
+  const bat = new BatTable(bytes);
+  const scan = scanBat(layout, (i) => bat.entry(i), size);
+  return { host, header, layout, bat, problems: scan.problems, dataEnd: scan.dataEnd };
+}

@@ -1,0 +1,124 @@
+/**
+ * The state of one opened qcow2 image and the mapping helpers every path
+ * shares: the in-memory L1 table, the L2-table cache, the refcounts, the
+ * compression codec and the backing.
+ *
+ * Lock order (outermost first), enforced by the code paths in this folder:
+ *   1. `l1Lock`          — changes of L1 entries (new or copied L2 tables, L1 growth)
+ *   2. an L2 table lock  — `slotLock(l1Index)`: read-modify-write of one L2 table's
+ *                          entries together with the data writes they describe
+ *   3. `refcounts.allocLock` — the refcount allocator (innermost; never waits for 1 or 2)
+ * Cache writeback takes no lock (tables are snapshotted synchronously).
+ * Readers take no lock.
+ */
+import { VdiskError } from '../../errors.js';
+import type { HostFile } from '../../host/host-file.js';
+import { AsyncLock } from '../../util/async-lock.js';
+import { hex } from '../../util/int64.js';
+import type { BackingSource } from '../driver.js';
+import type { ClusterCodec } from './compression.js';
+import { readL1Entry, readL2Entry, type L2Geometry, type L2Mapping } from './l2-entry.js';
+import type { Refcounts } from './refcounts.js';
+import type { CachedTable, TableCache } from './table-cache.js';
+
+export interface Qcow2Image {
+  readonly file: string;
+  readonly host: HostFile;
+  /** Where guest data lives: the image file or the external data file. */
+  readonly dataHost: HostFile;
+  readonly geometry: L2Geometry;
+  readonly clusterBits: number;
+  readonly clusterSize: number;
+  /** Entries per L2 table. */
+  readonly l2Entries: number;
+  /** 32 with extended L2, else 1. */
+  readonly subclusters: number;
+  readonly version: 2 | 3;
+  /** External data file with the raw bit: zeroing must really write zeros. */
+  readonly dataFileRaw: boolean;
+  size: number;
+  l1: Uint8Array;
+  l1Offset: number;
+  readonly l1Lock: AsyncLock;
+  readonly l2Cache: TableCache;
+  readonly refcounts: Refcounts;
+  readonly codec: ClusterCodec;
+  backing: BackingSource | null;
+  readonly slotLocks: Map<number, { lock: AsyncLock; users: number }>;
+}
+
+export function l1Entries(img: Qcow2Image): number {
+  return img.l1.length / 8;
+}
+
+/** The L2 table offset for `l1Index`, 0 when none. */
+export function l2OffsetAt(img: Qcow2Image, l1Index: number): { l2Offset: number; copied: boolean } {
+  if (l1Index >= l1Entries(img)) return { l2Offset: 0, copied: false };
+  return readL1Entry(img.l1, l1Index, { clusterBits: img.clusterBits, file: img.file, tableOffset: img.l1Offset });
+}
+
+/** Pins the L2 table of `l1Index` for reading; null when the L1 entry is empty. */
+export async function acquireL2(img: Qcow2Image, l1Index: number): Promise<CachedTable | null> {
+  const { l2Offset } = l2OffsetAt(img, l1Index);
+  if (l2Offset === 0) return null;
+  return img.l2Cache.acquire(l2Offset);
+}
+
+export function mappingAt(img: Qcow2Image, table: CachedTable, index: number): L2Mapping {
+  return readL2Entry(table.data, index, { geometry: img.geometry, file: img.file, tableOffset: table.offset });
+}
+
+/** Runs `fn` holding the lock of the L2 slot `l1Index` (lock 2 of the order). */
+export async function withSlotLock<T>(img: Qcow2Image, l1Index: number, fn: () => Promise<T>): Promise<T> {
+  let slot = img.slotLocks.get(l1Index);
+  if (!slot) {
+    slot = { lock: new AsyncLock(), users: 0 };
+    img.slotLocks.set(l1Index, slot);
+  }
+  slot.users++;
+  try {
+    return await slot.lock.run(fn);
+  } finally {
+    slot.users--;
+    if (slot.users === 0) img.slotLocks.delete(l1Index);
+  }
+}
+
+/** Reads from the backing into `buf` (guest `offset`); zeros where there is no backing. */
+export async function readBacking(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
+  const b = img.backing;
+  const inBacking = b === null ? 0 : Math.max(0, Math.min(buf.length, b.length - offset));
+  if (b !== null && inBacking > 0) await b.read(offset, buf.subarray(0, inBacking));
+  buf.fill(0, inBacking);
+}
+
+/** Decompresses the cluster of a compressed mapping. */
+export async function readCompressed(img: Qcow2Image, m: { readonly hostOffset: number; readonly sizeBytes: number }): Promise<Uint8Array> {
+  const fileSize = await img.host.size();
+  if (m.hostOffset >= fileSize) {
+    throw new VdiskError('ECORRUPT', `'${img.file}': compressed cluster at ${hex(m.hostOffset)} lies past the end of the file (size ${hex(fileSize)})`, {
+      file: img.file,
+      offset: m.hostOffset,
+    });
+  }
+  const slot = new Uint8Array(Math.min(m.sizeBytes, fileSize - m.hostOffset));
+  await img.host.read(slot, m.hostOffset);
+  return img.codec.decompress(slot, { file: img.file, offset: m.hostOffset });
+}
+
+/** Splits [offset, offset+length) at L2-table boundaries. */
+export function* l2Chunks(img: Qcow2Image, offset: number, length: number): Generator<{ l1Index: number; offset: number; length: number }> {
+  const span = img.clusterSize * img.l2Entries;
+  let pos = offset;
+  const end = offset + length;
+  while (pos < end) {
+    const l1Index = Math.floor(pos / span);
+    const chunkEnd = Math.min(end, (l1Index + 1) * span);
+    yield { l1Index, offset: pos, length: chunkEnd - pos };
+    pos = chunkEnd;
+  }
+}
+
+export function l2IndexOf(img: Qcow2Image, guestOffset: number): number {
+  return Math.floor(guestOffset / img.clusterSize) % img.l2Entries;
+}

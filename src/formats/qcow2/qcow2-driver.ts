@@ -1,0 +1,432 @@
+/**
+ * The qcow2 BlockDriver: opening (header, L1, refcounts, codec, data file),
+ * the request entry points, resize, flush and close. The mapping and
+ * allocation work lives in read-path.ts, write-path.ts and zero-discard.ts;
+ * the lock order is written down in image.ts.
+ */
+import * as path from 'node:path';
+import { VdiskError } from '../../errors.js';
+import type { HostFile } from '../../host/host-file.js';
+import { NodeHostFile } from '../../host/node-file.js';
+import { AsyncLock } from '../../util/async-lock.js';
+import { hex } from '../../util/int64.js';
+import type {
+  BackingReference,
+  BackingSource,
+  BlockDriver,
+  CheckReport,
+  FormatInfo,
+  FormatName,
+  LayerExtent,
+  RepairMode,
+  WriteFlags,
+  ZeroFlags,
+} from '../driver.js';
+import type { DriverOpenOptions } from '../registry-types.js';
+import { ClusterCodec } from './compression.js';
+import {
+  AUTOCLEAR_BITMAPS,
+  AUTOCLEAR_DATA_FILE_RAW,
+  AUTOCLEAR_KNOWN,
+  COMPAT_LAZY_REFCOUNTS,
+  COMPRESSION_ZSTD,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DIRTY,
+  hasDataFile,
+  hasExtendedL2,
+  l1EntriesFor,
+  parseHeaderCluster,
+  readHeaderCluster,
+  type ParsedHeaderCluster,
+} from './header.js';
+import { l2OffsetAt, type Qcow2Image } from './image.js';
+import { writeL1Entry } from './l2-entry.js';
+import { layerStatus, readGuest } from './read-path.js';
+import { Refcounts } from './refcounts.js';
+import { TableCache } from './table-cache.js';
+import { writeGuest } from './write-path.js';
+import { discardGuest, writeCompressedCluster, zeroGuest } from './zero-discard.js';
+
+const DEFAULT_L2_CACHE_BYTES = 8 * 1024 * 1024;
+const DEFAULT_REFCOUNT_CACHE_BYTES = 2 * 1024 * 1024;
+const HEADER_SIZE_FIELD = 24;
+const HEADER_L1_FIELDS = 36;
+const HEADER_INCOMPAT = 72;
+const HEADER_AUTOCLEAR = 88;
+const FORMAT_NAMES: readonly FormatName[] = ['raw', 'qcow2', 'ploop'];
+
+/** Called on a read-write open of a dirty image, and by check(); provided by check.ts. */
+export type Qcow2Checker = (file: string, options: { readonly repair: RepairMode }) => Promise<CheckReport>;
+
+export interface Qcow2OpenOptions extends DriverOpenOptions {
+  /** The refcount checker/repairer (check.ts), injected to keep modules small. */
+  readonly checker?: Qcow2Checker;
+}
+
+export class Qcow2Driver implements BlockDriver {
+  readonly format = 'qcow2' as const;
+  readonly filename: string;
+  readonly readOnly: boolean;
+  readonly backingRef: BackingReference | null;
+  readonly requestAlignment = 1;
+  readonly #img: Qcow2Image;
+  #parsed: ParsedHeaderCluster;
+  readonly #checker: Qcow2Checker | undefined;
+  /** Header changes owed before the first write (autoclear bits). */
+  #headerPrepared = false;
+  #closed = false;
+  #corrupt = false;
+  /** Set after check() repaired the file: the caches no longer describe it; reopen to use it. */
+  #stale = false;
+
+  private constructor(img: Qcow2Image, parsed: ParsedHeaderCluster, opts: { readOnly: boolean; checker: Qcow2Checker | undefined }) {
+    this.#img = img;
+    this.#parsed = parsed;
+    this.filename = img.file;
+    this.readOnly = opts.readOnly;
+    this.#checker = opts.checker;
+    const backingFile = parsed.backingFile;
+    const fmt = parsed.extensions.backingFormat;
+    this.backingRef =
+      backingFile === null ? null : { filename: backingFile, format: fmt !== null && (FORMAT_NAMES as readonly string[]).includes(fmt) ? (fmt as FormatName) : null };
+  }
+
+  /** Opens an image. A dirty image opened read-write is repaired first, as QEMU does. */
+  static async open(file: string, options: Qcow2OpenOptions): Promise<Qcow2Driver> {
+    let parsed = await Qcow2Driver.#readHeader(file);
+    const h0 = parsed.header;
+    if (!options.readOnly && (h0.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n) {
+      throw new VdiskError('EPERM', `Cannot open '${file}' read-write: the image is marked corrupt (run 'qemu-img check -r all')`, {
+        file,
+        offset: HEADER_INCOMPAT,
+        field: 'incompatible_features',
+      });
+    }
+    if (!options.readOnly && !options.noRepair && (h0.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
+      if (!options.checker) {
+        throw new VdiskError('ENOTSUP', `Cannot open '${file}' read-write: the dirty bit is set and no refcount repair is available`, { file, field: 'incompatible_features' });
+      }
+      const report = await options.checker(file, { repair: 'all' });
+      if (report.corruptions - report.corruptionsFixed > 0 || report.checkErrors > 0) {
+        throw new VdiskError('ECORRUPT', `Cannot open '${file}': repairing the dirty image failed`, { file });
+      }
+      parsed = await Qcow2Driver.#readHeader(file);
+    }
+    const h = parsed.header;
+    if (h.cryptMethod !== 0) throw new VdiskError('ENOTSUP', `Cannot open '${file}': encrypted images are not supported`, { file, offset: 32, field: 'crypt_method' });
+    const host = await NodeHostFile.open(file, { readOnly: options.readOnly });
+    let dataHost: HostFile = host;
+    try {
+      if (hasDataFile(h)) {
+        const name = parsed.extensions.dataFile;
+        if (name === null) throw new VdiskError('EINVAL', `Cannot open '${file}': the image needs an external data file but names none`, { file, field: 'data_file' });
+        dataHost = await NodeHostFile.open(path.resolve(path.dirname(file), name), { readOnly: options.readOnly });
+      }
+      const clusterSize = 2 ** h.clusterBits;
+      const extendedL2 = hasExtendedL2(h);
+      const entrySize = extendedL2 ? 16 : 8;
+      const fileSize = await host.size();
+      const l1Bytes = h.l1Size * 8;
+      if (h.l1Size > 0 && h.l1TableOffset + l1Bytes > fileSize) {
+        throw new VdiskError('ECORRUPT', `Cannot open '${file}': L1 table at ${hex(h.l1TableOffset)} extends past end of file (size ${hex(fileSize)})`, {
+          file,
+          offset: h.l1TableOffset,
+          field: 'l1_table_offset',
+        });
+      }
+      const l1 = new Uint8Array(l1Bytes);
+      if (l1Bytes > 0) await host.read(l1, h.l1TableOffset);
+      const refcounts = await Refcounts.load({
+        host,
+        file,
+        clusterBits: h.clusterBits,
+        refcountOrder: h.refcountOrder,
+        tableOffset: h.refcountTableOffset,
+        tableClusters: h.refcountTableClusters,
+        cacheCapacity: Math.max(4, Math.floor((options.refcountCacheSize ?? DEFAULT_REFCOUNT_CACHE_BYTES) / clusterSize)),
+      });
+      const img: Qcow2Image = {
+        file,
+        host,
+        dataHost,
+        geometry: { clusterBits: h.clusterBits, extendedL2, externalDataFile: hasDataFile(h) },
+        clusterBits: h.clusterBits,
+        clusterSize,
+        l2Entries: clusterSize / entrySize,
+        subclusters: extendedL2 ? 32 : 1,
+        version: h.version,
+        dataFileRaw: (h.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n,
+        size: h.size,
+        l1,
+        l1Offset: h.l1TableOffset,
+        l1Lock: new AsyncLock(),
+        l2Cache: new TableCache({ host, tableSize: clusterSize, capacity: Math.max(4, Math.floor((options.l2CacheSize ?? DEFAULT_L2_CACHE_BYTES) / clusterSize)) }),
+        refcounts,
+        codec: await ClusterCodec.create(h.compressionType === COMPRESSION_ZSTD ? 'zstd' : 'deflate', clusterSize),
+        backing: null,
+        slotLocks: new Map(),
+      };
+      return new Qcow2Driver(img, parsed, { readOnly: options.readOnly, checker: options.checker });
+    } catch (e) {
+      if (dataHost !== host) await dataHost.close();
+      await host.close();
+      throw e;
+    }
+  }
+
+  static async #readHeader(file: string): Promise<ParsedHeaderCluster> {
+    const host = await NodeHostFile.open(file, { readOnly: true });
+    try {
+      return parseHeaderCluster(await readHeaderCluster(host), { file, fileSize: await host.size() });
+    } finally {
+      await host.close();
+    }
+  }
+
+  get length(): number {
+    return this.#img.size;
+  }
+
+  setBacking(backing: BackingSource | null): void {
+    this.#img.backing = backing;
+  }
+
+  async read(offset: number, buf: Uint8Array): Promise<void> {
+    this.#checkRange(offset, buf.length);
+    await readGuest(this.#img, offset, buf);
+  }
+
+  async write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, data.length);
+    await this.#prepareHeader();
+    await this.#guard(async () => {
+      await writeGuest(this.#img, offset, data);
+    });
+    if (flags?.fua) await this.flush();
+  }
+
+  async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, length);
+    await this.#prepareHeader();
+    await this.#guard(async () => {
+      await zeroGuest(this.#img, offset, length, { mayUnmap: flags?.mayUnmap ?? false });
+    });
+    if (flags?.fua) await this.flush();
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, length);
+    await this.#prepareHeader();
+    await this.#guard(async () => {
+      await discardGuest(this.#img, offset, length);
+    });
+  }
+
+  async writeCompressed(offset: number, data: Uint8Array): Promise<void> {
+    this.#checkWritable();
+    this.#checkRange(offset, data.length);
+    await this.#prepareHeader();
+    await this.#guard(async () => {
+      await writeCompressedCluster(this.#img, offset, data);
+    });
+  }
+
+  /** Writes dirty tables in dependency order (refcounts before L2), then syncs. */
+  async flush(): Promise<void> {
+    if (this.readOnly) return;
+    const img = this.#img;
+    await img.l2Cache.writeDirty();
+    await img.refcounts.cache.writeDirty();
+    await img.l2Cache.writeDirty();
+    await img.host.sync();
+    if (img.dataHost !== img.host) await img.dataHost.sync();
+  }
+
+  async blockStatus(offset: number, length: number): Promise<LayerExtent[]> {
+    this.#checkRange(offset, length);
+    if (length === 0) return [];
+    return layerStatus(this.#img, offset, length);
+  }
+
+  async resize(newLength: number, options?: { readonly shrink?: boolean; readonly preallocation?: string }): Promise<void> {
+    this.#checkWritable();
+    const img = this.#img;
+    if (newLength % 512 !== 0 || newLength < 0) throw new VdiskError('EINVAL', `'${img.file}': new size ${newLength} is not a multiple of 512`, { file: img.file });
+    await this.#prepareHeader();
+    if (newLength < img.size) {
+      if (!options?.shrink) throw new VdiskError('EINVAL', `'${img.file}': shrinking needs the shrink option`, { file: img.file });
+      if (this.#parsed.header.nbSnapshots > 0) throw new VdiskError('ENOTSUP', `'${img.file}': cannot shrink an image with internal snapshots`, { file: img.file });
+      await this.#shrink(newLength);
+    } else {
+      const needed = l1EntriesFor(newLength, img.clusterBits, img.geometry.extendedL2 ? 16 : 8);
+      if (needed > img.l1.length / 8) await this.#growL1(needed);
+    }
+    const buf = new Uint8Array(8);
+    new DataView(buf.buffer).setBigUint64(0, BigInt(newLength), false);
+    await this.flush();
+    await img.host.write(buf, HEADER_SIZE_FIELD);
+    await img.host.sync();
+    img.size = newLength;
+    this.#parsed = { ...this.#parsed, header: { ...this.#parsed.header, size: newLength } };
+  }
+
+  async #shrink(newLength: number): Promise<void> {
+    const img = this.#img;
+    const clusterEnd = Math.ceil(newLength / img.clusterSize) * img.clusterSize;
+    const oldSize = img.size;
+    if (clusterEnd < oldSize) await discardGuest(img, clusterEnd, oldSize - clusterEnd, true);
+    await this.flush();
+    const keep = l1EntriesFor(newLength, img.clusterBits, img.geometry.extendedL2 ? 16 : 8);
+    await img.l1Lock.run(async () => {
+      for (let i = keep; i < img.l1.length / 8; i++) {
+        const { l2Offset } = l2OffsetAt(img, i);
+        if (l2Offset === 0) continue;
+        writeL1Entry(img.l1, i, 0, false);
+        await img.host.write(img.l1.slice(i * 8, i * 8 + 8), img.l1Offset + i * 8);
+        await img.host.sync();
+        img.l2Cache.forget(l2Offset);
+        await img.refcounts.free(l2Offset, img.clusterSize);
+      }
+    });
+  }
+
+  /** Grows the L1 table to exactly `entries` (qcow2_grow_l1_table with exact size). */
+  async #growL1(entries: number): Promise<void> {
+    const img = this.#img;
+    await img.l1Lock.run(async () => {
+      const bytes = entries * 8;
+      const clusters = Math.ceil(bytes / img.clusterSize);
+      const newOffset = await img.refcounts.allocClusters(clusters);
+      await img.refcounts.cache.flushWithDependencies();
+      const table = new Uint8Array(clusters * img.clusterSize);
+      table.set(img.l1);
+      await img.host.write(table, newOffset);
+      await img.host.sync();
+      const hdr = new Uint8Array(12);
+      const v = new DataView(hdr.buffer);
+      v.setUint32(0, entries, false);
+      v.setBigUint64(4, BigInt(newOffset), false);
+      await img.host.write(hdr, HEADER_L1_FIELDS);
+      await img.host.sync();
+      const oldOffset = img.l1Offset;
+      const oldBytes = img.l1.length;
+      img.l1 = table.slice(0, bytes);
+      img.l1Offset = newOffset;
+      this.#parsed = { ...this.#parsed, header: { ...this.#parsed.header, l1Size: entries, l1TableOffset: newOffset } };
+      if (oldBytes > 0) await img.refcounts.free(oldOffset, Math.ceil(oldBytes / img.clusterSize) * img.clusterSize);
+    });
+  }
+
+  async info(): Promise<FormatInfo> {
+    const h = this.#parsed.header;
+    const img = this.#img;
+    const data: { [key: string]: string | number | boolean } = {
+      compat: h.version === 2 ? '0.10' : '1.1',
+    };
+    // QEMU prints only compat, compression type and refcount bits for v2 images.
+    data['compression-type'] = h.compressionType === COMPRESSION_ZSTD ? 'zstd' : 'zlib';
+    data['refcount-bits'] = 2 ** h.refcountOrder;
+    if (h.version === 3) {
+      data['lazy-refcounts'] = (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n;
+      data['corrupt'] = (h.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n;
+      data['extended-l2'] = img.geometry.extendedL2;
+    }
+    if (this.#parsed.extensions.dataFile !== null) {
+      data['data-file'] = this.#parsed.extensions.dataFile;
+      data['data-file-raw'] = img.dataFileRaw;
+    }
+    return {
+      format: 'qcow2',
+      virtualSize: img.size,
+      clusterSize: img.clusterSize,
+      dirtyFlag: (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n,
+      encrypted: h.cryptMethod !== 0,
+      ...(this.backingRef ? { backing: this.backingRef } : {}),
+      formatSpecific: { type: 'qcow2', data },
+    };
+  }
+
+  async check(repair: RepairMode): Promise<CheckReport> {
+    if (!this.#checker) throw new VdiskError('ENOTSUP', `'${this.filename}': no qcow2 checker is available`, { file: this.filename });
+    await this.flush();
+    const report = await this.#checker(this.filename, { repair });
+    // A repair rewrote metadata behind this driver's caches: it must not do I/O on them again.
+    if (report.corruptionsFixed > 0 || report.leaksFixed > 0) this.#stale = true;
+    return report;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.flush();
+    } finally {
+      if (this.#img.dataHost !== this.#img.host) await this.#img.dataHost.close();
+      await this.#img.host.close();
+    }
+  }
+
+  /**
+   * Before the first change: clear autoclear bits vdisk does not maintain. vdisk
+   * does not update persistent bitmaps, so the bitmaps bit is cleared (qcow2.txt:
+   * a writer that does not update the bitmaps must clear it); unknown bits too.
+   */
+  async #prepareHeader(): Promise<void> {
+    if (this.#headerPrepared) return;
+    this.#headerPrepared = true;
+    const h = this.#parsed.header;
+    if (h.version < 3) return;
+    const keep = h.autoclearFeatures & AUTOCLEAR_KNOWN & ~AUTOCLEAR_BITMAPS;
+    if (keep === h.autoclearFeatures) return;
+    const buf = new Uint8Array(8);
+    new DataView(buf.buffer).setBigUint64(0, keep, false);
+    await this.#img.host.write(buf, HEADER_AUTOCLEAR);
+    await this.#img.host.sync();
+    this.#parsed = { ...this.#parsed, header: { ...h, autoclearFeatures: keep } };
+  }
+
+  /**
+   * Runs a modifying operation; an inconsistency found on the way marks the image
+   * corrupt on disk (QEMU qcow2_signal_corruption) and stops further writes.
+   */
+  async #guard(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      if (e instanceof VdiskError && e.code === 'ECORRUPT' && !this.#corrupt) {
+        this.#corrupt = true;
+        const h = this.#parsed.header;
+        if (h.version === 3) {
+          const bits = h.incompatibleFeatures | INCOMPAT_CORRUPT;
+          const buf = new Uint8Array(8);
+          new DataView(buf.buffer).setBigUint64(0, bits, false);
+          await this.#img.host.write(buf, HEADER_INCOMPAT);
+          await this.#img.host.sync();
+          this.#parsed = { ...this.#parsed, header: { ...h, incompatibleFeatures: bits } };
+        }
+      }
+      throw e;
+    }
+  }
+
+  #checkWritable(): void {
+    if (this.#corrupt) throw new VdiskError('EPERM', `'${this.filename}' is marked corrupt; writes are refused`, { file: this.filename });
+    if (this.readOnly) throw new VdiskError('EPERM', `'${this.filename}' is opened read-only`, { file: this.filename });
+    if (this.#closed) throw new VdiskError('EINVAL', `'${this.filename}' is closed`, { file: this.filename });
+  }
+
+  #checkRange(offset: number, length: number): void {
+    if (this.#stale) {
+      throw new VdiskError('EIO', `'${this.filename}' was repaired by check; reopen it before further I/O`, { file: this.filename });
+    }
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.#img.size) {
+      throw new VdiskError('ERANGE', `'${this.filename}': request [${offset}, +${length}) lies outside the disk (size ${this.#img.size})`, {
+        file: this.filename,
+        offset,
+      });
+    }
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Reads and block status: one L2 table at a time, subcluster-precise. Host
+ * reads of adjacent guest ranges that are adjacent on the host are merged.
+ */
+import type { LayerExtent } from '../driver.js';
+import { subclusterState, type L2Mapping } from './l2-entry.js';
+import { acquireL2, l2Chunks, l2IndexOf, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
+
+/** A piece of a guest range with one way of reading it. */
+export type Piece =
+  | { readonly kind: 'data'; readonly guest: number; readonly length: number; readonly host: number }
+  | { readonly kind: 'zero'; readonly guest: number; readonly length: number; readonly host: number | null }
+  /** `host`: a host cluster exists but this subcluster is unallocated (QEMU reports its offset). */
+  | { readonly kind: 'unallocated'; readonly guest: number; readonly length: number; readonly host?: number }
+  | { readonly kind: 'compressed'; readonly guest: number; readonly length: number; readonly mapping: Extract<L2Mapping, { kind: 'compressed' }> };
+
+/**
+ * The pieces of [offset, offset+length), all within one L2 table's range,
+ * merged where consecutive pieces continue each other.
+ */
+export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset: number; length: number }): Promise<Piece[]> {
+  const pieces: Piece[] = [];
+  const push = (p: Piece): void => {
+    const last = pieces[pieces.length - 1];
+    if (last && last.kind === p.kind && last.guest + last.length === p.guest) {
+      if (p.kind === 'data' && last.kind === 'data' && last.host + last.length === p.host) {
+        pieces[pieces.length - 1] = { ...last, length: last.length + p.length };
+        return;
+      }
+      if (p.kind === 'zero' && last.kind === 'zero') {
+        const contiguous = last.host !== null && p.host !== null && last.host + last.length === p.host;
+        if (contiguous || (last.host === null && p.host === null)) {
+          pieces[pieces.length - 1] = { ...last, length: last.length + p.length };
+          return;
+        }
+      }
+      if (p.kind === 'unallocated' && last.kind === 'unallocated') {
+        const contiguous = last.host !== undefined && p.host !== undefined && last.host + last.length === p.host;
+        if (contiguous || (last.host === undefined && p.host === undefined)) {
+          pieces[pieces.length - 1] = { ...last, length: last.length + p.length };
+          return;
+        }
+      }
+    }
+    pieces.push(p);
+  };
+  const table = await acquireL2(img, chunk.l1Index);
+  if (table === null) return [{ kind: 'unallocated', guest: chunk.offset, length: chunk.length }];
+  try {
+    const end = chunk.offset + chunk.length;
+    const sc = img.clusterSize / img.subclusters;
+    let pos = chunk.offset;
+    while (pos < end) {
+      const clusterStart = pos - (pos % img.clusterSize);
+      const m = mappingAt(img, table, l2IndexOf(img, pos));
+      const clusterEnd = Math.min(end, clusterStart + img.clusterSize);
+      if (m.kind !== 'subclusters') {
+        pushUniform(m, pos, clusterEnd - pos, clusterStart, push);
+        pos = clusterEnd;
+        continue;
+      }
+      while (pos < clusterEnd) {
+        const i = Math.floor((pos - clusterStart) / sc);
+        const scEnd = Math.min(clusterEnd, clusterStart + (i + 1) * sc);
+        const state = subclusterState(m, i);
+        const len = scEnd - pos;
+        const host = m.hostOffset === null ? null : m.hostOffset + (pos - clusterStart);
+        if (state === 'data' && host !== null) push({ kind: 'data', guest: pos, length: len, host });
+        else if (state === 'zero') push({ kind: 'zero', guest: pos, length: len, host });
+        else push(host === null ? { kind: 'unallocated', guest: pos, length: len } : { kind: 'unallocated', guest: pos, length: len, host });
+        pos = scEnd;
+      }
+    }
+  } finally {
+    img.l2Cache.release(table);
+  }
+  return pieces;
+}
+
+function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: number, push: (p: Piece) => void): void {
+  switch (m.kind) {
+    case 'unallocated':
+      push({ kind: 'unallocated', guest: pos, length: len });
+      return;
+    case 'zero-plain':
+      push({ kind: 'zero', guest: pos, length: len, host: null });
+      return;
+    case 'zero-alloc':
+      push({ kind: 'zero', guest: pos, length: len, host: m.hostOffset + (pos - clusterStart) });
+      return;
+    case 'normal':
+      push({ kind: 'data', guest: pos, length: len, host: m.hostOffset + (pos - clusterStart) });
+      return;
+    case 'compressed':
+      push({ kind: 'compressed', guest: pos, length: len, mapping: m });
+      return;
+    case 'subclusters':
+      return;
+  }
+}
+
+/** Reads guest bytes [offset, offset+buf.length) into `buf`. */
+export async function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
+  const jobs: Promise<void>[] = [];
+  for (const chunk of l2Chunks(img, offset, buf.length)) {
+    for (const p of await mapChunk(img, chunk)) {
+      const dst = buf.subarray(p.guest - offset, p.guest - offset + p.length);
+      switch (p.kind) {
+        case 'data':
+          jobs.push(img.dataHost.read(dst, p.host));
+          break;
+        case 'zero':
+          dst.fill(0);
+          break;
+        case 'unallocated':
+          jobs.push(readBacking(img, p.guest, dst));
+          break;
+        case 'compressed':
+          jobs.push(
+            readCompressed(img, p.mapping).then((cluster) => {
+              const intra = p.guest % img.clusterSize;
+              dst.set(cluster.subarray(intra, intra + p.length));
+            }),
+          );
+          break;
+      }
+    }
+  }
+  await Promise.all(jobs);
+}
+
+/** This layer's allocation over [offset, offset+length). */
+export async function layerStatus(img: Qcow2Image, offset: number, length: number): Promise<LayerExtent[]> {
+  const out: LayerExtent[] = [];
+  const hostFile = img.dataHost === img.host ? undefined : img.dataHost.path;
+  const push = (e: LayerExtent): void => {
+    const last = out[out.length - 1];
+    if (
+      last &&
+      last.allocated === e.allocated &&
+      last.zero === e.zero &&
+      last.data === e.data &&
+      (last.compressed ?? false) === (e.compressed ?? false) &&
+      (last.hostOffset === undefined
+        ? e.hostOffset === undefined
+        : e.hostOffset !== undefined && last.hostOffset + last.length === e.hostOffset)
+    ) {
+      out[out.length - 1] = { ...last, length: last.length + e.length };
+      return;
+    }
+    out.push(e);
+  };
+  for (const chunk of l2Chunks(img, offset, length)) {
+    for (const p of await mapChunk(img, chunk)) {
+      switch (p.kind) {
+        case 'data':
+          push({ length: p.length, allocated: true, zero: false, data: true, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) });
+          break;
+        case 'zero':
+          push(
+            p.host === null
+              ? { length: p.length, allocated: true, zero: true, data: false }
+              : { length: p.length, allocated: true, zero: true, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
+          );
+          break;
+        case 'unallocated':
+          push(
+            p.host === undefined
+              ? { length: p.length, allocated: false, zero: false, data: false }
+              : { length: p.length, allocated: false, zero: false, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
+          );
+          break;
+        case 'compressed':
+          push({ length: p.length, allocated: true, zero: false, data: true, compressed: true });
+          break;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,105 @@
+/**
+ * Refcount block codec: entries of `1 << order` bits (order 0..6) packed into a
+ * cluster, as QEMU's get_refcount_ro0..ro6 / set_refcount_ro0..ro6 lay them out.
+ * Widths below 8 bits fill each byte from its least significant bit; widths of
+ * 8 bits and more are big-endian words. Values are bigint only for width 64.
+ */
+import { VdiskError } from '../../errors.js';
+
+/** Largest refcount an entry of `1 << order` bits holds. */
+export function maxRefcount(order: number): bigint {
+  return (1n << (1n << BigInt(order))) - 1n;
+}
+
+/** Entries in one refcount block: cluster_size * 8 / refcount_bits. */
+export function refcountBlockEntries(clusterSize: number, order: number): number {
+  return (clusterSize * 8) / 2 ** order;
+}
+
+function checkOrder(order: number): void {
+  if (!Number.isInteger(order) || order < 0 || order > 6) {
+    throw new VdiskError('EINVAL', `Invalid refcount order ${order}: must be between 0 and 6`, { field: 'refcount_order' });
+  }
+}
+
+/** Reads entry `index` of a refcount block. Width-64 values above 2^53 saturate: use getRefcountBig for those. */
+export function getRefcount(block: Uint8Array, index: number, order: number): number {
+  // Hot in check and create: plain number arithmetic below 64 bits.
+  switch (order) {
+    case 0:
+    case 1:
+    case 2: {
+      const width = 1 << order;
+      const perByte = 8 >> order;
+      return ((block[(index / perByte) | 0] ?? 0) >> ((index % perByte) * width)) & ((1 << width) - 1);
+    }
+    case 3:
+      return block[index] ?? 0;
+    case 4:
+      return ((block[index * 2] ?? 0) << 8) | (block[index * 2 + 1] ?? 0);
+    case 5:
+      return ((block[index * 4] ?? 0) * 0x1000000 + (((block[index * 4 + 1] ?? 0) << 16) | ((block[index * 4 + 2] ?? 0) << 8) | (block[index * 4 + 3] ?? 0)));
+    default: {
+      const value = getRefcountBig(block, index, order);
+      return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value);
+    }
+  }
+}
+
+export function getRefcountBig(block: Uint8Array, index: number, order: number): bigint {
+  checkOrder(order);
+  const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  switch (order) {
+    case 0:
+    case 1:
+    case 2: {
+      const width = 2 ** order;
+      const perByte = 8 / width;
+      const byte = block[Math.floor(index / perByte)] ?? 0;
+      return BigInt((byte >> ((index % perByte) * width)) & ((1 << width) - 1));
+    }
+    case 3:
+      return BigInt(view.getUint8(index));
+    case 4:
+      return BigInt(view.getUint16(index * 2, false));
+    case 5:
+      return BigInt(view.getUint32(index * 4, false));
+    default:
+      return view.getBigUint64(index * 8, false);
+  }
+}
+
+/** Writes entry `index`; refuses values that do not fit the width. */
+export function setRefcount(block: Uint8Array, index: number, order: number, value: number | bigint): void {
+  checkOrder(order);
+  const v = BigInt(value);
+  if (v < 0n || v > maxRefcount(order)) {
+    throw new VdiskError('ERANGE', `Refcount ${v} does not fit in ${2 ** order} bits`, { field: 'refcount' });
+  }
+  const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  switch (order) {
+    case 0:
+    case 1:
+    case 2: {
+      const width = 2 ** order;
+      const perByte = 8 / width;
+      const pos = Math.floor(index / perByte);
+      const shift = (index % perByte) * width;
+      const mask = ((1 << width) - 1) << shift;
+      const old = view.getUint8(pos);
+      view.setUint8(pos, (old & ~mask) | (Number(v) << shift));
+      return;
+    }
+    case 3:
+      view.setUint8(index, Number(v));
+      return;
+    case 4:
+      view.setUint16(index * 2, Number(v), false);
+      return;
+    case 5:
+      view.setUint32(index * 4, Number(v), false);
+      return;
+    default:
+      view.setBigUint64(index * 8, v, false);
+  }
+}

@@ -1,0 +1,382 @@
+/**
+ * The refcount allocator: the refcount table (in memory, written through) and
+ * the refcount blocks (in a TableCache), allocation of clusters and of byte
+ * ranges for compressed data, freeing, refcount-block allocation and
+ * refcount-table growth, in QEMU's order (qcow2-refcount.c; FACTS.md 1.10, 2.3).
+ *
+ * Allocation follows QEMU: the lowest free run at or after a hint that drops
+ * whenever a cluster is freed, so images laid out by vdisk and QEMU look alike.
+ *
+ * Locking: every public method that changes refcounts runs under `allocLock`
+ * (one per image). It is the innermost lock: holders of L1/L2 table locks may
+ * take it, code holding it never waits for a table lock. Refcount-block cache
+ * writeback takes no lock.
+ */
+import { VdiskError } from '../../errors.js';
+import type { HostFile } from '../../host/host-file.js';
+import { AsyncLock } from '../../util/async-lock.js';
+import { hex } from '../../util/int64.js';
+import { getRefcount, setRefcount } from './refcount-block.js';
+import { TableCache } from './table-cache.js';
+
+export interface RefcountsOptions {
+  readonly host: HostFile;
+  readonly file: string;
+  readonly clusterBits: number;
+  readonly refcountOrder: number;
+  readonly tableOffset: number;
+  readonly tableClusters: number;
+  /** Blocks kept in the cache. */
+  readonly cacheCapacity: number;
+}
+
+const HEADER_REFCOUNT_TABLE_OFFSET = 48;
+
+export class Refcounts {
+  readonly cache: TableCache;
+  readonly allocLock = new AsyncLock();
+  readonly #host: HostFile;
+  readonly #file: string;
+  readonly #clusterBits: number;
+  readonly #clusterSize: number;
+  readonly #order: number;
+  readonly #max: number;
+  readonly #blockEntries: number;
+  #tableOffset: number;
+  #tableClusters: number;
+  /** Refcount block offsets, 0 where no block is allocated. */
+  #table: number[];
+  /** The lowest cluster index that may be free (QEMU free_cluster_index). */
+  #freeHint = 0;
+  /** Where the next compressed blob may go (QEMU free_byte_offset); 0 = none. */
+  #freeByteOffset = 0;
+
+  private constructor(options: RefcountsOptions, table: number[]) {
+    this.#host = options.host;
+    this.#file = options.file;
+    this.#clusterBits = options.clusterBits;
+    this.#clusterSize = 2 ** options.clusterBits;
+    this.#order = options.refcountOrder;
+    this.#max = options.refcountOrder === 6 ? Number.MAX_SAFE_INTEGER : 2 ** (2 ** options.refcountOrder) - 1;
+    this.#blockEntries = (this.#clusterSize * 8) / 2 ** options.refcountOrder;
+    this.#tableOffset = options.tableOffset;
+    this.#tableClusters = options.tableClusters;
+    this.#table = table;
+    this.cache = new TableCache({ host: options.host, tableSize: this.#clusterSize, capacity: options.cacheCapacity });
+  }
+
+  /** Loads the refcount table. */
+  static async load(options: RefcountsOptions): Promise<Refcounts> {
+    const clusterSize = 2 ** options.clusterBits;
+    const bytes = options.tableClusters * clusterSize;
+    const fileSize = await options.host.size();
+    if (options.tableOffset + bytes > fileSize) {
+      throw new VdiskError(
+        'ECORRUPT',
+        `Cannot open '${options.file}': refcount table at ${hex(options.tableOffset)} extends past end of file (size ${hex(fileSize)})`,
+        { file: options.file, offset: options.tableOffset, field: 'refcount_table_offset' },
+      );
+    }
+    const buf = new Uint8Array(bytes);
+    await options.host.read(buf, options.tableOffset);
+    const view = new DataView(buf.buffer);
+    const table: number[] = new Array<number>(bytes / 8);
+    for (let i = 0; i < table.length; i++) {
+      const hi = view.getUint32(i * 8, false);
+      const lo = view.getUint32(i * 8 + 4, false);
+      const value = hi * 0x1_0000_0000 + ((lo & 0xfffffe00) >>> 0);
+      if ((lo & 0x1ff) !== 0 || value % clusterSize !== 0 || value > Number.MAX_SAFE_INTEGER) {
+        throw new VdiskError('ECORRUPT', `Cannot open '${options.file}': refcount table entry ${i} (${hex(value)}) is invalid`, {
+          file: options.file,
+          offset: options.tableOffset + i * 8,
+          field: 'refcount table entry',
+        });
+      }
+      table[i] = value;
+    }
+    return new Refcounts(options, table);
+  }
+
+  get tableOffset(): number {
+    return this.#tableOffset;
+  }
+  get tableClusters(): number {
+    return this.#tableClusters;
+  }
+  get maxRefcount(): number {
+    return this.#max;
+  }
+
+  /** The refcount of the cluster holding host offset `offset`. */
+  async get(offset: number): Promise<number> {
+    const cluster = Math.floor(offset / this.#clusterSize);
+    const bi = Math.floor(cluster / this.#blockEntries);
+    const blockOffset = this.#table[bi] ?? 0;
+    if (blockOffset === 0) return 0;
+    const t = await this.cache.acquire(blockOffset);
+    try {
+      return getRefcount(t.data, cluster % this.#blockEntries, this.#order);
+    } finally {
+      this.cache.release(t);
+    }
+  }
+
+  /** Allocates `count` contiguous clusters (refcount 1), lowest free first; returns the host offset. */
+  async allocClusters(count: number): Promise<number> {
+    return this.allocLock.run(async () => {
+      for (;;) {
+        const start = await this.#findFreeRun(count, this.#freeHint);
+        if (!(await this.#ensureBlocks(start, count))) continue;
+        for (let c = start; c < start + count; c++) await this.#add(c, 1);
+        if (this.#freeHint === start) this.#freeHint = start + count;
+        return start * this.#clusterSize;
+      }
+    });
+  }
+
+  /**
+   * Allocates `size` bytes for compressed data, packed after the previous blob
+   * as qcow2_alloc_bytes does; every cluster the range touches gains a reference.
+   */
+  async allocBytes(size: number): Promise<number> {
+    return this.allocLock.run(async () => {
+      let offset = this.#freeByteOffset;
+      if (offset !== 0 && (await this.#getUnlocked(Math.floor(offset / this.#clusterSize))) >= this.#max) offset = 0;
+      let freeInCluster = offset === 0 ? 0 : this.#clusterSize - (offset % this.#clusterSize);
+      for (;;) {
+        if (offset === 0 || freeInCluster < size) {
+          const fresh = await this.#findFreeRun(1, this.#freeHint);
+          const freshOffset = fresh * this.#clusterSize;
+          const nextAligned = Math.ceil(offset / this.#clusterSize) * this.#clusterSize;
+          if (offset === 0 || nextAligned !== freshOffset) {
+            offset = freshOffset;
+            freeInCluster = this.#clusterSize;
+          } else {
+            freeInCluster += this.#clusterSize;
+          }
+        }
+        const first = Math.floor(offset / this.#clusterSize);
+        const last = Math.floor((offset + size - 1) / this.#clusterSize);
+        if (!(await this.#ensureBlocks(first, last - first + 1))) {
+          // A new refcount block may have taken the space: search again.
+          if (offset % this.#clusterSize === 0 || (await this.#getUnlocked(first)) === 0) offset = 0;
+          freeInCluster = offset === 0 ? 0 : this.#clusterSize - (offset % this.#clusterSize);
+          continue;
+        }
+        for (let c = first; c <= last; c++) await this.#add(c, 1);
+        if (this.#freeHint >= first && this.#freeHint <= last) this.#freeHint = last + 1;
+        break;
+      }
+      this.#freeByteOffset = (offset + size) % this.#clusterSize === 0 ? 0 : offset + size;
+      return offset;
+    });
+  }
+
+  /** Adds `delta` to the refcount of every cluster overlapping [offset, offset+length). */
+  async update(offset: number, length: number, delta: number): Promise<void> {
+    if (length <= 0) return;
+    await this.allocLock.run(async () => {
+      const first = Math.floor(offset / this.#clusterSize);
+      const last = Math.floor((offset + length - 1) / this.#clusterSize);
+      if (delta > 0 && !(await this.#ensureBlocks(first, last - first + 1))) {
+        throw new VdiskError('ECORRUPT', `'${this.#file}': refcount block for referenced cluster ${hex(offset)} had to be allocated`, { file: this.#file, offset });
+      }
+      for (let c = first; c <= last; c++) await this.#add(c, delta);
+    });
+  }
+
+  /** Frees (refcount −1) the clusters overlapping a range. */
+  async free(offset: number, length: number): Promise<void> {
+    await this.update(offset, length, -1);
+  }
+
+  async #getUnlocked(cluster: number): Promise<number> {
+    return this.get(cluster * this.#clusterSize);
+  }
+
+  async #add(cluster: number, delta: number): Promise<void> {
+    const bi = Math.floor(cluster / this.#blockEntries);
+    const blockOffset = this.#table[bi] ?? 0;
+    if (blockOffset === 0) {
+      throw new VdiskError('ECORRUPT', `'${this.#file}': cluster ${hex(cluster * this.#clusterSize)} has no refcount block`, {
+        file: this.#file,
+        offset: cluster * this.#clusterSize,
+      });
+    }
+    const t = await this.cache.acquire(blockOffset);
+    try {
+      const idx = cluster % this.#blockEntries;
+      const old = getRefcount(t.data, idx, this.#order);
+      const value = old + delta;
+      if (value < 0 || value > this.#max) {
+        throw new VdiskError(
+          'ECORRUPT',
+          `'${this.#file}': refcount of cluster ${hex(cluster * this.#clusterSize)} would become ${value} (was ${old}, max ${this.#max})`,
+          { file: this.#file, offset: cluster * this.#clusterSize, field: 'refcount' },
+        );
+      }
+      setRefcount(t.data, idx, this.#order, value);
+      this.cache.markDirty(t);
+      if (value === 0 && cluster < this.#freeHint) this.#freeHint = cluster;
+    } finally {
+      this.cache.release(t);
+    }
+  }
+
+  /** Lowest run of `count` free clusters at or after `from` (clusters without a block are free). */
+  async #findFreeRun(count: number, from: number): Promise<number> {
+    let start = from;
+    let run = 0;
+    let c = from;
+    for (;;) {
+      const bi = Math.floor(c / this.#blockEntries);
+      const blockOffset = this.#table[bi] ?? 0;
+      if (blockOffset === 0) {
+        // A whole block's range is free.
+        const end = (bi + 1) * this.#blockEntries;
+        if (run === 0) start = c;
+        run += end - c;
+        if (run >= count) return start;
+        c = end;
+        continue;
+      }
+      const t = await this.cache.acquire(blockOffset);
+      try {
+        const end = (bi + 1) * this.#blockEntries;
+        for (; c < end; c++) {
+          if (getRefcount(t.data, c % this.#blockEntries, this.#order) === 0) {
+            if (run === 0) start = c;
+            run++;
+            if (run >= count) return start;
+          } else {
+            run = 0;
+          }
+        }
+      } finally {
+        this.cache.release(t);
+      }
+    }
+  }
+
+  /**
+   * Makes sure refcount blocks cover clusters [first, first+count). Returns false
+   * when it had to allocate (the caller searches again: the new metadata may
+   * occupy the clusters it wanted).
+   */
+  async #ensureBlocks(first: number, count: number): Promise<boolean> {
+    const firstBlock = Math.floor(first / this.#blockEntries);
+    const lastBlock = Math.floor((first + count - 1) / this.#blockEntries);
+    let complete = true;
+    for (let bi = firstBlock; bi <= lastBlock; bi++) {
+      if ((this.#table[bi] ?? 0) !== 0) continue;
+      complete = false;
+      if (bi >= this.#table.length) {
+        await this.#growTable(lastBlock);
+        return false;
+      }
+      await this.#allocBlock(bi);
+    }
+    return complete;
+  }
+
+  /** Allocates refcount block `bi` (alloc_refcount_block). */
+  async #allocBlock(bi: number): Promise<void> {
+    // The block goes to the lowest free cluster; if that cluster is described by the
+    // new block itself, the block counts its own reference.
+    const where = await this.#findFreeRun(1, this.#freeHint);
+    const whereBlock = Math.floor(where / this.#blockEntries);
+    const blockOffset = where * this.#clusterSize;
+    const t = await this.cache.acquire(blockOffset, true);
+    try {
+      if (whereBlock === bi) {
+        setRefcount(t.data, where % this.#blockEntries, this.#order, 1);
+      } else {
+        if (!(await this.#ensureBlocks(where, 1))) {
+          // Placing the block's own refcount block moved things: retry from scratch.
+          this.cache.forget(blockOffset);
+          await this.#allocBlock(bi);
+          return;
+        }
+        await this.#add(where, 1);
+        await this.cache.flushWithDependencies();
+      }
+      this.cache.markDirty(t);
+      await this.cache.flushWithDependencies();
+    } finally {
+      this.cache.release(t);
+    }
+    await this.#writeTableEntry(bi, blockOffset);
+    this.#table[bi] = blockOffset;
+  }
+
+  async #writeTableEntry(bi: number, blockOffset: number): Promise<void> {
+    const buf = new Uint8Array(8);
+    new DataView(buf.buffer).setBigUint64(0, BigInt(blockOffset), false);
+    await this.#host.write(buf, this.#tableOffset + bi * 8);
+    await this.#host.sync();
+  }
+
+  /**
+   * Grows the refcount table so it has an entry for block `needBlock`
+   * (qcow2_refcount_area): new blocks and a new table are laid out at the end of
+   * the covered range, describing themselves; the header switch is the atomic step.
+   */
+  async #growTable(needBlock: number): Promise<void> {
+    const oldEntries = this.#table.length;
+    const fileClusters = Math.ceil((await this.#host.size()) / this.#clusterSize);
+    const start = Math.max(oldEntries * this.#blockEntries, fileClusters);
+    let blocks = 0;
+    let tableClusters = 0;
+    let entries = 0;
+    // Iterate to a fixed point: the new area must be covered by its own blocks.
+    for (let i = 0; i < 64; i++) {
+      const areaEnd = start + blocks + tableClusters;
+      const lastBlock = Math.max(needBlock, Math.floor((areaEnd - 1) / this.#blockEntries));
+      entries = Math.ceil(((lastBlock + 1) * 3) / 2);
+      const newTableClusters = Math.ceil((entries * 8) / this.#clusterSize);
+      const firstNewBlock = Math.floor(start / this.#blockEntries);
+      const newBlocks = Math.floor((start + blocks + newTableClusters - 1) / this.#blockEntries) - firstNewBlock + 1;
+      if (newBlocks === blocks && newTableClusters === tableClusters) break;
+      blocks = newBlocks;
+      tableClusters = newTableClusters;
+    }
+    if (tableClusters * this.#clusterSize > 8 * 1024 * 1024) {
+      throw new VdiskError('EFBIG', `'${this.#file}': refcount table would exceed 8 MiB`, { file: this.#file, field: 'refcount_table_clusters' });
+    }
+    entries = (tableClusters * this.#clusterSize) / 8;
+    const firstNewBlock = Math.floor(start / this.#blockEntries);
+    const newTable = this.#table.slice();
+    while (newTable.length < entries) newTable.push(0);
+    const areaEnd = start + blocks + tableClusters;
+    // Write the new blocks, each counting the area clusters it covers.
+    for (let k = 0; k < blocks; k++) {
+      const bi = firstNewBlock + k;
+      const blockCluster = start + k;
+      const buf = new Uint8Array(this.#clusterSize);
+      const lo = Math.max(start, bi * this.#blockEntries);
+      const hi = Math.min(areaEnd, (bi + 1) * this.#blockEntries);
+      for (let c = lo; c < hi; c++) setRefcount(buf, c % this.#blockEntries, this.#order, 1);
+      await this.#host.write(buf, blockCluster * this.#clusterSize);
+      newTable[bi] = blockCluster * this.#clusterSize;
+    }
+    const tableBuf = new Uint8Array(tableClusters * this.#clusterSize);
+    const view = new DataView(tableBuf.buffer);
+    newTable.forEach((off, i) => view.setBigUint64(i * 8, BigInt(off), false));
+    const newTableOffset = (start + blocks) * this.#clusterSize;
+    await this.cache.flushWithDependencies();
+    await this.#host.write(tableBuf, newTableOffset);
+    await this.#host.sync();
+    const hdr = new Uint8Array(12);
+    const hv = new DataView(hdr.buffer);
+    hv.setBigUint64(0, BigInt(newTableOffset), false);
+    hv.setUint32(8, tableClusters, false);
+    await this.#host.write(hdr, HEADER_REFCOUNT_TABLE_OFFSET);
+    await this.#host.sync();
+    const oldOffset = this.#tableOffset;
+    const oldClusters = this.#tableClusters;
+    this.#table = newTable;
+    this.#tableOffset = newTableOffset;
+    this.#tableClusters = tableClusters;
+    for (let c = 0; c < oldClusters; c++) await this.#add(oldOffset / this.#clusterSize + c, -1);
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * A bounded write-back cache of whole metadata tables (L2 tables or refcount
+ * blocks), one cluster each, as QEMU's qcow2-cache.c.
+ *
+ * Ordering between caches is explicit: a cache may depend on another one, in
+ * which case every dirty table of the other cache is written and synced before
+ * any dirty table of this one reaches the disk (crash-safety rules of
+ * FACTS.md 2.1/2.2). Writeback takes no table locks: table bytes are only
+ * changed synchronously, so a table is snapshotted (copied) in one step and
+ * the copy written.
+ */
+import type { HostFile } from '../../host/host-file.js';
+import { AsyncLock } from '../../util/async-lock.js';
+
+export interface CachedTable {
+  readonly offset: number;
+  readonly data: Uint8Array;
+  /** Serialises read-modify-write sequences on this table that span awaits. */
+  readonly lock: AsyncLock;
+  dirty: boolean;
+  /** Users currently holding the table; pinned tables are never evicted. */
+  pins: number;
+}
+
+export interface TableCacheOptions {
+  readonly host: HostFile;
+  readonly tableSize: number;
+  /** Maximum number of tables kept (at least 2). */
+  readonly capacity: number;
+  /** Checked before every metadata write (overlap with other metadata). */
+  readonly beforeWrite?: (offset: number, length: number) => void;
+}
+
+export class TableCache {
+  readonly #host: HostFile;
+  readonly #tableSize: number;
+  readonly #capacity: number;
+  readonly #beforeWrite: ((offset: number, length: number) => void) | undefined;
+  /** Insertion order is recency order: re-inserted on each hit. */
+  readonly #tables = new Map<number, CachedTable>();
+  readonly #loading = new Map<number, Promise<CachedTable>>();
+  #dependsOn: TableCache | null = null;
+  #dependsOnSync = false;
+
+  constructor(options: TableCacheOptions) {
+    this.#host = options.host;
+    this.#tableSize = options.tableSize;
+    this.#capacity = Math.max(2, options.capacity);
+    this.#beforeWrite = options.beforeWrite;
+  }
+
+  /**
+   * The table at `offset`, pinned: call `release` when done. `fresh` tables are
+   * new (all zero) and not read from the disk.
+   */
+  async acquire(offset: number, fresh = false): Promise<CachedTable> {
+    const hit = this.#tables.get(offset);
+    if (hit) {
+      this.#tables.delete(offset);
+      this.#tables.set(offset, hit);
+      hit.pins++;
+      if (fresh) hit.data.fill(0);
+      return hit;
+    }
+    const pending = this.#loading.get(offset);
+    if (pending) {
+      const t = await pending;
+      t.pins++;
+      return t;
+    }
+    const load = (async (): Promise<CachedTable> => {
+      const data = new Uint8Array(this.#tableSize);
+      if (!fresh) await this.#host.read(data, offset);
+      const t: CachedTable = { offset, data, lock: new AsyncLock(), dirty: false, pins: 0 };
+      return t;
+    })();
+    this.#loading.set(offset, load);
+    try {
+      const t = await load;
+      t.pins++;
+      this.#tables.set(offset, t);
+      return t;
+    } finally {
+      this.#loading.delete(offset);
+      await this.#evict();
+    }
+  }
+
+  release(t: CachedTable): void {
+    t.pins = Math.max(0, t.pins - 1);
+  }
+
+  markDirty(t: CachedTable): void {
+    t.dirty = true;
+  }
+
+  /** Drops a table without writing it (its cluster was freed). */
+  forget(offset: number): void {
+    const t = this.#tables.get(offset);
+    if (t && t.pins === 0) this.#tables.delete(offset);
+    else if (t) t.dirty = false;
+  }
+
+  /** Makes dirty tables of this cache wait for `other` to be written and synced. */
+  async setDependency(other: TableCache): Promise<void> {
+    if (other.#dependsOn) await other.flushWithDependencies();
+    if (this.#dependsOn && this.#dependsOn !== other) await this.flushWithDependencies();
+    this.#dependsOn = other;
+  }
+
+  /** The next write of a dirty table must be preceded by a host sync (COW data first). */
+  requireSyncBeforeWrite(): void {
+    this.#dependsOnSync = true;
+  }
+
+  hasDirty(): boolean {
+    for (const t of this.#tables.values()) if (t.dirty) return true;
+    return false;
+  }
+
+  /** Writes every dirty table (after its dependencies), without a final sync. */
+  async writeDirty(): Promise<void> {
+    for (const t of [...this.#tables.values()]) {
+      if (t.dirty) await this.#writeBack(t);
+    }
+  }
+
+  /** Writes every dirty table and syncs the host. */
+  async flushWithDependencies(): Promise<void> {
+    await this.writeDirty();
+    await this.#resolveDependencies();
+    await this.#host.sync();
+  }
+
+  /** Drops every clean unpinned table (after a refcount rebuild, for example). */
+  clear(): void {
+    for (const [off, t] of this.#tables) if (!t.dirty && t.pins === 0) this.#tables.delete(off);
+  }
+
+  async #resolveDependencies(): Promise<void> {
+    if (this.#dependsOn) {
+      const dep = this.#dependsOn;
+      this.#dependsOn = null;
+      await dep.flushWithDependencies();
+    }
+    if (this.#dependsOnSync) {
+      this.#dependsOnSync = false;
+      await this.#host.sync();
+    }
+  }
+
+  async #writeBack(t: CachedTable): Promise<void> {
+    await this.#resolveDependencies();
+    if (!t.dirty) return;
+    const copy = t.data.slice();
+    t.dirty = false;
+    try {
+      this.#beforeWrite?.(t.offset, this.#tableSize);
+      await this.#host.write(copy, t.offset);
+    } catch (e) {
+      t.dirty = true;
+      throw e;
+    }
+  }
+
+  async #evict(): Promise<void> {
+    if (this.#tables.size <= this.#capacity) return;
+    for (const [off, t] of this.#tables) {
+      if (this.#tables.size <= this.#capacity) break;
+      if (t.pins > 0) continue;
+      if (t.dirty) await this.#writeBack(t);
+      // The table may have been re-pinned or dirtied while writing.
+      if (t.pins === 0 && !t.dirty && this.#tables.get(off) === t) this.#tables.delete(off);
+    }
+  }
+}

@@ -1,0 +1,125 @@
+import type { ChainExtent, ImageNode } from '../../block/types.js';
+import { CmdFlag, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, StateFlag } from '../protocol/constants.js';
+import type { StatusDescriptor } from '../protocol/replies.js';
+import type { MetaContext } from './meta-context.js';
+
+/** A piece of a READ answer: bytes to send, or a run of zeros the client can skip. */
+export type ReadPiece =
+  | { readonly kind: 'data'; readonly offset: number; readonly data: Uint8Array }
+  | { readonly kind: 'hole'; readonly offset: number; readonly length: number };
+
+/** Holes shorter than this are sent as data: a chunk header costs more than a few zeros. */
+const MIN_HOLE = 4096;
+
+/**
+ * Reads [offset, offset+length) for a structured reply: ranges the chain says
+ * read as zeros become holes, the rest is read in one buffer. With `oneChunk`
+ * (DF) the answer is a single piece.
+ */
+export async function readPieces(node: ImageNode, range: { offset: number; length: number }, oneChunk: boolean): Promise<ReadPiece[]> {
+  const { offset, length } = range;
+  // Holes are an optimisation: if the map cannot be had, the read still succeeds as plain data.
+  const extents = await node.blockStatus(offset, length).catch((): ChainExtent[] => []);
+  const runs = zeroRuns(extents, offset, length);
+  if (runs.length === 1 && runs[0]?.zero) return [{ kind: 'hole', offset, length }];
+  if (oneChunk || runs.every((r) => !r.zero)) {
+    const data = new Uint8Array(length);
+    await node.read(offset, data);
+    return [{ kind: 'data', offset, data }];
+  }
+  const data = new Uint8Array(length);
+  const pieces: ReadPiece[] = [];
+  const reads: Promise<void>[] = [];
+  for (const r of runs) {
+    if (r.zero) {
+      pieces.push({ kind: 'hole', offset: r.offset, length: r.length });
+    } else {
+      const view = data.subarray(r.offset - offset, r.offset - offset + r.length);
+      reads.push(node.read(r.offset, view));
+      pieces.push({ kind: 'data', offset: r.offset, data: view });
+    }
+  }
+  await Promise.all(reads);
+  return pieces;
+}
+
+interface Run {
+  offset: number;
+  length: number;
+  zero: boolean;
+}
+
+/** Merges extents into alternating data / zero runs clipped to the range; short zero runs count as data. */
+function zeroRuns(extents: readonly ChainExtent[], offset: number, length: number): Run[] {
+  const runs: Run[] = [];
+  let pos = offset;
+  const end = offset + length;
+  for (const e of extents) {
+    if (pos >= end) break;
+    const len = Math.min(e.length, end - pos);
+    if (len <= 0) continue;
+    const zero = e.zero && len >= MIN_HOLE;
+    const last = runs[runs.length - 1];
+    if (last && last.zero === zero) last.length += len;
+    else runs.push({ offset: pos, length: len, zero });
+    pos += len;
+  }
+  // Whatever the extents did not cover is read as data (never assume zeros).
+  if (pos < end) {
+    const last = runs[runs.length - 1];
+    if (last && !last.zero) last.length += end - pos;
+    else runs.push({ offset: pos, length: end - pos, zero: false });
+  }
+  // Re-merging after demoting short holes.
+  const merged: Run[] = [];
+  for (const r of runs) {
+    const last = merged[merged.length - 1];
+    if (last && last.zero === r.zero) last.length += r.length;
+    else merged.push({ ...r });
+  }
+  return merged;
+}
+
+/** At most this much of the disk is examined per BLOCK_STATUS request; the client asks again for the rest. */
+const MAX_STATUS_SPAN = 1024 * 1024 * 1024;
+/** At most this many descriptors per context in one reply. */
+const MAX_STATUS_EXTENTS = 65536;
+
+/** BLOCK_STATUS: one descriptor list per selected context, computed from one chain walk. */
+export async function blockStatusReplies(
+  node: ImageNode,
+  request: { offset: number; length: number; flags: number },
+  contexts: readonly MetaContext[],
+): Promise<Array<{ context: MetaContext; extents: StatusDescriptor[] }>> {
+  const span = Math.min(request.length, MAX_STATUS_SPAN, node.length - request.offset);
+  const extents = await node.blockStatus(request.offset, span);
+  const reqOne = (request.flags & CmdFlag.REQ_ONE) !== 0;
+  return contexts.map((context) => ({ context, extents: describe(extents, context.name, reqOne, span) }));
+}
+
+function flagsFor(e: ChainExtent, contextName: string): number {
+  if (contextName === META_BASE_ALLOCATION) return (e.data ? 0 : StateFlag.HOLE) | (e.zero ? StateFlag.ZERO : 0);
+  if (contextName === META_ALLOCATION_DEPTH) return e.present ? e.depth + 1 : 0;
+  return 0;
+}
+
+function describe(extents: readonly ChainExtent[], contextName: string, reqOne: boolean, span: number): StatusDescriptor[] {
+  const out: Array<{ length: number; flags: number }> = [];
+  let covered = 0;
+  for (const e of extents) {
+    if (covered >= span) break;
+    const length = Math.min(e.length, span - covered);
+    if (length <= 0) continue;
+    const flags = flagsFor(e, contextName);
+    const last = out[out.length - 1];
+    if (last && last.flags === flags) last.length += length;
+    else {
+      if (out.length >= MAX_STATUS_EXTENTS) break;
+      out.push({ length, flags });
+    }
+    covered += length;
+    if (reqOne) break;
+  }
+  if (out.length === 0) out.push({ length: span, flags: 0 });
+  return out;
+}

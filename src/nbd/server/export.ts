@@ -1,0 +1,64 @@
+import type { ImageNode } from '../../block/types.js';
+import { MAX_PAYLOAD, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, TransmissionFlag } from '../protocol/constants.js';
+import type { BlockSizes } from '../protocol/options.js';
+
+/** One image offered under a name. */
+export interface NbdExportOptions {
+  /** The export name clients ask for ("" is the default export). */
+  readonly name: string;
+  readonly description?: string;
+  readonly node: ImageNode;
+  /** Export read-only even if the node is writable. */
+  readonly readOnly?: boolean;
+  /**
+   * Advertise CAN_MULTI_CONN. True is honest when every connection to this
+   * export goes through this one node, whose flush flushes the host file:
+   * a FLUSH on any connection then covers writes made on all of them.
+   */
+  readonly multiConn?: boolean;
+}
+
+/** What the server tells clients about an export, computed once (nbdkit asks a layer once per connection). */
+export class NbdExport {
+  readonly name: string;
+  readonly description: string;
+  readonly node: ImageNode;
+  readonly readOnly: boolean;
+  readonly multiConn: boolean;
+
+  constructor(options: NbdExportOptions) {
+    this.name = options.name;
+    this.description = options.description ?? '';
+    this.node = options.node;
+    this.readOnly = options.readOnly === true || options.node.readOnly;
+    this.multiConn = options.multiConn === true;
+  }
+
+  get size(): number {
+    return this.node.length;
+  }
+
+  /** Transmission flags; DF only once structured replies are agreed (proto.md requires it clear otherwise). */
+  transmissionFlags(structuredReplies: boolean): number {
+    let f = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA | TransmissionFlag.SEND_CACHE;
+    if (this.readOnly) f |= TransmissionFlag.READ_ONLY;
+    else f |= TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO;
+    if (structuredReplies) f |= TransmissionFlag.SEND_DF;
+    if (this.multiConn) f |= TransmissionFlag.CAN_MULTI_CONN;
+    return f;
+  }
+
+  /** Block sizes for NBD_INFO_BLOCK_SIZE: any byte alignment works (the node does read-modify-write), the node's alignment is preferred. */
+  blockSizes(): BlockSizes {
+    const preferred = Math.min(Math.max(4096, this.node.requestAlignment), MAX_PAYLOAD);
+    return { minimum: 1, preferred, maximum: MAX_PAYLOAD };
+  }
+
+  /** Metadata contexts this export offers, with the ids used in BLOCK_STATUS replies. */
+  metaContexts(): ReadonlyArray<{ readonly id: number; readonly name: string }> {
+    return [
+      { id: 0, name: META_BASE_ALLOCATION },
+      { id: 1, name: META_ALLOCATION_DEPTH },
+    ];
+  }
+}

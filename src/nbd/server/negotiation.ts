@@ -1,0 +1,180 @@
+import {
+  Info,
+  MAX_OPTION_LENGTH,
+  MAX_SKIPPABLE_OPTION_LENGTH,
+  MAX_STRING_LENGTH,
+  OPTION_HEADER_LENGTH,
+  Opt,
+  Rep,
+} from '../protocol/constants.js';
+import { decodeClientFlags, encodeGreeting } from '../protocol/handshake.js';
+import {
+  decodeOptionHeader,
+  encodeExportNameReply,
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeInfoString,
+  encodeMetaContextReply,
+  encodeOptionError,
+  encodeOptionReply,
+  encodeServerReply,
+  parseExportRequest,
+  parseMetaContextRequest,
+} from '../protocol/options.js';
+import { decodeString, protocolError } from '../protocol/wire.js';
+import type { NbdExport } from './export.js';
+import { matchListQueries, matchSetQueries, type MetaContext } from './meta-context.js';
+import type { ReplyWriter } from './reply-writer.js';
+import type { SocketReader } from './socket-reader.js';
+
+/** How the server finds exports by name. */
+export interface ExportTable {
+  /** The export a client gets for `name`; "" may name a default export. */
+  find(name: string): NbdExport | undefined;
+  list(): readonly NbdExport[];
+}
+
+/** What a successful handshake agreed on. */
+export interface Agreement {
+  readonly export: NbdExport;
+  readonly structuredReplies: boolean;
+  readonly metaContexts: readonly MetaContext[];
+}
+
+interface State {
+  structuredReplies: boolean;
+  noZeroes: boolean;
+  /** Contexts selected by SET_META_CONTEXT, valid for this export name only. */
+  selected: { exportName: string; contexts: MetaContext[] } | null;
+}
+
+/**
+ * Runs the fixed newstyle handshake up to transmission. Resolves with the
+ * agreement, or null when the client aborted or left; throws on a protocol
+ * violation after which the connection must be dropped.
+ */
+export async function negotiate(reader: SocketReader, writer: ReplyWriter, exports: ExportTable): Promise<Agreement | null> {
+  await writer.send([encodeGreeting()]);
+  const flags = decodeClientFlags(await reader.read(4));
+  const state: State = { structuredReplies: false, noZeroes: flags.noZeroes, selected: null };
+  for (;;) {
+    const header = decodeOptionHeader(await reader.read(OPTION_HEADER_LENGTH));
+    const { option, length } = header;
+    if (length > MAX_OPTION_LENGTH) {
+      // EXPORT_NAME has no error reply; absurd lengths are not worth reading through.
+      if (option === Opt.EXPORT_NAME || length > MAX_SKIPPABLE_OPTION_LENGTH) {
+        throw protocolError(`option ${option} with ${length} bytes of data`, 'option_length');
+      }
+      await reader.skip(length);
+      await writer.send([encodeOptionError(option, Rep.ERR_TOO_BIG, `option data of ${length} bytes is too long`)]);
+      continue;
+    }
+    const data = await reader.read(length);
+    const outcome = await handleOption(option, data, { writer, exports, state });
+    if (outcome === 'abort') return null;
+    if (outcome !== 'continue') return outcome;
+  }
+}
+
+interface Ctx {
+  readonly writer: ReplyWriter;
+  readonly exports: ExportTable;
+  readonly state: State;
+}
+
+async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agreement | 'continue' | 'abort'> {
+  const { writer, state } = ctx;
+  const fail = async (reply: number, message: string): Promise<'continue'> => {
+    await writer.send([encodeOptionError(option, reply, message)]);
+    return 'continue';
+  };
+  switch (option) {
+    case Opt.EXPORT_NAME: {
+      const name = decodeString(data);
+      const exp = name === null || data.byteLength > MAX_STRING_LENGTH ? undefined : ctx.exports.find(name);
+      // No error reply exists for EXPORT_NAME: an unknown export means closing the connection.
+      if (!exp) throw protocolError(`unknown export '${name ?? '(invalid name)'}'`, 'export_name');
+      await writer.send([encodeExportNameReply(exp.size, exp.transmissionFlags(state.structuredReplies), state.noZeroes)]);
+      return agreement(exp, state);
+    }
+    case Opt.ABORT:
+      await writer.send([encodeOptionReply(option, Rep.ACK)]);
+      return 'abort';
+    case Opt.LIST: {
+      if (data.byteLength !== 0) return fail(Rep.ERR_INVALID, 'NBD_OPT_LIST takes no data');
+      await writer.send([...ctx.exports.list().map((e) => encodeServerReply(option, e.name, e.description)), encodeOptionReply(option, Rep.ACK)]);
+      return 'continue';
+    }
+    case Opt.STARTTLS:
+      return fail(Rep.ERR_UNSUP, 'TLS is not configured on this server');
+    case Opt.STRUCTURED_REPLY:
+      if (data.byteLength !== 0) return fail(Rep.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+      if (state.structuredReplies) return fail(Rep.ERR_INVALID, 'structured replies already negotiated');
+      state.structuredReplies = true;
+      await writer.send([encodeOptionReply(option, Rep.ACK)]);
+      return 'continue';
+    case Opt.INFO:
+    case Opt.GO:
+      return infoOrGo(option, data, ctx);
+    case Opt.LIST_META_CONTEXT:
+    case Opt.SET_META_CONTEXT:
+      return metaContext(option, data, ctx);
+    default:
+      // EXTENDED_HEADERS (11) is not implemented yet: refusing it keeps compact headers, which every client supports.
+      return fail(Rep.ERR_UNSUP, `option ${option} is not supported`);
+  }
+}
+
+function agreement(exp: NbdExport, state: State): Agreement {
+  const contexts = state.selected && state.selected.exportName === exp.name ? state.selected.contexts : [];
+  return { export: exp, structuredReplies: state.structuredReplies, metaContexts: contexts };
+}
+
+async function infoOrGo(option: number, data: Buffer, ctx: Ctx): Promise<Agreement | 'continue'> {
+  const { writer, state } = ctx;
+  const req = parseExportRequest(data);
+  if (!req.ok) {
+    await writer.send([encodeOptionError(option, req.reply, req.message)]);
+    return 'continue';
+  }
+  const exp = ctx.exports.find(req.name);
+  if (!exp) {
+    await writer.send([encodeOptionError(option, Rep.ERR_UNKNOWN, `export '${req.name}' not present`)]);
+    return 'continue';
+  }
+  const replies: Uint8Array[] = [];
+  // Sent whether asked or not (clients ignore unrequested infos); the same for INFO and GO.
+  replies.push(encodeInfoBlockSize(option, exp.blockSizes()));
+  if (req.infos.includes(Info.NAME)) replies.push(encodeInfoString(option, Info.NAME, exp.name));
+  if (req.infos.includes(Info.DESCRIPTION) && exp.description !== '') {
+    replies.push(encodeInfoString(option, Info.DESCRIPTION, exp.description));
+  }
+  replies.push(encodeInfoExport(option, exp.size, exp.transmissionFlags(state.structuredReplies)));
+  replies.push(encodeOptionReply(option, Rep.ACK));
+  await writer.send(replies);
+  return option === Opt.GO ? agreement(exp, state) : 'continue';
+}
+
+async function metaContext(option: number, data: Buffer, ctx: Ctx): Promise<'continue'> {
+  const { writer, state } = ctx;
+  const isSet = option === Opt.SET_META_CONTEXT;
+  // proto.md: a SET replaces the previous selection even when it fails.
+  if (isSet) state.selected = null;
+  const fail = async (reply: number, message: string): Promise<'continue'> => {
+    await writer.send([encodeOptionError(option, reply, message)]);
+    return 'continue';
+  };
+  if (!state.structuredReplies) return fail(Rep.ERR_INVALID, 'structured replies must be negotiated first');
+  const req = parseMetaContextRequest(data);
+  if (!req.ok) return fail(req.reply, req.message);
+  const exp = ctx.exports.find(req.exportName);
+  if (!exp) return fail(Rep.ERR_UNKNOWN, `export '${req.exportName}' not present`);
+  const offered = exp.metaContexts();
+  const chosen = isSet ? matchSetQueries(offered, req.queries) : matchListQueries(offered, req.queries);
+  // LIST replies carry id 0 (reserved); SET replies carry the id BLOCK_STATUS will use.
+  const replies = chosen.map((c) => encodeMetaContextReply(option, isSet ? c.id : 0, c.name));
+  replies.push(encodeOptionReply(option, Rep.ACK));
+  if (isSet) state.selected = { exportName: exp.name, contexts: chosen };
+  await writer.send(replies);
+  return 'continue';
+}

@@ -1,0 +1,113 @@
+import type { Duplex } from 'node:stream';
+import { VdiskError } from '../../errors.js';
+
+/** Thrown by `read` when the peer closed the stream, or the reader was stopped, before `n` bytes arrived. */
+export class EndOfStream extends VdiskError {
+  constructor(message: string) {
+    super('EIO', message);
+  }
+}
+
+/**
+ * Reads exact byte counts from a stream. Buffers at most `highWater` bytes (or
+ * the size of the pending read, if larger) and pauses the stream beyond that,
+ * so a client that sends faster than we work is slowed down by TCP, not by
+ * our memory.
+ */
+export class SocketReader {
+  readonly #stream: Duplex;
+  readonly #highWater: number;
+  readonly #chunks: Buffer[] = [];
+  #buffered = 0;
+  #pending: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
+  #ended: EndOfStream | null = null;
+
+  constructor(stream: Duplex, highWater = 1024 * 1024) {
+    this.#stream = stream;
+    this.#highWater = highWater;
+    stream.on('data', (chunk: Buffer | string) => this.#onData(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+    stream.on('end', () => this.#end('the peer closed the connection'));
+    stream.on('close', () => this.#end('the connection was closed'));
+    stream.on('error', (e: Error) => this.#end(`connection error: ${e.message}`));
+  }
+
+  /** Bytes received and not yet read. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** Resolves with exactly `n` bytes. Only one read may be pending at a time. */
+  read(n: number): Promise<Buffer> {
+    if (this.#pending) return Promise.reject(new VdiskError('EINVAL', 'SocketReader: concurrent reads'));
+    if (this.#buffered >= n) return Promise.resolve(this.#take(n));
+    if (this.#ended) return Promise.reject(this.#ended);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.#pending = { n, resolve, reject };
+      this.#stream.resume();
+    });
+  }
+
+  /** Reads and drops `n` bytes, holding at most one chunk of them in memory. */
+  async skip(n: number): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      const step = Math.min(left, this.#highWater);
+      await this.read(step);
+      left -= step;
+    }
+  }
+
+  /** Stops reading: a pending and every later read fail with EndOfStream. */
+  stop(reason: string): void {
+    this.#stream.pause();
+    this.#end(reason);
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#ended) return;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.byteLength;
+    const p = this.#pending;
+    if (p && this.#buffered >= p.n) {
+      this.#pending = null;
+      p.resolve(this.#take(p.n));
+    }
+    const need = this.#pending ? Math.max(this.#pending.n, this.#highWater) : this.#highWater;
+    if (this.#buffered >= need) this.#stream.pause();
+  }
+
+  #end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = new EndOfStream(reason);
+    const p = this.#pending;
+    if (p) {
+      this.#pending = null;
+      p.reject(this.#ended);
+    }
+  }
+
+  #take(n: number): Buffer {
+    let out: Buffer;
+    const first = this.#chunks[0];
+    if (first && first.byteLength >= n) {
+      out = first.subarray(0, n);
+      if (first.byteLength === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let pos = 0;
+      while (pos < n) {
+        const c = this.#chunks[0];
+        if (!c) break;
+        const take = Math.min(c.byteLength, n - pos);
+        c.copy(out, pos, 0, take);
+        pos += take;
+        if (take === c.byteLength) this.#chunks.shift();
+        else this.#chunks[0] = c.subarray(take);
+      }
+    }
+    this.#buffered -= n;
+    if (this.#buffered < this.#highWater && !this.#ended) this.#stream.resume();
+    return out;
+  }
+}

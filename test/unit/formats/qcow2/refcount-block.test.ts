@@ -1,0 +1,67 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getRefcount, getRefcountBig, maxRefcount, refcountBlockEntries, setRefcount } from '../../../../src/formats/qcow2/refcount-block.js';
+import { isVdiskError } from '../../../../src/errors.js';
+
+test('maxRefcount is 2^width - 1 for every order', () => {
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 6].map(maxRefcount), [1n, 3n, 15n, 255n, 65535n, 4294967295n, 18446744073709551615n]);
+});
+
+test('refcount block entries per cluster follow the width', () => {
+  assert.equal(refcountBlockEntries(65536, 4), 32768);
+  assert.equal(refcountBlockEntries(512, 0), 4096);
+  assert.equal(refcountBlockEntries(512, 6), 64);
+});
+
+test('sub-byte widths pack from the least significant bit as QEMU does', () => {
+  const b1 = new Uint8Array(2);
+  setRefcount(b1, 0, 0, 1);
+  setRefcount(b1, 3, 0, 1);
+  setRefcount(b1, 9, 0, 1);
+  assert.deepEqual([...b1], [0b1001, 0b10]);
+  const b2 = new Uint8Array(1);
+  setRefcount(b2, 1, 1, 3);
+  setRefcount(b2, 3, 1, 2);
+  assert.deepEqual([...b2], [0b10001100]);
+  const b4 = new Uint8Array(1);
+  setRefcount(b4, 0, 2, 0xa);
+  setRefcount(b4, 1, 2, 0x5);
+  assert.deepEqual([...b4], [0x5a]);
+});
+
+test('widths of 8 bits and more are big-endian words', () => {
+  const b = new Uint8Array(16);
+  setRefcount(b, 1, 3, 0xab);
+  assert.equal(b[1], 0xab);
+  b.fill(0);
+  setRefcount(b, 1, 4, 0x1234);
+  assert.deepEqual([...b.subarray(2, 4)], [0x12, 0x34]);
+  b.fill(0);
+  setRefcount(b, 1, 5, 0x12345678);
+  assert.deepEqual([...b.subarray(4, 8)], [0x12, 0x34, 0x56, 0x78]);
+  b.fill(0);
+  setRefcount(b, 1, 6, 0x0102030405060708n);
+  assert.deepEqual([...b.subarray(8, 16)], [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.equal(getRefcountBig(b, 1, 6), 0x0102030405060708n);
+});
+
+test('every width round-trips values at every index without disturbing neighbours', () => {
+  for (let order = 0; order <= 6; order++) {
+    const block = new Uint8Array(64);
+    const n = refcountBlockEntries(64, order);
+    const max = maxRefcount(order);
+    const value = (i: number): bigint => BigInt(i * 7 + 3) % (max + 1n);
+    for (let i = 0; i < n; i++) setRefcount(block, i, order, value(i));
+    for (let i = 0; i < n; i++) assert.equal(getRefcountBig(block, i, order), value(i), `order ${order} index ${i}`);
+    setRefcount(block, 0, order, max);
+    assert.equal(getRefcountBig(block, 0, order), max);
+    if (n > 1) assert.equal(getRefcountBig(block, 1, order), value(1));
+    assert.equal(getRefcount(block, 1, order), Number(value(1)));
+  }
+});
+
+test('values that do not fit the width are refused', () => {
+  assert.throws(() => setRefcount(new Uint8Array(1), 0, 0, 2), (e) => isVdiskError(e, 'ERANGE'));
+  assert.throws(() => setRefcount(new Uint8Array(2), 0, 4, 65536), (e) => isVdiskError(e, 'ERANGE'));
+  assert.throws(() => getRefcount(new Uint8Array(2), 0, 7), (e) => isVdiskError(e, 'EINVAL'));
+});
