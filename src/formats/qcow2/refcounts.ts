@@ -218,6 +218,10 @@ export class Refcounts {
       setRefcount(t.data, idx, this.#order, value);
       this.cache.markDirty(t);
       if (value === 0 && cluster < this.#freeHint) this.#freeHint = cluster;
+      // The cluster compressed data is being packed into was freed: it may be
+      // handed out as a data cluster next, so stop packing into it. (QEMU 7.2
+      // keeps packing there and ends up with a refcount-2 data cluster.)
+      if (value === 0 && this.#freeByteOffset !== 0 && Math.floor(this.#freeByteOffset / this.#clusterSize) === cluster) this.#freeByteOffset = 0;
     } finally {
       this.cache.release(t);
     }
