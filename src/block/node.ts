@@ -6,11 +6,25 @@
  */
 import { VdiskError } from '../errors.js';
 import type { BackingSource, BlockDriver, FormatName } from '../formats/driver.js';
-import { probeFormat } from '../formats/registry.js';
+import { ImageLock, closingWithLock, imageLockRequest } from '../host/image-lock.js';
+import { formatByName, probeFormat } from '../formats/registry.js';
 import { mergeChainStatus, type StatusLayer } from './chain-status.js';
 import { checkRequest, checkSize } from './request.js';
+import { RequestTracker } from './request-tracker.js';
 import { seekChain } from './seek.js';
-import type { ChainExtent, CheckReport, FormatInfo, ImageNode, LayerExtent, RepairMode, WriteFlags, ZeroFlags } from './types.js';
+import type {
+  BitmapOps,
+  ChainExtent,
+  CheckReport,
+  FormatInfo,
+  ImageNode,
+  LayerExtent,
+  ProgressCallback,
+  RepairMode,
+  SnapshotOps,
+  WriteFlags,
+  ZeroFlags,
+} from './types.js';
 
 /** How many bytes at the start of a probed raw image are guarded against format-changing writes. */
 const PROBE_GUARD = 512;
@@ -26,18 +40,50 @@ export interface BlockNodeOptions {
   readonly probedRaw?: boolean;
 }
 
+/** What a write-like request did, as observers see it. */
+export interface WriteEvent {
+  readonly kind: 'write' | 'zero' | 'discard';
+  readonly offset: number;
+  readonly length: number;
+  /** The bytes written (kind 'write' only). */
+  readonly data?: Uint8Array;
+}
+
+/**
+ * Watches the writes of a node (dirty bitmaps, write-blocking mirror). `before`
+ * runs before the driver sees the request, `after` once it succeeded; a
+ * returned promise delays the guest's completion until it settles.
+ */
+export interface WriteObserver {
+  before?(event: WriteEvent): void | Promise<void>;
+  after?(event: WriteEvent): void | Promise<void>;
+}
+
 export class BlockNode implements ImageNode {
-  readonly driver: BlockDriver;
-  readonly backing: BlockNode | null;
+  #driver: BlockDriver;
+  #backing: BlockNode | null;
   readonly clusterSize: number | undefined;
   readonly #probedRaw: boolean;
+  readonly #tracker = new RequestTracker();
+  readonly #observers = new Set<WriteObserver>();
+  /** While set, requests go to this node instead (the moment of a pivot). */
+  #forward: ImageNode | null = null;
   #closed = false;
 
   private constructor(driver: BlockDriver, backing: BlockNode | null, clusterSize: number | undefined, probedRaw: boolean) {
-    this.driver = driver;
-    this.backing = backing;
+    this.#driver = driver;
+    this.#backing = backing;
     this.clusterSize = clusterSize;
     this.#probedRaw = probedRaw;
+  }
+
+  /** The format driver of this layer. Jobs holding a range lock or a quiesce read and write through it directly. */
+  get driver(): BlockDriver {
+    return this.#driver;
+  }
+
+  get backing(): BlockNode | null {
+    return this.#backing;
   }
 
   /** Wraps an opened driver, attaching `options.backing` as its backing source. */
@@ -50,67 +96,216 @@ export class BlockNode implements ImageNode {
   }
 
   get filename(): string {
-    return this.driver.filename;
+    return this.#driver.filename;
   }
 
   get format(): FormatName {
-    return this.driver.format;
+    return this.#driver.format;
   }
 
   get readOnly(): boolean {
-    return this.driver.readOnly;
+    return this.#driver.readOnly;
   }
 
   get length(): number {
-    return this.driver.length;
+    return this.#driver.length;
   }
 
   get requestAlignment(): number {
-    return this.driver.requestAlignment;
+    return this.#driver.requestAlignment;
   }
 
   async read(offset: number, buf: Uint8Array): Promise<void> {
     this.#check(offset, buf.length);
-    if (buf.length > 0) await this.driver.read(offset, buf);
+    if (buf.length === 0) return;
+    const ticket = await this.#tracker.begin(offset, buf.length, false);
+    try {
+      if (this.#forward) await this.#forward.read(offset, buf);
+      else await this.#driver.read(offset, buf);
+    } finally {
+      this.#tracker.end(ticket);
+    }
   }
 
   async write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
     this.#checkWrite(offset, data.length);
     if (data.length === 0) return;
     if (this.#probedRaw && offset < PROBE_GUARD) await this.#guardProbedHead(offset, data);
-    await this.driver.write(offset, data, flags);
+    await this.#tracked({ kind: 'write', offset, length: data.length, data }, (d) => d.write(offset, data, flags));
   }
 
   async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
     // Zeros cannot create a format signature, so the probed-raw guard is not needed.
     this.#checkWrite(offset, length);
-    if (length > 0) await this.driver.writeZeroes(offset, length, flags);
+    if (length > 0) await this.#tracked({ kind: 'zero', offset, length }, (d) => d.writeZeroes(offset, length, flags));
   }
 
   async discard(offset: number, length: number): Promise<void> {
     this.#checkWrite(offset, length);
-    if (length > 0) await this.driver.discard(offset, length);
+    if (length > 0) await this.#tracked({ kind: 'discard', offset, length }, (d) => d.discard(offset, length));
+  }
+
+  // ---- what jobs use -------------------------------------------------------------
+
+  /** Watches writes, zeroes and discards on this node; returns the detach function. */
+  addWriteObserver(observer: WriteObserver): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
+  }
+
+  /** Excludes writes to a range (waits for those in flight); call the result to release. */
+  lockRange(offset: number, length: number): Promise<() => void> {
+    return this.#tracker.lockRange(offset, length);
+  }
+
+  /** Holds every new request and waits for those in flight; call the result to let them go. */
+  quiesce(): Promise<() => void> {
+    return this.#tracker.quiesce();
+  }
+
+  /**
+   * Sends requests to `node` instead of this layer (null: back to this layer).
+   * A job sets it while quiesced, just before the graph switches users over, so
+   * requests already admitted here reach the new active node.
+   */
+  forwardTo(node: ImageNode | null): void {
+    this.#forward = node;
+  }
+
+  /**
+   * Reopens this layer with another mode (a commit's base becomes writable,
+   * then read-only again). Requests on the node wait meanwhile. The old driver
+   * closes first, releasing its image lock, so the new mode's lock can be
+   * taken (OFD locks of two descriptions conflict even in one process); if
+   * the new mode cannot be opened, the old mode is opened again.
+   */
+  async reopen(options: { readonly readOnly: boolean }): Promise<void> {
+    this.#checkOpen();
+    if (this.#driver.readOnly === options.readOnly) return;
+    const release = await this.#tracker.quiesce();
+    try {
+      const old = this.#driver;
+      if (!old.readOnly) await old.flush();
+      await old.close();
+      try {
+        this.#driver = await this.#openDriver(options.readOnly);
+      } catch (e) {
+        this.#driver = await this.#openDriver(old.readOnly);
+        throw e;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  async #openDriver(readOnly: boolean): Promise<BlockDriver> {
+    const lock = await ImageLock.acquire(this.filename, imageLockRequest({ readOnly, metadataFormat: this.format !== 'raw', forceShare: false }));
+    let driver: BlockDriver;
+    try {
+      driver = await formatByName(this.format).open(this.filename, { readOnly });
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    driver.setBacking(this.#backing ? backingSourceOf(this.#backing) : null);
+    return lock.supported ? closingWithLock(driver, lock) : driver;
+  }
+
+  /**
+   * Changes the node below this one. With `persist`, the image's backing
+   * reference is rewritten too (the format must support it: ENOTSUP
+   * otherwise); `reference` is the name stored (default: the node's filename).
+   */
+  async changeBacking(backing: BlockNode | null, options: { readonly persist: boolean; readonly reference?: string }): Promise<void> {
+    this.#checkOpen();
+    if (options.persist) {
+      if (!this.#driver.changeBackingFile) {
+        throw new VdiskError('ENOTSUP', `Cannot change the backing file of '${this.filename}': format '${this.format}' does not support it`, {
+          file: this.filename,
+          field: 'backing_file',
+        });
+      }
+      await this.#driver.changeBackingFile(backing ? { filename: options.reference ?? backing.filename, format: backing.format } : null);
+    }
+    this.#backing = backing;
+    this.#driver.setBacking(backing ? backingSourceOf(backing) : null);
+  }
+
+  /**
+   * Drops everything this layer defines, so it reads through to its backing
+   * (qemu-img commit empties the top after committing). ENOTSUP when the
+   * format cannot.
+   */
+  async makeEmpty(): Promise<void> {
+    this.#checkOpen();
+    this.#checkWritable();
+    const candidate = (this.#driver as BlockDriver & { makeEmpty?: unknown }).makeEmpty;
+    if (typeof candidate !== 'function') {
+      throw new VdiskError('ENOTSUP', `Cannot empty '${this.filename}': format '${this.format}' does not support it`, { file: this.filename });
+    }
+    const release = await this.#tracker.quiesce();
+    try {
+      await (candidate as () => Promise<void>).call(this.#driver);
+    } finally {
+      release();
+    }
+  }
+
+  /** Flushes and closes this layer only, leaving the nodes below open (a dropped top or intermediate image). */
+  async closeLayer(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      if (!this.readOnly) await this.#driver.flush();
+    } finally {
+      await this.#driver.close();
+    }
+  }
+
+  async #tracked(event: WriteEvent, op: (driver: BlockDriver) => Promise<void>): Promise<void> {
+    const ticket = await this.#tracker.begin(event.offset, event.length, true);
+    try {
+      const forward = this.#forward;
+      if (forward) {
+        if (event.kind === 'write' && event.data) await forward.write(event.offset, event.data);
+        else if (event.kind === 'zero') await forward.writeZeroes(event.offset, event.length);
+        else await forward.discard(event.offset, event.length);
+        return;
+      }
+      if (this.#observers.size > 0) await this.#notify('before', event);
+      await op(this.#driver);
+      if (this.#observers.size > 0) await this.#notify('after', event);
+    } finally {
+      this.#tracker.end(ticket);
+    }
+  }
+
+  async #notify(phase: 'before' | 'after', event: WriteEvent): Promise<void> {
+    for (const o of [...this.#observers]) {
+      const r = o[phase]?.(event);
+      if (r) await r;
+    }
   }
 
   async writeCompressed(offset: number, data: Uint8Array): Promise<void> {
     this.#checkWrite(offset, data.length);
-    if (!this.driver.writeCompressed) {
+    if (!this.#driver.writeCompressed) {
       throw new VdiskError('ENOTSUP', `Compressed writes are not supported by format '${this.format}' ('${this.filename}')`, {
         file: this.filename,
         offset,
       });
     }
-    await this.driver.writeCompressed(offset, data);
+    await this.#driver.writeCompressed(offset, data);
   }
 
   async flush(): Promise<void> {
     this.#checkOpen();
-    if (!this.readOnly) await this.driver.flush();
+    if (!this.readOnly) await this.#driver.flush();
   }
 
   async layerStatus(offset: number, length: number): Promise<LayerExtent[]> {
     this.#check(offset, length);
-    return length === 0 ? [] : this.driver.blockStatus(offset, length);
+    return length === 0 ? [] : this.#driver.blockStatus(offset, length);
   }
 
   async blockStatus(offset: number, length: number, options: { readonly base?: ImageNode | null } = {}): Promise<ChainExtent[]> {
@@ -131,7 +326,7 @@ export class BlockNode implements ImageNode {
 
   info(): Promise<FormatInfo> {
     this.#checkOpen();
-    return this.driver.info();
+    return this.#driver.info();
   }
 
   check(repair: RepairMode): Promise<CheckReport> {
@@ -139,19 +334,39 @@ export class BlockNode implements ImageNode {
     if (repair !== 'none' && this.readOnly) {
       throw new VdiskError('EPERM', `Cannot repair '${this.filename}': it is open read-only`, { file: this.filename });
     }
-    return this.driver.check(repair);
+    return this.#driver.check(repair);
   }
 
   async resize(newLength: number, options?: { readonly shrink?: boolean; readonly preallocation?: string }): Promise<void> {
     this.#checkOpen();
     this.#checkWritable();
     checkSize(this.filename, newLength);
-    await this.driver.resize(newLength, options);
+    await this.#driver.resize(newLength, options);
+  }
+
+  /** The driver's internal snapshots (qcow2), passed through. */
+  get snapshots(): SnapshotOps | undefined {
+    return this.#driver.snapshots;
+  }
+
+  /** The driver's persistent dirty bitmaps (qcow2), passed through. */
+  get bitmaps(): BitmapOps | undefined {
+    return this.#driver.bitmaps;
+  }
+
+  /** qemu-img amend, passed through; ENOTSUP when the format cannot amend. */
+  async amend(options: Readonly<Record<string, string>>, progress?: ProgressCallback): Promise<void> {
+    this.#checkOpen();
+    if (!this.#driver.amend) {
+      throw new VdiskError('ENOTSUP', `Format driver '${this.format}' does not support option amendment`, { file: this.filename });
+    }
+    this.#checkWritable();
+    await this.#driver.amend(options, progress);
   }
 
   chain(): BlockNode[] {
     const out: BlockNode[] = [];
-    for (let n: BlockNode | null = this; n; n = n.backing) out.push(n);
+    for (let n: BlockNode | null = this; n; n = n.#backing) out.push(n);
     return out;
   }
 
@@ -162,12 +377,12 @@ export class BlockNode implements ImageNode {
       if (node.#closed) continue;
       node.#closed = true;
       try {
-        if (!node.readOnly) await node.driver.flush();
+        if (!node.readOnly) await node.#driver.flush();
       } catch (e) {
         failure ??= e;
       }
       try {
-        await node.driver.close();
+        await node.#driver.close();
       } catch (e) {
         failure ??= e;
       }
@@ -192,13 +407,13 @@ export class BlockNode implements ImageNode {
     return nodes.map((n) => ({
       filename: n.filename,
       backingLength: n.backing ? n.backing.length : null,
-      status: (offset: number, length: number) => n.driver.blockStatus(offset, length),
+      status: (offset: number, length: number) => n.#driver.blockStatus(offset, length),
     }));
   }
 
   async #guardProbedHead(offset: number, data: Uint8Array): Promise<void> {
     const head = new Uint8Array(Math.min(PROBE_GUARD, this.length));
-    await this.driver.read(0, head);
+    await this.#driver.read(0, head);
     head.set(data.subarray(0, Math.max(0, head.length - offset)), offset);
     const becomes = probeFormat(head);
     if (becomes !== 'raw') {
@@ -246,3 +461,4 @@ function backingSourceOf(node: BlockNode): BackingSource {
     },
   };
 }
+

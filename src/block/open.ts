@@ -22,6 +22,7 @@ import { VdiskError } from '../errors.js';
 import type { BlockDriver, FormatName } from '../formats/driver.js';
 import { formatByName, PROBE_SIZE, probeFormat } from '../formats/registry.js';
 import type { DriverOpenOptions, FormatModule } from '../formats/registry-types.js';
+import { ImageLock, closingWithLock, imageLockRequest } from '../host/image-lock.js';
 import { NodeHostFile } from '../host/node-file.js';
 import { BlockNode } from './node.js';
 import type { OpenOptions } from './types.js';
@@ -100,6 +101,8 @@ interface LayerRequest {
   readonly path: string;
   readonly format: FormatName | undefined;
   readonly options: DriverOpenOptions;
+  /** Where a warning goes (the lock could not be taken); none: silent. */
+  readonly warn?: ((message: string) => void) | undefined;
 }
 
 async function openLayer(request: LayerRequest, formats: FormatTable): Promise<OpenedLayer> {
@@ -111,8 +114,17 @@ async function openLayer(request: LayerRequest, formats: FormatTable): Promise<O
   } catch {
     throw new VdiskError('ENOTSUP', `Cannot open '${path}': format '${chosen}' is not supported by this build`, { file: path, field: 'format' });
   }
-  const driver = await module.open(path, options);
-  return { driver, probedRaw: format === undefined && chosen === 'raw' };
+  // QEMU's image locks (host/image-lock.ts): taken before the driver opens, released when it closes.
+  const lock = await ImageLock.acquire(path, imageLockRequest({ readOnly: options.readOnly, metadataFormat: chosen !== 'raw', forceShare: options.forceShare === true }));
+  if (!lock.supported) request.warn?.(`warning: Cannot lock '${path}': the file system does not support byte-range locks; continuing without image locking`);
+  let driver: BlockDriver;
+  try {
+    driver = await module.open(path, options);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+  return { driver: lock.supported ? closingWithLock(driver, lock) : driver, probedRaw: format === undefined && chosen === 'raw' };
 }
 
 /**
@@ -138,6 +150,7 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
     readOnly: options.readOnly ?? false,
     ...(options.cache !== undefined ? { cache: options.cache } : {}),
     ...(options.forceShare !== undefined ? { forceShare: options.forceShare } : {}),
+    ...(options.noRepair !== undefined ? { noRepair: options.noRepair } : {}),
   };
   const backingOptions: DriverOpenOptions = { ...topOptions, readOnly: true };
   const layers: OpenedLayer[] = [];
@@ -148,7 +161,7 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
       throw new VdiskError(errorCodeOf(e), `Could not open '${path}': ${systemMessage(e)}`, { file: path }, { cause: e });
     }
     const seen = new Map<string, string>([[await identityOf(path), path]]);
-    layers.push(await openLayer({ path, format: options.format, options: topOptions }, formats));
+    layers.push(await openLayer({ path, format: options.format, options: topOptions, warn: options.onWarning }, formats));
     for (let top = layers[0]; top && !options.noBacking; ) {
       const ref = top.driver.backingRef;
       if (!ref) break;
@@ -182,7 +195,9 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
       seen.set(identity, backingPath);
       let layer: OpenedLayer;
       try {
-        layer = await openLayer({ path: backingPath, format: ref.format ?? undefined, options: backingOptions }, formats);
+        layer = top.driver.openBacking
+          ? { driver: await top.driver.openBacking(backingOptions), probedRaw: false }
+          : await openLayer({ path: backingPath, format: ref.format ?? undefined, options: backingOptions, warn: options.onWarning }, formats);
       } catch (e) {
         throw new VdiskError(
           e instanceof VdiskError ? e.code : 'EIO',

@@ -1,4 +1,16 @@
-import type { CacheMode, FormatInfo, FormatName, LayerExtent, WriteFlags, ZeroFlags, CheckReport, RepairMode } from '../formats/driver.js';
+import type {
+  BitmapOps,
+  CacheMode,
+  FormatInfo,
+  FormatName,
+  LayerExtent,
+  ProgressCallback,
+  SnapshotOps,
+  WriteFlags,
+  ZeroFlags,
+  CheckReport,
+  RepairMode,
+} from '../formats/driver.js';
 
 /** One extent of a whole chain's allocation map, as `qemu-img map` reports it. */
 export interface ChainExtent {
@@ -29,9 +41,13 @@ export interface OpenOptions {
   readonly forceShare?: boolean;
   /** Do not open the backing chain (qemu-img's -u / unsafe cases). */
   readonly noBacking?: boolean;
+  /** Leave a dirty/in-use image as found instead of repairing it on open (what `check` needs). */
+  readonly noRepair?: boolean;
+  /** Receives warnings worth showing a user (an image that cannot be locked); none: silent. */
+  readonly onWarning?: (message: string) => void;
 }
 
-export type { LayerExtent, WriteFlags, ZeroFlags, FormatInfo, CheckReport, RepairMode };
+export type { LayerExtent, WriteFlags, ZeroFlags, FormatInfo, CheckReport, RepairMode, SnapshotOps, BitmapOps, ProgressCallback };
 
 /**
  * The public face of an opened image (one node of a chain, with the nodes below
@@ -77,6 +93,12 @@ export interface ImageNode {
   resize(newLength: number, options?: { readonly shrink?: boolean; readonly preallocation?: string }): Promise<void>;
   /** All nodes from this one down to the bottom of the chain. */
   chain(): ImageNode[];
+  /** This layer's internal snapshots; undefined when the format has none. */
+  readonly snapshots?: SnapshotOps | undefined;
+  /** This layer's persistent dirty bitmaps; undefined when the format has none. */
+  readonly bitmaps?: BitmapOps | undefined;
+  /** qemu-img amend of this layer; ENOTSUP when the format cannot amend. */
+  amend?(options: Readonly<Record<string, string>>, progress?: ProgressCallback): Promise<void>;
   /** Flushes and closes this node and every node below it. */
   close(): Promise<void>;
 }

@@ -49,9 +49,17 @@ const FILE_PROTOCOL_OPTIONS: readonly OptionDesc[] = [
   { name: 'extent_size_hint', type: 'size', help: 'Extent size hint for the image file, 0 to disable' },
 ];
 
+const PARALLELS_OPTIONS: readonly OptionDesc[] = [
+  SIZE,
+  { name: 'cluster_size', type: 'size', help: 'Parallels image cluster size', defaultValue: '1048576' },
+];
+
 const FORMAT_OPTIONS: Readonly<Record<string, readonly OptionDesc[]>> = {
   raw: [SIZE],
   qcow2: QCOW2_OPTIONS,
+  // QEMU's parallels create options, in its order (size first); `ploop` is vdisk's name for the same format.
+  parallels: PARALLELS_OPTIONS,
+  ploop: PARALLELS_OPTIONS,
 };
 
 /** The format's options, or undefined for a format vdisk cannot create. */

@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import type { FormatInfo, JsonValue, SnapshotInfo } from '../formats/driver.js';
 import { imgSizeText } from './format/size-text.js';
+import { qemuFormatName } from './format-name.js';
 import { qemuHumanDump } from './format/qemu-json.js';
 import { resolveBackingPath } from './image-path.js';
 
@@ -23,7 +24,7 @@ export async function allocatedBytes(path: string): Promise<number | undefined> 
 }
 
 /** qemu's order for the qcow2 format-specific keys (a driver may build them in another order). */
-const QCOW2_SPECIFIC_ORDER = ['compat', 'compression-type', 'lazy-refcounts', 'refcount-bits', 'data-file', 'data-file-raw', 'bitmaps', 'encrypt', 'corrupt', 'extended-l2'];
+const QCOW2_SPECIFIC_ORDER = ['compat', 'compression-type', 'lazy-refcounts', 'bitmaps', 'refcount-bits', 'data-file', 'data-file-raw', 'encrypt', 'corrupt', 'extended-l2'];
 
 export function orderedSpecific(type: string, data: { readonly [key: string]: JsonValue }): { [key: string]: JsonValue } {
   const out: { [key: string]: JsonValue } = {};
@@ -55,11 +56,11 @@ export function imageInfoJson(r: ImageReport): JsonValue {
   const { info } = r;
   const out: { [key: string]: JsonValue } = {};
   if (info.snapshots && info.snapshots.length > 0) out.snapshots = info.snapshots.map(snapshotJson);
-  if (info.backing?.format) out['backing-filename-format'] = info.backing.format;
+  if (info.backing?.format) out['backing-filename-format'] = qemuFormatName(info.backing.format);
   out['virtual-size'] = info.virtualSize;
   out.filename = r.filename;
   if (info.clusterSize !== undefined) out['cluster-size'] = info.clusterSize;
-  out.format = info.format;
+  out.format = qemuFormatName(info.format);
   if (r.actualSize !== undefined) out['actual-size'] = r.actualSize;
   if (info.encrypted) out.encrypted = true;
   if (info.formatSpecific) {
@@ -78,7 +79,7 @@ function pad2(n: number): string {
 }
 
 /** One row of qemu's snapshot table (bdrv_snapshot_dump); dates in local time. */
-function snapshotRow(s: SnapshotInfo): string {
+export function snapshotRow(s: SnapshotInfo): string {
   const d = new Date(s.dateSec * 1000);
   const date = `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
   const totalMs = Math.floor(s.vmClockNsec / 1e6);
@@ -93,7 +94,7 @@ export const SNAPSHOT_HEADER = `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'
 /** The human form of `qemu-img info` for one image. */
 export function imageInfoHuman(r: ImageReport): string {
   const { info } = r;
-  let out = `image: ${r.filename}\nfile format: ${info.format}\n`;
+  let out = `image: ${r.filename}\nfile format: ${qemuFormatName(info.format)}\n`;
   out += `virtual size: ${imgSizeText(info.virtualSize)} (${info.virtualSize} bytes)\n`;
   out += `disk size: ${r.actualSize === undefined ? 'unavailable' : imgSizeText(r.actualSize)}\n`;
   if (info.encrypted) out += 'encrypted: yes\n';
@@ -102,7 +103,7 @@ export function imageInfoHuman(r: ImageReport): string {
   if (info.backing) {
     const full = resolveBackingPath(r.filename, info.backing.filename);
     out += `backing file: ${info.backing.filename}${full !== info.backing.filename ? ` (actual path: ${full})` : ''}\n`;
-    if (info.backing.format) out += `backing file format: ${info.backing.format}\n`;
+    if (info.backing.format) out += `backing file format: ${qemuFormatName(info.backing.format)}\n`;
   }
   if (info.snapshots && info.snapshots.length > 0) {
     out += `Snapshot list:\n${SNAPSHOT_HEADER}${info.snapshots.map(snapshotRow).join('')}`;

@@ -1,3 +1,4 @@
+import { isVdiskError } from '../errors.js';
 import { describeError } from './errors-text.js';
 
 /**
@@ -5,6 +6,8 @@ import { describeError } from './errors-text.js';
  * file it could not open.
  */
 export function openErrorText(path: string, e: unknown): string {
+  // An image lock conflict reads as QEMU's: "Failed to get ... lock\nIs another process using the image [f]?"
+  if (isVdiskError(e) && e.context.field === 'lock') return e.message;
   const text = describeError(e);
   if (/^(Could not|Cannot) open '/.test(text)) return text;
   return `Could not open '${path}': ${text}`;

@@ -1,12 +1,23 @@
 /** Entry of the vdisk command line: dispatches qemu-img style subcommands (and `io`, qemu-io's face). */
 import { createImage, openImage } from '../block/index.js';
 import { type CliContext, type CliOutput, type Engine, reportUsage } from './context.js';
+import { checkCommand } from './commands/check.js';
+import { commitCommand } from './commands/commit.js';
+import { jobCommand } from './commands/job.js';
+import { compareCommand } from './commands/compare.js';
 import { convertCommand } from './commands/convert.js';
 import { createCommand } from './commands/create.js';
 import { infoCommand } from './commands/info.js';
 import { ioCommand } from './commands/io.js';
 import { mapCommand } from './commands/map.js';
+import { ploopCommand } from './commands/ploop.js';
+import { rebaseCommand } from './commands/rebase.js';
+import { resizeCommand } from './commands/resize.js';
 import { serveCommand } from './commands/serve.js';
+import { benchCommand } from './commands/bench.js';
+import { snapshotCommand } from './commands/snapshot.js';
+import { amendCommand } from './commands/amend.js';
+import { bitmapCommand } from './commands/bitmap.js';
 
 type Command = (ctx: CliContext, argv: readonly string[]) => Promise<number>;
 
@@ -14,9 +25,20 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   create: createCommand,
   info: infoCommand,
   map: mapCommand,
+  ploop: ploopCommand,
   convert: convertCommand,
   io: ioCommand,
+  bench: benchCommand,
   serve: (_ctx, argv) => serveCommand(argv),
+  snapshot: snapshotCommand,
+  amend: amendCommand,
+  bitmap: bitmapCommand,
+  check: checkCommand,
+  commit: commitCommand,
+  job: jobCommand,
+  compare: compareCommand,
+  resize: resizeCommand,
+  rebase: rebaseCommand,
 };
 
 /** The engine of this package: the block layer's open and create. */

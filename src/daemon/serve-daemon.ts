@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { openImage, type ImageNode, type OpenOptions } from '../block/index.js';
 import { VdiskError } from '../errors.js';
 import type { CacheMode, FormatName } from '../formats/driver.js';
-import { NbdServer, type ListenAddress } from '../nbd/index.js';
+import { NbdServer, type ListenAddress, type TlsUpgrader } from '../nbd/index.js';
 import { nbdUri } from './uri.js';
 
 export interface ServeOptions {
@@ -19,6 +19,8 @@ export interface ServeOptions {
   readonly maxClients: number;
   /** Diagnostic lines (stderr in the CLI). */
   readonly log?: (line: string) => void;
+  /** TLS (qemu-nbd --tls-creds): clients must use it. */
+  readonly tls?: TlsUpgrader;
 }
 
 /**
@@ -68,6 +70,7 @@ export class ServeDaemon {
     let daemon: ServeDaemon | null = null;
     const server = new NbdServer({
       maxClients: options.maxClients,
+      ...(options.tls ? { tls: options.tls } : {}),
       onProtocolError: (e) => log(`client dropped: ${e instanceof Error ? e.message : String(e)}`),
       onRequestError: (cmd, e) => log(`${cmd} failed: ${e instanceof Error ? e.message : String(e)}`),
       onClientClosed: (active) => {

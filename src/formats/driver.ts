@@ -5,8 +5,11 @@
  * image below it (its backing) it sees through `BackingSource`.
  */
 
-/** Formats vdisk can open. `parallels` is accepted as an alias of `ploop` by the probe. */
-export type FormatName = 'raw' | 'qcow2' | 'ploop';
+/**
+ * Formats vdisk can open. `parallels` is accepted as an alias of `ploop` by the probe.
+ * `nbd` is a remote export opened by nbd/client (a daemon node, never in the format registry).
+ */
+export type FormatName = 'raw' | 'qcow2' | 'ploop' | 'nbd';
 
 /** Cache modes as qemu-img's -t spells them. */
 export type CacheMode = 'writeback' | 'none' | 'unsafe' | 'directsync' | 'writethrough';
@@ -100,6 +103,64 @@ export interface CheckReport {
 
 export type RepairMode = 'none' | 'leaks' | 'all';
 
+export interface SnapshotCreateOptions {
+  readonly name: string;
+  /** Creation time; now when absent. */
+  readonly dateSec?: number;
+  readonly dateNsec?: number;
+  /** Guest clock at the snapshot (0 for offline snapshots, as qemu-img writes). */
+  readonly vmClockNsec?: number;
+}
+
+/** Internal snapshots of an image (qcow2), as `qemu-img snapshot` uses them. */
+export interface SnapshotOps {
+  list(): Promise<SnapshotInfo[]>;
+  /** Snapshots the current state under a new id (the highest id + 1). */
+  create(options: SnapshotCreateOptions): Promise<SnapshotInfo>;
+  /** Reverts the disk to the snapshot whose id, else whose name, is `idOrName` (ENOENT when none). */
+  apply(idOrName: string): Promise<void>;
+  /** Deletes the first snapshot matching the given id and/or name (ENOENT when none). */
+  delete(target: { readonly id?: string; readonly name?: string }): Promise<void>;
+}
+
+/** One persistent dirty bitmap, as `qemu-img info` lists it. */
+export interface BitmapInfo {
+  readonly name: string;
+  readonly granularity: number;
+  /** qemu's flag names: 'in-use', 'auto'. */
+  readonly flags: readonly string[];
+}
+
+/** Where `BitmapOps.merge` takes its source bitmap from. */
+export interface BitmapMergeSource {
+  readonly name: string;
+  /** Another image's bitmap; this image's when absent. */
+  readonly image?: { readonly bitmaps?: BitmapOps | undefined };
+}
+
+/** Persistent dirty bitmaps of an image (qcow2), as `qemu-img bitmap` uses them. */
+export interface BitmapOps {
+  list(): Promise<BitmapInfo[]>;
+  add(name: string, options?: { readonly granularity?: number; readonly disabled?: boolean }): Promise<void>;
+  remove(name: string): Promise<void>;
+  clear(name: string): Promise<void>;
+  enable(name: string): Promise<void>;
+  disable(name: string): Promise<void>;
+  /** ORs the source bitmap into `target`. */
+  merge(target: string, source: BitmapMergeSource): Promise<void>;
+  /** The bitmap's bits, one per `granularity` bytes of the disk (LSB first in each byte). */
+  readBits(name: string): Promise<{ readonly granularity: number; readonly bits: Uint8Array }>;
+}
+
+/** Called by long operations with bytes (or steps) done and the total. */
+export type ProgressCallback = (done: number, total: number) => void;
+
+/** How the block layer asks a driver to open its backing layer (always read-only). */
+export interface BackingOpenOptions {
+  readonly cache?: CacheMode;
+  readonly forceShare?: boolean;
+}
+
 export interface BlockDriver {
   readonly format: FormatName;
   /** The image file's path as given. */
@@ -113,6 +174,12 @@ export interface BlockDriver {
   readonly requestAlignment: number;
   /** Attaches the opened backing node (the block layer resolves `backingRef`). */
   setBacking(backing: BackingSource | null): void;
+  /**
+   * Opens the backing layer itself, for formats whose backing is not named by a
+   * file alone (a ploop delta in a DiskDescriptor.xml stack knows the deltas below
+   * it). When absent, the block layer opens `backingRef` by name.
+   */
+  openBacking?(options: BackingOpenOptions): Promise<BlockDriver>;
 
   read(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void>;
@@ -129,4 +196,17 @@ export interface BlockDriver {
   info(): Promise<FormatInfo>;
   check(repair: RepairMode): Promise<CheckReport>;
   close(): Promise<void>;
+
+  /** Internal snapshots, for formats that have them. */
+  readonly snapshots?: SnapshotOps | undefined;
+  /** Persistent dirty bitmaps, for formats that have them. */
+  readonly bitmaps?: BitmapOps | undefined;
+  /**
+   * Rewrites the backing reference recorded in the image (qemu-img rebase), or
+   * removes it with null. Only the reference changes; the caller attaches the
+   * new backing node. Formats that cannot record a backing do not define it.
+   */
+  changeBackingFile?(ref: BackingReference | null): Promise<void>;
+  /** Changes format options of an existing image (qemu-img amend); `-o` options as given. */
+  amend?(options: Readonly<Record<string, string>>, progress?: ProgressCallback): Promise<void>;
 }

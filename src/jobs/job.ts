@@ -266,6 +266,16 @@ export abstract class Job {
     this.#emit({ event: 'BLOCK_JOB_READY', data: this.#blockData() });
   }
 
+  /** Emits BLOCK_JOB_ERROR for a failed copy step, with the action the job takes. */
+  protected emitError(operation: 'read' | 'write', action: 'ignore' | 'report' | 'stop'): void {
+    this.#emit({ event: 'BLOCK_JOB_ERROR', data: { device: this.id, operation, action } });
+  }
+
+  /** Pauses the job as if the user had (on-error policy `stop`); it waits at its next pause point for a resume. */
+  protected pauseForError(): void {
+    this.#userPaused = true;
+  }
+
   /** Waits while paused; throws JobCancelledError after a hard cancel. */
   protected async pausePoint(): Promise<void> {
     for (;;) {

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
+import { openImage } from '../../src/block/index.js';
 import { createPloop, ploopFormat, parseDescriptor } from '../../src/formats/ploop/index.js';
 
 function ok(cmd: string, args: string[]): void {
@@ -49,7 +50,7 @@ test('a DiskDescriptor.xml stack reads through to the base and writes to the top
     const baseBefore = fs.readFileSync(base);
 
     assert.equal(ploopFormat.probe(fs.readFileSync(xml)), true);
-    const disk = await ploopFormat.open(xml, { readOnly: false });
+    const disk = await openImage(xml, { readOnly: false });
     const head = new Uint8Array(4);
     await disk.read(0, head);
     assert.deepEqual(head, new Uint8Array([0x5a, 0x5a, 0x5a, 0x5a]));
@@ -60,7 +61,7 @@ test('a DiskDescriptor.xml stack reads through to the base and writes to the top
     ok('qemu-img', ['check', '-f', 'parallels', top]);
     const qemuRaw = join(dir, 'q.raw');
     ok('qemu-img', ['convert', '-O', 'raw', stackJson(top, base), qemuRaw]);
-    const reopened = await ploopFormat.open(xml, { readOnly: true });
+    const reopened = await openImage(xml, { readOnly: true });
     const all = new Uint8Array(reopened.length);
     await reopened.read(0, all);
     await reopened.close();

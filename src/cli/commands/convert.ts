@@ -126,6 +126,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     progress.set(0);
     await copyAll({ sources, target, args, progress });
     await target.flush();
+    // qemu-img convert prints 100% once more on success (qemu_progress_print(100, 0)) before the newline.
+    progress.set(100);
     progress.end();
     return 0;
   } catch (e) {

@@ -26,7 +26,7 @@ export async function openForReading(
   if (options.format !== undefined) {
     format = toFormatName(options.format);
     if (format === undefined) {
-      reportError(ctx, `Unknown file format '${options.format}'`);
+      reportError(ctx, `Could not open '${path}': Unknown driver '${options.format}'`);
       return undefined;
     }
   }
@@ -36,6 +36,7 @@ export async function openForReading(
       readOnly: true,
       forceShare: options.forceShare,
       ...(options.noBacking ? { noBacking: true } : {}),
+      onWarning: (message) => reportError(ctx, message),
     });
   } catch (e) {
     reportError(ctx, `Could not open '${path}': ${openErrorText(path, e)}`);

@@ -10,7 +10,17 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ServeDaemon, dataDirectory, ensureDefaultImage, stopOnSignals, type ServeOptions } from '../../daemon/index.js';
+import {
+  ManagedDaemon,
+  ServeDaemon,
+  TlsObjects,
+  dataDirectory,
+  ensureDefaultImage,
+  parseKeyval,
+  stopOnSignals,
+  type ManagedItem,
+  type ServeOptions,
+} from '../../daemon/index.js';
 import type { CacheMode, FormatName } from '../../formats/driver.js';
 import type { ListenAddress } from '../../nbd/index.js';
 
@@ -32,8 +42,16 @@ Serve IMAGE over NBD (options as qemu-nbd). Without IMAGE, serve a default
   -A, --allocation-depth    accepted; qemu:allocation-depth is always offered
       --fork                run in the background once the server is listening
       --pid-file=PATH       write the server's process id to PATH
+      --object=OBJ          tls-creds-x509,id=ID,dir=DIR,endpoint=server or
+                            tls-creds-psk,id=ID,dir=DIR,endpoint=server (DIR/keys.psk)
+      --tls-creds=ID        require TLS with the credentials object ID
   -v, --verbose             log connection problems to stderr
   -h, --help                show this help
+
+Managed form (as qemu-storage-daemon; items apply in order):
+  vdisk serve [--object OBJ] [--blockdev OPTS] [--nbd-server addr.type=unix,addr.path=P]
+              [--export type=nbd,id=ID,node-name=N[,name=X][,writable=on]]
+              [--qmp PATH | --chardev socket,path=P,server=on,wait=off,id=C --monitor chardev=C]
 `;
 
 const CACHE_MODES: readonly CacheMode[] = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'];
@@ -44,8 +62,6 @@ const UNSUPPORTED: Readonly<Record<string, { type: 'string' | 'boolean'; short?:
   offset: { type: 'string', short: 'o' },
   bitmap: { type: 'string', short: 'B' },
   list: { type: 'boolean', short: 'L' },
-  object: { type: 'string' },
-  'tls-creds': { type: 'string' },
   'tls-authz': { type: 'string' },
   'tls-hostname': { type: 'string' },
   connect: { type: 'string', short: 'c' },
@@ -57,8 +73,15 @@ const UNSUPPORTED: Readonly<Record<string, { type: 'string' | 'boolean'; short?:
   'selinux-label': { type: 'string' },
 };
 
+/** Options that select qemu-storage-daemon's form. */
+const MANAGED_KINDS = ['qmp', 'blockdev', 'nbd-server', 'export', 'chardev', 'monitor'] as const;
+
 interface Parsed {
-  readonly options: Omit<ServeOptions, 'image' | 'log'>;
+  readonly options: Omit<ServeOptions, 'image' | 'log' | 'tls'>;
+  /** Items of the managed form, in command-line order (objects included); empty for the simple form. */
+  readonly managed: ManagedItem[];
+  readonly objects: string[];
+  readonly tlsCreds: string | undefined;
   readonly image: string | undefined;
   readonly verbose: boolean;
   readonly fork: boolean;
@@ -68,11 +91,20 @@ interface Parsed {
 class UsageError extends Error {}
 
 function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
-  const { values, positionals } = parseArgs({
+  const { values, positionals, tokens } = parseArgs({
     args: [...argv],
     allowPositionals: true,
     strict: true,
+    tokens: true,
     options: {
+      qmp: { type: 'string', multiple: true },
+      blockdev: { type: 'string', multiple: true },
+      'nbd-server': { type: 'string', multiple: true },
+      export: { type: 'string', multiple: true },
+      chardev: { type: 'string', multiple: true },
+      monitor: { type: 'string', multiple: true },
+      object: { type: 'string', multiple: true },
+      'tls-creds': { type: 'string' },
       socket: { type: 'string', short: 'k' },
       bind: { type: 'string', short: 'b' },
       port: { type: 'string', short: 'p' },
@@ -100,6 +132,18 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
     if ((values as Record<string, unknown>)[name] !== undefined) throw new UsageError(`option --${name} is not supported yet`);
   }
   if (positionals.length > 1) throw new UsageError(`expected one image, got ${positionals.length}: ${positionals.join(' ')}`);
+  const managed: ManagedItem[] = [];
+  const objects: string[] = [];
+  for (const t of tokens) {
+    if (t.kind !== 'option' || t.value === undefined) continue;
+    if (t.name === 'object') {
+      objects.push(t.value);
+      managed.push({ kind: 'object', text: t.value });
+    } else if (t.name === 'qmp') managed.push({ kind: 'qmp', path: t.value });
+    else if ((MANAGED_KINDS as readonly string[]).includes(t.name)) managed.push({ kind: t.name as Exclude<ManagedItem['kind'], 'qmp'>, text: t.value });
+  }
+  const isManaged = managed.some((m) => m.kind !== 'object');
+  if (isManaged && positionals.length > 0) throw new UsageError('an IMAGE cannot be combined with --qmp, --blockdev, --nbd-server or --export; use --blockdev');
 
   let address: ListenAddress;
   if (values.socket !== undefined) {
@@ -124,6 +168,9 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
     if (!format) throw new UsageError(`unknown format '${values.format}'`);
   }
   return {
+    managed: isManaged ? managed : [],
+    objects,
+    tlsCreds: values['tls-creds'],
     image: positionals[0],
     verbose: values.verbose === true,
     fork: values.fork === true,
@@ -159,6 +206,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (parsed.fork) return forkServer();
+  if (parsed.managed.length > 0) return serveManaged(parsed);
   // A server started by --fork stops writing to stderr once its parent has returned (the pipe is gone then).
   let detached = false;
   const log = parsed.verbose
@@ -177,7 +225,10 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       announce = true;
       if (dflt.created) process.stdout.write(`Created ${dflt.format} image '${dflt.path}' (1 GiB)\n`);
     }
-    const daemon = await ServeDaemon.start({ ...options, image, ...(log ? { log } : {}) });
+    // qemu-nbd checks every --object, and uses the one --tls-creds names.
+    const objects = loadObjects(parsed.objects);
+    const tls = parsed.tlsCreds !== undefined ? objects.upgrader(parsed.tlsCreds) : undefined;
+    const daemon = await ServeDaemon.start({ ...options, image, ...(log ? { log } : {}), ...(tls ? { tls } : {}) });
     const removeHandlers = stopOnSignals(daemon);
     if (parsed.pidFile !== undefined) fs.writeFileSync(parsed.pidFile, `${process.pid}\n`);
     // Tell a parent started with --fork that the server is listening.
@@ -207,6 +258,46 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     const msg = e instanceof Error ? e.message : String(e);
     process.stderr.write(`vdisk serve: ${msg}\n`);
     return 1;
+  }
+}
+
+function loadObjects(texts: readonly string[]): TlsObjects {
+  const objects = new TlsObjects();
+  for (const o of texts) {
+    const { 'qom-type': qomType, ...props } = parseKeyval(o, 'qom-type');
+    objects.add(String(qomType), props);
+  }
+  return objects;
+}
+
+/** The managed form: runs until QMP `quit`, SIGINT or SIGTERM. */
+async function serveManaged(parsed: Parsed): Promise<number> {
+  const log = parsed.verbose ? (line: string) => process.stderr.write(`vdisk serve: ${line}\n`) : undefined;
+  let m: ManagedDaemon;
+  try {
+    m = await ManagedDaemon.start(parsed.managed, log);
+  } catch (e) {
+    process.stderr.write(`vdisk serve: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+  const handler = (): void => void m.stop().catch(() => undefined);
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  if (parsed.pidFile !== undefined) fs.writeFileSync(parsed.pidFile, `${process.pid}\n`);
+  if (process.send) {
+    process.send('vdisk-serve-ready');
+    process.disconnect();
+  }
+  try {
+    await m.stopped;
+    return 0;
+  } catch (e) {
+    process.stderr.write(`vdisk serve: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+    if (parsed.pidFile !== undefined) fs.rmSync(parsed.pidFile, { force: true });
   }
 }
 

@@ -3,7 +3,7 @@ import { cFixed } from './size-text.js';
 /**
  * qemu-img's -p progress (util/qemu-progress.c): "    (12.50/100%)\r" on
  * stdout, printed at 0, whenever the value moved by more than the minimum
- * step, and at 100; the end repeats the last line with a newline.
+ * step, and at 100; the end is a bare newline (progress_simple_end).
  */
 export class ProgressPrinter {
   private current = 0;
@@ -30,9 +30,12 @@ export class ProgressPrinter {
   }
 
   end(): void {
-    if (!this.write) return;
-    this.print();
-    this.write('\n');
+    this.write?.('\n');
+  }
+
+  /** Adds `delta` percent (qemu_progress_print with max 100). */
+  add(delta: number): void {
+    this.set(this.current + delta);
   }
 
   private print(): void {

@@ -8,7 +8,7 @@ import { VdiskError } from '../../errors.js';
 
 /** The top snapshot's GUID when <TopGUID> is absent. */
 export const DEFAULT_TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
-const ROOT_PARENT_GUID = '{00000000-0000-0000-0000-000000000000}';
+export const ROOT_PARENT_GUID = '{00000000-0000-0000-0000-000000000000}';
 /** Refuse descriptors beyond this size: they are small XML files. */
 export const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
 
@@ -20,14 +20,16 @@ export interface DeltaRef {
   readonly type: 'Compressed' | 'Plain';
 }
 
-function elements(xml: string, tag: string): string[] {
+/** The contents of every <tag> element of `xml` (no nesting of the same tag). */
+export function elements(xml: string, tag: string): string[] {
   const out: string[] = [];
   const re = new RegExp(`<${tag}(?:\\s[^>]*)?>([\\s\\S]*?)</${tag}>`, 'g');
   for (let m = re.exec(xml); m; m = re.exec(xml)) out.push(m[1] ?? '');
   return out;
 }
 
-function text(xml: string, tag: string): string | undefined {
+/** The trimmed, entity-decoded text of the first <tag> element, if any. */
+export function text(xml: string, tag: string): string | undefined {
   const v = elements(xml, tag)[0];
   return v === undefined ? undefined : decodeEntities(v.trim());
 }

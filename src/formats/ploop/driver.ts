@@ -25,6 +25,7 @@ import { NodeHostFile } from '../../host/node-file.js';
 import { AsyncLock } from '../../util/async-lock.js';
 import { hex } from '../../util/int64.js';
 import type {
+  BackingOpenOptions,
   BackingReference,
   BackingSource,
   BlockDriver,
@@ -35,24 +36,18 @@ import type {
   WriteFlags,
   ZeroFlags,
 } from '../driver.js';
+import { rawFormat } from '../raw/index.js';
 import type { DriverOpenOptions } from '../registry-types.js';
 import { BatTable } from './bat-table.js';
-import { describeProblem, scanBat, type BatProblem } from './bat-scan.js';
+import { scanBat, type BatProblem } from './bat-scan.js';
+import { checkImage } from './check.js';
+import type { DeltaRef } from './descriptor.js';
 import { encodeExtension, parseExtension, planForWriter } from './extension.js';
-import { CLOSED_WITH_EXT_MAGIC, decodeHeader, encodeHeader, HEADER_SIZE, INUSE_MAGIC, SECTOR, type PloopHeader } from './header.js';
-import {
-  batEntryOffset,
-  batPageOf,
-  entryToHost,
-  hostToEntry,
-  layoutOf,
-  MAX_BAT_ENTRIES,
-  type PloopLayout,
-} from './layout.js';
+import { CLOSED_WITH_EXT_MAGIC, decodeHeader, HEADER_SIZE, INUSE_MAGIC, SECTOR, type PloopHeader } from './header.js';
+import { batEntryOffset, batPageOf, entryToHost, hostToEntry, layoutOf, type PloopLayout } from './layout.js';
 import { RequestGate } from './request-gate.js';
-
-/** Largest buffer used to copy or zero part of a cluster (clusters may be up to ~2 GiB). */
-const COPY_CHUNK = 1024 * 1024;
+import { growImage, validateResize } from './resize.js';
+import { COPY_CHUNK, setHeader, writeZerosAt, type PloopState } from './state.js';
 
 interface OpenedState {
   host: HostFile;
@@ -67,59 +62,57 @@ export class PloopDriver implements BlockDriver {
   readonly format = 'ploop' as const;
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly backingRef: BackingReference | null = null;
+  readonly backingRef: BackingReference | null;
   readonly requestAlignment = SECTOR;
 
-  readonly #host: HostFile;
-  #header: PloopHeader;
-  #layout: PloopLayout;
-  readonly #bat: BatTable;
-  /** Next free host offset: new clusters are appended here. */
-  #dataEnd: number;
-  /** BAT entries found bad at open and not repaired; I/O through them is refused. */
-  #badEntries: Set<number>;
-  /** The image was left in use (not closed cleanly) and has not been repaired. */
-  #unclean: boolean;
-  /** Host offset of the format-extension cluster this image keeps, or 0. */
-  #extHost = 0;
+  readonly #s: PloopState;
   readonly #writeThrough: boolean;
   #backing: BackingSource | null = null;
+  /** The deltas below this one (bottom first) when it belongs to a stack; see `openBacking`. */
+  readonly #below: readonly DeltaRef[];
   readonly #gate = new RequestGate();
   readonly #flushLock = new AsyncLock();
   /** Cluster index -> allocation of that cluster in progress. */
   readonly #inflight = new Map<number, Promise<void>>();
   #closed = false;
-  /** Lower deltas this driver opened as its backing and closes with itself (delta stacks). */
-  #owned: Array<{ close(): Promise<void> }> = [];
 
-  private constructor(path: string, options: DriverOpenOptions, s: OpenedState) {
+  private constructor(path: string, options: DriverOpenOptions, s: OpenedState, below: readonly DeltaRef[]) {
     this.filename = path;
     this.readOnly = options.readOnly;
-    this.#host = s.host;
-    this.#header = s.header;
-    this.#layout = s.layout;
-    this.#bat = s.bat;
-    this.#dataEnd = s.dataEnd;
-    this.#badEntries = new Set(s.problems.map((p) => p.index));
-    this.#unclean = s.header.inUse === INUSE_MAGIC;
+    this.#s = {
+      filename: path,
+      host: s.host,
+      header: s.header,
+      layout: s.layout,
+      bat: s.bat,
+      dataEnd: s.dataEnd,
+      badEntries: new Set(s.problems.map((p) => p.index)),
+      unclean: s.header.inUse === INUSE_MAGIC,
+      extHost: 0,
+    };
     this.#writeThrough = options.cache === 'writethrough' || options.cache === 'directsync';
+    this.#below = below;
+    const next = below[below.length - 1];
+    this.backingRef = next ? { filename: next.file, format: next.type === 'Plain' ? 'raw' : 'ploop' } : null;
   }
 
   /**
    * Opens a ploop image. A read-write open marks the image in use; an image left
    * in use is repaired first (as `qemu-img check -r all` would), unless
    * `noRepair` asks to leave that to an explicit check. A BAT with bad entries
-   * is refused unless `noRepair` (the open `qemu-img check` does).
+   * is refused unless `noRepair` (the open `qemu-img check` does). `below` names
+   * the deltas under this one in a stack (bottom first, paths resolved): the
+   * block layer opens them through `openBacking` as this image's backing chain.
    *
    * @example
    *   const d = await PloopDriver.open('disk.hds', { readOnly: true });
    *   const buf = new Uint8Array(512); await d.read(0, buf); await d.close();
    */
-  static async open(path: string, options: DriverOpenOptions): Promise<PloopDriver> {
+  static async open(path: string, options: DriverOpenOptions, below: readonly DeltaRef[] = []): Promise<PloopDriver> {
     const host = await NodeHostFile.open(path, { readOnly: options.readOnly });
     try {
       const s = await readImage(host, path);
-      const driver = new PloopDriver(path, options, s);
+      const driver = new PloopDriver(path, options, s, below);
       await driver.#finishOpen(options, s.problems);
       return driver;
     } catch (e) {
@@ -129,42 +122,42 @@ export class PloopDriver implements BlockDriver {
   }
 
   async #finishOpen(options: DriverOpenOptions, problems: readonly BatProblem[]): Promise<void> {
-    const repairNow = !this.readOnly && this.#unclean && options.noRepair !== true;
+    const repairNow = !this.readOnly && this.#s.unclean && options.noRepair !== true;
     if (problems.length > 0 && !repairNow && options.noRepair !== true) {
       const p = problems[0] as BatProblem;
       throw new VdiskError(
         'ECORRUPT',
-        `Cannot open '${this.filename}': BAT entry ${p.index} points to ${hex(p.hostOffset)}, ${problemWhy(p, this.#layout)}`,
+        `Cannot open '${this.filename}': BAT entry ${p.index} points to ${hex(p.hostOffset)}, ${problemWhy(p, this.#s.layout)}`,
         { file: this.filename, offset: batEntryOffset(p.index), field: `bat[${p.index}]` },
       );
     }
-    if (this.#header.extOff !== 0) await this.#loadExtension(!this.readOnly);
+    if (this.#s.header.extOff !== 0) await this.#loadExtension(!this.readOnly);
     if (this.readOnly) return;
-    if (repairNow) await this.#checkInner('all');
-    await this.#bat.lock(0).run(async () => {
-      this.#setHeader({ ...this.#header, inUse: INUSE_MAGIC });
-      await this.#host.write(this.#bat.bytes.subarray(0, HEADER_SIZE), 0);
-      await this.#host.sync();
+    if (repairNow) await checkImage(this.#s, 'all');
+    await this.#s.bat.lock(0).run(async () => {
+      setHeader(this.#s, { ...this.#s.header, inUse: INUSE_MAGIC });
+      await this.#s.host.write(this.#s.bat.bytes.subarray(0, HEADER_SIZE), 0);
+      await this.#s.host.sync();
     });
   }
 
   /** Reads (and, for a writer, applies the keep/drop rule to) the format-extension cluster. */
   async #loadExtension(writer: boolean): Promise<void> {
-    const extHost = this.#header.extOff * SECTOR;
-    const size = await this.#host.size();
-    if (extHost < this.#layout.dataStart || extHost + this.#layout.clusterSize > size) {
+    const extHost = this.#s.header.extOff * SECTOR;
+    const size = await this.#s.host.size();
+    if (extHost < this.#s.layout.dataStart || extHost + this.#s.layout.clusterSize > size) {
       throw new VdiskError(
         'ECORRUPT',
-        `Cannot open '${this.filename}': format extension at ${hex(extHost)} is outside the data area (${hex(this.#layout.dataStart)}..${hex(size)})`,
+        `Cannot open '${this.filename}': format extension at ${hex(extHost)} is outside the data area (${hex(this.#s.layout.dataStart)}..${hex(size)})`,
         { file: this.filename, offset: 56, field: 'ext_off' },
       );
     }
     if (!writer) {
-      this.#extHost = extHost;
+      this.#s.extHost = extHost;
       return;
     }
-    const cluster = new Uint8Array(this.#layout.clusterSize);
-    await this.#host.read(cluster, extHost);
+    const cluster = new Uint8Array(this.#s.layout.clusterSize);
+    await this.#s.host.read(cluster, extHost);
     const plan = planForWriter(parseExtension(cluster));
     if (plan.action === 'refuse') {
       throw new VdiskError(
@@ -175,78 +168,107 @@ export class PloopDriver implements BlockDriver {
     }
     if (plan.action === 'drop') {
       // The clusters it used become leaked space, which check reclaims at the file's end.
-      this.#setHeader({ ...this.#header, extOff: 0 });
+      setHeader(this.#s, { ...this.#s.header, extOff: 0 });
       return;
     }
     if (plan.changed) {
-      const encoded = encodeExtension(plan.features, this.#layout.clusterSize);
+      const encoded = encodeExtension(plan.features, this.#s.layout.clusterSize);
       if (encoded) {
-        await this.#host.write(encoded, extHost);
-        await this.#host.sync();
+        await this.#s.host.write(encoded, extHost);
+        await this.#s.host.sync();
       }
     }
-    this.#extHost = extHost;
-    this.#dataEnd = Math.max(this.#dataEnd, extHost + this.#layout.clusterSize);
+    this.#s.extHost = extHost;
+    this.#s.dataEnd = Math.max(this.#s.dataEnd, extHost + this.#s.layout.clusterSize);
   }
 
   get length(): number {
-    return this.#layout.length;
+    return this.#s.layout.length;
   }
 
   /** Cluster size in bytes (qemu-img info does not print it for this format). */
   get clusterSize(): number {
-    return this.#layout.clusterSize;
+    return this.#s.layout.clusterSize;
   }
 
   setBacking(backing: BackingSource | null): void {
     this.#backing = backing;
   }
 
-  /** Takes over closing the layers below (a delta stack's lower deltas). */
-  ownBelow(layers: ReadonlyArray<{ close(): Promise<void> }>): void {
-    this.#owned = [...layers];
+  /**
+   * Opens the delta below this one in its stack (the block layer calls this to
+   * build the chain): read-only deltas each with the rest of the stack below them.
+   * A delta whose cluster size differs or which is larger than this one is refused.
+   */
+  async openBacking(options: BackingOpenOptions): Promise<BlockDriver> {
+    const next = this.#below[this.#below.length - 1];
+    if (!next) throw new VdiskError('EINVAL', `'${this.filename}' has no delta below it`, { file: this.filename });
+    const driverOptions: DriverOpenOptions = { ...options, readOnly: true };
+    const below =
+      next.type === 'Plain' ? await rawFormat.open(next.file, driverOptions) : await PloopDriver.open(next.file, driverOptions, this.#below.slice(0, -1));
+    try {
+      if (below instanceof PloopDriver && below.clusterSize !== this.clusterSize) {
+        throw new VdiskError(
+          'ECORRUPT',
+          `Cannot open delta '${this.filename}': cluster size ${this.clusterSize} differs from ${below.clusterSize} of the delta below ('${next.file}')`,
+          { file: this.filename, field: 'tracks' },
+        );
+      }
+      if (below.length > this.length) {
+        throw new VdiskError('ECORRUPT', `Cannot open delta '${this.filename}': it is smaller (${this.length}) than the delta below (${below.length})`, {
+          file: this.filename,
+          field: 'nb_sectors',
+        });
+      }
+      return below;
+    } catch (e) {
+      await below.close().catch(() => undefined);
+      throw e;
+    }
   }
 
   // ---- reads -------------------------------------------------------------
 
   async read(offset: number, buf: Uint8Array): Promise<void> {
     this.#checkRange(offset, buf.length);
-    await this.#gate.shared(async () => {
-      const cs = this.#layout.clusterSize;
-      let done = 0;
-      while (done < buf.length) {
-        const pos = offset + done;
-        const index = Math.floor(pos / cs);
-        const host = this.#hostOf(index);
-        // Extend the run over following clusters that continue it (contiguous data or all unallocated).
-        let n = Math.min(cs - (pos % cs), buf.length - done);
-        while (done + n < buf.length) {
-          const next = this.#hostOf(index + Math.round(((pos % cs) + n) / cs));
-          const contiguous = host === null ? next === null : next === host + (pos % cs) + n;
-          if (!contiguous) break;
-          n = Math.min(n + cs, buf.length - done);
-        }
-        const part = buf.subarray(done, done + n);
-        if (host === null) await this.#readBelow(pos, part);
-        else await this.#host.read(part, host + (pos % cs));
-        done += n;
+    await this.#gate.shared(() => this.#readInner(offset, buf));
+  }
+
+  async #readInner(offset: number, buf: Uint8Array): Promise<void> {
+    const cs = this.#s.layout.clusterSize;
+    let done = 0;
+    while (done < buf.length) {
+      const pos = offset + done;
+      const index = Math.floor(pos / cs);
+      const host = this.#hostOf(index);
+      // Extend the run over following clusters that continue it (contiguous data or all unallocated).
+      let n = Math.min(cs - (pos % cs), buf.length - done);
+      while (done + n < buf.length) {
+        const next = this.#hostOf(index + Math.round(((pos % cs) + n) / cs));
+        const contiguous = host === null ? next === null : next === host + (pos % cs) + n;
+        if (!contiguous) break;
+        n = Math.min(n + cs, buf.length - done);
       }
-    });
+      const part = buf.subarray(done, done + n);
+      if (host === null) await this.#readBelow(pos, part);
+      else await this.#s.host.read(part, host + (pos % cs));
+      done += n;
+    }
   }
 
   /** Host offset of cluster `index`, or null when this image does not hold it. */
   #hostOf(index: number): number | null {
-    if (index >= this.#layout.batEntries) return null;
-    const entry = this.#bat.entry(index);
+    if (index >= this.#s.layout.batEntries) return null;
+    const entry = this.#s.bat.entry(index);
     if (entry === 0) return null;
-    if (this.#badEntries.has(index)) {
+    if (this.#s.badEntries.has(index)) {
       throw new VdiskError('ECORRUPT', `'${this.filename}': BAT entry ${index} is corrupt; run check -r all`, {
         file: this.filename,
         offset: batEntryOffset(index),
         field: `bat[${index}]`,
       });
     }
-    return entryToHost(this.#layout, entry);
+    return entryToHost(this.#s.layout, entry);
   }
 
   /** What lies below this image at `pos`: the backing's data, zeros past its end or without one. */
@@ -274,7 +296,7 @@ export class PloopDriver implements BlockDriver {
     this.#checkWritable();
     this.#checkRange(offset, length);
     await this.#gate.shared(async () => {
-      const cs = this.#layout.clusterSize;
+      const cs = this.#s.layout.clusterSize;
       if (flags?.fastZero === true) this.#assertFastZero(offset, length);
       await this.#forEachCluster(offset, length, async (index, inCluster, n) => {
         const host = this.#hostOf(index);
@@ -289,9 +311,9 @@ export class PloopDriver implements BlockDriver {
           await this.#unmapCluster(index);
           return;
         }
-        if (!(await this.#host.zeroRange(host + inCluster, n))) {
+        if (!(await this.#s.host.zeroRange(host + inCluster, n))) {
           if (flags?.fastZero === true) throw this.#noFastZero(index * cs + inCluster);
-          await this.#writeZerosAt(host + inCluster, n);
+          await writeZerosAt(this.#s, host + inCluster, n);
         }
       });
       if (flags?.fua === true || this.#writeThrough) await this.#flushInner();
@@ -301,10 +323,10 @@ export class PloopDriver implements BlockDriver {
   async discard(offset: number, length: number): Promise<void> {
     this.#checkWritable();
     this.#checkRange(offset, length);
-    // The BAT has no "zero" mark: unmapping under a backing would expose the data below.
-    if (this.#backing !== null) return;
     await this.#gate.shared(async () => {
-      const cs = this.#layout.clusterSize;
+      // The BAT has no "zero" mark: unmapping under a backing would expose the data below.
+      if (this.#backing !== null) return;
+      const cs = this.#s.layout.clusterSize;
       await this.#forEachCluster(offset, length, async (index, _in, n) => {
         if (n === cs) await this.#unmapCluster(index);
       });
@@ -312,7 +334,7 @@ export class PloopDriver implements BlockDriver {
   }
 
   #assertFastZero(offset: number, length: number): void {
-    const cs = this.#layout.clusterSize;
+    const cs = this.#s.layout.clusterSize;
     for (let pos = offset; pos < offset + length; pos = (Math.floor(pos / cs) + 1) * cs) {
       const index = Math.floor(pos / cs);
       const n = Math.min((index + 1) * cs, offset + length) - pos;
@@ -335,7 +357,7 @@ export class PloopDriver implements BlockDriver {
     length: number,
     fn: (index: number, inCluster: number, n: number, done: number) => Promise<void>,
   ): Promise<void> {
-    const cs = this.#layout.clusterSize;
+    const cs = this.#s.layout.clusterSize;
     let done = 0;
     while (done < length) {
       const pos = offset + done;
@@ -351,8 +373,8 @@ export class PloopDriver implements BlockDriver {
     for (;;) {
       const host = this.#hostOf(index);
       if (host !== null) {
-        if (data) await this.#host.write(data, host + inCluster);
-        else await this.#writeZerosAt(host + inCluster, n);
+        if (data) await this.#s.host.write(data, host + inCluster);
+        else await writeZerosAt(this.#s, host + inCluster, n);
         return;
       }
       const pending = this.#inflight.get(index);
@@ -374,25 +396,25 @@ export class PloopDriver implements BlockDriver {
 
   /** Appends a new cluster holding `data` at `inCluster` and what lies below around it, then points the BAT at it. */
   async #allocate(index: number, inCluster: number, data: Uint8Array | null, n: number): Promise<void> {
-    const cs = this.#layout.clusterSize;
-    const host = this.#dataEnd;
-    const entry = hostToEntry(this.#layout, host, this.filename);
-    this.#dataEnd += cs;
+    const cs = this.#s.layout.clusterSize;
+    const host = this.#s.dataEnd;
+    const entry = hostToEntry(this.#s.layout, host, this.filename);
+    this.#s.dataEnd += cs;
     const guest = index * cs;
     if (cs <= COPY_CHUNK) {
       const head = new Uint8Array(inCluster);
       const tail = new Uint8Array(cs - inCluster - n);
       await this.#readBelow(guest, head);
       await this.#readBelow(guest + inCluster + n, tail);
-      await this.#host.writev([head, data ?? new Uint8Array(n), tail], host);
+      await this.#s.host.writev([head, data ?? new Uint8Array(n), tail], host);
     } else {
       await this.#copyBelow(guest, host, inCluster);
-      if (data) await this.#host.write(data, host + inCluster);
-      else await this.#writeZerosAt(host + inCluster, n);
+      if (data) await this.#s.host.write(data, host + inCluster);
+      else await writeZerosAt(this.#s, host + inCluster, n);
       await this.#copyBelow(guest + inCluster + n, host + inCluster + n, cs - inCluster - n);
     }
     // Index after data: the entry changes only once the data write has completed.
-    await this.#bat.lock(batPageOf(index)).run(async () => this.#bat.setEntry(index, entry));
+    await this.#s.bat.lock(batPageOf(index)).run(async () => this.#s.bat.setEntry(index, entry));
   }
 
   /** Copies `length` bytes from below the image at `guest` to `host`, in bounded chunks. */
@@ -400,14 +422,7 @@ export class PloopDriver implements BlockDriver {
     for (let done = 0; done < length; done += COPY_CHUNK) {
       const part = new Uint8Array(Math.min(COPY_CHUNK, length - done));
       await this.#readBelow(guest + done, part);
-      await this.#host.write(part, host + done);
-    }
-  }
-
-  async #writeZerosAt(host: number, length: number): Promise<void> {
-    const zeros = new Uint8Array(Math.min(COPY_CHUNK, length));
-    for (let done = 0; done < length; done += zeros.length) {
-      await this.#host.write(zeros.subarray(0, Math.min(zeros.length, length - done)), host + done);
+      await this.#s.host.write(part, host + done);
     }
   }
 
@@ -417,10 +432,10 @@ export class PloopDriver implements BlockDriver {
     if (pending) await pending;
     const host = this.#hostOf(index);
     if (host === null) return;
-    await this.#bat.lock(batPageOf(index)).run(async () => this.#bat.setEntry(index, 0));
+    await this.#s.bat.lock(batPageOf(index)).run(async () => this.#s.bat.setEntry(index, 0));
     // If the BAT page is not yet on disk at a crash, the old entry reads zeros: still a valid discard.
-    if (!(await this.#host.punchHole(host, this.#layout.clusterSize))) {
-      await this.#writeZerosAt(host, this.#layout.clusterSize);
+    if (!(await this.#s.host.punchHole(host, this.#s.layout.clusterSize))) {
+      await writeZerosAt(this.#s, host, this.#s.layout.clusterSize);
     }
   }
 
@@ -435,13 +450,13 @@ export class PloopDriver implements BlockDriver {
     await this.#flushLock.run(async () => {
       // Copy the pages first: every entry in them points at data whose write has
       // completed, so one sync makes that data durable before the pages are written.
-      const pages = this.#bat.snapshotDirty();
-      await this.#host.sync();
+      const pages = this.#s.bat.snapshotDirty();
+      await this.#s.host.sync();
       if (pages.length === 0) return;
       for (const p of pages) {
-        await this.#bat.lock(p.page).run(() => this.#bat.writeSnapshot(this.#host, [p]));
+        await this.#s.bat.lock(p.page).run(() => this.#s.bat.writeSnapshot(this.#s.host, [p]));
       }
-      await this.#host.sync();
+      await this.#s.host.sync();
     });
   }
 
@@ -449,7 +464,7 @@ export class PloopDriver implements BlockDriver {
 
   async blockStatus(offset: number, length: number): Promise<LayerExtent[]> {
     this.#checkRange(offset, length);
-    const cs = this.#layout.clusterSize;
+    const cs = this.#s.layout.clusterSize;
     const out: LayerExtent[] = [];
     let runStart = offset;
     let runHost: number | null = null;
@@ -467,8 +482,8 @@ export class PloopDriver implements BlockDriver {
     while (pos < end) {
       const index = Math.floor(pos / cs);
       const n = Math.min((index + 1) * cs, end) - pos;
-      const entry = index < this.#layout.batEntries ? this.#bat.entry(index) : 0;
-      const host = entry === 0 ? null : entryToHost(this.#layout, entry) + (pos % cs);
+      const entry = index < this.#s.layout.batEntries ? this.#s.bat.entry(index) : 0;
+      const host = entry === 0 ? null : entryToHost(this.#s.layout, entry) + (pos % cs);
       const continues = pos === runStart || (host === null ? runHost === null : runHost !== null && runHost + (pos - runStart) === host);
       if (!continues) {
         flush(pos);
@@ -485,94 +500,12 @@ export class PloopDriver implements BlockDriver {
 
   async resize(newLength: number, options?: { readonly shrink?: boolean; readonly preallocation?: string }): Promise<void> {
     this.#checkWritable();
-    if (options?.preallocation !== undefined && options.preallocation !== 'off') {
-      throw new VdiskError('ENOTSUP', `'${this.filename}': preallocation=${options.preallocation} is not supported for parallels`, {
-        file: this.filename,
-        field: 'preallocation',
-      });
-    }
-    if (!Number.isSafeInteger(newLength) || newLength % SECTOR !== 0 || newLength < 0) {
-      throw new VdiskError('EINVAL', `'${this.filename}': new size ${newLength} is not a multiple of 512`, { file: this.filename, field: 'size' });
-    }
-    if (newLength < this.length) {
-      throw new VdiskError('ENOTSUP', `'${this.filename}': parallels images cannot be shrunk (${this.length} -> ${newLength})`, {
-        file: this.filename,
-        field: 'size',
-      });
-    }
+    validateResize(this.#s, newLength, options?.preallocation);
     if (newLength === this.length) return;
-    await this.#gate.exclusive(() => this.#grow(newLength));
-  }
-
-  async #grow(newLength: number): Promise<void> {
-    const cs = this.#layout.clusterSize;
-    const entries = Math.max(this.#layout.batEntries, Math.ceil(newLength / cs));
-    if (entries > MAX_BAT_ENTRIES || (this.#header.version === 1 && newLength / SECTOR > 0xffffffff)) {
-      throw new VdiskError('EFBIG', `'${this.filename}': size ${newLength} is too large for this image`, { file: this.filename, field: 'size' });
-    }
-    const newBatEnd = batEntryOffset(entries);
-    const newDataStart = Math.max(this.#layout.dataStart, Math.ceil(newBatEnd / cs) * cs);
-    await this.#flushInner();
-    if (newDataStart > this.#layout.dataStart) await this.#relocateBelow(newDataStart);
-    // Build the larger table: the header, the old entries, zeros for the new ones.
-    const bytes = new Uint8Array(newBatEnd);
-    bytes.set(this.#bat.bytes);
-    this.#bat.grow(bytes);
-    this.#setHeader({
-      ...this.#header,
-      batEntries: entries,
-      sizeSectors: newLength / SECTOR,
-      cylinders: Math.floor(newLength / SECTOR / 16 / 32) % 2 ** 32,
-      dataOff: newDataStart / SECTOR,
+    await this.#gate.exclusive(async () => {
+      await this.#flushInner();
+      await growImage(this.#s, newLength);
     });
-    // The new BAT area (possibly old data clusters, already copied away) becomes zeros
-    // before the header that makes it part of the BAT is written last.
-    await this.#writeZerosAt(this.#layout.batEnd, newDataStart - this.#layout.batEnd);
-    const pages = this.#bat.snapshotDirty();
-    await this.#bat.writeSnapshot(
-      this.#host,
-      pages.filter((p) => p.page !== 0),
-    );
-    await this.#host.sync();
-    await this.#bat.writeSnapshot(
-      this.#host,
-      pages.filter((p) => p.page === 0),
-    );
-    await this.#host.sync();
-    this.#layout = { ...this.#layout, batEntries: entries, batEnd: newBatEnd, dataStart: newDataStart, length: newLength };
-  }
-
-  /** Moves every cluster (and the extension cluster) lying below `limit` to the end of the file. */
-  async #relocateBelow(limit: number): Promise<void> {
-    const cs = this.#layout.clusterSize;
-    this.#dataEnd = Math.max(this.#dataEnd, limit);
-    const copy = async (from: number): Promise<number> => {
-      const to = this.#dataEnd;
-      this.#dataEnd += cs;
-      for (let done = 0; done < cs; done += COPY_CHUNK) {
-        const part = new Uint8Array(Math.min(COPY_CHUNK, cs - done));
-        await this.#host.read(part, from + done);
-        await this.#host.write(part, to + done);
-      }
-      return to;
-    };
-    const moved: Array<[number, number]> = [];
-    for (let i = 0; i < this.#layout.batEntries; i++) {
-      const entry = this.#bat.entry(i);
-      if (entry !== 0 && entryToHost(this.#layout, entry) < limit) {
-        moved.push([i, hostToEntry(this.#layout, await copy(entryToHost(this.#layout, entry)), this.filename)]);
-      }
-    }
-    let extMoved = false;
-    if (this.#extHost !== 0 && this.#extHost < limit) {
-      this.#extHost = await copy(this.#extHost);
-      extMoved = true;
-    }
-    await this.#host.sync();
-    for (const [i, entry] of moved) this.#bat.setEntry(i, entry);
-    if (extMoved) this.#setHeader({ ...this.#header, extOff: this.#extHost / SECTOR });
-    await this.#bat.writeSnapshot(this.#host, this.#bat.snapshotDirty());
-    await this.#host.sync();
   }
 
   // ---- info / check ----------------------------------------------------------
@@ -586,78 +519,7 @@ export class PloopDriver implements BlockDriver {
     if (repair !== 'none' && this.readOnly) {
       throw new VdiskError('EPERM', `Cannot repair '${this.filename}': opened read-only`, { file: this.filename });
     }
-    return this.#gate.exclusive(() => this.#checkInner(repair));
-  }
-
-  async #checkInner(repair: RepairMode): Promise<CheckReport> {
-    const fixErrors = repair === 'all';
-    const fixLeaks = repair !== 'none';
-    const cs = this.#layout.clusterSize;
-    const report: CheckReport = { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, messages: [] };
-    if (this.#unclean) {
-      report.messages.push(`${fixErrors ? 'Repairing' : 'ERROR'} image was not closed correctly`);
-      report.corruptions++;
-      if (fixErrors) {
-        // The in-use marker itself is rewritten as this read-write open goes on and cleared at close.
-        this.#unclean = false;
-        report.corruptionsFixed++;
-      }
-    }
-    let size = await this.#host.size();
-    let scan = scanBat(this.#layout, (i) => this.#bat.entry(i), size);
-    for (const p of scan.problems) {
-      report.messages.push(describeProblem(p, fixErrors));
-      report.corruptions++;
-    }
-    if (fixErrors && scan.problems.length > 0) {
-      await this.#repairEntries(scan.problems);
-      report.corruptionsFixed += scan.problems.length;
-      size = await this.#host.size();
-      scan = scanBat(this.#layout, (i) => this.#bat.entry(i), size);
-    }
-    const extEnd = this.#extHost === 0 ? 0 : this.#extHost + cs;
-    const imageEnd = Math.max(scan.dataEnd, extEnd);
-    // QEMU sees the file length rounded up to whole sectors.
-    size = Math.ceil(size / SECTOR) * SECTOR;
-    if (size > imageEnd) {
-      const count = Math.ceil((size - imageEnd) / cs);
-      report.messages.push(`${fixLeaks ? 'Repairing' : 'ERROR'} space leaked at the end of the image ${size - imageEnd}`);
-      report.leaks += count;
-      if (fixLeaks) {
-        await this.#host.truncate(imageEnd);
-        this.#dataEnd = imageEnd;
-        report.leaksFixed += count;
-      }
-    }
-    report.imageEndOffset = imageEnd;
-    report.totalClusters = this.#layout.batEntries;
-    report.allocatedClusters = scan.allocated;
-    report.fragmentedClusters = scan.fragmented;
-    report.compressedClusters = 0;
-    return report;
-  }
-
-  /** Clears entries outside the file or inside the header; gives duplicates a copy of their own. */
-  async #repairEntries(problems: readonly BatProblem[]): Promise<void> {
-    const cs = this.#layout.clusterSize;
-    for (const p of problems) {
-      if (p.kind !== 'duplicate') {
-        this.#bat.setEntry(p.index, 0);
-        continue;
-      }
-      const to = this.#dataEnd;
-      this.#dataEnd += cs;
-      for (let done = 0; done < cs; done += COPY_CHUNK) {
-        const part = new Uint8Array(Math.min(COPY_CHUNK, cs - done));
-        await this.#host.read(part, p.hostOffset + done);
-        await this.#host.write(part, to + done);
-      }
-      this.#bat.setEntry(p.index, hostToEntry(this.#layout, to, this.filename));
-    }
-    this.#badEntries = new Set();
-    await this.#host.sync();
-    await this.#bat.writeSnapshot(this.#host, this.#bat.snapshotDirty());
-    await this.#host.sync();
+    return this.#gate.exclusive(() => checkImage(this.#s, repair));
   }
 
   // ---- close -----------------------------------------------------------------
@@ -669,34 +531,27 @@ export class PloopDriver implements BlockDriver {
       if (!this.readOnly) {
         await this.#gate.exclusive(async () => {
           await this.#flushInner();
-          if (this.#unclean || this.#badEntries.size > 0) return;
-          this.#setHeader({ ...this.#header, inUse: this.#extHost !== 0 ? CLOSED_WITH_EXT_MAGIC : 0 });
-          await this.#host.write(this.#bat.bytes.subarray(0, HEADER_SIZE), 0);
-          await this.#host.sync();
+          if (this.#s.unclean || this.#s.badEntries.size > 0) return;
+          setHeader(this.#s, { ...this.#s.header, inUse: this.#s.extHost !== 0 ? CLOSED_WITH_EXT_MAGIC : 0 });
+          await this.#s.host.write(this.#s.bat.bytes.subarray(0, HEADER_SIZE), 0);
+          await this.#s.host.sync();
           // As QEMU does: the file ends with the last cluster in use.
-          if ((await this.#host.size()) > this.#dataEnd) await this.#host.truncate(this.#dataEnd);
+          if ((await this.#s.host.size()) > this.#s.dataEnd) await this.#s.host.truncate(this.#s.dataEnd);
         });
       }
     } finally {
-      await this.#host.close();
-      for (const l of this.#owned.reverse()) await l.close();
+      await this.#s.host.close();
     }
   }
 
   // ---- helpers ---------------------------------------------------------------
-
-  #setHeader(h: PloopHeader): void {
-    this.#header = h;
-    encodeHeader(h, this.#bat.bytes);
-    this.#bat.headerChanged();
-  }
 
   #checkWritable(): void {
     if (this.readOnly) {
       throw new VdiskError('EPERM', `'${this.filename}' is opened read-only`, { file: this.filename });
     }
     if (this.#closed) throw new VdiskError('EINVAL', `'${this.filename}' is closed`, { file: this.filename });
-    if (this.#badEntries.size > 0) {
+    if (this.#s.badEntries.size > 0) {
       throw new VdiskError('ECORRUPT', `'${this.filename}' has corrupt BAT entries; run check -r all before writing`, {
         file: this.filename,
         field: 'bat',

@@ -34,5 +34,14 @@ export const ploopFormat: FormatModule = {
 
 export { PloopDriver } from './driver.js';
 export { createPloop } from './create.js';
-export { openPloopStack, openDescriptor } from './stack.js';
+export { openPloopStack, openDescriptor, descriptorChain, readDescriptorText } from './stack.js';
+export { snapshotStack, type SnapshotResult } from './snapshot.js';
+export {
+  readDescriptorModel,
+  serializeDescriptor,
+  writeDescriptor,
+  type DescriptorModel,
+  type DescriptorImage,
+  type DescriptorShot,
+} from './descriptor-edit.js';
 export { parseDescriptor, type DeltaRef } from './descriptor.js';

@@ -4,10 +4,14 @@
  * compression codec and the backing.
  *
  * Lock order (outermost first), enforced by the code paths in this folder:
- *   1. `l1Lock`          — changes of L1 entries (new or copied L2 tables, L1 growth)
- *   2. an L2 table lock  — `slotLock(l1Index)`: read-modify-write of one L2 table's
- *                          entries together with the data writes they describe
+ *   1. `l1Lock`          — changes of L1 entries (new or copied L2 tables, L1 growth);
+ *                          not taken when the L2 table is already COPIED
+ *   2. an L2 table lock  — `slotLock(l1Index)`: zero/discard/compressed rewrites of one
+ *                          L2 table's entries. Guest writes do not take it: they plan
+ *                          synchronously (no await) and never hold a lock across data I/O
  *   3. `refcounts.allocLock` — the refcount allocator (innermost; never waits for 1 or 2)
+ * Per-cluster ordering of writes is by in-flight allocation records (`inflight`,
+ * inflight.ts), waited for with no lock held.
  * Cache writeback takes no lock (tables are snapshotted synchronously).
  * Readers take no lock.
  */
@@ -17,6 +21,7 @@ import { AsyncLock } from '../../util/async-lock.js';
 import { hex } from '../../util/int64.js';
 import type { BackingSource } from '../driver.js';
 import type { ClusterCodec } from './compression.js';
+import type { InflightTable } from './inflight.js';
 import { readL1Entry, readL2Entry, type L2Geometry, type L2Mapping } from './l2-entry.js';
 import type { Refcounts } from './refcounts.js';
 import type { CachedTable, TableCache } from './table-cache.js';
@@ -45,6 +50,8 @@ export interface Qcow2Image {
   readonly codec: ClusterCodec;
   backing: BackingSource | null;
   readonly slotLocks: Map<number, { lock: AsyncLock; users: number }>;
+  /** Cluster allocations in flight, per guest cluster. */
+  readonly inflight: InflightTable;
 }
 
 export function l1Entries(img: Qcow2Image): number {

@@ -6,8 +6,9 @@
  */
 import * as path from 'node:path';
 import { VdiskError } from '../../errors.js';
-import type { HostFile } from '../../host/host-file.js';
+import type { HostFile, HostOpenOptions } from '../../host/host-file.js';
 import { NodeHostFile } from '../../host/node-file.js';
+import { DirectHostFile } from '../../host/direct-file.js';
 import { AsyncLock } from '../../util/async-lock.js';
 import { hex } from '../../util/int64.js';
 import type {
@@ -17,12 +18,15 @@ import type {
   CheckReport,
   FormatInfo,
   FormatName,
+  JsonValue,
   LayerExtent,
+  ProgressCallback,
   RepairMode,
   WriteFlags,
   ZeroFlags,
 } from '../driver.js';
 import type { DriverOpenOptions } from '../registry-types.js';
+import { changeBackingQcow2 } from './backing-change.js';
 import { ClusterCodec } from './compression.js';
 import {
   AUTOCLEAR_BITMAPS,
@@ -40,7 +44,13 @@ import {
   type ParsedHeaderCluster,
 } from './header.js';
 import { l2OffsetAt, type Qcow2Image } from './image.js';
+import { InflightTable, type InflightStats } from './inflight.js';
+import { cachePolicy, withoutSync, type CachePolicy } from './cache-mode.js';
 import { writeL1Entry } from './l2-entry.js';
+import type { Qcow2MetaContext } from './meta-context.js';
+import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';
+import { amendQcow2 } from './amend.js';
+import { Qcow2BitmapOps } from './bitmap-ops.js';
 import { layerStatus, readGuest } from './read-path.js';
 import { Refcounts } from './refcounts.js';
 import { TableCache } from './table-cache.js';
@@ -61,13 +71,16 @@ export type Qcow2Checker = (file: string, options: { readonly repair: RepairMode
 export interface Qcow2OpenOptions extends DriverOpenOptions {
   /** The refcount checker/repairer (check.ts), injected to keep modules small. */
   readonly checker?: Qcow2Checker;
+  /** Opens the image's host files (tests pass a fault-injecting or in-memory one). */
+  readonly openHost?: (path: string, options: HostOpenOptions) => Promise<HostFile>;
 }
 
 export class Qcow2Driver implements BlockDriver {
   readonly format = 'qcow2' as const;
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly backingRef: BackingReference | null;
+  /** Changed only by changeBackingFile (rebase). */
+  backingRef: BackingReference | null;
   readonly requestAlignment = 1;
   readonly #img: Qcow2Image;
   #parsed: ParsedHeaderCluster;
@@ -78,9 +91,16 @@ export class Qcow2Driver implements BlockDriver {
   #corrupt = false;
   /** Set after check() repaired the file: the caches no longer describe it; reopen to use it. */
   #stale = false;
+  /** cache=writethrough/directsync: every change is flushed before it completes. */
+  readonly #flushEachWrite: boolean;
+  /** What the snapshot, bitmap and amend modules may use of this driver's state. */
+  readonly #meta: Qcow2MetaContext;
+  readonly snapshots: Qcow2SnapshotOps;
+  readonly bitmaps: Qcow2BitmapOps;
 
-  private constructor(img: Qcow2Image, parsed: ParsedHeaderCluster, opts: { readOnly: boolean; checker: Qcow2Checker | undefined }) {
+  private constructor(img: Qcow2Image, parsed: ParsedHeaderCluster, opts: { readOnly: boolean; checker: Qcow2Checker | undefined; policy?: CachePolicy }) {
     this.#img = img;
+    this.#flushEachWrite = opts.policy?.flushEachWrite ?? false;
     this.#parsed = parsed;
     this.filename = img.file;
     this.readOnly = opts.readOnly;
@@ -89,11 +109,32 @@ export class Qcow2Driver implements BlockDriver {
     const fmt = parsed.extensions.backingFormat;
     this.backingRef =
       backingFile === null ? null : { filename: backingFile, format: fmt !== null && (FORMAT_NAMES as readonly string[]).includes(fmt) ? (fmt as FormatName) : null };
+    this.#meta = {
+      img,
+      parsed: () => this.#parsed,
+      setParsed: (p) => {
+        this.#parsed = p;
+      },
+      beginChange: async (o) => {
+        this.#checkWritable();
+        this.#checkRange(0, 0);
+        if (!o?.keepBitmaps) await this.#prepareHeader();
+      },
+      flush: () => this.flush(),
+    };
+    this.snapshots = new Qcow2SnapshotOps(this.#meta);
+    this.bitmaps = new Qcow2BitmapOps(this.#meta);
   }
 
   /** Opens an image. A dirty image opened read-write is repaired first, as QEMU does. */
   static async open(file: string, options: Qcow2OpenOptions): Promise<Qcow2Driver> {
-    let parsed = await Qcow2Driver.#readHeader(file);
+    const openHost = options.openHost ?? ((p: string, o: HostOpenOptions) => (o.direct ? DirectHostFile.openDirect(p, o) : NodeHostFile.open(p, o)));
+    const policy = cachePolicy(options.cache);
+    const openData = async (p: string): Promise<HostFile> => {
+      const h = await openHost(p, { readOnly: options.readOnly, ...(policy.direct ? { direct: true } : {}) });
+      return policy.syncOnFlush ? h : withoutSync(h);
+    };
+    let parsed = await Qcow2Driver.#readHeader(file, openHost);
     const h0 = parsed.header;
     if (!options.readOnly && (h0.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n) {
       throw new VdiskError('EPERM', `Cannot open '${file}' read-write: the image is marked corrupt (run 'qemu-img check -r all')`, {
@@ -110,17 +151,17 @@ export class Qcow2Driver implements BlockDriver {
       if (report.corruptions - report.corruptionsFixed > 0 || report.checkErrors > 0) {
         throw new VdiskError('ECORRUPT', `Cannot open '${file}': repairing the dirty image failed`, { file });
       }
-      parsed = await Qcow2Driver.#readHeader(file);
+      parsed = await Qcow2Driver.#readHeader(file, openHost);
     }
     const h = parsed.header;
     if (h.cryptMethod !== 0) throw new VdiskError('ENOTSUP', `Cannot open '${file}': encrypted images are not supported`, { file, offset: 32, field: 'crypt_method' });
-    const host = await NodeHostFile.open(file, { readOnly: options.readOnly });
+    const host = await openData(file);
     let dataHost: HostFile = host;
     try {
       if (hasDataFile(h)) {
         const name = parsed.extensions.dataFile;
         if (name === null) throw new VdiskError('EINVAL', `Cannot open '${file}': the image needs an external data file but names none`, { file, field: 'data_file' });
-        dataHost = await NodeHostFile.open(path.resolve(path.dirname(file), name), { readOnly: options.readOnly });
+        dataHost = await openData(path.resolve(path.dirname(file), name));
       }
       const clusterSize = 2 ** h.clusterBits;
       const extendedL2 = hasExtendedL2(h);
@@ -165,8 +206,9 @@ export class Qcow2Driver implements BlockDriver {
         codec: await ClusterCodec.create(h.compressionType === COMPRESSION_ZSTD ? 'zstd' : 'deflate', clusterSize),
         backing: null,
         slotLocks: new Map(),
+        inflight: new InflightTable(),
       };
-      return new Qcow2Driver(img, parsed, { readOnly: options.readOnly, checker: options.checker });
+      return new Qcow2Driver(img, parsed, { readOnly: options.readOnly, checker: options.checker, policy });
     } catch (e) {
       if (dataHost !== host) await dataHost.close();
       await host.close();
@@ -174,8 +216,8 @@ export class Qcow2Driver implements BlockDriver {
     }
   }
 
-  static async #readHeader(file: string): Promise<ParsedHeaderCluster> {
-    const host = await NodeHostFile.open(file, { readOnly: true });
+  static async #readHeader(file: string, openHost: NonNullable<Qcow2OpenOptions['openHost']>): Promise<ParsedHeaderCluster> {
+    const host = await openHost(file, { readOnly: true });
     try {
       return parseHeaderCluster(await readHeaderCluster(host), { file, fileSize: await host.size() });
     } finally {
@@ -203,7 +245,7 @@ export class Qcow2Driver implements BlockDriver {
     await this.#guard(async () => {
       await writeGuest(this.#img, offset, data);
     });
-    if (flags?.fua) await this.flush();
+    if (flags?.fua || this.#flushEachWrite) await this.flush();
   }
 
   async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
@@ -213,7 +255,7 @@ export class Qcow2Driver implements BlockDriver {
     await this.#guard(async () => {
       await zeroGuest(this.#img, offset, length, { mayUnmap: flags?.mayUnmap ?? false });
     });
-    if (flags?.fua) await this.flush();
+    if (flags?.fua || this.#flushEachWrite) await this.flush();
   }
 
   async discard(offset: number, length: number): Promise<void> {
@@ -222,6 +264,16 @@ export class Qcow2Driver implements BlockDriver {
     await this.#prepareHeader();
     await this.#guard(async () => {
       await discardGuest(this.#img, offset, length);
+    });
+    if (this.#flushEachWrite) await this.flush();
+  }
+
+  /** Drops every cluster mapping so the image reads through to its backing (qemu-img commit's bdrv_make_empty). */
+  async makeEmpty(): Promise<void> {
+    this.#checkWritable();
+    await this.#prepareHeader();
+    await this.#guard(async () => {
+      await discardGuest(this.#img, 0, this.length, true);
     });
   }
 
@@ -238,11 +290,22 @@ export class Qcow2Driver implements BlockDriver {
   async flush(): Promise<void> {
     if (this.readOnly) return;
     const img = this.#img;
+    // Link every allocation in flight; an error of a write that had already completed is reported here.
+    await img.inflight.settleAll();
+    const lost = img.inflight.takeError();
+    if (lost !== null) throw lost;
+    const epoch = img.refcounts.beginFlush();
     await img.l2Cache.writeDirty();
     await img.refcounts.cache.writeDirty();
     await img.l2Cache.writeDirty();
     await img.host.sync();
     if (img.dataHost !== img.host) await img.dataHost.sync();
+    img.refcounts.flushed(epoch);
+  }
+
+  /** Counters of the in-flight allocation machinery (COW cancellations and waits). */
+  stats(): InflightStats {
+    return { ...this.#img.inflight.stats };
   }
 
   async blockStatus(offset: number, length: number): Promise<LayerExtent[]> {
@@ -320,16 +383,24 @@ export class Qcow2Driver implements BlockDriver {
     });
   }
 
+  /** Rewrites the backing reference in the header (qemu-img rebase); see backing-change.ts. */
+  async changeBackingFile(ref: BackingReference | null): Promise<void> {
+    await changeBackingQcow2(this.#meta, ref);
+    this.backingRef = ref;
+  }
+
   async info(): Promise<FormatInfo> {
     const h = this.#parsed.header;
     const img = this.#img;
-    const data: { [key: string]: string | number | boolean } = {
+    const data: { [key: string]: JsonValue } = {
       compat: h.version === 2 ? '0.10' : '1.1',
     };
     // QEMU prints only compat, compression type and refcount bits for v2 images.
     data['compression-type'] = h.compressionType === COMPRESSION_ZSTD ? 'zstd' : 'zlib';
     data['refcount-bits'] = 2 ** h.refcountOrder;
     if (h.version === 3) {
+      const bitmaps = await this.bitmaps.list();
+      if (bitmaps.length > 0) data['bitmaps'] = bitmaps.map((b) => ({ flags: [...b.flags], name: b.name, granularity: b.granularity }));
       data['lazy-refcounts'] = (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n;
       data['corrupt'] = (h.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n;
       data['extended-l2'] = img.geometry.extendedL2;
@@ -345,8 +416,20 @@ export class Qcow2Driver implements BlockDriver {
       dirtyFlag: (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n,
       encrypted: h.cryptMethod !== 0,
       ...(this.backingRef ? { backing: this.backingRef } : {}),
+      ...(h.nbSnapshots > 0 ? { snapshots: (await loadSnapshots(this.#meta)).snapshots.map(describeSnapshot) } : {}),
       formatSpecific: { type: 'qcow2', data },
     };
+  }
+
+  /** qemu-img amend (amend.ts); after a refcount-width change or a downgrade, reopen before further I/O. */
+  async amend(options: Readonly<Record<string, string>>, progress?: ProgressCallback): Promise<void> {
+    await amendQcow2(this.#meta, options, {
+      progress,
+      resize: (n) => this.resize(n, { shrink: true }),
+      invalidate: () => {
+        this.#stale = true;
+      },
+    });
   }
 
   async check(repair: RepairMode): Promise<CheckReport> {

@@ -14,11 +14,39 @@ export type Piece =
   | { readonly kind: 'unallocated'; readonly guest: number; readonly length: number; readonly host?: number }
   | { readonly kind: 'compressed'; readonly guest: number; readonly length: number; readonly mapping: Extract<L2Mapping, { kind: 'compressed' }> };
 
+/** Guest bytes written by a completed write whose cluster is not linked yet: read them at `host`. */
+interface Overlay {
+  readonly guest: number;
+  readonly length: number;
+  readonly host: number;
+}
+
+/**
+ * The landed data of in-flight allocations over [offset, offset+length). Taken
+ * in the same synchronous step as the L2 lookup, so a link in between cannot
+ * hide data from both.
+ */
+function overlaysOf(img: Qcow2Image, offset: number, length: number, out: Overlay[]): void {
+  if (img.inflight.size === 0) return;
+  const end = offset + length;
+  for (let c = Math.floor(offset / img.clusterSize); c * img.clusterSize < end; c++) {
+    const rec = img.inflight.get(c);
+    if (!rec) continue;
+    const base = c * img.clusterSize;
+    for (const r of rec.landed) {
+      const from = Math.max(offset, base + r.a);
+      const to = Math.min(end, base + r.b);
+      if (from < to) out.push({ guest: from, length: to - from, host: rec.host + (from - base) });
+    }
+  }
+}
+
 /**
  * The pieces of [offset, offset+length), all within one L2 table's range,
- * merged where consecutive pieces continue each other.
+ * merged where consecutive pieces continue each other. With `overlays`, also
+ * collects the landed data of allocations in flight over the range.
  */
-export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset: number; length: number }): Promise<Piece[]> {
+export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset: number; length: number }, overlays?: Overlay[]): Promise<Piece[]> {
   const pieces: Piece[] = [];
   const push = (p: Piece): void => {
     const last = pieces[pieces.length - 1];
@@ -45,6 +73,7 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
     pieces.push(p);
   };
   const table = await acquireL2(img, chunk.l1Index);
+  if (overlays) overlaysOf(img, chunk.offset, chunk.length, overlays);
   if (table === null) return [{ kind: 'unallocated', guest: chunk.offset, length: chunk.length }];
   try {
     const end = chunk.offset + chunk.length;
@@ -102,8 +131,9 @@ function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: numbe
 /** Reads guest bytes [offset, offset+buf.length) into `buf`. */
 export async function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
   const jobs: Promise<void>[] = [];
+  const overlays: Overlay[] = [];
   for (const chunk of l2Chunks(img, offset, buf.length)) {
-    for (const p of await mapChunk(img, chunk)) {
+    for (const p of await mapChunk(img, chunk, overlays)) {
       const dst = buf.subarray(p.guest - offset, p.guest - offset + p.length);
       switch (p.kind) {
         case 'data':
@@ -127,6 +157,8 @@ export async function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array
     }
   }
   await Promise.all(jobs);
+  // Data of completed writes not linked yet wins over what the L2 table said.
+  if (overlays.length > 0) await Promise.all(overlays.map((o) => img.dataHost.read(buf.subarray(o.guest - offset, o.guest - offset + o.length), o.host)));
 }
 
 /** This layer's allocation over [offset, offset+length). */
@@ -150,6 +182,8 @@ export async function layerStatus(img: Qcow2Image, offset: number, length: numbe
     }
     out.push(e);
   };
+  // Status must describe completed writes: link the allocations in flight over the range first.
+  await img.inflight.settle(Math.floor(offset / img.clusterSize), Math.floor((offset + length - 1) / img.clusterSize));
   for (const chunk of l2Chunks(img, offset, length)) {
     for (const p of await mapChunk(img, chunk)) {
       switch (p.kind) {

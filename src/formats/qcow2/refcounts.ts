@@ -48,6 +48,14 @@ export class Refcounts {
   #table: number[];
   /** The lowest cluster index that may be free (QEMU free_cluster_index). */
   #freeHint = 0;
+  /**
+   * Clusters freed since the last flush, with the flush epoch they were freed
+   * in. They are not reused until a flush made the change that freed them
+   * durable: otherwise new data could land in a cluster that an L2 entry on
+   * disk still points at, and a power cut would show it at the old place.
+   */
+  readonly #quarantine = new Map<number, number>();
+  #epoch = 0;
   /** Where the next compressed blob may go (QEMU free_byte_offset); 0 = none. */
   #freeByteOffset = 0;
 
@@ -185,6 +193,20 @@ export class Refcounts {
     });
   }
 
+  /** Starts a flush: clusters freed before it become reusable once it completed (`flushed`). */
+  beginFlush(): number {
+    return this.#epoch++;
+  }
+
+  /** The flush that `beginFlush` returned `epoch` for is on disk. */
+  flushed(epoch: number): void {
+    for (const [c, e] of this.#quarantine) {
+      if (e > epoch) continue;
+      this.#quarantine.delete(c);
+      if (c < this.#freeHint) this.#freeHint = c;
+    }
+  }
+
   /** Frees (refcount −1) the clusters overlapping a range. */
   async free(offset: number, length: number): Promise<void> {
     await this.update(offset, length, -1);
@@ -217,7 +239,7 @@ export class Refcounts {
       }
       setRefcount(t.data, idx, this.#order, value);
       this.cache.markDirty(t);
-      if (value === 0 && cluster < this.#freeHint) this.#freeHint = cluster;
+      if (value === 0 && old > 0) this.#quarantine.set(cluster, this.#epoch);
       // The cluster compressed data is being packed into was freed: it may be
       // handed out as a data cluster next, so stop packing into it. (QEMU 7.2
       // keeps packing there and ends up with a refcount-2 data cluster.)
@@ -248,7 +270,7 @@ export class Refcounts {
       try {
         const end = (bi + 1) * this.#blockEntries;
         for (; c < end; c++) {
-          if (getRefcount(t.data, c % this.#blockEntries, this.#order) === 0) {
+          if (getRefcount(t.data, c % this.#blockEntries, this.#order) === 0 && !this.#quarantine.has(c)) {
             if (run === 0) start = c;
             run++;
             if (run >= count) return start;

@@ -41,6 +41,7 @@ export class TableCache {
   readonly #loading = new Map<number, Promise<CachedTable>>();
   #dependsOn: TableCache | null = null;
   #dependsOnSync = false;
+  #resolving: Promise<void> | null = null;
 
   constructor(options: TableCacheOptions) {
     this.#host = options.host;
@@ -103,8 +104,20 @@ export class TableCache {
 
   /** Makes dirty tables of this cache wait for `other` to be written and synced. */
   async setDependency(other: TableCache): Promise<void> {
-    if (other.#dependsOn) await other.flushWithDependencies();
-    if (this.#dependsOn && this.#dependsOn !== other) await this.flushWithDependencies();
+    // Re-checked after every await (other requests change dependencies too) so
+    // that no cycle forms: `other` depends on nothing and is not resolving, and
+    // this cache depends on nothing else, at the moment the dependency is set.
+    for (;;) {
+      if (other.#dependsOn !== null || other.#resolving !== null) {
+        await (other.#resolving ?? other.flushWithDependencies());
+        continue;
+      }
+      if (this.#dependsOn !== null && this.#dependsOn !== other) {
+        await this.flushWithDependencies();
+        continue;
+      }
+      break;
+    }
     this.#dependsOn = other;
   }
 
@@ -137,20 +150,46 @@ export class TableCache {
     for (const [off, t] of this.#tables) if (!t.dirty && t.pins === 0) this.#tables.delete(off);
   }
 
+  /**
+   * Writes what this cache depends on. Concurrent callers share one resolution:
+   * nobody may write a table of this cache while a dependency is being written.
+   */
   async #resolveDependencies(): Promise<void> {
-    if (this.#dependsOn) {
-      const dep = this.#dependsOn;
-      this.#dependsOn = null;
-      await dep.flushWithDependencies();
+    if (this.#resolving) {
+      await this.#resolving;
+      return;
     }
-    if (this.#dependsOnSync) {
-      this.#dependsOnSync = false;
-      await this.#host.sync();
-    }
+    const work = async (): Promise<void> => {
+      if (this.#dependsOn) {
+        const dep = this.#dependsOn;
+        this.#dependsOn = null;
+        try {
+          await dep.flushWithDependencies();
+        } catch (e) {
+          this.#dependsOn ??= dep;
+          throw e;
+        }
+      }
+      if (this.#dependsOnSync) {
+        this.#dependsOnSync = false;
+        try {
+          await this.#host.sync();
+        } catch (e) {
+          this.#dependsOnSync = true;
+          throw e;
+        }
+      }
+    };
+    this.#resolving = work().finally(() => {
+      this.#resolving = null;
+    });
+    await this.#resolving;
   }
 
   async #writeBack(t: CachedTable): Promise<void> {
-    await this.#resolveDependencies();
+    // A dependency may be added while resolving one (a concurrent link): resolve
+    // until none is left, then snapshot the table in the same synchronous step.
+    while (this.#dependsOn !== null || this.#dependsOnSync || this.#resolving) await this.#resolveDependencies();
     if (!t.dirty) return;
     const copy = t.data.slice();
     t.dirty = false;

@@ -1,8 +1,14 @@
 /**
- * Allocating writes: one L2 table at a time under that table's slot lock.
- * Clusters with COPIED set are rewritten in place; everything else gets a new
- * cluster with head/tail COW (subcluster-granular with extended L2), written
- * with one vectored write per host-contiguous run.
+ * Guest writes, many in flight. Per L2 table: the table is pinned only while
+ * the request is planned (synchronously, so planning is atomic); data I/O runs
+ * with no table lock held. Each touched cluster is
+ *  - a plain overwrite (COPIED, every touched subcluster holds data): written in place;
+ *  - a new allocation or an L2 entry change: recorded in `img.inflight`
+ *    (inflight.ts) until its L2 entry is written;
+ *  - a cluster with such a record: the write joins it when it starts in the
+ *    record's deferred tail COW (COW cancellation), else waits for that record
+ *    alone and plans again.
+ * Head COW, data and tail COW go out in one vectored write per host-contiguous run.
  *
  * Crash-safe order (FACTS.md 2.1): data (incl. COW) → refcount blocks (the L2
  * cache depends on the refcount cache, and on a sync after COW data) → L2
@@ -11,21 +17,17 @@
  * (the refcount cache then depends on the L2 cache).
  */
 import { VdiskError } from '../../errors.js';
-import { ALL_SUBCLUSTERS, subclusterState, writeL1Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
-import {
-  l2Chunks,
-  l2IndexOf,
-  l2OffsetAt,
-  mappingAt,
-  readBacking,
-  readCompressed,
-  withSlotLock,
-  type Qcow2Image,
-} from './image.js';
+import { writeL1Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
+import { copiedOf, headStart, hostOf, isPlainOverwrite, newMapping, readOld, tailEnd, type CowSource } from './cow.js';
+import { l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
+import { ClusterAllocation, type AllocationHooks } from './inflight.js';
 import type { CachedTable } from './table-cache.js';
 
-/** The L2 table for `l1Index`, allocated or copied (if shared) so it can be changed. Lock 1. */
+/** The L2 table for `l1Index`, allocated or copied (if shared) so it can be changed. Lock 1 when it must change. */
 export async function acquireL2ForWrite(img: Qcow2Image, l1Index: number): Promise<CachedTable> {
+  // Fast path without the L1 lock: a COPIED table only changes under it by shrink.
+  const fast = l2OffsetAt(img, l1Index);
+  if (fast.l2Offset !== 0 && fast.copied) return img.l2Cache.acquire(fast.l2Offset);
   return img.l1Lock.run(async () => {
     const { l2Offset, copied } = l2OffsetAt(img, l1Index);
     if (l2Offset !== 0 && copied) return img.l2Cache.acquire(l2Offset);
@@ -61,183 +63,255 @@ export async function acquireL2ForWrite(img: Qcow2Image, l1Index: number): Promi
   });
 }
 
-interface ClusterPlan {
-  readonly index: number;
-  /** Guest offset of the cluster. */
-  readonly guestCluster: number;
-  readonly old: L2Mapping;
-  readonly inPlace: boolean;
-  /** Intra-cluster range written by the request. */
-  readonly a: number;
-  readonly b: number;
-  host: number;
+/** What one request does in one cluster. Intra-cluster [a, b) is its data. */
+type ClusterPlan =
+  | { readonly kind: 'plain'; readonly guestCluster: number; readonly a: number; readonly b: number; readonly host: number; readonly leave: () => void }
+  | {
+      readonly kind: 'record';
+      readonly rec: ClusterAllocation;
+      readonly a: number;
+      readonly b: number;
+      /** COW before the data: [cowFrom, a). */
+      readonly cowFrom: number;
+      /** The tail COW goes out with this write (else it stays deferred on the record). */
+      readonly withTail: boolean;
+      readonly src: CowSource;
+    };
+
+interface ChunkRequest {
+  readonly l1Index: number;
+  readonly offset: number;
+  readonly data: Uint8Array;
+  readonly sequential: boolean;
 }
 
-function hostOf(m: L2Mapping): number | null {
-  switch (m.kind) {
-    case 'normal':
-    case 'zero-alloc':
-      return m.hostOffset;
-    case 'subclusters':
-      return m.hostOffset;
-    default:
-      return null;
-  }
-}
-
-function copiedOf(m: L2Mapping): boolean {
-  return (m.kind === 'normal' || m.kind === 'zero-alloc' || m.kind === 'subclusters') && m.copied;
-}
-
-/** Reads intra-cluster [x, y) of a cluster as it currently reads in the guest. */
-async function readOld(img: Qcow2Image, plan: ClusterPlan, range: { x: number; y: number }, decompressed: { buf: Uint8Array | null }): Promise<Uint8Array> {
-  const out = new Uint8Array(range.y - range.x);
-  const m = plan.old;
-  if (m.kind === 'compressed') {
-    decompressed.buf ??= await readCompressed(img, m);
-    out.set(decompressed.buf.subarray(range.x, range.y));
-    return out;
-  }
-  const sc = img.clusterSize / img.subclusters;
-  let pos = range.x;
-  while (pos < range.y) {
-    const i = Math.floor(pos / sc);
-    const end = Math.min(range.y, (i + 1) * sc);
-    const dst = out.subarray(pos - range.x, end - range.x);
-    const state = subclusterState(m, img.subclusters === 1 ? 0 : i);
-    const host = hostOf(m);
-    if (state === 'data' && host !== null) await img.dataHost.read(dst, host + pos);
-    else if (state === 'unallocated') await readBacking(img, plan.guestCluster + pos, dst);
-    pos = end;
-  }
-  return out;
-}
-
-/** The buffers to write to the plan's host cluster, from intra offset `start`. */
-async function buildClusterWrite(img: Qcow2Image, plan: ClusterPlan, data: Uint8Array): Promise<{ start: number; bufs: Uint8Array[]; end: number }> {
-  const sc = img.clusterSize / img.subclusters;
-  const scIndex = (i: number): number => (img.subclusters === 1 ? 0 : i);
-  const iA = Math.floor(plan.a / sc);
-  const iB = Math.floor((plan.b - 1) / sc);
-  const dec = { buf: null as Uint8Array | null };
-  const segs: { x: number; bytes: Uint8Array }[] = [];
-  const needsFill = (i: number): boolean => !(plan.inPlace && subclusterState(plan.old, scIndex(i)) === 'data');
-  // Subclusters before the write that must move with the cluster.
-  if (!plan.inPlace) {
-    for (let i = 0; i < iA; i++) {
-      const s = subclusterState(plan.old, i);
-      if (s === 'data' || s === 'compressed') segs.push({ x: i * sc, bytes: await readOld(img, plan, { x: i * sc, y: (i + 1) * sc }, dec) });
+/**
+ * Writes `data` at guest `offset`; resolves once the data is on the host and
+ * readable (reads overlay allocations not linked yet). Flush links them all.
+ */
+export async function writeGuest(img: Qcow2Image, offset: number, data: Uint8Array): Promise<void> {
+  const inflight = img.inflight;
+  const leave = inflight.enterWrite(offset, data.length);
+  const sequential = inflight.lastWriteEnd === offset;
+  inflight.lastWriteEnd = offset + data.length;
+  let results: PromiseSettledResult<void>[];
+  try {
+    const jobs: Promise<void>[] = [];
+    for (const c of l2Chunks(img, offset, data.length)) {
+      const part = data.subarray(c.offset - offset, c.offset - offset + c.length);
+      jobs.push(writeChunk(img, { l1Index: c.l1Index, offset: c.offset, data: part, sequential }));
     }
+    results = await Promise.allSettled(jobs);
+  } finally {
+    leave();
   }
-  if (plan.a % sc !== 0 && needsFill(iA)) segs.push({ x: iA * sc, bytes: await readOld(img, plan, { x: iA * sc, y: plan.a }, dec) });
-  segs.push({ x: plan.a, bytes: data });
-  if (plan.b % sc !== 0 && needsFill(iB)) segs.push({ x: plan.b, bytes: await readOld(img, plan, { x: plan.b, y: (iB + 1) * sc }, dec) });
-  if (!plan.inPlace) {
-    for (let i = iB + 1; i < img.subclusters; i++) {
-      const s = subclusterState(plan.old, i);
-      if (s === 'data' || s === 'compressed') segs.push({ x: i * sc, bytes: await readOld(img, plan, { x: i * sc, y: (i + 1) * sc }, dec) });
-    }
-  }
-  const bufs: Uint8Array[] = [];
-  const first = segs[0];
-  let pos = first ? first.x : plan.a;
-  for (const s of segs) {
-    if (s.x > pos) bufs.push(new Uint8Array(s.x - pos)); // gap between moved subclusters
-    bufs.push(s.bytes);
-    pos = s.x + s.bytes.length;
-  }
-  return { start: first ? first.x : plan.a, bufs, end: pos };
+  // The L2 updates follow on their own; their errors are reported by the next flush.
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
-/** The mapping after writing [a, b) of a cluster at `host`. */
-function newMapping(img: Qcow2Image, plan: ClusterPlan): L2Mapping {
-  if (img.subclusters === 1) return { kind: 'normal', hostOffset: plan.host, copied: true };
-  const sc = img.clusterSize / img.subclusters;
-  const iA = Math.floor(plan.a / sc);
-  const iB = Math.floor((plan.b - 1) / sc);
-  let alloc = 0;
-  let zero = 0;
-  for (let i = 0; i < img.subclusters; i++) {
-    const bit = (1 << i) >>> 0;
-    if (i >= iA && i <= iB) {
-      alloc |= bit;
+async function writeChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
+  for (;;) {
+    const table = await acquireL2ForWrite(img, req.l1Index);
+    let planned: ClusterPlan[] | Promise<void>;
+    try {
+      planned = planChunk(img, table, req);
+    } finally {
+      img.l2Cache.release(table);
+    }
+    if (planned instanceof Promise) {
+      await planned;
       continue;
     }
-    const s = subclusterState(plan.old, i);
-    if (s === 'data' || s === 'compressed') alloc |= bit;
-    else if (s === 'zero') zero |= bit;
-  }
-  alloc >>>= 0;
-  zero >>>= 0;
-  if (alloc === ALL_SUBCLUSTERS) return { kind: 'normal', hostOffset: plan.host, copied: true };
-  return { kind: 'subclusters', hostOffset: plan.host, copied: true, allocMask: alloc, zeroMask: zero };
-}
-
-/** Writes `data` at guest `offset`. */
-export async function writeGuest(img: Qcow2Image, offset: number, data: Uint8Array): Promise<void> {
-  for (const chunk of l2Chunks(img, offset, data.length)) {
-    await withSlotLock(img, chunk.l1Index, async () => {
-      const table = await acquireL2ForWrite(img, chunk.l1Index);
-      try {
-        await writeChunk(img, table, { offset: chunk.offset, data: data.subarray(chunk.offset - offset, chunk.offset - offset + chunk.length) });
-      } finally {
-        img.l2Cache.release(table);
-      }
-    });
+    await executeChunk(img, planned, req);
+    return;
   }
 }
 
-async function writeChunk(img: Qcow2Image, table: CachedTable, req: { offset: number; data: Uint8Array }): Promise<void> {
-  const plans: ClusterPlan[] = [];
-  const end = req.offset + req.data.length;
-  const dataFile = img.geometry.externalDataFile;
-  for (let pos = req.offset; pos < end; ) {
+interface ClusterSpan {
+  readonly cluster: number;
+  readonly guestCluster: number;
+  readonly a: number;
+  readonly b: number;
+}
+
+function* spans(img: Qcow2Image, offset: number, length: number): Generator<ClusterSpan> {
+  const end = offset + length;
+  for (let pos = offset; pos < end; ) {
     const guestCluster = pos - (pos % img.clusterSize);
     const cEnd = Math.min(end, guestCluster + img.clusterSize);
-    const index = l2IndexOf(img, pos);
-    const old = mappingAt(img, table, index);
-    const oldHost = hostOf(old);
-    const inPlace = oldHost !== null && copiedOf(old);
-    plans.push({ index, guestCluster, old, inPlace, a: pos - guestCluster, b: cEnd - guestCluster, host: inPlace ? oldHost : -1 });
+    yield { cluster: guestCluster / img.clusterSize, guestCluster, a: pos - guestCluster, b: cEnd - guestCluster };
     pos = cEnd;
   }
-  const fresh = plans.filter((p) => !p.inPlace);
-  if (fresh.length > 0) {
-    if (dataFile) {
-      for (const p of fresh) p.host = p.guestCluster;
-    } else {
-      const base = await img.refcounts.allocClusters(fresh.length);
-      fresh.forEach((p, k) => (p.host = base + k * img.clusterSize));
+}
+
+function canJoin(rec: ClusterAllocation, a: number): boolean {
+  return rec.joinable && rec.tail === 'deferred' && rec.failure === null && a >= rec.tailStart;
+}
+
+/**
+ * Plans the chunk with no await in between, so no other request changes the
+ * table or the records meanwhile. Returns what to wait for on a conflict.
+ */
+function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): ClusterPlan[] | Promise<void> {
+  const inflight = img.inflight;
+  // Pass 1: conflicts with records we cannot join.
+  for (const s of spans(img, req.offset, req.data.length)) {
+    const rec = inflight.get(s.cluster);
+    if (!rec || canJoin(rec, s.a)) continue;
+    inflight.stats.allocationWaits++;
+    if (rec.tail !== 'done' || s.a >= rec.tailStart) inflight.stats.cowWaits++;
+    rec.finalize();
+    return rec.settled;
+  }
+  // Pass 2: join, record or write in place.
+  const plans: ClusterPlan[] = [];
+  const fresh: ClusterAllocation[] = [];
+  const dataFile = img.geometry.externalDataFile;
+  const hooks: AllocationHooks = { writeTail: (rec) => writeTail(img, rec), link: (rec) => linkRecord(img, rec) };
+  for (const s of spans(img, req.offset, req.data.length)) {
+    const deferTail = s.b < img.clusterSize && (inflight.expectsWriteIn(s.guestCluster + s.b, s.guestCluster + img.clusterSize) || (req.sequential && inflight.activeWrites > 1));
+    const joined = inflight.get(s.cluster);
+    if (joined) {
+      const src: CowSource = { old: joined.old, guestCluster: s.guestCluster, inPlace: joined.inPlace };
+      joined.begin();
+      const cowFrom = joined.tailStart;
+      joined.tailStart = s.b;
+      if (!deferTail) {
+        joined.tail = 'done';
+        inflight.tailClosed(joined);
+      }
+      inflight.stats.cowCancellations++;
+      plans.push({ kind: 'record', rec: joined, a: s.a, b: s.b, cowFrom, withTail: !deferTail, src });
+      continue;
     }
+    const old = mappingAt(img, table, l2IndexOf(img, s.guestCluster));
+    const oldHost = hostOf(old);
+    const inPlace = oldHost !== null && copiedOf(old);
+    const src: CowSource = { old, guestCluster: s.guestCluster, inPlace };
+    if (oldHost !== null && isPlainOverwrite(img, src, s)) {
+      plans.push({ kind: 'plain', guestCluster: s.guestCluster, a: s.a, b: s.b, host: oldHost, leave: inflight.enterDirect(s.cluster) });
+      continue;
+    }
+    const rec = new ClusterAllocation(inflight, {
+      cluster: s.cluster,
+      l1Index: req.l1Index,
+      old,
+      inPlace,
+      dataStart: s.a,
+      tailStart: s.b,
+      deferTail: deferTail && !inPlace,
+      joinable: !inPlace,
+      hooks,
+    });
+    rec.begin();
+    inflight.add(rec);
+    if (inPlace && oldHost !== null) rec.host = oldHost;
+    else if (dataFile) rec.host = s.guestCluster;
+    else fresh.push(rec);
+    plans.push({ kind: 'record', rec, a: s.a, b: s.b, cowFrom: headStart(img, src, s.a), withTail: !(deferTail && !inPlace), src });
   }
-  // Build the host writes, merging host-contiguous clusters into one writev.
-  const groups: { host: number; bufs: Uint8Array[] }[] = [];
-  let prevEnd = -1;
-  for (const p of plans) {
-    const w = await buildClusterWrite(img, p, req.data.subarray(p.guestCluster + p.a - req.offset, p.guestCluster + p.b - req.offset));
-    const last = groups[groups.length - 1];
-    if (last && prevEnd === p.host + w.start) last.bufs.push(...w.bufs);
-    else groups.push({ host: p.host + w.start, bufs: w.bufs });
-    prevEnd = p.host + w.end;
-  }
-  await Promise.all(groups.map((g) => (g.bufs.length === 1 && g.bufs[0] ? img.dataHost.write(g.bufs[0], g.host) : img.dataHost.writev(g.bufs, g.host))));
-  // Link: refcounts of new clusters (and COW data) reach the disk before these entries.
   if (fresh.length > 0) {
-    if (!dataFile) await img.l2Cache.setDependency(img.refcounts.cache);
+    // One contiguous run for the chunk's new clusters, so their writes merge.
+    const alloc = img.refcounts.allocClusters(fresh.length);
+    fresh.forEach((rec, k) => {
+      rec.hostReady = alloc.then((base) => {
+        rec.host = base + k * img.clusterSize;
+      });
+      rec.hostReady.catch(() => undefined);
+    });
+  }
+  return plans;
+}
+
+/** Builds the host writes of a planned chunk, issues them, and settles the plans. */
+async function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkRequest): Promise<void> {
+  const groups: { host: number; bufs: Uint8Array[]; plans: ClusterPlan[] }[] = [];
+  try {
+    let prevEnd = -1;
+    for (const p of plans) {
+      const bufs: Uint8Array[] = [];
+      let host: number;
+      let start: number;
+      const guestCluster = p.kind === 'plain' ? p.guestCluster : p.src.guestCluster;
+      const data = req.data.subarray(guestCluster + p.a - req.offset, guestCluster + p.b - req.offset);
+      if (p.kind === 'plain') {
+        host = p.host;
+        start = p.a;
+        bufs.push(data);
+      } else {
+        await p.rec.hostReady;
+        host = p.rec.host;
+        start = p.cowFrom;
+        if (p.cowFrom < p.a) bufs.push(await readOld(img, p.src, { x: p.cowFrom, y: p.a }));
+        bufs.push(data);
+        if (p.withTail) {
+          const end = tailEnd(img, p.src, p.b);
+          if (end > p.b) bufs.push(await readOld(img, p.src, { x: p.b, y: end }));
+        }
+      }
+      const end = start + bufs.reduce((n, b) => n + b.length, 0);
+      const last = groups[groups.length - 1];
+      if (last && prevEnd === host + start) {
+        last.bufs.push(...bufs);
+        last.plans.push(p);
+      } else {
+        groups.push({ host: host + start, bufs, plans: [p] });
+      }
+      prevEnd = host + end;
+    }
+  } catch (e) {
+    for (const p of plans) settlePlan(p, e);
+    throw e;
+  }
+  const results = await Promise.allSettled(
+    groups.map(async (g) => {
+      try {
+        await (g.bufs.length === 1 && g.bufs[0] ? img.dataHost.write(g.bufs[0], g.host) : img.dataHost.writev(g.bufs, g.host));
+      } catch (e) {
+        for (const p of g.plans) settlePlan(p, e);
+        throw e;
+      }
+      for (const p of g.plans) settlePlan(p, undefined);
+    }),
+  );
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
+function settlePlan(p: ClusterPlan, error: unknown): void {
+  if (p.kind === 'plain') {
+    p.leave();
+    return;
+  }
+  if (error !== undefined) p.rec.end({ error });
+  else p.rec.end({ data: { a: p.a, b: p.b } });
+}
+
+/** Writes a record's deferred tail COW (nobody joined to overwrite it). */
+async function writeTail(img: Qcow2Image, rec: ClusterAllocation): Promise<void> {
+  await rec.hostReady;
+  const src: CowSource = { old: rec.old, guestCluster: rec.cluster * img.clusterSize, inPlace: rec.inPlace };
+  const end = tailEnd(img, src, rec.tailStart);
+  if (end <= rec.tailStart) return;
+  const bytes = await readOld(img, src, { x: rec.tailStart, y: end });
+  await img.dataHost.write(bytes, rec.host + rec.tailStart);
+}
+
+/** Writes the record's L2 entry, then drops the cluster it replaced. */
+async function linkRecord(img: Qcow2Image, rec: ClusterAllocation): Promise<void> {
+  const table = await acquireL2ForWrite(img, rec.l1Index);
+  try {
+    const index = rec.cluster % img.l2Entries;
+    const base = rec.inPlace ? mappingAt(img, table, index) : rec.old;
+    const m = newMapping(img, base, { a: rec.dataStart, b: rec.tailStart, host: rec.host });
+    // Refcounts of new clusters (and the COW data) reach the disk before this entry.
+    if (!rec.inPlace && !img.geometry.externalDataFile) await img.l2Cache.setDependency(img.refcounts.cache);
     img.l2Cache.requireSyncBeforeWrite();
+    writeL2Entry(table.data, index, m, img.geometry);
+    img.l2Cache.markDirty(table);
+  } finally {
+    img.l2Cache.release(table);
   }
-  const toFree: L2Mapping[] = [];
-  let changed = false;
-  for (const p of plans) {
-    const m = newMapping(img, p);
-    if (!p.inPlace || m.kind !== p.old.kind || (m.kind === 'subclusters' && p.old.kind === 'subclusters' && (m.allocMask !== p.old.allocMask || m.zeroMask !== p.old.zeroMask))) {
-      writeL2Entry(table.data, p.index, m, img.geometry);
-      changed = true;
-    }
-    if (!p.inPlace && (hostOf(p.old) !== null || p.old.kind === 'compressed')) toFree.push(p.old);
-  }
-  if (changed) img.l2Cache.markDirty(table);
-  await releaseMappings(img, toFree);
+  if (!rec.inPlace && (hostOf(rec.old) !== null || rec.old.kind === 'compressed')) await releaseMappings(img, [rec.old]);
 }
 
 /** Drops one reference from each old mapping's clusters, after the L2 change. */

@@ -44,6 +44,10 @@ async function rewriteEntries(img: Qcow2Image, range: { offset: number; length: 
       const table = await acquireL2ForWrite(img, chunk.l1Index);
       const dropped: L2Mapping[] = [];
       try {
+        // Wait for writes in flight on these clusters; the rewrite below has no await.
+        const first = Math.floor(chunk.offset / img.clusterSize);
+        const last = Math.floor((chunk.offset + chunk.length - 1) / img.clusterSize);
+        for (let w = img.inflight.busy(first, last); w !== null; w = img.inflight.busy(first, last)) await w;
         for (let pos = chunk.offset; pos < chunk.offset + chunk.length; ) {
           const clusterStart = pos - (pos % img.clusterSize);
           const cEnd = Math.min(chunk.offset + chunk.length, clusterStart + img.clusterSize);
@@ -199,6 +203,8 @@ export async function writeCompressedCluster(img: Qcow2Image, offset: number, da
   await withSlotLock(img, l1Index, async () => {
     const table = await acquireL2ForWrite(img, l1Index);
     try {
+      const cluster = Math.floor(offset / img.clusterSize);
+      for (let w = img.inflight.busy(cluster, cluster); w !== null; w = img.inflight.busy(cluster, cluster)) await w;
       const index = l2IndexOf(img, offset);
       const old = mappingAt(img, table, index);
       if (hostOf(old) !== null || old.kind === 'compressed') {

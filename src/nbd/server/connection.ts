@@ -1,7 +1,11 @@
 import type { Socket } from 'node:net';
-import { negotiate, type ExportTable } from './negotiation.js';
+import type { Duplex } from 'node:stream';
+import { protocolError } from '../protocol/wire.js';
+import type { NbdExport } from './export.js';
+import { negotiate, type ExportTable, type NegotiationIo, type NegotiationTls } from './negotiation.js';
 import { ReplyWriter } from './reply-writer.js';
 import { SocketReader } from './socket-reader.js';
+import type { TlsUpgrader } from './tls.js';
 import { Transmission, type RequestErrorSink, type TransmissionLimits } from './transmission.js';
 
 export interface ConnectionOptions {
@@ -10,38 +14,43 @@ export interface ConnectionOptions {
   readonly onRequestError?: RequestErrorSink;
   /** Protocol violations and connection failures, for logging. */
   readonly onProtocolError?: (error: unknown) => void;
+  /** TLS offered on this connection (STARTTLS), and whether it is required. */
+  readonly tls?: TlsUpgrader;
 }
 
-/** One client: handshake, then transmission, then close. */
+/** One client: handshake (with STARTTLS when configured), then transmission, then close. */
 export class NbdConnection {
   readonly #socket: Socket;
-  readonly #reader: SocketReader;
-  readonly #writer: ReplyWriter;
+  #stream: Duplex;
+  readonly #io: NegotiationIo;
   readonly #options: ConnectionOptions;
   #phase: 'handshake' | 'transmission' | 'closed' = 'handshake';
+  #export: NbdExport | null = null;
 
   constructor(socket: Socket, options: ConnectionOptions) {
     this.#socket = socket;
+    this.#stream = socket;
     this.#options = options;
     socket.setNoDelay?.(true);
-    this.#reader = new SocketReader(socket);
-    this.#writer = new ReplyWriter(socket);
+    this.#io = { reader: new SocketReader(socket), writer: new ReplyWriter(socket) };
+  }
+
+  /** The export this client is attached to, once the handshake chose one. */
+  get export(): NbdExport | null {
+    return this.#export;
   }
 
   /** Serves the client until it leaves; never rejects. */
   async serve(): Promise<void> {
     try {
-      const agreement = await negotiate(this.#reader, this.#writer, this.#options.exports);
+      const agreement = await negotiate(this.#io, this.#options.exports, this.#negotiationTls());
       if (agreement && this.#phase === 'handshake') {
         this.#phase = 'transmission';
-        const t = new Transmission(
-          { reader: this.#reader, writer: this.#writer },
-          agreement,
-          {
-            ...(this.#options.limits ? { limits: this.#options.limits } : {}),
-            ...(this.#options.onRequestError ? { onError: this.#options.onRequestError } : {}),
-          },
-        );
+        this.#export = agreement.export;
+        const t = new Transmission(this.#io, agreement, {
+          ...(this.#options.limits ? { limits: this.#options.limits } : {}),
+          ...(this.#options.onRequestError ? { onError: this.#options.onRequestError } : {}),
+        });
         await t.run();
       }
     } catch (e) {
@@ -58,21 +67,48 @@ export class NbdConnection {
    * dropped at once.
    */
   stop(): void {
+    this.#io.reader.stop('server shutting down');
     if (this.#phase === 'handshake') {
-      this.#reader.stop('server shutting down');
+      this.#stream.destroy();
       this.#socket.destroy();
-    } else {
-      this.#reader.stop('server shutting down');
     }
   }
 
+  #negotiationTls(): NegotiationTls | undefined {
+    const tls = this.#options.tls;
+    if (!tls) return undefined;
+    return {
+      required: tls.required,
+      start: async () => {
+        // The client sends its TLS hello only after our ACK, so nothing may be buffered.
+        const early = this.#io.reader.detach();
+        if (early.byteLength > 0) throw protocolError(`${early.byteLength} bytes sent after STARTTLS before the TLS handshake`, 'starttls');
+        const secure = await tls.upgrade(this.#socket);
+        this.#stream = secure;
+        this.#io.reader = new SocketReader(secure);
+        this.#io.writer = new ReplyWriter(secure);
+      },
+    };
+  }
+
   #close(): Promise<void> {
+    const stream = this.#stream;
     return new Promise<void>((resolve) => {
-      if (this.#socket.destroyed) return resolve();
-      this.#socket.once('close', () => resolve());
-      this.#socket.end();
-      // A client that does not close its side must not hold the server up.
-      setTimeout(() => this.#socket.destroy(), 1000).unref();
+      if (this.#socket.destroyed) {
+        stream.destroy();
+        return resolve();
+      }
+      const timer = setTimeout(() => {
+        stream.destroy();
+        this.#socket.destroy();
+      }, 1000);
+      timer.unref();
+      this.#socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      stream.end();
+      // A client that does not close its side must not hold the server up (timer above).
     });
   }
 }

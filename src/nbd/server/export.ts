@@ -1,6 +1,7 @@
 import type { ImageNode } from '../../block/types.js';
 import { MAX_PAYLOAD, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, TransmissionFlag } from '../protocol/constants.js';
 import type { BlockSizes } from '../protocol/options.js';
+import { RequestGate } from './request-gate.js';
 
 /** One image offered under a name. */
 export interface NbdExportOptions {
@@ -16,22 +17,46 @@ export interface NbdExportOptions {
    * a FLUSH on any connection then covers writes made on all of them.
    */
   readonly multiConn?: boolean;
+  /** Offer `qemu:allocation-depth` (qemu-nbd -A; block-export-add allocation-depth). Default true. */
+  readonly allocationDepth?: boolean;
 }
 
 /** What the server tells clients about an export, computed once (nbdkit asks a layer once per connection). */
 export class NbdExport {
   readonly name: string;
   readonly description: string;
-  readonly node: ImageNode;
   readonly readOnly: boolean;
   readonly multiConn: boolean;
+  readonly allocationDepth: boolean;
+  /** Every request of every connection to this export passes through here. */
+  readonly gate = new RequestGate();
+  #node: ImageNode;
 
   constructor(options: NbdExportOptions) {
     this.name = options.name;
     this.description = options.description ?? '';
-    this.node = options.node;
+    this.#node = options.node;
     this.readOnly = options.readOnly === true || options.node.readOnly;
     this.multiConn = options.multiConn === true;
+    this.allocationDepth = options.allocationDepth !== false;
+  }
+
+  /** The node requests go to now; read it only inside `gate` so a switch cannot happen mid-request. */
+  get node(): ImageNode {
+    return this.#node;
+  }
+
+  /**
+   * Switches the export to `to`: new requests wait, requests in flight on the
+   * old node finish, then the waiting ones go to `to` in arrival order.
+   */
+  async switchNode(to: ImageNode): Promise<void> {
+    try {
+      await this.gate.hold();
+      this.#node = to;
+    } finally {
+      this.gate.release();
+    }
   }
 
   get size(): number {
@@ -56,9 +81,8 @@ export class NbdExport {
 
   /** Metadata contexts this export offers, with the ids used in BLOCK_STATUS replies. */
   metaContexts(): ReadonlyArray<{ readonly id: number; readonly name: string }> {
-    return [
-      { id: 0, name: META_BASE_ALLOCATION },
-      { id: 1, name: META_ALLOCATION_DEPTH },
-    ];
+    const contexts = [{ id: 0, name: META_BASE_ALLOCATION }];
+    if (this.allocationDepth) contexts.push({ id: 1, name: META_ALLOCATION_DEPTH });
+    return contexts;
   }
 }

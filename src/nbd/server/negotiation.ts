@@ -46,6 +46,22 @@ interface State {
   noZeroes: boolean;
   /** Contexts selected by SET_META_CONTEXT, valid for this export name only. */
   selected: { exportName: string; contexts: MetaContext[] } | null;
+  /** TLS was started on this connection. */
+  secure: boolean;
+}
+
+/** The current reader and writer of a connection; STARTTLS replaces both. */
+export interface NegotiationIo {
+  reader: SocketReader;
+  writer: ReplyWriter;
+}
+
+/** TLS as the negotiation sees it. */
+export interface NegotiationTls {
+  /** Every option but STARTTLS and ABORT is refused until TLS is up (qemu with tls-creds). */
+  readonly required: boolean;
+  /** Runs the TLS handshake on the connection and replaces the io's reader and writer. */
+  start(): Promise<void>;
 }
 
 /**
@@ -53,11 +69,12 @@ interface State {
  * agreement, or null when the client aborted or left; throws on a protocol
  * violation after which the connection must be dropped.
  */
-export async function negotiate(reader: SocketReader, writer: ReplyWriter, exports: ExportTable): Promise<Agreement | null> {
-  await writer.send([encodeGreeting()]);
-  const flags = decodeClientFlags(await reader.read(4));
-  const state: State = { structuredReplies: false, noZeroes: flags.noZeroes, selected: null };
+export async function negotiate(io: NegotiationIo, exports: ExportTable, tls?: NegotiationTls): Promise<Agreement | null> {
+  await io.writer.send([encodeGreeting()]);
+  const flags = decodeClientFlags(await io.reader.read(4));
+  const state: State = { structuredReplies: false, noZeroes: flags.noZeroes, selected: null, secure: false };
   for (;;) {
+    const { reader, writer } = io;
     const header = decodeOptionHeader(await reader.read(OPTION_HEADER_LENGTH));
     const { option, length } = header;
     if (length > MAX_OPTION_LENGTH) {
@@ -70,7 +87,7 @@ export async function negotiate(reader: SocketReader, writer: ReplyWriter, expor
       continue;
     }
     const data = await reader.read(length);
-    const outcome = await handleOption(option, data, { writer, exports, state });
+    const outcome = await handleOption(option, data, { writer, exports, state, ...(tls ? { tls } : {}) });
     if (outcome === 'abort') return null;
     if (outcome !== 'continue') return outcome;
   }
@@ -80,6 +97,30 @@ interface Ctx {
   readonly writer: ReplyWriter;
   readonly exports: ExportTable;
   readonly state: State;
+  readonly tls?: NegotiationTls;
+}
+
+async function startTls(option: number, data: Buffer, ctx: Ctx): Promise<'continue'> {
+  const { writer, state, tls } = ctx;
+  if (!tls) {
+    await writer.send([encodeOptionError(option, Rep.ERR_POLICY, 'TLS is not configured on this server')]);
+    return 'continue';
+  }
+  if (state.secure) {
+    await writer.send([encodeOptionError(option, Rep.ERR_INVALID, 'TLS is already active')]);
+    return 'continue';
+  }
+  if (data.byteLength !== 0) {
+    await writer.send([encodeOptionError(option, Rep.ERR_INVALID, 'NBD_OPT_STARTTLS takes no data')]);
+    return 'continue';
+  }
+  await writer.send([encodeOptionReply(option, Rep.ACK)]);
+  await tls.start();
+  // proto.md: everything negotiated before TLS is forgotten once it is up.
+  state.secure = true;
+  state.structuredReplies = false;
+  state.selected = null;
+  return 'continue';
 }
 
 async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agreement | 'continue' | 'abort'> {
@@ -88,6 +129,11 @@ async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agr
     await writer.send([encodeOptionError(option, reply, message)]);
     return 'continue';
   };
+  if (ctx.tls?.required && !state.secure && option !== Opt.STARTTLS && option !== Opt.ABORT) {
+    // EXPORT_NAME has no error reply: the connection is dropped.
+    if (option === Opt.EXPORT_NAME) throw protocolError('NBD_OPT_EXPORT_NAME before STARTTLS on a server that requires TLS', 'option');
+    return fail(Rep.ERR_TLS_REQD, 'TLS is required on this server: use NBD_OPT_STARTTLS');
+  }
   switch (option) {
     case Opt.EXPORT_NAME: {
       const name = decodeString(data);
@@ -106,7 +152,7 @@ async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agr
       return 'continue';
     }
     case Opt.STARTTLS:
-      return fail(Rep.ERR_UNSUP, 'TLS is not configured on this server');
+      return startTls(option, data, ctx);
     case Opt.STRUCTURED_REPLY:
       if (data.byteLength !== 0) return fail(Rep.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
       if (state.structuredReplies) return fail(Rep.ERR_INVALID, 'structured replies already negotiated');

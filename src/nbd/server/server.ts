@@ -3,6 +3,7 @@ import { VdiskError } from '../../errors.js';
 import { NbdConnection } from './connection.js';
 import { NbdExport, type NbdExportOptions } from './export.js';
 import type { ExportTable } from './negotiation.js';
+import type { TlsUpgrader } from './tls.js';
 import type { RequestErrorSink, TransmissionLimits } from './transmission.js';
 
 export type ListenAddress = { readonly socketPath: string } | { readonly host: string; readonly port: number };
@@ -18,6 +19,8 @@ export interface NbdServerOptions {
   readonly onProtocolError?: (error: unknown) => void;
   /** Called after a client left, with the number still connected. */
   readonly onClientClosed?: (active: number) => void;
+  /** STARTTLS support; with `required`, clients must use TLS. */
+  readonly tls?: TlsUpgrader;
 }
 
 /**
@@ -50,6 +53,30 @@ export class NbdServer implements ExportTable {
     this.#exports.set(exp.name, exp);
     if (this.#defaultName === null) this.#defaultName = exp.name;
     return exp;
+  }
+
+  /**
+   * Removes an export. Clients attached to it are refused (EBUSY) unless
+   * `hard`, which stops them: requests they already sent are answered, then
+   * they are disconnected. Resolves once they are gone.
+   */
+  async removeExport(name: string, options: { readonly hard?: boolean } = {}): Promise<void> {
+    const exp = this.#exports.get(name);
+    if (!exp) throw new VdiskError('ENOENT', `NBD export '${name}' does not exist`, { field: 'name' });
+    const users = [...this.#active.entries()].filter(([c]) => c.export === exp);
+    if (users.length > 0 && options.hard !== true) {
+      throw new VdiskError('EBUSY', `export '${name}' still in use`, { field: 'name' });
+    }
+    this.#exports.delete(name);
+    if (this.#defaultName === name) this.#defaultName = null;
+    for (const [c] of users) c.stop();
+    await Promise.all(users.map(([, done]) => done));
+  }
+
+  /** Clients currently attached to the export named `name`. */
+  clientsOf(name: string): number {
+    const exp = this.#exports.get(name);
+    return exp ? [...this.#active.keys()].filter((c) => c.export === exp).length : 0;
   }
 
   find(name: string): NbdExport | undefined {
@@ -121,6 +148,7 @@ export class NbdServer implements ExportTable {
       ...(this.#options.limits ? { limits: this.#options.limits } : {}),
       ...(this.#options.onRequestError ? { onRequestError: this.#options.onRequestError } : {}),
       ...(this.#options.onProtocolError ? { onProtocolError: this.#options.onProtocolError } : {}),
+      ...(this.#options.tls ? { tls: this.#options.tls } : {}),
     });
     const done = conn.serve().then(() => {
       this.#active.delete(conn);

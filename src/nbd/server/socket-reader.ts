@@ -25,10 +25,31 @@ export class SocketReader {
   constructor(stream: Duplex, highWater = 1024 * 1024) {
     this.#stream = stream;
     this.#highWater = highWater;
-    stream.on('data', (chunk: Buffer | string) => this.#onData(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
-    stream.on('end', () => this.#end('the peer closed the connection'));
-    stream.on('close', () => this.#end('the connection was closed'));
-    stream.on('error', (e: Error) => this.#end(`connection error: ${e.message}`));
+    stream.on('data', this.#dataListener);
+    stream.on('end', this.#endListener);
+    stream.on('close', this.#closeListener);
+    stream.on('error', this.#errorListener);
+  }
+
+  readonly #dataListener = (chunk: Buffer | string): void => this.#onData(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  readonly #endListener = (): void => this.#end('the peer closed the connection');
+  readonly #closeListener = (): void => this.#end('the connection was closed');
+  readonly #errorListener = (e: Error): void => this.#end(`connection error: ${e.message}`);
+
+  /**
+   * Stops listening to the stream (so another reader, e.g. TLS, can take it
+   * over) and returns the bytes received but not yet read. Later reads fail.
+   */
+  detach(): Buffer {
+    this.#stream.pause();
+    this.#stream.off('data', this.#dataListener);
+    this.#stream.off('end', this.#endListener);
+    this.#stream.off('close', this.#closeListener);
+    this.#stream.off('error', this.#errorListener);
+    const rest = Buffer.concat(this.#chunks.splice(0));
+    this.#buffered = 0;
+    this.#end('the reader was detached');
+    return rest;
   }
 
   /** Bytes received and not yet read. */

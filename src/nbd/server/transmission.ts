@@ -112,7 +112,8 @@ export class Transmission {
 
   async #execute(req: ValidRequest, payload: Buffer | null): Promise<void> {
     try {
-      await this.#dispatch(req, payload);
+      // The gate lets the export switch nodes between requests, never during one.
+      await this.#agreement.export.gate.run(() => this.#dispatch(req, payload));
     } catch (e) {
       this.#onError(commandName(req.type), e);
       const message = e instanceof Error ? e.message : String(e);

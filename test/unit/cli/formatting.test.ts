@@ -44,7 +44,7 @@ test('qemuHumanDump turns dashes into spaces and indents nested values', () => {
   assert.equal(qemuHumanDump({ 'lazy-refcounts': false, list: [1, { x: 'y' }] }, 1), '    lazy refcounts: false\n    list:\n        [0]: 1\n        [1]:\n            x: y\n');
 });
 
-test('ProgressPrinter prints at 0, on 1% steps and at the end with a newline', () => {
+test('ProgressPrinter prints at 0, on 1% steps and at 100, and ends with a bare newline', () => {
   let out = '';
   const p = new ProgressPrinter((t) => void (out += t));
   p.set(0);
@@ -52,7 +52,7 @@ test('ProgressPrinter prints at 0, on 1% steps and at the end with a newline', (
   p.set(50);
   p.set(100);
   p.end();
-  assert.equal(out, '    (0.00/100%)\r    (50.00/100%)\r    (100.00/100%)\r    (100.00/100%)\r\n');
+  assert.equal(out, '    (0.00/100%)\r    (50.00/100%)\r    (100.00/100%)\r\n');
 });
 
 test('hexDump and reportText have the layout of qemu-io', () => {

@@ -1,0 +1,291 @@
+#!/usr/bin/env node
+// The vdisk benchmark suite: each workload runs with vdisk and with QEMU's tool
+// on the same machine in the same run, alternating, median of N runs, and
+// prints both figures and the ratio vdisk/QEMU (throughput; higher is better).
+//
+//   node bench/run.mjs [--full] [--runs N] [--only substring] [--markdown]
+//
+// Quick mode (default) uses small images so the whole suite takes a few
+// minutes; --full uses the sizes of issue 4 (8 GiB read image, 4 GiB convert,
+// 1 TiB map, 1 GiB commit). VDISK_BENCH_DIR sets the scratch directory (on the
+// file system under test; default: a temp dir). `bench` timings are the
+// request loop only (as qemu-img prints them); other workloads are wall time
+// of the whole command, process start included, for both tools alike.
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const args = process.argv.slice(2);
+const full = args.includes('--full');
+const runs = Number(args[args.indexOf('--runs') + 1] ?? 0) || 3;
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+const markdown = args.includes('--markdown');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const VDISK = [process.execPath, path.join(root, 'dist/src/cli/main.js')];
+const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-'));
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+const S = full
+  ? { readImage: 8 * GiB, reads1: 20000, reads32: 200000, writeImage: 8 * GiB, writes1: 20000, writes32: 100000, seq: 100000, convert: 4 * GiB, commit: GiB }
+  : { readImage: 512 * MiB, reads1: 5000, reads32: 40000, writeImage: 1 * GiB, writes1: 5000, writes32: 30000, seq: 40000, convert: 256 * MiB, commit: 128 * MiB };
+// A stride of an odd number of 4 KiB blocks visits the image in a scattered order (qemu-img bench has no random mode).
+const RANDOM_STEP = 4096 * 15485863;
+
+function sh(cmd, argv, opts = {}) {
+  return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 28, ...opts });
+}
+function vdisk(argv) {
+  return sh(VDISK[0], [VDISK[1], ...argv]);
+}
+function qemuImg(argv) {
+  return sh('qemu-img', argv);
+}
+function dropCaches() {
+  // Not privileged here: cache=none runs bypass the page cache anyway.
+}
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+function benchSeconds(out) {
+  const m = /Run completed in ([0-9.]+) seconds/.exec(out);
+  if (!m) throw new Error(`no timing in: ${out}`);
+  return Number(m[1]);
+}
+function wall(fn) {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+const f = (name) => path.join(dir, name);
+
+/** Builds a fully written qcow2 image (once per run of the suite). */
+const prepared = new Map();
+function once(key, build) {
+  if (!prepared.has(key)) prepared.set(key, build());
+  return prepared.get(key);
+}
+function fullImage(size) {
+  return once(`full${size}`, () => {
+    const img = f(`full-${size}.qcow2`);
+    qemuImg(['create', '-q', '-f', 'qcow2', img, String(size)]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0xab 0 ${size}`, img]);
+    return img;
+  });
+}
+function freshImage(name, size, opts = []) {
+  const img = f(name);
+  fs.rmSync(img, { force: true });
+  qemuImg(['create', '-q', '-f', 'qcow2', ...opts, img, String(size)]);
+  return img;
+}
+
+const workloads = [];
+function benchWorkload(name, o) {
+  workloads.push({
+    name,
+    command: `bench ${o.args.join(' ')} IMG`,
+    run(tool) {
+      const img = o.image();
+      const argv = ['bench', ...o.args, img];
+      return benchSeconds(tool === 'vdisk' ? vdisk(argv) : qemuImg(argv));
+    },
+    requests: o.requests,
+  });
+}
+
+for (const cache of ['none', 'writeback']) {
+  for (const depth of [1, 32]) {
+    const c = depth === 1 ? S.reads1 : S.reads32;
+    benchWorkload(`random 4K reads, depth ${depth}, cache ${cache}, ${S.readImage / GiB} GiB written image`, {
+      args: ['-f', 'qcow2', '-t', cache, '-c', String(c), '-d', String(depth), '-S', String(RANDOM_STEP)],
+      image: () => fullImage(S.readImage),
+      requests: c,
+    });
+  }
+}
+for (const depth of [1, 32]) {
+  const c = depth === 1 ? S.writes1 : S.writes32;
+  benchWorkload(`random 4K writes, depth ${depth}, allocating (empty image), cache none`, {
+    args: ['-f', 'qcow2', '-w', '-t', 'none', '-c', String(c), '-d', String(depth), '-S', String(RANDOM_STEP)],
+    image: () => freshImage('alloc.qcow2', S.writeImage),
+    requests: c,
+  });
+  benchWorkload(`random 4K writes, depth ${depth}, overwriting (preallocated), cache none`, {
+    args: ['-f', 'qcow2', '-w', '-t', 'none', '-c', String(c), '-d', String(depth), '-S', String(RANDOM_STEP)],
+    image: () => once(`prealloc${S.writeImage}`, () => freshImage('prealloc.qcow2', S.writeImage, ['-o', 'preallocation=falloc'])),
+    requests: c,
+  });
+}
+for (const ext of [false, true]) {
+  for (const cache of ['none', 'writeback']) {
+    for (const [label, offset] of [
+      ['unaligned (offset 512)', 512],
+      ['aligned (offset 0)', 0],
+    ]) {
+      for (const depth of [1, 16]) {
+        const c = depth === 1 ? Math.floor(S.seq / 4) : S.seq;
+        benchWorkload(`sequential 4K allocating writes ${label}, depth ${depth}, cache ${cache}${ext ? ', extended L2' : ''}`, {
+          args: ['-f', 'qcow2', '-w', '-t', cache, '-c', String(c), '-d', String(depth), '-o', String(offset)],
+          image: () => freshImage('seq.qcow2', Math.max(GiB, c * 4096 * 2), ext ? ['-o', 'extended_l2=on'] : []),
+          requests: c,
+        });
+      }
+    }
+  }
+}
+// The raw-file limit, for reference: the same patterns on a plain file (both tools' raw drivers).
+for (const [label, extra] of [
+  ['random 4K writes', ['-S', String(RANDOM_STEP)]],
+  ['sequential 4K writes', []],
+]) {
+  benchWorkload(`raw file: ${label}, depth 32, cache none`, {
+    args: ['-f', 'raw', '-w', '-t', 'none', '-c', String(S.writes32), '-d', '32', ...extra],
+    image: () => once(`raw${S.writeImage}`, () => {
+      const img = f('plain.raw');
+      fs.rmSync(img, { force: true });
+      execFileSync('fallocate', ['-l', String(S.writeImage), img]);
+      return img;
+    }),
+    requests: S.writes32,
+  });
+}
+
+function halfDataRaw() {
+  return once('halfraw', () => {
+    const img = f('half.raw');
+    fs.rmSync(img, { force: true });
+    fs.closeSync(fs.openSync(img, 'w'));
+    fs.truncateSync(img, S.convert);
+    // Alternate 1 MiB of data and 1 MiB of hole.
+    const fd = fs.openSync(img, 'r+');
+    const data = Buffer.alloc(MiB, 0x5a);
+    for (let off = 0; off < S.convert; off += 2 * MiB) fs.writeSync(fd, data, 0, MiB, off);
+    fs.closeSync(fd);
+    return img;
+  });
+}
+function halfDataQcow2() {
+  return once('halfqcow2', () => {
+    const img = f('half.qcow2');
+    qemuImg(['convert', '-f', 'raw', '-O', 'qcow2', halfDataRaw(), img]);
+    return img;
+  });
+}
+for (const extra of [[], ['-W', '-m', '8']]) {
+  const tag = extra.length ? ' -W -m 8' : '';
+  workloads.push({
+    name: `convert raw → qcow2${tag}, ${S.convert / GiB} GiB half data`,
+    command: `convert -f raw -O qcow2${tag} SRC DST`,
+    run(tool) {
+      const out = f('conv-out.qcow2');
+      fs.rmSync(out, { force: true });
+      const argv = ['convert', '-f', 'raw', '-O', 'qcow2', ...extra, halfDataRaw(), out];
+      return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
+    },
+  });
+  workloads.push({
+    name: `convert qcow2 → raw${tag}, ${S.convert / GiB} GiB half data`,
+    command: `convert -f qcow2 -O raw${tag} SRC DST`,
+    run(tool) {
+      const out = f('conv-out.raw');
+      fs.rmSync(out, { force: true });
+      const argv = ['convert', '-f', 'qcow2', '-O', 'raw', ...extra, halfDataQcow2(), out];
+      return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
+    },
+  });
+}
+
+/** A 1 TiB image with `n` scattered allocated clusters (64 KiB), optionally on top of `backing`. */
+function scattered(name, n, seed, backing) {
+  const img = f(name);
+  fs.rmSync(img, { force: true });
+  const TiB = 1024 * GiB;
+  qemuImg(['create', '-q', '-f', 'qcow2', ...(backing ? ['-b', backing, '-F', 'qcow2'] : []), img, String(TiB)]);
+  const cmds = [];
+  let x = seed >>> 0;
+  const clusters = TiB / 65536;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const c = Math.floor((x / 2 ** 32) * clusters);
+    cmds.push('-c', `write -q -P ${(i % 200) + 1} ${c * 65536} 65536`);
+  }
+  for (let i = 0; i < cmds.length; i += 4000) sh('qemu-io', ['-f', 'qcow2', ...cmds.slice(i, i + 4000), img]);
+  return img;
+}
+const mapClusters = 10000;
+workloads.push({
+  name: `map --output=json, 1 TiB image, ${mapClusters} scattered clusters`,
+  command: 'map --output=json -f qcow2 IMG',
+  run(tool) {
+    const img = once('map1', () => scattered('map1.qcow2', mapClusters, 1));
+    const argv = ['map', '--output=json', '-f', 'qcow2', img];
+    return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
+  },
+});
+workloads.push({
+  name: `map --output=json, 3-deep chain of 1 TiB images, ${mapClusters} clusters each`,
+  command: 'map --output=json -f qcow2 TOP',
+  run(tool) {
+    const top = once('map3', () => {
+      const a = scattered('chain-a.qcow2', mapClusters, 2);
+      const b = scattered('chain-b.qcow2', mapClusters, 3, a);
+      return scattered('chain-c.qcow2', mapClusters, 4, b);
+    });
+    const argv = ['map', '--output=json', '-f', 'qcow2', top];
+    return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
+  },
+});
+workloads.push({
+  name: `commit ${S.commit / MiB} MiB into its backing file`,
+  command: 'commit -f qcow2 TOP',
+  run(tool) {
+    const base = f('commit-base.qcow2');
+    const top = f('commit-top.qcow2');
+    fs.rmSync(base, { force: true });
+    fs.rmSync(top, { force: true });
+    qemuImg(['create', '-q', '-f', 'qcow2', base, String(S.commit * 2)]);
+    qemuImg(['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x33 0 ${S.commit}`, top]);
+    const argv = ['commit', '-f', 'qcow2', top];
+    return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
+  },
+});
+
+const rows = [];
+try {
+  for (const w of workloads) {
+    if (only && !w.name.includes(only)) continue;
+    const times = { vdisk: [], qemu: [] };
+    let error = null;
+    for (let i = 0; i < runs && !error; i++) {
+      for (const tool of i % 2 === 0 ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) {
+        dropCaches();
+        try {
+          times[tool].push(w.run(tool));
+        } catch (e) {
+          error = `${tool}: ${String(e.stderr ?? e.message).split('\n')[0]}`;
+          break;
+        }
+      }
+    }
+    const v = times.vdisk.length ? median(times.vdisk) : NaN;
+    const q = times.qemu.length ? median(times.qemu) : NaN;
+    const row = { name: w.name, command: w.command, vdisk: v, qemu: q, ratio: q / v, requests: w.requests, error };
+    rows.push(row);
+    const rate = (t) => (w.requests ? ` (${Math.round(w.requests / t)} req/s)` : '');
+    console.log(
+      `${w.name}\n    vdisk ${v.toFixed(3)} s${rate(v)}   qemu ${q.toFixed(3)} s${rate(q)}   vdisk/QEMU ${(q / v).toFixed(2)}x${error ? `   ERROR ${error}` : ''}`,
+    );
+  }
+} finally {
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+if (markdown) {
+  console.log('\n| workload | command | vdisk (s) | QEMU (s) | vdisk/QEMU |\n|---|---|---:|---:|---:|');
+  for (const r of rows) console.log(`| ${r.name} | \`${r.command}\` | ${r.vdisk.toFixed(3)} | ${r.qemu.toFixed(3)} | ${r.ratio.toFixed(2)}x${r.error ? ` (${r.error})` : ''} |`);
+}
+void spawnSync;

@@ -1,0 +1,143 @@
+/**
+ * `vdisk commit [-q] [-f fmt] [-t cache] [-b base] [-r rate] [-d] [-p] filename`,
+ * qemu-img commit: the image's data is merged into its backing file (or into
+ * `base`, further down the chain) by the same CommitJob the daemon runs, and
+ * then the image is emptied unless -d or -b is given.
+ */
+import { resolve } from 'node:path';
+import { BlockNode } from '../../block/node.js';
+import type { CacheMode } from '../../formats/driver.js';
+import { CommitJob } from '../../jobs/commit.js';
+import { isVdiskError } from '../../errors.js';
+import { type CliContext, reportError, reportUsage } from '../context.js';
+import { parseQemuSize } from '../create-options.js';
+import { describeError } from '../errors-text.js';
+import { ProgressPrinter } from '../format/progress.js';
+import { getopt } from '../getopt.js';
+import { openErrorText } from '../open-error.js';
+import { toFormatName } from './create.js';
+
+const CACHE_MODES: readonly CacheMode[] = ['writeback', 'none', 'unsafe', 'directsync', 'writethrough'];
+const PROGRESS_POLL_MS = 100;
+
+interface CommitArgs {
+  format: string | undefined;
+  cache: CacheMode | undefined;
+  base: string | undefined;
+  speed: number;
+  keep: boolean;
+  progress: boolean;
+  quiet: boolean;
+  file: string;
+}
+
+export async function commitCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
+  const parsed = getopt(argv, {
+    shortOptions: 'hf:ht:b:dpqr:',
+    longOptions: [
+      { name: 'help', hasArg: false, key: 'h' },
+      { name: 'object', hasArg: true, key: 'object' },
+      { name: 'image-opts', hasArg: false, key: 'image-opts' },
+    ],
+  });
+  if (!parsed.ok) return reportUsage(ctx, parsed.message);
+  const args: CommitArgs = { format: undefined, cache: undefined, base: undefined, speed: 0, keep: false, progress: false, quiet: false, file: '' };
+  for (const { key, value = '' } of parsed.options) {
+    if (key === 'h') {
+      ctx.out.stdout('usage: vdisk commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n');
+      return 0;
+    } else if (key === 'f') args.format = value;
+    else if (key === 'b') {
+      args.base = value;
+      // -b implies -d: the images above base still need their data (qemu-img).
+      args.keep = true;
+    } else if (key === 'd') args.keep = true;
+    else if (key === 'p') args.progress = true;
+    else if (key === 'q') args.quiet = true;
+    else if (key === 't') {
+      if (!(CACHE_MODES as readonly string[]).includes(value)) {
+        reportError(ctx, `Invalid cache option: ${value}`);
+        return 1;
+      }
+      args.cache = value as CacheMode;
+    } else if (key === 'r') {
+      const n = parseQemuSize(value);
+      if (n === undefined || !Number.isSafeInteger(n)) {
+        reportError(ctx, 'Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for\nvdisk: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.');
+        return 1;
+      }
+      args.speed = n;
+    }
+  }
+  if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
+  args.file = parsed.operands[0] ?? '';
+  if (args.quiet) args.progress = false;
+  return runCommit(ctx, args);
+}
+
+async function runCommit(ctx: CliContext, args: CommitArgs): Promise<number> {
+  const format = args.format === undefined ? undefined : toFormatName(args.format);
+  if (args.format !== undefined && format === undefined) {
+    reportError(ctx, `Unknown driver '${args.format}'`);
+    return 1;
+  }
+  let top: BlockNode;
+  try {
+    const node = await ctx.engine.openImage(args.file, { ...(format ? { format } : {}), ...(args.cache ? { cache: args.cache } : {}) });
+    if (!(node instanceof BlockNode)) {
+      await node.close();
+      reportError(ctx, `Cannot commit '${args.file}': not a local image`);
+      return 1;
+    }
+    top = node;
+  } catch (e) {
+    reportError(ctx, openErrorText(args.file, e));
+    return 1;
+  }
+  try {
+    if (!top.backing) {
+      reportError(ctx, 'Image does not have a backing file');
+      return 1;
+    }
+    let base = top.backing;
+    if (args.base !== undefined) {
+      const wanted = args.base;
+      const found = top.chain().slice(1).find((n) => n.filename === wanted || resolve(n.filename) === resolve(wanted));
+      if (!found) {
+        reportError(ctx, `Did not find '${wanted}' in the backing chain of '${args.file}'`);
+        return 1;
+      }
+      base = found;
+    }
+    const job = new CommitJob({ id: 'commit', top, base, active: false, speed: args.speed });
+    const progress = new ProgressPrinter(args.progress ? ctx.out.stdout : undefined);
+    progress.set(0);
+    const timer = setInterval(() => progress.set(job.len > 0 ? (100 * job.offset) / job.len : 0), PROGRESS_POLL_MS);
+    try {
+      job.start();
+      await job.wait();
+    } finally {
+      clearInterval(timer);
+    }
+    if (job.error !== undefined) {
+      reportError(ctx, `Block job failed: ${job.error}`);
+      return 1;
+    }
+    progress.set(100);
+    progress.end();
+    if (!args.keep) {
+      try {
+        await top.makeEmpty();
+      } catch (e) {
+        if (!isVdiskError(e, 'ENOTSUP')) throw e;
+      }
+    }
+    if (!args.quiet) ctx.out.stdout('Image committed.\n');
+    return 0;
+  } catch (e) {
+    reportError(ctx, describeError(e));
+    return 1;
+  } finally {
+    await top.close().catch((e: unknown) => reportError(ctx, describeError(e)));
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * What a cache mode (qemu-img -t) means for the qcow2 engine, as QEMU's
+ * bdrv_parse_cache_mode defines it:
+ *   writeback    page cache, flush = write tables + fdatasync (the default)
+ *   none         O_DIRECT (where the file system allows it), flush as writeback
+ *   unsafe       page cache, flush writes tables but never syncs
+ *   writethrough page cache, every write is flushed before it completes
+ *   directsync   O_DIRECT and every write flushed before it completes
+ */
+import type { HostFile } from '../../host/host-file.js';
+import type { CacheMode } from '../driver.js';
+
+export interface CachePolicy {
+  /** Open the host files with O_DIRECT. */
+  readonly direct: boolean;
+  /** flush() ends with a host sync. */
+  readonly syncOnFlush: boolean;
+  /** Every write, zero and discard is followed by a flush (as if FUA). */
+  readonly flushEachWrite: boolean;
+}
+
+export function cachePolicy(mode: CacheMode | undefined): CachePolicy {
+  switch (mode ?? 'writeback') {
+    case 'none':
+      return { direct: true, syncOnFlush: true, flushEachWrite: false };
+    case 'unsafe':
+      return { direct: false, syncOnFlush: false, flushEachWrite: false };
+    case 'writethrough':
+      return { direct: false, syncOnFlush: true, flushEachWrite: true };
+    case 'directsync':
+      return { direct: true, syncOnFlush: true, flushEachWrite: true };
+    case 'writeback':
+      return { direct: false, syncOnFlush: true, flushEachWrite: false };
+  }
+}
+
+/**
+ * The host file as cache=unsafe sees it: syncs (the engine's ordering syncs
+ * included, as QEMU's BDRV_O_NO_FLUSH) do nothing.
+ */
+export function withoutSync(host: HostFile): HostFile {
+  return {
+    get path() {
+      return host.path;
+    },
+    get readOnly() {
+      return host.readOnly;
+    },
+    size: () => host.size(),
+    read: (buf, offset) => host.read(buf, offset),
+    write: (buf, offset) => host.write(buf, offset),
+    writev: (bufs, offset) => host.writev(bufs, offset),
+    sync: () => Promise.resolve(),
+    truncate: (length) => host.truncate(length),
+    punchHole: (offset, length) => host.punchHole(offset, length),
+    zeroRange: (offset, length) => host.zeroRange(offset, length),
+    allocate: (offset, length) => host.allocate(offset, length),
+    seekData: (offset) => host.seekData(offset),
+    seekHole: (offset) => host.seekHole(offset),
+    allocatedSize: () => host.allocatedSize(),
+    close: () => host.close(),
+  };
+}

@@ -1,0 +1,309 @@
+/**
+ * Cluster allocations in flight (DESIGN.md "Allocation in flight").
+ *
+ * A write that allocates a cluster (or changes an allocated cluster's L2 entry,
+ * e.g. subcluster bits) records it here, keyed by guest cluster index, until
+ * its L2 entry is written ("linked"). A request touching a cluster with a
+ * record either joins it (COW cancellation, below) or waits for that record
+ * alone, then reads the mapping again. Nothing here is image-wide: requests on
+ * other clusters never wait.
+ *
+ * COW cancellation (seed patch 001): the owner of a record may defer its tail
+ * COW (the bytes after its data up to the end of the cluster) when another
+ * write is expected right behind it. A write starting at or after the record's
+ * `tailStart`, in the same cluster, while the tail is still deferred, joins:
+ * it writes into the same host cluster, the tail shrinks to what lies after
+ * it, and the link waits for its data. A deferred tail is written when no
+ * write is in flight any more, when somebody needs the record settled (flush,
+ * zero, discard, block status, a conflicting write), or when too many tails
+ * are open.
+ *
+ * A participant's request completes when its data is on the host, before the
+ * link; reads overlay the landed ranges of open records so they see it.
+ * Errors after a participant completed are kept and reported by the next
+ * flush (the cluster is then left unlinked: a leak, never a bad mapping).
+ */
+import type { L2Mapping } from './l2-entry.js';
+
+/** Counters for tests and benchmarks. */
+export interface InflightStats {
+  /** Allocations recorded. */
+  allocations: number;
+  /** Writes that joined an in-flight allocation, shortening its tail COW. */
+  cowCancellations: number;
+  /** Writes that waited for an allocation whose pending tail COW they overlapped. */
+  cowWaits: number;
+  /** Writes (or zero/discard/status) that waited for an in-flight allocation for any reason. */
+  allocationWaits: number;
+  /** Deferred tail COWs finally written (not cancelled). */
+  tailWrites: number;
+}
+
+/** What a record needs from the write path, supplied when it is created. */
+export interface AllocationHooks {
+  /** Writes the tail COW [rec.tailStart, end of tail) of the record's host cluster. */
+  writeTail(rec: ClusterAllocation): Promise<void>;
+  /** Writes the L2 entry (and frees what it replaced). */
+  link(rec: ClusterAllocation): Promise<void>;
+}
+
+export type TailState = 'deferred' | 'issued' | 'done';
+
+const MAX_DEFERRED_TAILS = 64;
+
+/** One cluster allocation (or L2 entry change) in flight. */
+export class ClusterAllocation {
+  readonly cluster: number;
+  readonly l1Index: number;
+  /** The mapping when the record was made. */
+  readonly old: L2Mapping;
+  /** The cluster keeps its host cluster (only its entry changes). */
+  readonly inPlace: boolean;
+  /** Host offset of the cluster; valid once `hostReady` resolved. */
+  host = -1;
+  hostReady: Promise<void> = Promise.resolve();
+  /** Intra-cluster start of the first participant's data. */
+  readonly dataStart: number;
+  /** Intra-cluster end of the last participant's data: the tail COW starts here. */
+  tailStart: number;
+  tail: TailState;
+  /** Joining is allowed (a fresh cluster written from its start or head COW). */
+  readonly joinable: boolean;
+  /** Writes to the host cluster not yet complete. */
+  pending = 0;
+  /** Intra-cluster data ranges on the host, for reads before the link. */
+  readonly landed: Array<{ readonly a: number; readonly b: number }> = [];
+  failure: unknown = null;
+  /** Set when the record is gone: null when linked, else why it was not. */
+  outcome: unknown = undefined;
+  #linking = false;
+  readonly #table: InflightTable;
+  readonly #hooks: AllocationHooks;
+  /** Resolves once the record is gone (linked or failed); never rejects. */
+  readonly settled: Promise<void>;
+  #resolveSettled!: () => void;
+
+  constructor(table: InflightTable, init: {
+    cluster: number;
+    l1Index: number;
+    old: L2Mapping;
+    inPlace: boolean;
+    dataStart: number;
+    tailStart: number;
+    deferTail: boolean;
+    joinable: boolean;
+    hooks: AllocationHooks;
+  }) {
+    this.#table = table;
+    this.cluster = init.cluster;
+    this.l1Index = init.l1Index;
+    this.old = init.old;
+    this.inPlace = init.inPlace;
+    this.dataStart = init.dataStart;
+    this.tailStart = init.tailStart;
+    this.tail = init.deferTail ? 'deferred' : 'done';
+    this.joinable = init.joinable;
+    this.#hooks = init.hooks;
+    this.settled = new Promise((resolve) => (this.#resolveSettled = resolve));
+  }
+
+  /** A host write on this cluster starts (participant data, gap COW). */
+  begin(): void {
+    this.pending++;
+  }
+
+  /** A host write finished; `data` is the guest data range it carried, if any. */
+  end(result: { data?: { a: number; b: number }; error?: unknown }): void {
+    this.pending--;
+    if (result.error !== undefined) this.failure ??= result.error;
+    else if (result.data) this.landed.push(result.data);
+    this.#progress();
+  }
+
+  /** Writes the deferred tail now (nobody will join any more). */
+  finalize(): void {
+    if (this.tail !== 'deferred') return;
+    this.tail = 'issued';
+    this.#table.tailClosed(this);
+    this.#table.stats.tailWrites++;
+    this.pending++;
+    this.#hooks.writeTail(this).then(
+      () => {
+        this.tail = 'done';
+        this.end({});
+      },
+      (e: unknown) => {
+        this.tail = 'done';
+        this.end({ error: e });
+      },
+    );
+  }
+
+  #progress(): void {
+    if (this.pending > 0 || this.tail === 'issued' || this.#linking) return;
+    if (this.tail === 'deferred') {
+      if (this.failure !== null || this.#table.activeWrites === 0) this.finalize();
+      return;
+    }
+    this.#linking = true;
+    if (this.failure !== null) {
+      this.#finish(this.failure);
+      return;
+    }
+    this.#hooks.link(this).then(
+      () => this.#finish(null),
+      (e: unknown) => this.#finish(e),
+    );
+  }
+
+  #finish(error: unknown): void {
+    this.outcome = error;
+    this.#table.remove(this, error);
+    this.#resolveSettled();
+  }
+}
+
+/** The records of one image. */
+export class InflightTable {
+  readonly stats: InflightStats = { allocations: 0, cowCancellations: 0, cowWaits: 0, allocationWaits: 0, tailWrites: 0 };
+  /** Write requests between entry and the landing of their data. */
+  activeWrites = 0;
+  /** End of the last write planned: a write starting here continues a sequential stream. */
+  lastWriteEnd = -1;
+  readonly #records = new Map<number, ClusterAllocation>();
+  /** Records whose tail is deferred, oldest first. */
+  readonly #deferred = new Set<ClusterAllocation>();
+  /** Plain in-place writers per guest cluster (no record; they must finish before the cluster is freed). */
+  readonly #direct = new Map<number, { count: number; idle: Promise<void>; resolve: () => void }>();
+  /** Guest ranges of write requests that have entered but not landed: [offset, end). */
+  readonly #intents = new Set<{ readonly offset: number; readonly end: number }>();
+  #error: unknown = null;
+  #zeros: Uint8Array | null = null;
+
+  /** A zero buffer for COW of zero ranges; callers only write it to the host. */
+  zeroBuffer(length: number): Uint8Array {
+    if (this.#zeros === null || this.#zeros.length < length) this.#zeros = new Uint8Array(length);
+    return this.#zeros;
+  }
+
+  get(cluster: number): ClusterAllocation | undefined {
+    return this.#records.get(cluster);
+  }
+
+  get size(): number {
+    return this.#records.size;
+  }
+
+  add(rec: ClusterAllocation): void {
+    this.#records.set(rec.cluster, rec);
+    this.stats.allocations++;
+    if (rec.tail === 'deferred') {
+      this.#deferred.add(rec);
+      if (this.#deferred.size > MAX_DEFERRED_TAILS) this.#deferred.values().next().value?.finalize();
+    }
+  }
+
+  tailClosed(rec: ClusterAllocation): void {
+    this.#deferred.delete(rec);
+  }
+
+  remove(rec: ClusterAllocation, error: unknown): void {
+    if (this.#records.get(rec.cluster) === rec) this.#records.delete(rec.cluster);
+    this.#deferred.delete(rec);
+    if (error !== null) this.#error ??= error;
+  }
+
+  /** The first error of a write that had already completed; cleared by reading it. */
+  takeError(): unknown {
+    const e = this.#error;
+    this.#error = null;
+    return e;
+  }
+
+  /** A write request enters; returns the function to call when its data landed. */
+  enterWrite(offset: number, length: number): () => void {
+    const intent = { offset, end: offset + length };
+    this.#intents.add(intent);
+    this.activeWrites++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#intents.delete(intent);
+      this.activeWrites--;
+      if (this.activeWrites === 0) for (const r of [...this.#deferred]) if (r.pending === 0) r.finalize();
+    };
+  }
+
+  /** Another write already entered starts in [from, to). */
+  expectsWriteIn(from: number, to: number): boolean {
+    for (const i of this.#intents) if (i.offset >= from && i.offset < to) return true;
+    return false;
+  }
+
+  /** Marks a plain in-place write on `cluster`; returns its end. */
+  enterDirect(cluster: number): () => void {
+    let d = this.#direct.get(cluster);
+    if (!d) {
+      let resolve!: () => void;
+      const idle = new Promise<void>((r) => (resolve = r));
+      d = { count: 0, idle, resolve };
+      this.#direct.set(cluster, d);
+    }
+    d.count++;
+    const entry = d;
+    return () => {
+      entry.count--;
+      if (entry.count === 0) {
+        this.#direct.delete(cluster);
+        entry.resolve();
+      }
+    };
+  }
+
+  /**
+   * Something to wait for before clusters [first, last] may change without a
+   * record (zero, discard, status), or null when none is busy. Deferred tails
+   * in the range are written now.
+   */
+  busy(first: number, last: number): Promise<void> | null {
+    const waits: Promise<void>[] = [];
+    const visit = (c: number): void => {
+      const rec = this.#records.get(c);
+      if (rec) {
+        rec.finalize();
+        waits.push(rec.settled);
+      }
+      const d = this.#direct.get(c);
+      if (d) waits.push(d.idle);
+    };
+    if (last - first < this.#records.size + this.#direct.size) {
+      for (let c = first; c <= last; c++) visit(c);
+    } else {
+      const seen = new Set<number>();
+      for (const c of [...this.#records.keys(), ...this.#direct.keys()]) {
+        if (c >= first && c <= last && !seen.has(c)) {
+          seen.add(c);
+          visit(c);
+        }
+      }
+    }
+    if (waits.length === 0) return null;
+    this.stats.allocationWaits++;
+    return Promise.all(waits).then(() => undefined);
+  }
+
+  /** Waits until clusters [first, last] have no record and no plain writer. */
+  async settle(first: number, last: number): Promise<void> {
+    for (let w = this.busy(first, last); w !== null; w = this.busy(first, last)) await w;
+  }
+
+  /** Writes every deferred tail and waits for every record (flush). */
+  async settleAll(): Promise<void> {
+    while (this.#records.size > 0) {
+      const recs = [...this.#records.values()];
+      for (const r of recs) r.finalize();
+      await Promise.all(recs.map((r) => r.settled));
+    }
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The copy steps the block jobs share: copying one extent, and draining a
+ * dirty bitmap into a target. Each call does at most one bounded chunk of I/O,
+ * so the job loop can check for pause and cancel between calls.
+ */
+import type { DirtyBitmap } from '../block/dirty-bitmap.js';
+import type { ChainExtent, ImageNode } from '../block/types.js';
+
+/** Default size of one copy step (QEMU's mirror uses up to 1 MiB per request). */
+export const COPY_CHUNK = 1024 * 1024;
+
+/** What a job reads the source through: the node (tracked) or its driver under a quiesce. */
+export type ReadFn = (offset: number, buf: Uint8Array) => Promise<void>;
+
+/** Why a copy step failed: which side, for BLOCK_JOB_ERROR's `operation`. */
+export class CopyError extends Error {
+  override readonly name = 'CopyError';
+  readonly operation: 'read' | 'write';
+  constructor(operation: 'read' | 'write', cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+    this.operation = operation;
+  }
+}
+
+/** Reads [offset, offset+buf.length) with `read` and writes it to `target`; errors say which side failed. */
+export async function copyRange(read: ReadFn, target: ImageNode, range: { readonly offset: number; readonly buf: Uint8Array }): Promise<void> {
+  try {
+    await read(range.offset, range.buf);
+  } catch (e) {
+    throw new CopyError('read', e);
+  }
+  try {
+    await target.write(range.offset, range.buf);
+  } catch (e) {
+    throw new CopyError('write', e);
+  }
+}
+
+/** Writes zeros to `target` over a range, allowing it to unmap. */
+export async function zeroRange(target: ImageNode, offset: number, length: number): Promise<void> {
+  try {
+    await target.writeZeroes(offset, length, { mayUnmap: true });
+  } catch (e) {
+    throw new CopyError('write', e);
+  }
+}
+
+/** Block status of a source, with failures reported as read errors. */
+export async function statusOf(
+  source: ImageNode,
+  range: { readonly offset: number; readonly length: number },
+  base: ImageNode | null,
+): Promise<ChainExtent[]> {
+  try {
+    return await source.blockStatus(range.offset, range.length, { base });
+  } catch (e) {
+    throw new CopyError('read', e);
+  }
+}
+
+/**
+ * Copies the first dirty range at or after `from` (wrapping to the start; at
+ * most `chunk` bytes) from `read` to `target`, clearing it first so writes
+ * that land meanwhile mark it again. Returns the range copied, or null when
+ * nothing is dirty.
+ */
+export async function copyNextDirty(
+  bitmap: DirtyBitmap,
+  io: { readonly read: ReadFn; readonly target: ImageNode },
+  where: { readonly from: number; readonly chunk: number },
+): Promise<{ offset: number; length: number } | null> {
+  const range = bitmap.nextDirty(where.from, where.chunk) ?? (where.from > 0 ? bitmap.nextDirty(0, where.chunk) : null);
+  if (!range) return null;
+  bitmap.clear(range.offset, range.length);
+  try {
+    await copyRange(io.read, io.target, { offset: range.offset, buf: new Uint8Array(range.length) });
+  } catch (e) {
+    bitmap.set(range.offset, range.length);
+    throw e;
+  }
+  return range;
+}
+
+/** A bitmap that follows the writes of a node; returns the detach function. */
+export function trackWrites(
+  node: { addWriteObserver(o: { before(e: { offset: number; length: number }): void; after(e: { offset: number; length: number }): void }): () => void },
+  bitmap: DirtyBitmap,
+): () => void {
+  const mark = (e: { offset: number; length: number }): void => bitmap.set(e.offset, e.length);
+  return node.addWriteObserver({ before: mark, after: mark });
+}
+
+/**
+ * At most `max` copy steps in flight (QEMU's mirror keeps up to 16). `add`
+ * waits for a free slot; the first failure is rethrown by the next `add` or by
+ * `drain`, after every step in flight has settled.
+ */
+export class CopyPool {
+  readonly #max: number;
+  readonly #running = new Set<Promise<void>>();
+  #failure: { error: unknown } | null = null;
+
+  constructor(max: number) {
+    this.#max = Math.max(1, max);
+  }
+
+  async add(step: () => Promise<void>): Promise<void> {
+    while (this.#running.size >= this.#max) await Promise.race(this.#running);
+    this.#rethrow();
+    const p: Promise<void> = step().then(
+      () => void this.#running.delete(p),
+      (e: unknown) => {
+        this.#running.delete(p);
+        this.#failure ??= { error: e };
+      },
+    );
+    this.#running.add(p);
+  }
+
+  async drain(): Promise<void> {
+    while (this.#running.size > 0) await Promise.race(this.#running);
+    this.#rethrow();
+  }
+
+  #rethrow(): void {
+    if (!this.#failure) return;
+    const { error } = this.#failure;
+    this.#failure = null;
+    throw error;
+  }
+}

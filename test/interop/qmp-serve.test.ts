@@ -1,0 +1,82 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { TestQmpClient } from '../unit/qmp/qmp-client.js';
+import { run, runStatus, startServer } from './support/serve-process.js';
+
+function tmp(): string {
+  return fs.mkdtempSync(os.tmpdir() + '/vdisk-');
+}
+
+function ok(reply: Record<string, unknown>): unknown {
+  assert.ok('return' in reply, `expected success, got ${JSON.stringify(reply)}`);
+  return reply['return'];
+}
+
+test('a QMP script adds file+qcow2 nodes, exports them over NBD, resizes, removes the export and quits', async () => {
+  const dir = tmp();
+  const qmpPath = `${dir}/qmp.sock`;
+  const nbdPath = `${dir}/nbd.sock`;
+  try {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/a.qcow2`, '64M']);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 64k', `${dir}/a.qcow2`]);
+    const served = await startServer(['vdisk', '--qmp', qmpPath], qmpPath, { probe: true });
+    const qmp = await TestQmpClient.connect(qmpPath).catch(async (e: unknown) => {
+      await served.stop();
+      throw e;
+    });
+    try {
+      const greeting = await qmp.next((m) => 'QMP' in m);
+      assert.deepEqual((greeting['QMP'] as { version: { qemu: unknown } }).version.qemu, { major: 7, minor: 2, micro: 0 });
+      ok(await qmp.execute('qmp_capabilities'));
+      const names = (ok(await qmp.execute('query-commands')) as Array<{ name: string }>).map((c) => c.name);
+      for (const c of ['blockdev-add', 'blockdev-del', 'nbd-server-start', 'block-export-add', 'block-export-del', 'query-block-exports', 'block_resize', 'quit']) {
+        assert.ok(names.includes(c), c);
+      }
+      ok(await qmp.execute('blockdev-add', { driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'file0' }));
+      ok(await qmp.execute('blockdev-add', { driver: 'qcow2', file: 'file0', 'node-name': 'disk0' }));
+      ok(await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdPath } } }));
+      ok(await qmp.execute('block-export-add', { type: 'nbd', id: 'exp0', 'node-name': 'disk0', writable: true }));
+      assert.deepEqual(ok(await qmp.execute('query-block-exports')), [{ id: 'exp0', type: 'nbd', 'node-name': 'disk0', 'shutting-down': false }]);
+
+      const uri = `nbd+unix:///disk0?socket=${nbdPath}`;
+      assert.equal(run('nbdinfo', ['--size', uri]).trim(), String(64 * 1024 * 1024));
+      run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 1M 64k', '-c', 'write -P 0x77 8M 4k', uri]);
+
+      // Deleting a node in use is refused with a message; a duplicate export id too.
+      const busy = await qmp.execute('blockdev-del', { 'node-name': 'disk0' });
+      assert.match(String((busy['error'] as { desc: string }).desc), /busy|in use/);
+      const dup = await qmp.execute('block-export-add', { type: 'nbd', id: 'exp0', 'node-name': 'disk0' });
+      assert.ok('error' in dup);
+
+      ok(await qmp.execute('block_resize', { 'node-name': 'disk0', size: 128 * 1024 * 1024 }));
+      assert.equal(run('nbdinfo', ['--size', uri]).trim(), String(128 * 1024 * 1024));
+
+      const nodes = ok(await qmp.execute('query-named-block-nodes')) as Array<Record<string, unknown>>;
+      const disk = nodes.find((n) => n['node-name'] === 'disk0');
+      assert.equal(disk?.['drv'], 'qcow2');
+      assert.equal((disk?.['image'] as Record<string, unknown>)['virtual-size'], 128 * 1024 * 1024);
+      assert.ok(nodes.some((n) => n['node-name'] === 'file0' && n['drv'] === 'file'));
+
+      const from = qmp.messages.length;
+      ok(await qmp.execute('block-export-del', { id: 'exp0' }));
+      const ev = await qmp.next((m) => m['event'] === 'BLOCK_EXPORT_DELETED', from);
+      assert.deepEqual(ev['data'], { id: 'exp0' });
+      assert.notEqual(runStatus('nbdinfo', ['--size', uri]).status, 0);
+      ok(await qmp.execute('blockdev-del', { 'node-name': 'disk0' }));
+      ok(await qmp.execute('blockdev-del', { 'node-name': 'file0' }));
+      ok(await qmp.execute('quit'));
+      assert.equal(await served.exited, 0);
+    } finally {
+      qmp.close();
+      await served.stop();
+    }
+    assert.ok(!fs.existsSync(qmpPath), 'the QMP socket is removed');
+    run('qemu-img', ['check', `${dir}/a.qcow2`]);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x77 8M 4k', `${dir}/a.qcow2`]);
+    assert.match(run('qemu-img', ['info', `${dir}/a.qcow2`]), /virtual size: 128 MiB/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,225 @@
+/**
+ * Many requests in flight on the qcow2 engine: COW cancellation of sequential
+ * writes, reads in the window before the L2 update, per-table progress with a
+ * stalled L2 table, and injected host errors. qemu-img check and qemu-img
+ * convert are the oracles of the on-disk result.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createQcow2 } from '../../../../src/formats/qcow2/create.js';
+import { Qcow2Driver } from '../../../../src/formats/qcow2/qcow2-driver.js';
+import { FaultHostFile } from '../../../../src/host/fault-file.js';
+import { NodeHostFile } from '../../../../src/host/node-file.js';
+import type { HostOpenOptions } from '../../../../src/host/host-file.js';
+import { qemuCheck, tmpDir } from '../../../crash/image-helpers.js';
+
+function pattern(seed: number, length: number): Uint8Array {
+  const b = new Uint8Array(length);
+  for (let i = 0; i < length; i++) b[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff;
+  return b;
+}
+
+/** Runs `count` writes of `size` bytes from `start`, back to back, `depth` at a time. */
+async function sequentialWrites(d: Qcow2Driver, o: { start: number; size: number; count: number; depth: number }, expected: Uint8Array): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < o.count) {
+      const i = next++;
+      const data = pattern(i + 1, o.size);
+      expected.set(data, o.start + i * o.size);
+      await d.write(o.start + i * o.size, data);
+    }
+  };
+  await Promise.all(Array.from({ length: o.depth }, worker));
+}
+
+function qemuRaw(file: string): Buffer {
+  const out = `${file}.raw`;
+  execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', file, out]);
+  const data = fs.readFileSync(out);
+  fs.rmSync(out);
+  return data;
+}
+
+for (const ext of [false, true]) {
+  test(`sequential unaligned allocating writes at depth 16 never wait on a COW they overwrite${ext ? ' (extended L2)' : ''}`, async () => {
+    const dir = tmpDir();
+    try {
+      const file = path.join(dir, 'a.qcow2');
+      const size = 4 * 1024 * 1024;
+      await createQcow2(file, { size, options: ext ? { extended_l2: 'on', cluster_size: '65536' } : {} });
+      const d = await Qcow2Driver.open(file, { readOnly: false });
+      const expected = new Uint8Array(size);
+      try {
+        await sequentialWrites(d, { start: 512, size: 4096, count: 600, depth: 16 }, expected);
+        const s = d.stats();
+        assert.equal(s.cowWaits, 0, `COW waits: ${JSON.stringify(s)}`);
+        assert.equal(s.allocationWaits, 0, `allocation waits: ${JSON.stringify(s)}`);
+        assert.ok(s.cowCancellations > 500, `cancellations: ${JSON.stringify(s)}`);
+        // Read back through the engine before the flush (some clusters may not be linked yet).
+        const back = new Uint8Array(size);
+        await d.read(0, back);
+        assert.ok(Buffer.from(back).equals(Buffer.from(expected)), 'engine reads back what was written');
+      } finally {
+        await d.close();
+      }
+      const c = qemuCheck(file);
+      assert.deepEqual({ corruptions: c.corruptions, leaks: c.leaks, checkErrors: c.checkErrors }, { corruptions: 0, leaks: 0, checkErrors: 0 });
+      assert.ok(qemuRaw(file).equals(Buffer.from(expected)), 'qemu-img reads what was written');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('a read in the window before the L2 update returns the joined write data', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'w.qcow2');
+    await createQcow2(file, { size: 1024 * 1024, options: {} });
+    let fault: FaultHostFile | null = null;
+    const d = await Qcow2Driver.open(file, {
+      readOnly: false,
+      openHost: async (p: string, o: HostOpenOptions) => {
+        const h = await NodeHostFile.open(p, o);
+        if (o.readOnly) return h;
+        fault = new FaultHostFile(h, { record: false });
+        return fault;
+      },
+    });
+    try {
+      assert.ok(fault);
+      const f: FaultHostFile = fault;
+      // Fresh image, 64 KiB clusters: L2 table at 0x40000, first data cluster at 0x50000.
+      const stall = f.stall({ offset: 0x50000, length: 512 }, ['write']);
+      const a = pattern(1, 4096);
+      const b = pattern(2, 4096);
+      const wa = d.write(512, a);
+      const wb = d.write(4608, b);
+      await wb;
+      assert.equal(d.stats().cowCancellations, 1);
+      const back = new Uint8Array(4096);
+      await d.read(4608, back);
+      assert.ok(Buffer.from(back).equals(Buffer.from(b)), 'B reads back while A is still on its way');
+      const head = new Uint8Array(512);
+      await d.read(0, head);
+      assert.ok(head.every((x) => x === 0));
+      stall.release();
+      await wa;
+      const all = new Uint8Array(8192 + 512);
+      await d.read(0, all);
+      assert.ok(Buffer.from(all.subarray(512, 4608)).equals(Buffer.from(a)));
+      assert.ok(Buffer.from(all.subarray(4608, 8704)).equals(Buffer.from(b)));
+    } finally {
+      await d.close();
+    }
+    assert.equal(qemuCheck(file).status, 0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** L2 table offsets of an image, from its L1 table. */
+function l2Tables(file: string): number[] {
+  const buf = fs.readFileSync(file);
+  const l1Size = buf.readUInt32BE(36);
+  const l1Offset = Number(buf.readBigUInt64BE(40));
+  const out: number[] = [];
+  for (let i = 0; i < l1Size; i++) out.push(Number(buf.readBigUInt64BE(l1Offset + i * 8) & 0x00fffffffffffe00n));
+  return out;
+}
+
+test('with I/O stalled on one L2 table, requests touching other L2 tables complete', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 's.qcow2');
+    // 4 KiB clusters: one L2 table maps 2 MiB.
+    const span = 2 * 1024 * 1024;
+    await createQcow2(file, { size: 4 * span, options: { cluster_size: '4096' } });
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 64k`, '-c', `write -P 2 ${span} 64k`, '-c', `write -P 3 ${2 * span} 64k`, file]);
+    const tables = l2Tables(file);
+    const t0 = tables[0];
+    assert.ok(t0 !== undefined && t0 > 0);
+    let fault: FaultHostFile | null = null;
+    const d = await Qcow2Driver.open(file, {
+      readOnly: false,
+      openHost: async (p: string, o: HostOpenOptions) => {
+        const h = await NodeHostFile.open(p, o);
+        if (o.readOnly) return h;
+        fault = new FaultHostFile(h, { record: false });
+        return fault;
+      },
+    });
+    try {
+      assert.ok(fault);
+      const f: FaultHostFile = fault;
+      const stall = f.stall({ offset: t0, length: 4096 }, ['read', 'write']);
+      let stalledDone = false;
+      const stalledRead = d.read(0, new Uint8Array(4096)).then(() => (stalledDone = true));
+      const stalledWrite = d.write(8192, pattern(9, 4096));
+      // Other tables: reads, an overwrite, an allocating write, a zero and a discard.
+      const buf = new Uint8Array(4096);
+      await d.read(span, buf);
+      assert.ok(buf.every((x) => x === 2));
+      await d.write(span + 512, pattern(5, 1000));
+      await d.write(2 * span + 100_000, pattern(6, 5000));
+      await d.writeZeroes(3 * span, 8192);
+      await d.discard(2 * span, 4096);
+      await d.read(2 * span + 100_000, buf);
+      assert.ok(Buffer.from(buf).equals(Buffer.from(pattern(6, 5000).subarray(0, 4096))));
+      assert.equal(stalledDone, false, 'the request on the stalled table is still waiting');
+      assert.ok(stall.hits() >= 1);
+      stall.release();
+      await stalledRead;
+      await stalledWrite;
+    } finally {
+      await d.close();
+    }
+    assert.equal(qemuCheck(file).corruptions, 0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an injected EIO fails the write; ENOSPC on metadata fails cleanly; the image stays consistent', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'e.qcow2');
+    await createQcow2(file, { size: 8 * 1024 * 1024, options: {} });
+    let fault: FaultHostFile | null = null;
+    const d = await Qcow2Driver.open(file, {
+      readOnly: false,
+      openHost: async (p: string, o: HostOpenOptions) => {
+        const h = await NodeHostFile.open(p, o);
+        if (o.readOnly) return h;
+        fault = new FaultHostFile(h, { record: false });
+        return fault;
+      },
+    });
+    try {
+      assert.ok(fault);
+      const f: FaultHostFile = fault;
+      await d.write(0, pattern(1, 65536));
+      await d.flush();
+      // The next data cluster (after L2 at 0x40000, data at 0x50000) is 0x60000.
+      f.inject({ ops: ['write'], code: 'EIO', offset: 0x60000, length: 0x10000, times: 1 });
+      await assert.rejects(d.write(65536, pattern(2, 4096)), (e: unknown) => (e as { code?: string }).code === 'EIO');
+      f.inject({ ops: ['write'], code: 'ENOSPC', times: 1 });
+      await assert.rejects(d.write(3 * 65536, pattern(3, 65536)), (e: unknown) => (e as { code?: string }).code === 'ENOSPC');
+      f.clearFaults();
+      await d.write(5 * 65536, pattern(4, 4096));
+      const back = new Uint8Array(4096);
+      await d.read(0, back);
+      assert.ok(Buffer.from(back).equals(Buffer.from(pattern(1, 65536).subarray(0, 4096))));
+    } finally {
+      await d.close().catch(() => undefined);
+    }
+    const c = qemuCheck(file);
+    assert.equal(c.corruptions, 0, JSON.stringify(c));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
