@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { seededRandom } from '../support/seeded-random.js';
 
 // Issue 2's differential test: the same random sequence of writes, zero-writes,
 // discards and compressed writes, applied by `vdisk io` and by `qemu-io` to
@@ -12,16 +13,6 @@ import { join, resolve } from 'node:path';
 
 const VDISK = resolve('dist/src/cli/main.js');
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Kind {
   readonly name: string;
@@ -78,7 +69,7 @@ for (const [index, kind] of KINDS.entries()) {
   test(`random ops give the same image as qemu-io and check clean: ${kind.name}`, () => {
     const dir = mkdtempSync(join(tmpdir(), 'vdisk-diff-'));
     try {
-      const random = rng(Number(process.env['VDISK_DIFF_SEED'] ?? 0xd1ff) + index);
+      const random = seededRandom(Number(process.env['VDISK_DIFF_SEED'] ?? 0xd1ff) + index);
       const createArgs = ['create', '-q', '-f', 'qcow2', '-o', kind.create];
       if (kind.backing) {
         run('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', `${SIZE}`], dir);

@@ -7,18 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openImage } from '../../src/block/index.js';
 import { VdiskError } from '../../src/errors.js';
+import { seededRandom } from '../support/seeded-random.js';
 
-/** mulberry32: seeded so a failing mutation reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -71,7 +61,7 @@ test('mutated real images (metadata clusters) open, read and map or are refused 
 
     const digest = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
     const before = seeds.map(digest);
-    const random = rng(0xf022);
+    const random = seededRandom(0xf022);
     const outcomes = { ok: 0, refused: 0 };
     const iterations = Number(process.env['VDISK_FUZZ_ITERATIONS'] ?? 300);
     for (let i = 0; i < iterations; i++) {

@@ -3,18 +3,8 @@ import assert from 'node:assert/strict';
 import { parseHeaderCluster } from '../../../../src/formats/qcow2/header.js';
 import { parseCreateSettings, planQcow2Layout } from '../../../../src/formats/qcow2/create.js';
 import { VdiskError } from '../../../../src/errors.js';
+import { seededRandom } from '../../../support/seeded-random.js';
 
-/** A small seeded PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Headers as qemu-img writes them (create.ts is checked byte-identical to qemu-img by the interop tests).
 const SEEDS: ReadonlyArray<Record<string, string>> = [
@@ -27,7 +17,7 @@ const SEEDS: ReadonlyArray<Record<string, string>> = [
 ];
 
 test('parseHeaderCluster returns or throws a VdiskError for thousands of mutated headers', () => {
-  const random = rng(0x5eed);
+  const random = seededRandom(0x5eed);
   const bases = SEEDS.map((options) => {
     const layout = planQcow2Layout(parseCreateSettings({ size: 1 << 30, options }));
     return { bytes: layout.clusters.get(0) ?? new Uint8Array(512), fileSize: layout.fileLength };
