@@ -60,3 +60,28 @@ export function ioFailureText(e: unknown): string {
   }
   return strerror('EIO');
 }
+
+/** The errno name of a failed system call in `e` or its causes, if any. */
+function errnoIn(e: unknown): string | undefined {
+  for (let cur: unknown = e, depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
+    if (typeof cur === 'object' && 'code' in cur && 'syscall' in cur) {
+      const code = (cur as { code: unknown }).code;
+      if (typeof code === 'string') return code;
+    }
+    cur = typeof cur === 'object' && 'cause' in cur ? (cur as { cause: unknown }).cause : undefined;
+  }
+  return undefined;
+}
+
+/**
+ * The text of a failure to create the image file `path`: QEMU's file driver says
+ * "Could not create 'f': strerror" when the open(O_CREAT) fails; other failures
+ * keep the engine's message.
+ */
+export function createFailureText(path: string, e: unknown): string {
+  const sys = errnoIn(e);
+  if (sys !== undefined && (!(e instanceof Error) || e.message.startsWith(`Could not open '${path}'`) || e.message.startsWith(`Could not create '${path}'`))) {
+    return `Could not create '${path}': ${strerror(sys)}`;
+  }
+  return isVdiskError(e) ? e.message : describeError(e);
+}

@@ -18,6 +18,9 @@ import { benchCommand } from './commands/bench.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { amendCommand } from './commands/amend.js';
 import { bitmapCommand } from './commands/bitmap.js';
+import { measureCommand } from './commands/measure.js';
+import { ddCommand } from './commands/dd.js';
+import { HELP_TEXT } from './help-text.js';
 
 type Command = (ctx: CliContext, argv: readonly string[]) => Promise<number>;
 
@@ -39,7 +42,14 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   compare: compareCommand,
   resize: resizeCommand,
   rebase: rebaseCommand,
+  measure: measureCommand,
+  dd: ddCommand,
 };
+
+/** The subcommands `run` dispatches (for --help's completeness test). */
+export function commandNames(): string[] {
+  return Object.keys(COMMANDS);
+}
 
 /** The engine of this package: the block layer's open and create. */
 export function blockEngine(): Engine {
@@ -47,21 +57,6 @@ export function blockEngine(): Engine {
 }
 
 const VERSION_TEXT = 'vdisk version 0.1.0 (qemu-img 7.2 compatible)\n';
-
-const HELP_TEXT = `usage: vdisk [standard options] command [command options]
-vdisk, a drop-in for qemu-img and qemu-io
-
-    '-h', '--help'       display this help and exit
-    '-V', '--version'    output version information and exit
-
-Command syntax:
-  create [-f fmt] [-o options] [-b backing_file [-F backing_fmt]] [-u] [-q] filename [size]
-  info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
-  map [-f fmt] [--output=ofmt] [--start-offset=offset] [--max-length=len] [-U] filename
-  convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [-U] [--target-is-zero] filename [filename2 [...]] output_filename
-  io [-f fmt] [-r] [-n] [-t cache] [-i aio] [-U] [-q] [-c command]... filename
-  serve [-f fmt] [-k socket | -b addr -p port] [-x name] [-r] [-t] [-e shared] [--cache mode] [filename]
-`;
 
 /** Runs one command line; returns the exit status. */
 export async function run(argv: readonly string[], options: { out?: CliOutput; engine?: Engine } = {}): Promise<number> {

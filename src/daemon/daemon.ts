@@ -8,10 +8,12 @@
  * nodes before the nodes they consume.
  */
 import * as fs from 'node:fs';
+import type { DirtyBitmap } from '../block/dirty-bitmap.js';
 import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
 import { NbdServer, type ListenAddress, type NbdExport, type TlsUpgrader } from '../nbd/index.js';
-import type { NodeGraph, ReleaseReason } from './graph.js';
+import type { NodeGraph, ReleaseReason, ReplaceOptions } from './graph.js';
+import { NamedBitmaps } from './named-bitmaps.js';
 
 /** One named node of the graph. */
 export interface NodeEntry {
@@ -35,7 +37,8 @@ export interface NodeEntry {
 
 export interface ExportEntry {
   readonly id: string;
-  readonly nodeName: string;
+  /** Changes when an active commit drops the exported node (see Daemon.replace). */
+  nodeName: string;
   readonly nbd: NbdExport;
   shuttingDown: boolean;
 }
@@ -73,9 +76,14 @@ export class Daemon implements NodeGraph {
   #server: { nbd: NbdServer; address: ListenAddress; maxConnections: number } | null = null;
   #shutdown: Promise<void> | null = null;
   #anonymousNodes = 0;
+  /** Dirty bitmaps by node (block-dirty-bitmap-*, exported with block-export-add `bitmaps`). */
+  readonly bitmaps = new NamedBitmaps();
 
   constructor(options: DaemonOptions = {}) {
     this.#options = options;
+    this.onRelease((node, reason) => {
+      if (reason === 'node-deleted' || reason === 'shutdown') this.bitmaps.dropNode(node);
+    });
   }
 
   // ---- NodeGraph -------------------------------------------------------------
@@ -93,13 +101,54 @@ export class Daemon implements NodeGraph {
     return undefined;
   }
 
+  sourceFile(node: ImageNode): string | undefined {
+    const name = this.nameOf(node);
+    return name === undefined ? undefined : this.#nodes.get(name)?.filename;
+  }
+
   add(name: string, node: ImageNode): void {
     this.addNode({ name, driver: node.format === 'ploop' ? 'parallels' : node.format, filename: node.filename, node, children: [], ownsNode: true });
   }
 
-  async replace(from: ImageNode, to: ImageNode): Promise<void> {
+  async replace(from: ImageNode, to: ImageNode, options: ReplaceOptions = {}): Promise<void> {
     const users = [...this.#exports.values()].filter((e) => e.nbd.node === from);
     await Promise.all(users.map((e) => e.nbd.switchNode(to)));
+    if (options.dropFrom) this.#dropReplaced(from, to, users);
+  }
+
+  /**
+   * After an active commit: the entries of the old top and of every node
+   * between it and `to` leave the graph (the job closes those images), as
+   * QEMU drops the committed nodes. `to` keeps its name, or gets an anonymous
+   * one (an implicitly opened backing file), and owns its node from now on, so
+   * shutdown still closes it. Exports that named the old top now name `to`.
+   */
+  #dropReplaced(from: ImageNode, to: ImageNode, users: readonly ExportEntry[]): void {
+    const fromName = this.nameOf(from);
+    if (fromName === undefined) return;
+    let toName = this.nameOf(to);
+    const doomed: string[] = [];
+    const visit = (name: string): void => {
+      if (name === toName || doomed.includes(name)) return;
+      const e = this.#nodes.get(name);
+      if (!e) return;
+      // A node still serving as `to` (raw over it, or `to` itself) stays.
+      if (e.node === to) return;
+      doomed.push(name);
+      for (const c of e.children) visit(c);
+    };
+    visit(fromName);
+    for (const name of doomed) {
+      const e = this.#nodes.get(name);
+      this.#nodes.delete(name);
+      this.#parents.delete(name);
+      for (const c of e?.children ?? []) if (this.#parents.get(c) === name) this.#parents.delete(c);
+    }
+    if (toName === undefined || !this.#nodes.get(toName)?.ownsNode) {
+      toName ??= this.anonymousNodeName();
+      this.#nodes.set(toName, { name: toName, driver: to.format === 'ploop' ? 'parallels' : to.format, filename: to.filename, node: to, children: [], ownsNode: true });
+    }
+    for (const e of this.#exports.values()) if (users.includes(e) || doomed.includes(e.nodeName)) e.nodeName = toName;
   }
 
   onRelease(listener: (node: ImageNode, reason: ReleaseReason) => void): () => void {
@@ -231,7 +280,15 @@ export class Daemon implements NodeGraph {
     if ('socketPath' in server.address) fs.rmSync(server.address.socketPath, { force: true });
   }
 
-  addExport(options: { id: string; nodeName: string; name?: string; description?: string; writable?: boolean; allocationDepth?: boolean }): ExportEntry {
+  addExport(options: {
+    id: string;
+    nodeName: string;
+    name?: string;
+    description?: string;
+    writable?: boolean;
+    allocationDepth?: boolean;
+    bitmaps?: ReadonlyArray<{ readonly name: string; readonly bitmap: DirtyBitmap }>;
+  }): ExportEntry {
     this.#checkRunning();
     const server = this.#server;
     if (!server) throw new VdiskError('EINVAL', 'Cannot export: NBD server not running');
@@ -248,6 +305,7 @@ export class Daemon implements NodeGraph {
       // One node behind every connection: a flush on one covers writes on all. max-connections=1 turns it off, as in QEMU.
       multiConn: server.maxConnections !== 1,
       allocationDepth: options.allocationDepth === true,
+      ...(options.bitmaps ? { bitmaps: options.bitmaps } : {}),
       ...(options.description !== undefined ? { description: options.description } : {}),
     });
     const exp: ExportEntry = { id: options.id, nodeName: options.nodeName, nbd, shuttingDown: false };

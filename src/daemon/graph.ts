@@ -3,6 +3,15 @@ import type { ImageNode } from '../block/index.js';
 /** Why a node stopped being served; jobs on it cancel cleanly. */
 export type ReleaseReason = 'export-removed' | 'export-suspended' | 'node-deleted' | 'shutdown';
 
+export interface ReplaceOptions {
+  /**
+   * `from` leaves the graph (active commit: the old top, and the images
+   * between it and `to`, are closed by the job): their entries are removed
+   * and the name of `to` takes over. Default false (mirror: the source stays).
+   */
+  readonly dropFrom?: boolean;
+}
+
 /**
  * The daemon's named nodes, as the job commands and QMP handlers see them.
  * Implemented by the daemon (named nodes + exports); jobs use it to find their
@@ -20,7 +29,11 @@ export interface NodeGraph {
    * on `from` finish first; new ones wait and then go to `to`; none are lost or
    * reordered.
    */
-  replace(from: ImageNode, to: ImageNode): Promise<void>;
+  replace(from: ImageNode, to: ImageNode, options?: ReplaceOptions): Promise<void>;
+  /** The file a node was added from (for a ploop stack: its DiskDescriptor.xml), if the graph names it. */
+  sourceFile(node: ImageNode): string | undefined;
+  /** blockdev-del of a node a job added (a drive-mirror target left behind by cancel); closes it. */
+  deleteNode(name: string): Promise<void>;
   /** Called when a node stops being served (export removed or suspended, node deleted, daemon stopping). */
   onRelease(listener: (node: ImageNode, reason: ReleaseReason) => void): () => void;
 }

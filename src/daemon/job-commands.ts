@@ -12,6 +12,8 @@ import {
   CommitJob,
   MirrorJob,
   ON_ERROR_VALUES,
+  PloopBackwardMerge,
+  PloopForwardMerge,
   StreamJob,
   type Job,
   type JobOptions,
@@ -197,16 +199,23 @@ function startCommit(jobs: JobRegistry, graph: NodeGraph, args: Args): void {
   const backingFile = optStr(args, 'backing-file');
   if (isActive && backingFile !== undefined) throw new QmpError('GenericError', "'backing-file' cannot be specified for an active commit");
   const sourceError = onError(args, 'on-error');
-  const job = new CommitJob({
+  const common = {
     ...jobOptions(args, device),
-    top,
-    ...(base ? { base } : {}),
-    active: isActive,
-    overlay,
-    ...(backingFile !== undefined ? { backingFile } : {}),
     ...(sourceError ? { onSourceError: sourceError, onTargetError: sourceError } : {}),
-    pivot: (from, to) => graph.replace(from, to),
-  });
+  };
+  // The old top and the images above base leave the graph (QEMU drops the committed nodes).
+  const pivot = (from: ImageNode, to: ImageNode): Promise<void> => graph.replace(from, to, { dropFrom: true });
+  const descriptor = ploopDescriptor(graph, active);
+  let job: CommitJob;
+  if (top.format === 'ploop' && isActive && (base === undefined || base === top.backing)) {
+    // A ploop stack's backward merge: the top delta into the one below, and the descriptor rewritten.
+    job = new PloopBackwardMerge({ ...common, top, direction: 'backward', pivot, ...(descriptor !== undefined ? { descriptor } : {}) });
+  } else {
+    if (descriptor !== undefined) {
+      throw new QmpError('GenericError', `A ploop stack described by '${descriptor}' merges only its top delta into the one below (block-commit) or a delta up into the top (block-stream)`);
+    }
+    job = new CommitJob({ ...common, top, ...(base ? { base } : {}), active: isActive, overlay, ...(backingFile !== undefined ? { backingFile } : {}), pivot });
+  }
   jobs.start(job, [...job.top.chain().slice(0, job.top.chain().indexOf(job.base) + 1), ...(overlay ? [overlay] : []), ...(isActive ? [] : [active])]);
 }
 
@@ -224,6 +233,11 @@ function startStream(jobs: JobRegistry, graph: NodeGraph, args: Args): void {
   if (base === top) throw new QmpError('GenericError', 'cannot stream an image into itself');
   const backingFile = optStr(args, 'backing-file');
   const sourceError = onError(args, 'on-error');
+  const descriptor = ploopDescriptor(graph, top);
+  if (descriptor !== undefined) {
+    startPloopForwardMerge(jobs, { args, top, base, descriptor });
+    return;
+  }
   const job = new StreamJob({
     ...jobOptions(args, device),
     top,
@@ -235,9 +249,46 @@ function startStream(jobs: JobRegistry, graph: NodeGraph, args: Args): void {
   jobs.start(job, held);
 }
 
+/** The DiskDescriptor.xml a ploop node was added from, if it was. */
+function ploopDescriptor(graph: NodeGraph, node: ImageNode): string | undefined {
+  if (node.format !== 'ploop') return undefined;
+  const file = graph.sourceFile(node);
+  return file !== undefined && file.toLowerCase().endsWith('.xml') ? file : undefined;
+}
+
+/**
+ * block-stream on a ploop stack from a DiskDescriptor.xml is the forward
+ * merge: the delta just below the top is merged up into the top (so `base`,
+ * when given, must be the delta below that one), the descriptor is rewritten
+ * and the merged delta's file deleted. Like any stream it has no ready phase.
+ */
+function startPloopForwardMerge(
+  jobs: JobRegistry,
+  request: { readonly args: Args; readonly top: BlockNode; readonly base: BlockNode | null; readonly descriptor: string },
+): void {
+  const { args, top, base, descriptor } = request;
+  const chain = top.chain();
+  if (chain.length < 2) throw new QmpError('GenericError', `'${descriptor}' has no delta below the top to merge`);
+  if (base !== null && base !== chain[2]) {
+    throw new QmpError('GenericError', `A ploop forward merge takes one delta at a time: 'base' must be the delta below '${chain[1]?.filename ?? ''}'`);
+  }
+  const sourceError = onError(args, 'on-error');
+  const job = new PloopForwardMerge({
+    ...jobOptions(args, str(args, 'device')),
+    ...(sourceError ? { onSourceError: sourceError, onTargetError: sourceError } : {}),
+    top,
+    direction: 'forward',
+    depth: 1,
+    descriptor,
+    autoComplete: true,
+    jobType: 'stream',
+  });
+  jobs.start(job, chain.slice(0, 2));
+}
+
 const SYNC_VALUES: readonly MirrorSync[] = ['full', 'top', 'none'];
 
-function startMirror(jobs: JobRegistry, graph: NodeGraph, request: { readonly args: Args; readonly target: ImageNode; readonly targetIsZero: boolean }): void {
+function startMirror(jobs: JobRegistry, graph: NodeGraph, request: { readonly args: Args; readonly target: ImageNode; readonly targetIsZero: boolean }): MirrorJob {
   const { args, target } = request;
   const device = str(args, 'device');
   const source = sourceBlockNode(graph, device, 'device');
@@ -268,6 +319,7 @@ function startMirror(jobs: JobRegistry, graph: NodeGraph, request: { readonly ar
     pivot: (_from, to) => graph.replace(replaced, to),
   });
   jobs.start(job, [source, target]);
+  return job;
 }
 
 /** drive-mirror: creates the target image (mode absolute-paths) or opens it (existing), then mirrors. */
@@ -291,11 +343,19 @@ async function driveMirror(jobs: JobRegistry, graph: NodeGraph, args: Args): Pro
     targetIsZero = backing === null;
   }
   const target = await openImage(path, { format });
-  graph.add(optStr(args, 'node-name') ?? `#${id}-target`, target);
+  const targetName = optStr(args, 'node-name') ?? `#${id}-target`;
+  graph.add(targetName, target);
+  let job: Job;
   try {
-    startMirror(jobs, graph, { args, target, targetIsZero });
+    job = startMirror(jobs, graph, { args, target, targetIsZero });
   } catch (e) {
-    await target.close().catch(() => undefined);
+    await graph.deleteNode(targetName).catch(() => undefined);
     throw e;
   }
+  // QEMU drops drive-mirror's target unless the job switched the device over to it.
+  job.onEvent((e) => {
+    if (e.event === 'BLOCK_JOB_CANCELLED' || (e.event === 'BLOCK_JOB_COMPLETED' && e.data.error !== undefined)) {
+      queueMicrotask(() => void graph.deleteNode(targetName).catch(() => undefined));
+    }
+  });
 }

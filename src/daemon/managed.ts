@@ -110,7 +110,7 @@ export class ManagedDaemon {
           await startServer(ctx, typed(parseKeyval(item.text), { bools: BOOLS, ints: INTS }));
           break;
         case 'export':
-          addExport(this.daemon, typed(parseKeyval(item.text, 'type'), { bools: BOOLS }));
+          await addExport(this.daemon, typed(parseKeyval(item.text, 'type'), { bools: BOOLS }));
           break;
         case 'chardev': {
           const c = typed(parseKeyval(item.text, 'backend'), { bools: BOOLS });

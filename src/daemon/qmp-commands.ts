@@ -6,6 +6,7 @@
 import { VdiskError } from '../errors.js';
 import { QmpError, str, optBool, optInt, optStr, type QmpServer } from '../qmp/index.js';
 import type { Daemon, NodeEntry } from './daemon.js';
+import { exportBitmaps, registerBitmapCommands } from './bitmap-commands.js';
 import { blockdevAdd } from './node-factory.js';
 import { socketAddress } from './socket-address.js';
 import type { TlsObjects } from './tls-objects.js';
@@ -69,8 +70,8 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
       'bitmaps?': 'any',
       'allocation-depth?': 'bool',
     },
-    handler: (args) => {
-      addExport(daemon, args);
+    handler: async (args) => {
+      await addExport(daemon, args);
       return {};
     },
   });
@@ -106,6 +107,7 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
       return {};
     },
   });
+  registerBitmapCommands(qmp, daemon);
   qmp.register('quit', {
     params: {},
     handler: () => {
@@ -133,16 +135,18 @@ export async function startServer(ctx: DaemonCommandContext, args: Args): Promis
 }
 
 /** block-export-add / --export type=nbd. */
-export function addExport(daemon: Daemon, args: Args): void {
+export async function addExport(daemon: Daemon, args: Args): Promise<void> {
   const type = optStr(args, 'type');
   if (type !== 'nbd') throw new QmpError('GenericError', `Parameter 'type' does not accept value '${String(type)}'`);
-  if (args['bitmaps'] !== undefined) throw new VdiskError('ENOTSUP', 'Exporting dirty bitmaps is not supported yet', { field: 'bitmaps' });
   const name = optStr(args, 'name');
   const description = optStr(args, 'description');
+  const writable = optBool(args, 'writable') === true;
+  const bitmaps = await exportBitmaps(daemon, args, str(args, 'node-name'), writable);
   daemon.addExport({
     id: str(args, 'id'),
     nodeName: str(args, 'node-name'),
-    writable: optBool(args, 'writable') === true,
+    writable,
+    ...(bitmaps.length > 0 ? { bitmaps } : {}),
     allocationDepth: optBool(args, 'allocation-depth') === true,
     ...(name !== undefined ? { name } : {}),
     ...(description !== undefined ? { description } : {}),

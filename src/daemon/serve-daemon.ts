@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import { openImage, type ImageNode, type OpenOptions } from '../block/index.js';
 import { VdiskError } from '../errors.js';
 import type { CacheMode, FormatName } from '../formats/driver.js';
+import type { DirtyBitmap } from '../block/dirty-bitmap.js';
 import { NbdServer, type ListenAddress, type TlsUpgrader } from '../nbd/index.js';
+import { followWrites, loadPersistentBitmap } from '../nbd/index.js';
 import { nbdUri } from './uri.js';
 
 export interface ServeOptions {
@@ -21,6 +23,8 @@ export interface ServeOptions {
   readonly log?: (line: string) => void;
   /** TLS (qemu-nbd --tls-creds): clients must use it. */
   readonly tls?: TlsUpgrader;
+  /** Persistent bitmaps offered as qemu:dirty-bitmap:NAME (qemu-nbd -B). */
+  readonly bitmaps?: readonly string[];
 }
 
 /**
@@ -66,6 +70,13 @@ export class ServeDaemon {
       ...(options.cache ? { cache: options.cache } : {}),
     };
     const node = await openImage(options.image, openOptions);
+    let bitmaps: Array<{ name: string; bitmap: DirtyBitmap }>;
+    try {
+      bitmaps = await loadExportBitmaps(node, options.bitmaps ?? []);
+    } catch (e) {
+      await node.close().catch(() => undefined);
+      throw e;
+    }
     const log = options.log ?? (() => undefined);
     let daemon: ServeDaemon | null = null;
     const server = new NbdServer({
@@ -81,6 +92,7 @@ export class ServeDaemon {
       name: options.exportName,
       node,
       readOnly: options.readOnly === true,
+      ...(bitmaps.length > 0 ? { bitmaps } : {}),
       ...(options.description !== undefined ? { description: options.description } : {}),
       // Every connection goes through this one node, so a flush on one covers writes on all.
       multiConn: options.maxClients !== 1,
@@ -137,6 +149,18 @@ function removeStaleSocket(socketPath: string): void {
   }
   if (!st.isSocket()) throw new VdiskError('EINVAL', `Cannot listen on '${socketPath}': the path exists and is not a socket`, { file: socketPath });
   fs.rmSync(socketPath, { force: true });
+}
+
+/** qemu-nbd -B: each named persistent bitmap, recording this process's writes when it is enabled. */
+async function loadExportBitmaps(node: ImageNode, names: readonly string[]): Promise<Array<{ name: string; bitmap: DirtyBitmap }>> {
+  const out: Array<{ name: string; bitmap: DirtyBitmap }> = [];
+  for (const name of names) {
+    const { bitmap, enabled } = await loadPersistentBitmap(node, name);
+    // Observers die with the node at close, so the detach function is not kept.
+    if (enabled && !node.readOnly) followWrites(node, bitmap);
+    out.push({ name, bitmap });
+  }
+  return out;
 }
 
 /** Stops `daemon` on SIGINT / SIGTERM; returns a function that removes the handlers. */

@@ -6,3 +6,4 @@ export { CommitJob, imagesAbove, type CommitOptions, type PivotFn } from './comm
 export { StreamJob, type StreamOptions } from './stream.js';
 export { MirrorJob, defaultGranularity, DEFAULT_BUF_SIZE, type MirrorOptions, type MirrorSync, type CopyMode } from './mirror.js';
 export { COPY_CHUNK, CopyError } from './copy.js';
+export { createPloopMerge, PloopBackwardMerge, PloopForwardMerge, type PloopMergeOptions, type PloopMergeDirection } from './ploop-merge.js';

@@ -167,6 +167,9 @@ export abstract class Job {
   /** Starts the body in the background. */
   start(): void {
     if (this.#status !== 'created') throw this.#verbError('start' as JobVerb);
+    // QEMU's job_create announces `created` (job.c: job_state_transition to CREATED);
+    // listeners attach between construction and start, so it goes out here.
+    this.#emit({ event: 'JOB_STATUS_CHANGE', data: { id: this.id, status: 'created' } });
     if (this.#cancelled) return;
     this.#transition('running');
     this.#finished = this.#run();

@@ -140,7 +140,9 @@ export class MirrorJob extends BlockCopyJob {
           if (fromBelow || (e.zero && skipHoles)) {
             this.advance(n);
           } else {
-            this.#bitmap.clear(off, n);
+            // A zero extent comes from a block status that may be stale by now: a
+            // guest write since then must stay dirty, or the zeroes would win.
+            if (!e.zero) this.#bitmap.clear(off, n);
             const ok = await this.guarded(() =>
               e.zero ? zeroRange(target, off, n) : copyRange((o, b) => source.read(o, b), target, { offset: off, buf: new Uint8Array(n) }),
             );

@@ -49,6 +49,13 @@ export interface PloopMergeOptions extends BlockJobOptions {
   readonly descriptor?: string;
   /** Backward: switches every user of the old top to the delta below it (the daemon's NodeGraph.replace). */
   readonly pivot?: PivotFn;
+  /**
+   * Forward: finish as soon as everything is copied, with no `ready` phase
+   * (QMP block-stream runs it this way: a stream job is never ready).
+   */
+  readonly autoComplete?: boolean;
+  /** Forward: the QMP job type reported (`stream` when started by block-stream); default `commit`. */
+  readonly jobType?: 'commit' | 'stream';
 }
 
 /** How long a ready job sleeps before looking for complete/cancel again (ms). */
@@ -144,13 +151,14 @@ export class PloopBackwardMerge extends CommitJob {
 
 /** Forward merge: a delta below the top into the delta above it. */
 export class PloopForwardMerge extends BlockCopyJob {
-  override readonly type: JobType = 'commit';
+  override readonly type: JobType;
   /** The delta merged (and dropped). */
   readonly merged: BlockNode;
   /** The delta above it, which receives its clusters. */
   readonly upper: BlockNode;
   readonly top: BlockNode;
   readonly #descriptor: string | undefined;
+  readonly #autoComplete: boolean;
   #plan: DescriptorPlan | null = null;
   #reopened = false;
   #switched = false;
@@ -171,6 +179,8 @@ export class PloopForwardMerge extends BlockCopyJob {
     this.merged = merged;
     this.upper = upper;
     this.#descriptor = options.descriptor;
+    this.#autoComplete = options.autoComplete === true;
+    this.type = options.jobType ?? 'commit';
   }
 
   protected override async body(): Promise<void> {
@@ -194,6 +204,7 @@ export class PloopForwardMerge extends BlockCopyJob {
       }
     }
     await upper.flush();
+    if (this.#autoComplete) return;
     this.markReady();
     while (!this.completeRequested && !this.cancelRequested) {
       await this.pausePoint();

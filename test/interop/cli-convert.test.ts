@@ -141,3 +141,83 @@ test('convert -p prints the same progress bytes as qemu-img', async () => {
     t.cleanup();
   }
 });
+
+test('convert -m N and -W give the same image as qemu-img; bad -m is refused as qemu-img refuses it', async () => {
+  const t = tempDir();
+  try {
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', 's.qcow2', '40M']);
+    const writes = Array.from({ length: 20 }, (_, i) => ['-c', `write -P ${i + 1} ${i * 2}M ${i % 3 === 0 ? '1M' : '3k'}`]).flat();
+    qemu('qemu-io', t.dir, [...writes, 's.qcow2']);
+    for (const extra of [['-m', '1'], ['-m', '16'], ['-W'], ['-m', '3', '-W'], ['-W', '-c']]) {
+      for (const fmt of ['raw', 'qcow2']) {
+        if (extra.includes('-c') && fmt === 'raw') continue;
+        const out = `d-${extra.join('')}.${fmt}`;
+        const r = await vdisk(t.dir, ['convert', ...extra, '-f', 'qcow2', '-O', fmt, 's.qcow2', out]);
+        assert.deepEqual(r, { stdout: '', stderr: '', status: 0 }, extra.join(' '));
+        same(t.dir, 's.qcow2', out, ['-f', 'qcow2', '-F', fmt]);
+        if (fmt === 'qcow2') assert.equal(qemu('qemu-img', t.dir, ['check', out]).status, 0);
+      }
+    }
+    for (const m of ['0', '17', 'abc']) {
+      const q = normalised(qemu('qemu-img', t.dir, ['convert', '-m', m, '-O', 'raw', 's.qcow2', 'x.raw']));
+      assert.deepEqual(normalised(await vdisk(t.dir, ['convert', '-m', m, '-O', 'raw', 's.qcow2', 'x.raw'])), q);
+    }
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('create and convert warn on stderr, stdout unchanged, when extended_l2 or zstd needs a newer QEMU', async () => {
+  const t = tempDir();
+  try {
+    const l2 = 'vdisk: warning: extended_l2=on: images with extended L2 entries need QEMU 5.2 or later\n';
+    const zstd = 'vdisk: warning: compression_type=zstd: zstd-compressed images need QEMU 5.1 or later\n';
+    const c = await vdisk(t.dir, ['create', '-f', 'qcow2', '-o', 'extended_l2=on,compression_type=zstd', 'a.qcow2', '1M']);
+    const q = qemu('qemu-img', t.dir, ['create', '-f', 'qcow2', '-o', 'extended_l2=on,compression_type=zstd', 'q.qcow2', '1M']);
+    assert.equal(c.status, 0);
+    assert.equal(c.stdout, q.stdout.replace("'q.qcow2'", "'a.qcow2'"));
+    assert.equal(c.stderr, l2 + zstd);
+    const plain = await vdisk(t.dir, ['create', '-q', '-f', 'qcow2', '-o', 'extended_l2=off', 'b.qcow2', '1M']);
+    assert.deepEqual(plain, { stdout: '', stderr: '', status: 0 });
+    const v = await vdisk(t.dir, ['convert', '-O', 'qcow2', '-o', 'compression_type=zstd', 'b.qcow2', 'z.qcow2']);
+    assert.deepEqual(v, { stdout: '', stderr: zstd, status: 0 });
+    assert.equal(qemu('qemu-img', t.dir, ['check', 'z.qcow2']).status, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+/** Checks qemu-img commit -p's output shape: progress lines from 0.00 rising to 100.00, a newline, the message. */
+function commitProgressShape(stdout: string): string {
+  const end = stdout.lastIndexOf('\r');
+  const lines = stdout.slice(0, end).split('\r');
+  let last = -1;
+  for (const line of lines) {
+    const m = /^    \((\d{1,3}\.\d\d)\/100%\)$/.exec(line);
+    assert.ok(m, `progress line ${JSON.stringify(line)}`);
+    const value = Number(m[1]);
+    assert.ok(value >= last, `${value} after ${last}`);
+    last = value;
+  }
+  return `${lines[0]}|${lines[lines.length - 1]}|${stdout.slice(end + 1)}`;
+}
+
+test('commit -p prints progress in qemu-img commit -p shape', async () => {
+  const t = tempDir();
+  try {
+    for (const who of ['q', 'v']) {
+      qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', `${who}b.qcow2`, '8M']);
+      qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', '-b', `${who}b.qcow2`, '-F', 'qcow2', `${who}t.qcow2`]);
+      qemu('qemu-io', t.dir, ['-c', 'write -P 5 0 3M', '-c', 'write 6M 64k', `${who}t.qcow2`]);
+    }
+    const q = qemu('qemu-img', t.dir, ['commit', '-p', 'qt.qcow2']);
+    const v = await vdisk(t.dir, ['commit', '-p', 'vt.qcow2']);
+    assert.equal(v.status, q.status);
+    assert.equal(v.stderr, q.stderr);
+    assert.equal(commitProgressShape(v.stdout), commitProgressShape(q.stdout));
+    same(t.dir, 'qb.qcow2', 'vb.qcow2');
+    assert.deepEqual(await vdisk(t.dir, ['commit', '-p', '-q', 'vt.qcow2']), { stdout: '', stderr: '', status: 0 });
+  } finally {
+    t.cleanup();
+  }
+});

@@ -1,9 +1,10 @@
 import type { ImageNode } from '../../block/types.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { FormatName } from '../../formats/driver.js';
+import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { formatOptions, optionHelp, parseCreateOptions, parseQemuSize, wantsHelp } from '../create-options.js';
-import { ioFailureText } from '../errors-text.js';
+import { type CopySettings, copyAll } from '../convert-copy.js';
 import { ProgressPrinter } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
@@ -24,10 +25,11 @@ interface ConvertArgs {
   backingFormat: string | undefined;
   forceShare: boolean;
   targetIsZero: boolean;
+  /** Parallel requests (-m); qemu-img's default is 8. */
+  parallel: number;
+  /** -W: writes may complete out of order. */
+  outOfOrder: boolean;
 }
-
-/** Largest request one copy step reads and writes (bounds memory). */
-const CHUNK = 2 * 1024 * 1024;
 
 /** `vdisk convert [-f fmt] [-O fmt] [-o opts] [-c] [-p] [-n] [-S size] [-B backing] [-W] [-m N] [-t cache] [-T cache] [-U] [--target-is-zero] src... dst` */
 export async function convertCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
@@ -56,6 +58,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     backingFormat: undefined,
     forceShare: false,
     targetIsZero: false,
+    parallel: 8,
+    outOfOrder: false,
   };
   for (const { key, value = '' } of parsed.options) {
     switch (key) {
@@ -85,10 +89,12 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
           reportError(ctx, 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
           return 1;
         }
+        args.parallel = n;
         break;
       }
+      case 'W': args.outOfOrder = true; break;
       case 'h': return reportUsage(ctx, 'see qemu-img(1) for the convert options');
-      default: break; // -t, -T, -W, -C, -l, -r: accepted; vdisk's copy needs no tuning by them
+      default: break; // -t, -T, -C, -l, -r: accepted; vdisk's copy needs no tuning by them
     }
   }
   if (args.quiet) args.progress = false;
@@ -124,7 +130,15 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     if (!target) return 1;
     const progress = new ProgressPrinter(args.progress ? (t) => ctx.out.stdout(t) : undefined);
     progress.set(0);
-    await copyAll({ sources, target, args, progress });
+    const settings: CopySettings = {
+      sparseSize: args.sparseSize,
+      compress: args.compress,
+      hasBacking: args.backing !== undefined,
+      targetZeroed: (!args.noCreate || args.targetIsZero) && args.backing === undefined,
+      parallel: args.parallel,
+      outOfOrder: args.outOfOrder,
+    };
+    await copyAll({ sources, target, settings, progress });
     await target.flush();
     // qemu-img convert prints 100% once more on success (qemu_progress_print(100, 0)) before the newline.
     progress.set(100);
@@ -167,6 +181,7 @@ async function prepareTarget(ctx: CliContext, args: ConvertArgs, name: string, s
         ...(args.backing !== undefined ? { backingFile: args.backing } : {}),
         ...(backingFormat !== undefined ? { backingFormat } : {}),
       });
+      for (const line of compatWarnings(args.targetFormat, options)) ctx.out.stderr(line);
     } catch (e) {
       reportError(ctx, `${name}: error while converting ${args.targetFormat}: ${e instanceof Error ? e.message : String(e)}`);
       return undefined;
@@ -177,150 +192,5 @@ async function prepareTarget(ctx: CliContext, args: ConvertArgs, name: string, s
   } catch (e) {
     reportError(ctx, `Could not open '${name}': ${openErrorText(name, e)}`);
     return undefined;
-  }
-}
-
-interface CopyJob {
-  readonly sources: readonly ImageNode[];
-  readonly target: ImageNode;
-  readonly args: ConvertArgs;
-  readonly progress: ProgressPrinter;
-}
-
-/** What one range of a source becomes in the target. */
-type Plan = 'data' | 'zero' | 'skip';
-
-function planFor(x: { readonly present?: boolean; readonly allocated?: boolean; readonly zero: boolean; readonly data: boolean }, job: CopyJob, targetZeroed: boolean): Plan {
-  const present = x.present ?? x.allocated ?? true;
-  if (job.args.backing !== undefined && !present) return 'skip'; // the target's backing provides it
-  if (x.zero || !x.data) return targetZeroed ? 'skip' : 'zero';
-  return 'data';
-}
-
-/** Copies every source into the target, one after the other, reading only what block status calls data. */
-async function copyAll(job: CopyJob): Promise<void> {
-  const { target, args } = job;
-  const targetZeroed = (!args.noCreate || args.targetIsZero) && args.backing === undefined;
-  const statusOf = async (src: ImageNode, off: number, len: number): Promise<Array<{ length: number; plan: Plan }>> => {
-    if (args.backing !== undefined) {
-      const layer = await src.layerStatus(off, len);
-      return layer.map((x) => ({ length: x.length, plan: planFor(x, job, targetZeroed) }));
-    }
-    const chain = await src.blockStatus(off, len);
-    return chain.map((x) => ({ length: x.length, plan: planFor(x, job, targetZeroed) }));
-  };
-  // Progress counts the bytes that need copying, like qemu-img's allocated_sectors.
-  let toCopy = 0;
-  for (const src of job.sources) {
-    for (let pos = 0; pos < src.length; ) {
-      const st = await statusOf(src, pos, Math.min(src.length - pos, 2 ** 32));
-      for (const s of st) if (s.plan !== 'skip') toCopy += s.length;
-      const step = st.reduce((a, s) => a + s.length, 0);
-      if (step <= 0) break;
-      pos += step;
-    }
-  }
-  let done = 0;
-  const clusterSize = target.clusterSize ?? 65536;
-  const chunkSize = args.compress ? clusterSize : CHUNK;
-  const buffer = new Uint8Array(chunkSize);
-  let base = 0;
-  for (const src of job.sources) {
-    for (let pos = 0; pos < src.length; ) {
-      const statuses = await statusOf(src, pos, Math.min(src.length - pos, 2 ** 32));
-      let advanced = 0;
-      for (const s of statuses) {
-        const start = pos + advanced;
-        advanced += s.length;
-        if (s.plan === 'skip') continue;
-        for (let off = start; off < start + s.length; ) {
-          // Compressed output goes cluster by cluster, aligned in the target.
-          const limit = args.compress ? clusterSize - ((base + off) % clusterSize) : chunkSize;
-          const len = Math.min(limit, start + s.length - off);
-          if (s.plan === 'zero') {
-            await writeZeroesAt(target, base + off, len, args.sparseSize === 0);
-          } else {
-            const buf = buffer.subarray(0, len);
-            try {
-              await src.read(off, buf);
-            } catch (e) {
-              throw new VdiskError('EIO', `error while reading at byte ${base + off}: ${ioFailureText(e)}`, { offset: base + off }, { cause: e });
-            }
-            await writeData(target, base + off, buf, { sparse: args.sparseSize, zeroed: targetZeroed, compress: args.compress, clusterSize });
-          }
-          off += len;
-          done += len;
-          job.progress.set(toCopy === 0 ? 100 : (100 * done) / toCopy);
-        }
-      }
-      if (advanced <= 0) throw new VdiskError('EIO', `block status of '${src.filename}' returned nothing at ${pos}`, { file: src.filename });
-      pos += advanced;
-    }
-    base += src.length;
-  }
-  if (toCopy === 0) job.progress.set(100);
-}
-
-function isZero(buf: Uint8Array): boolean {
-  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
-}
-
-async function writeZeroesAt(target: ImageNode, offset: number, length: number, allocate: boolean): Promise<void> {
-  try {
-    if (allocate) await target.write(offset, new Uint8Array(length));
-    else await target.writeZeroes(offset, length, { mayUnmap: true });
-  } catch (e) {
-    throw new VdiskError('EIO', `error while writing at byte ${offset}: ${ioFailureText(e)}`, { offset }, { cause: e });
-  }
-}
-
-/**
- * Writes one buffer, leaving holes where it holds `sparse`-sized, aligned runs
- * of zeros: a fresh target already reads zeros there; an old one gets them zeroed.
- */
-async function writeData(
-  target: ImageNode,
-  offset: number,
-  buf: Uint8Array,
-  opts: { readonly sparse: number; readonly zeroed: boolean; readonly compress: boolean; readonly clusterSize: number },
-): Promise<void> {
-  try {
-    if (opts.compress) {
-      if (isZero(buf)) {
-        if (!opts.zeroed) await target.writeZeroes(offset, buf.length, { mayUnmap: true });
-        return;
-      }
-      if (buf.length === opts.clusterSize && offset % opts.clusterSize === 0) await target.writeCompressed(offset, buf);
-      else await target.write(offset, buf);
-      return;
-    }
-    if (opts.sparse === 0) {
-      await target.write(offset, buf);
-      return;
-    }
-    // Walk the buffer in sparse-size steps aligned to the disk, grouping runs of data and of zeros.
-    let runStart = 0;
-    let runZero: boolean | undefined;
-    const flush = async (end: number): Promise<void> => {
-      if (end <= runStart || runZero === undefined) return;
-      if (runZero) {
-        if (!opts.zeroed) await target.writeZeroes(offset + runStart, end - runStart, { mayUnmap: true });
-      } else await target.write(offset + runStart, buf.subarray(runStart, end));
-    };
-    for (let i = 0; i < buf.length; ) {
-      const step = Math.min(opts.sparse - ((offset + i) % opts.sparse), buf.length - i);
-      const zero = isZero(buf.subarray(i, i + step));
-      if (zero !== runZero) {
-        await flush(i);
-        runStart = i;
-        runZero = zero;
-      }
-      i += step;
-    }
-    await flush(buf.length);
-  } catch (e) {
-    if (isVdiskError(e) && e.message.startsWith('error while writing')) throw e;
-    throw new VdiskError('EIO', `error while writing at byte ${offset}: ${ioFailureText(e)}`, { offset }, { cause: e });
   }
 }

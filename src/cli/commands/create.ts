@@ -1,11 +1,12 @@
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { FormatName } from '../../formats/driver.js';
+import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, PROGRAM, reportError, reportUsage } from '../context.js';
 import { formatOptions, formattingOptions, optionHelp, parseCreateOptions, parseQemuSize, wantsHelp } from '../create-options.js';
 import { getopt } from '../getopt.js';
 import { resolveBackingPath } from '../image-path.js';
 import { openErrorText } from '../open-error.js';
-import { describeError } from '../errors-text.js';
+import { createFailureText } from '../errors-text.js';
 
 /** Formats vdisk can open as a backing file or create, by qemu-img's names. */
 export function toFormatName(name: string): FormatName | undefined {
@@ -80,7 +81,7 @@ export async function createCommand(ctx: CliContext, argv: readonly string[]): P
     await createImageFile(ctx, { ...args, filename, size });
     return 0;
   } catch (e) {
-    const message = isVdiskError(e) ? e.message : describeError(e);
+    const message = createFailureText(filename, e);
     // qemu-img 7.2 prints this hint without a final newline; scripts see the same bytes.
     if (message.includes('\nDetected format of ')) ctx.out.stderr(`${PROGRAM}: ${filename}: ${message}`);
     else reportError(ctx, `${filename}: ${message}`);
@@ -153,4 +154,5 @@ async function createImageFile(ctx: CliContext, args: CreateArgs & { filename: s
     ...(backing !== undefined ? { backingFile: backing } : {}),
     ...(backingFormat !== undefined ? { backingFormat } : {}),
   });
+  for (const line of compatWarnings(args.format, engineOptions)) ctx.out.stderr(line);
 }

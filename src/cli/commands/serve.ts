@@ -40,6 +40,7 @@ Serve IMAGE over NBD (options as qemu-nbd). Without IMAGE, serve a default
       --cache=MODE          none, writeback (default), writethrough, directsync, unsafe
   -n, --nocache             same as --cache=none
   -A, --allocation-depth    accepted; qemu:allocation-depth is always offered
+  -B, --bitmap=NAME         also offer persistent bitmap NAME as qemu:dirty-bitmap:NAME
       --fork                run in the background once the server is listening
       --pid-file=PATH       write the server's process id to PATH
       --object=OBJ          tls-creds-x509,id=ID,dir=DIR,endpoint=server or
@@ -60,7 +61,6 @@ const FORMATS: Readonly<Record<string, FormatName>> = { raw: 'raw', qcow2: 'qcow
 /** Options qemu-nbd has that vdisk does not implement yet: refused by name rather than silently ignored. */
 const UNSUPPORTED: Readonly<Record<string, { type: 'string' | 'boolean'; short?: string }>> = {
   offset: { type: 'string', short: 'o' },
-  bitmap: { type: 'string', short: 'B' },
   list: { type: 'boolean', short: 'L' },
   'tls-authz': { type: 'string' },
   'tls-hostname': { type: 'string' },
@@ -117,6 +117,7 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
       cache: { type: 'string' },
       nocache: { type: 'boolean', short: 'n' },
       'allocation-depth': { type: 'boolean', short: 'A' },
+      bitmap: { type: 'string', short: 'B', multiple: true },
       verbose: { type: 'boolean', short: 'v' },
       help: { type: 'boolean', short: 'h' },
       aio: { type: 'string' },
@@ -181,6 +182,7 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
       maxClients: shared,
       readOnly: values['read-only'] === true,
       persistent: values.persistent === true,
+      ...(values.bitmap ? { bitmaps: values.bitmap } : {}),
       ...(values.description !== undefined ? { description: values.description } : {}),
       ...(cache ? { cache } : {}),
       ...(format ? { format } : {}),

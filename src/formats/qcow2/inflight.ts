@@ -74,8 +74,6 @@ export class ClusterAllocation {
   /** Intra-cluster data ranges on the host, for reads before the link. */
   readonly landed: Array<{ readonly a: number; readonly b: number }> = [];
   failure: unknown = null;
-  /** Set when the record is gone: null when linked, else why it was not. */
-  outcome: unknown = undefined;
   #linking = false;
   readonly #table: InflightTable;
   readonly #hooks: AllocationHooks;
@@ -157,7 +155,6 @@ export class ClusterAllocation {
   }
 
   #finish(error: unknown): void {
-    this.outcome = error;
     this.#table.remove(this, error);
     this.#resolveSettled();
   }

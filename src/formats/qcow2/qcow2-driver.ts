@@ -91,6 +91,8 @@ export class Qcow2Driver implements BlockDriver {
   #corrupt = false;
   /** Set after check() repaired the file: the caches no longer describe it; reopen to use it. */
   #stale = false;
+  /** The first header update, while it runs. */
+  #headerPreparing: Promise<void> | null = null;
   /** cache=writethrough/directsync: every change is flushed before it completes. */
   readonly #flushEachWrite: boolean;
   /** What the snapshot, bitmap and amend modules may use of this driver's state. */
@@ -241,10 +243,14 @@ export class Qcow2Driver implements BlockDriver {
   async write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
     this.#checkWritable();
     this.#checkRange(offset, data.length);
-    await this.#prepareHeader();
-    await this.#guard(async () => {
-      await writeGuest(this.#img, offset, data);
-    });
+    // Requests keep their arrival order through the first header update (sequential
+    // streams rely on it for COW cancellation).
+    if (!this.#headerPrepared || this.#headerPreparing) {
+      await (this.#headerPreparing ??= this.#prepareHeader().finally(() => {
+        this.#headerPreparing = null;
+      }));
+    }
+    await this.#guard(() => writeGuest(this.#img, offset, data));
     if (flags?.fua || this.#flushEachWrite) await this.flush();
   }
 

@@ -78,10 +78,24 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
   try {
     const end = chunk.offset + chunk.length;
     const sc = img.clusterSize / img.subclusters;
+    const words = new Uint32Array(table.data.buffer, table.data.byteOffset, table.data.byteLength / 4);
+    const wordsPerEntry = img.geometry.extendedL2 ? 4 : 2;
     let pos = chunk.offset;
     while (pos < end) {
       const clusterStart = pos - (pos % img.clusterSize);
-      const m = mappingAt(img, table, l2IndexOf(img, pos));
+      const index = l2IndexOf(img, pos);
+      // Runs of all-zero entries (unallocated) are skipped without decoding: sparse
+      // tables (a 1 TiB image with a few thousand clusters) are mostly that.
+      if (isZeroEntry(words, index, wordsPerEntry)) {
+        let j = index + 1;
+        const lastIndex = l2IndexOf(img, end - 1);
+        while (j <= lastIndex && isZeroEntry(words, j, wordsPerEntry)) j++;
+        const runEnd = Math.min(end, clusterStart + (j - index) * img.clusterSize);
+        push({ kind: 'unallocated', guest: pos, length: runEnd - pos });
+        pos = runEnd;
+        continue;
+      }
+      const m = mappingAt(img, table, index);
       const clusterEnd = Math.min(end, clusterStart + img.clusterSize);
       if (m.kind !== 'subclusters') {
         pushUniform(m, pos, clusterEnd - pos, clusterStart, push);
@@ -104,6 +118,12 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
     img.l2Cache.release(table);
   }
   return pieces;
+}
+
+function isZeroEntry(words: Uint32Array, index: number, wordsPerEntry: number): boolean {
+  const w = index * wordsPerEntry;
+  if (words[w] !== 0 || words[w + 1] !== 0) return false;
+  return wordsPerEntry === 2 || (words[w + 2] === 0 && words[w + 3] === 0);
 }
 
 function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: number, push: (p: Piece) => void): void {

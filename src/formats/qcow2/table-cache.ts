@@ -87,6 +87,16 @@ export class TableCache {
     }
   }
 
+  /** The table at `offset`, pinned, if it is in the cache now; null otherwise (no await). */
+  acquireCached(offset: number): CachedTable | null {
+    const hit = this.#tables.get(offset);
+    if (!hit) return null;
+    this.#tables.delete(offset);
+    this.#tables.set(offset, hit);
+    hit.pins++;
+    return hit;
+  }
+
   release(t: CachedTable): void {
     t.pins = Math.max(0, t.pins - 1);
   }

@@ -63,6 +63,12 @@ export async function acquireL2ForWrite(img: Qcow2Image, l1Index: number): Promi
   });
 }
 
+/** The COPIED L2 table of `l1Index` when it is cached (pinned), without an await; else null. */
+function acquireCopiedL2Now(img: Qcow2Image, l1Index: number): CachedTable | null {
+  const { l2Offset, copied } = l2OffsetAt(img, l1Index);
+  return l2Offset !== 0 && copied ? img.l2Cache.acquireCached(l2Offset) : null;
+}
+
 /** What one request does in one cluster. Intra-cluster [a, b) is its data. */
 type ClusterPlan =
   | { readonly kind: 'plain'; readonly guestCluster: number; readonly a: number; readonly b: number; readonly host: number; readonly leave: () => void }
@@ -94,6 +100,16 @@ export async function writeGuest(img: Qcow2Image, offset: number, data: Uint8Arr
   const leave = inflight.enterWrite(offset, data.length);
   const sequential = inflight.lastWriteEnd === offset;
   inflight.lastWriteEnd = offset + data.length;
+  const span = img.clusterSize * img.l2Entries;
+  if (Math.floor(offset / span) === Math.floor((offset + data.length - 1) / span)) {
+    // One L2 table (the common case): no fan-out.
+    try {
+      await writeChunk(img, { l1Index: Math.floor(offset / span), offset, data, sequential });
+    } finally {
+      leave();
+    }
+    return;
+  }
   let results: PromiseSettledResult<void>[];
   try {
     const jobs: Promise<void>[] = [];
@@ -111,7 +127,7 @@ export async function writeGuest(img: Qcow2Image, offset: number, data: Uint8Arr
 
 async function writeChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
   for (;;) {
-    const table = await acquireL2ForWrite(img, req.l1Index);
+    const table = acquireCopiedL2Now(img, req.l1Index) ?? (await acquireL2ForWrite(img, req.l1Index));
     let planned: ClusterPlan[] | Promise<void>;
     try {
       planned = planChunk(img, table, req);
@@ -239,7 +255,7 @@ async function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkReq
         start = p.a;
         bufs.push(data);
       } else {
-        await p.rec.hostReady;
+        if (p.rec.host < 0) await p.rec.hostReady;
         host = p.rec.host;
         start = p.cowFrom;
         if (p.cowFrom < p.a) bufs.push(await readOld(img, p.src, { x: p.cowFrom, y: p.a }));
@@ -262,6 +278,18 @@ async function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkReq
   } catch (e) {
     for (const p of plans) settlePlan(p, e);
     throw e;
+  }
+  const only = groups.length === 1 ? groups[0] : undefined;
+  if (only) {
+    const g = only;
+    try {
+      await (g.bufs.length === 1 && g.bufs[0] ? img.dataHost.write(g.bufs[0], g.host) : img.dataHost.writev(g.bufs, g.host));
+    } catch (e) {
+      for (const p of g.plans) settlePlan(p, e);
+      throw e;
+    }
+    for (const p of g.plans) settlePlan(p, undefined);
+    return;
   }
   const results = await Promise.allSettled(
     groups.map(async (g) => {

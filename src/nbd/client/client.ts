@@ -7,8 +7,19 @@ import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import { VdiskError, type ErrorCode } from '../../errors.js';
-import { Cmd, CmdFlag, MAX_PAYLOAD, NbdErrno, ReplyFlag, ReplyType, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, TransmissionFlag } from '../protocol/constants.js';
-import { encodeRequestHeader } from '../protocol/requests.js';
+import {
+  Cmd,
+  CmdFlag,
+  EXTENDED_REPLY_MAGIC,
+  MAX_PAYLOAD,
+  NbdErrno,
+  ReplyFlag,
+  ReplyType,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+  TransmissionFlag,
+} from '../protocol/constants.js';
+import { encodeExtendedRequestHeader, encodeRequestHeader, type RequestHeader } from '../protocol/requests.js';
 import { decodeString, protocolError, viewOf } from '../protocol/wire.js';
 import { ReplyWriter } from '../server/reply-writer.js';
 import { EndOfStream, SocketReader } from '../server/socket-reader.js';
@@ -24,6 +35,16 @@ export interface NbdConnectOptions {
   readonly address: NbdAddress;
   readonly exportName: string;
   readonly tls?: ClientTls;
+  /** Ask for NBD_OPT_EXTENDED_HEADERS (64-bit lengths); servers that refuse it get structured replies. */
+  readonly extendedHeaders?: boolean;
+  /** Metadata contexts to select (default base:allocation); query them with `contextStatus`. */
+  readonly contexts?: readonly string[];
+}
+
+/** One raw block-status descriptor of any context. */
+export interface ContextExtent {
+  readonly length: number;
+  readonly flags: number;
 }
 
 /** One block-status descriptor of base:allocation. */
@@ -39,6 +60,8 @@ interface Pending {
   /** READ: where the data goes. */
   readonly buf?: Uint8Array;
   readonly extents: StatusExtent[];
+  /** BLOCK_STATUS of one chosen context: its id and where its descriptors go. */
+  readonly context?: { readonly id: number; readonly out: ContextExtent[] };
   error: VdiskError | null;
   resolve(): void;
   reject(e: unknown): void;
@@ -108,6 +131,9 @@ export class NbdClient {
   readonly size: number;
   readonly flags: number;
   readonly structuredReplies: boolean;
+  readonly extendedHeaders: boolean;
+  /** Selected metadata contexts and their ids. */
+  readonly contextIds: ReadonlyMap<string, number>;
   readonly baseAllocationId: number | null;
   readonly preferredBlockSize: number;
   readonly #io: ClientIo;
@@ -124,6 +150,8 @@ export class NbdClient {
     this.size = n.size;
     this.flags = n.transmissionFlags;
     this.structuredReplies = n.structuredReplies;
+    this.extendedHeaders = n.extendedHeaders;
+    this.contextIds = n.contextIds;
     this.baseAllocationId = n.baseAllocationId;
     this.preferredBlockSize = n.blockSizes?.preferred ?? 4096;
     this.#done = this.#receiveLoop();
@@ -142,7 +170,10 @@ export class NbdClient {
         io.reader = new SocketReader(stream);
         io.writer = new ReplyWriter(stream);
       }
-      const n = await negotiateExport(io, options.exportName);
+      const n = await negotiateExport(io, options.exportName, {
+        ...(options.extendedHeaders !== undefined ? { extendedHeaders: options.extendedHeaders } : {}),
+        ...(options.contexts ? { contexts: options.contexts } : {}),
+      });
       return new NbdClient(io, stream, n);
     } catch (e) {
       socket.destroy();
@@ -183,15 +214,27 @@ export class NbdClient {
   }
 
   async writeZeroes(offset: number, length: number, flags: number): Promise<void> {
-    for (let done = 0; done < length; done += 0x80000000) {
-      await this.#request({ type: Cmd.WRITE_ZEROES, offset: offset + done, length: Math.min(length - done, 0x80000000), flags });
+    // With extended headers one request covers any length (64-bit effect lengths).
+    const step = this.extendedHeaders ? Number.MAX_SAFE_INTEGER : 0x80000000;
+    for (let done = 0; done < length; done += step) {
+      await this.#request({ type: Cmd.WRITE_ZEROES, offset: offset + done, length: Math.min(length - done, step), flags });
     }
+  }
+
+  /** Raw descriptors of the selected context `name` over [offset, offset+length); the server may describe less than asked. */
+  async contextStatus(name: string, offset: number, length: number): Promise<ContextExtent[]> {
+    const id = this.contextIds.get(name);
+    if (id === undefined) throw new VdiskError('ENOTSUP', `NBD metadata context '${name}' was not selected`, { field: 'context' });
+    const out: ContextExtent[] = [];
+    const max = this.extendedHeaders ? Number.MAX_SAFE_INTEGER : 0xffffffff;
+    await this.#request({ type: Cmd.BLOCK_STATUS, offset, length: Math.min(length, max), extents: [], context: { id, out } });
+    return out;
   }
 
   /** base:allocation over [offset, offset+length); the server may describe less than asked. */
   async blockStatus(offset: number, length: number): Promise<StatusExtent[]> {
     const extents: StatusExtent[] = [];
-    await this.#request({ type: Cmd.BLOCK_STATUS, offset, length: Math.min(length, 0xffffffff), extents });
+    await this.#request({ type: Cmd.BLOCK_STATUS, offset, length: Math.min(length, this.extendedHeaders ? Number.MAX_SAFE_INTEGER : 0xffffffff), extents });
     return extents;
   }
 
@@ -199,7 +242,7 @@ export class NbdClient {
   async close(): Promise<void> {
     if (!this.#failure) {
       await Promise.allSettled(this.#inFlight);
-      await this.#io.writer.send([encodeRequestHeader({ flags: 0, type: Cmd.DISC, cookie: this.#nextCookie++, offset: 0n, length: 0 })]);
+      await this.#io.writer.send([this.#header({ flags: 0, type: Cmd.DISC, cookie: this.#nextCookie++, offset: 0n, length: 0 })]);
       this.#failure = new VdiskError('EIO', 'NBD connection closed');
     }
     this.#stream.end();
@@ -208,7 +251,22 @@ export class NbdClient {
     this.#stream.destroy();
   }
 
-  #request(r: { type: number; offset: number; length: number; flags?: number; payload?: Uint8Array; buf?: Uint8Array; extents?: StatusExtent[] }): Promise<void> {
+  /** Compact header, or extended with PAYLOAD_LEN on writes (proto.md makes it mandatory there). */
+  #header(h: RequestHeader): Uint8Array {
+    if (!this.extendedHeaders) return encodeRequestHeader(h);
+    return encodeExtendedRequestHeader(h.type === Cmd.WRITE ? { ...h, flags: h.flags | CmdFlag.PAYLOAD_LEN } : h);
+  }
+
+  #request(r: {
+    type: number;
+    offset: number;
+    length: number;
+    flags?: number;
+    payload?: Uint8Array;
+    buf?: Uint8Array;
+    extents?: StatusExtent[];
+    context?: { readonly id: number; readonly out: ContextExtent[] };
+  }): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     const cookie = this.#nextCookie++;
     const done = new Promise<void>((resolve, reject) => {
@@ -217,11 +275,12 @@ export class NbdClient {
         offset: r.offset,
         ...(r.buf ? { buf: r.buf } : {}),
         extents: r.extents ?? [],
+        ...(r.context ? { context: r.context } : {}),
         error: null,
         resolve,
         reject,
       });
-      const header = encodeRequestHeader({ flags: r.flags ?? 0, type: r.type, cookie, offset: BigInt(r.offset), length: r.length });
+      const header = this.#header({ flags: r.flags ?? 0, type: r.type, cookie, offset: BigInt(r.offset), length: r.length });
       void this.#io.writer.send(r.payload ? [header, r.payload] : [header]);
     });
     this.#inFlight.add(done);
@@ -236,7 +295,8 @@ export class NbdClient {
         const magicBuf = await this.#io.reader.read(4);
         const magic = magicBuf.readUInt32BE(0);
         if (magic === SIMPLE_REPLY_MAGIC) await this.#simpleReply();
-        else if (magic === STRUCTURED_REPLY_MAGIC) await this.#chunk();
+        else if (magic === STRUCTURED_REPLY_MAGIC) await this.#chunk(false);
+        else if (magic === EXTENDED_REPLY_MAGIC) await this.#chunk(true);
         else throw protocolError(`bad reply magic 0x${magic.toString(16)}`, 'reply_magic');
       }
     } catch (e) {
@@ -264,12 +324,20 @@ export class NbdClient {
     p.resolve();
   }
 
-  async #chunk(): Promise<void> {
-    const h = await this.#io.reader.read(16);
+  /** One reply chunk, after its magic: 16 more header bytes, or 28 for an extended chunk (which echoes the offset, u64 length). */
+  async #chunk(extended: boolean): Promise<void> {
+    const h = await this.#io.reader.read(extended ? 28 : 16);
     const flags = h.readUInt16BE(0);
     const type = h.readUInt16BE(2);
     const cookie = h.readBigUInt64BE(4);
-    const length = h.readUInt32BE(12);
+    let length: number;
+    if (extended) {
+      const big = h.readBigUInt64BE(20);
+      if (big > BigInt(MAX_PAYLOAD + 64)) throw protocolError(`extended reply chunk of ${big} bytes`, 'chunk');
+      length = Number(big);
+    } else {
+      length = h.readUInt32BE(12);
+    }
     const p = this.#take(cookie);
     if (type === ReplyType.OFFSET_DATA) {
       if (length < 8 || !p.buf) throw protocolError(`unexpected OFFSET_DATA chunk of ${length} bytes`, 'chunk');
@@ -300,13 +368,18 @@ export class NbdClient {
       p.buf.fill(0, at, at + n);
       return;
     }
-    if (type === ReplyType.BLOCK_STATUS) {
-      if (data.byteLength < 12 || (data.byteLength - 4) % 8 !== 0) throw protocolError('bad BLOCK_STATUS chunk', 'chunk');
-      if (v.getUint32(0) !== this.baseAllocationId) return;
-      for (let i = 4; i < data.byteLength; i += 8) {
-        const f = v.getUint32(i + 4);
-        p.extents.push({ length: v.getUint32(i), hole: (f & 1) !== 0, zero: (f & 2) !== 0 });
+    if (type === ReplyType.BLOCK_STATUS || type === ReplyType.BLOCK_STATUS_EXT) {
+      const wide = type === ReplyType.BLOCK_STATUS_EXT;
+      // Each form belongs to one header style (proto.md): a mismatch means the stream is not what we think.
+      if (wide !== this.extendedHeaders) throw protocolError(`block status chunk type ${type} with${this.extendedHeaders ? '' : 'out'} extended headers`, 'chunk');
+      const descriptors = wide ? decodeWideStatus(data) : decodeNarrowStatus(data);
+      const id = v.getUint32(0);
+      if (p.context) {
+        if (id === p.context.id) p.context.out.push(...descriptors);
+        return;
       }
+      if (id !== this.baseAllocationId) return;
+      for (const d of descriptors) p.extents.push({ length: d.length, hole: (d.flags & 1) !== 0, zero: (d.flags & 2) !== 0 });
       return;
     }
     if (type & 0x8000) {
@@ -323,4 +396,27 @@ export class NbdClient {
     const code = ERRNO_CODES[errno] ?? 'EIO';
     return new VdiskError(code, `NBD server failed the request at offset ${p.offset}: errno ${errno}${message ? ` (${message})` : ''}`, { offset: p.offset });
   }
+}
+
+/** BLOCK_STATUS payload: u32 context id, n × (u32 length, u32 flags), n ≥ 1. */
+function decodeNarrowStatus(data: Buffer): ContextExtent[] {
+  if (data.byteLength < 12 || (data.byteLength - 4) % 8 !== 0) throw protocolError(`bad BLOCK_STATUS chunk of ${data.byteLength} bytes`, 'chunk');
+  const out: ContextExtent[] = [];
+  for (let i = 4; i < data.byteLength; i += 8) out.push({ length: data.readUInt32BE(i), flags: data.readUInt32BE(i + 4) });
+  return out;
+}
+
+/** BLOCK_STATUS_EXT payload: u32 context id, u32 count, count × (u64 length, u64 status). */
+function decodeWideStatus(data: Buffer): ContextExtent[] {
+  if (data.byteLength < 24 || (data.byteLength - 8) % 16 !== 0) throw protocolError(`bad BLOCK_STATUS_EXT chunk of ${data.byteLength} bytes`, 'chunk');
+  const count = data.readUInt32BE(4);
+  if (count !== (data.byteLength - 8) / 16) throw protocolError(`BLOCK_STATUS_EXT says ${count} descriptors in ${data.byteLength} bytes`, 'chunk');
+  const out: ContextExtent[] = [];
+  for (let i = 8; i < data.byteLength; i += 16) {
+    const length = data.readBigUInt64BE(i);
+    if (length === 0n || length > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`block status descriptor of ${length} bytes`, 'chunk');
+    // Every context we know fits in 32 bits of status; the high half is ignored.
+    out.push({ length: Number(length), flags: Number(data.readBigUInt64BE(i + 8) & 0xffffffffn) });
+  }
+  return out;
 }

@@ -23,6 +23,10 @@ export interface Negotiated {
   readonly size: number;
   readonly transmissionFlags: number;
   readonly structuredReplies: boolean;
+  /** NBD_OPT_EXTENDED_HEADERS was acknowledged: 32-byte requests and reply chunks. */
+  readonly extendedHeaders: boolean;
+  /** Ids of every metadata context the server selected, by name. */
+  readonly contextIds: ReadonlyMap<string, number>;
   /** Context id of base:allocation, or null when the server has none. */
   readonly baseAllocationId: number | null;
   readonly blockSizes: { readonly minimum: number; readonly preferred: number; readonly maximum: number } | null;
@@ -71,20 +75,39 @@ export async function requestStartTls(io: ClientIo): Promise<void> {
   if (r.type !== Rep.ACK) throw optionFailure('STARTTLS', r);
 }
 
-/** STRUCTURED_REPLY, SET_META_CONTEXT and GO for `exportName`. */
-export async function negotiateExport(io: ClientIo, exportName: string): Promise<Negotiated> {
-  await io.writer.send([encodeOptionHeader(Opt.STRUCTURED_REPLY)]);
-  const sr = await readOptionReply(io, Opt.STRUCTURED_REPLY);
-  if (isError(sr.type) && (sr.type === Rep.ERR_TLS_REQD)) throw optionFailure('STRUCTURED_REPLY', sr);
-  const structuredReplies = sr.type === Rep.ACK;
+/** What the client asks for beyond the export itself. */
+export interface NegotiationWishes {
+  /** Ask for NBD_OPT_EXTENDED_HEADERS first (falls back to structured replies when refused). */
+  readonly extendedHeaders?: boolean;
+  /** Metadata contexts to select; default base:allocation. */
+  readonly contexts?: readonly string[];
+}
 
-  let baseAllocationId: number | null = null;
+/** (EXTENDED_HEADERS or STRUCTURED_REPLY), SET_META_CONTEXT and GO for `exportName`. */
+export async function negotiateExport(io: ClientIo, exportName: string, wishes: NegotiationWishes = {}): Promise<Negotiated> {
+  let extendedHeaders = false;
+  if (wishes.extendedHeaders) {
+    await io.writer.send([encodeOptionHeader(Opt.EXTENDED_HEADERS)]);
+    const eh = await readOptionReply(io, Opt.EXTENDED_HEADERS);
+    if (eh.type === Rep.ERR_TLS_REQD) throw optionFailure('EXTENDED_HEADERS', eh);
+    extendedHeaders = eh.type === Rep.ACK;
+  }
+  let structuredReplies = extendedHeaders;
+  if (!extendedHeaders) {
+    await io.writer.send([encodeOptionHeader(Opt.STRUCTURED_REPLY)]);
+    const sr = await readOptionReply(io, Opt.STRUCTURED_REPLY);
+    if (isError(sr.type) && sr.type === Rep.ERR_TLS_REQD) throw optionFailure('STRUCTURED_REPLY', sr);
+    structuredReplies = sr.type === Rep.ACK;
+  }
+
+  const contextIds = new Map<string, number>();
   if (structuredReplies) {
-    await io.writer.send([encodeOptionHeader(Opt.SET_META_CONTEXT, encodeMetaContextRequest(exportName, [META_BASE_ALLOCATION]))]);
+    await io.writer.send([encodeOptionHeader(Opt.SET_META_CONTEXT, encodeMetaContextRequest(exportName, wishes.contexts ?? [META_BASE_ALLOCATION]))]);
     for (;;) {
       const r = await readOptionReply(io, Opt.SET_META_CONTEXT);
       if (r.type === Rep.META_CONTEXT && r.data.byteLength >= 4) {
-        if (decodeString(r.data.subarray(4)) === META_BASE_ALLOCATION) baseAllocationId = r.data.readUInt32BE(0);
+        const name = decodeString(r.data.subarray(4));
+        if (name !== null) contextIds.set(name, r.data.readUInt32BE(0));
         continue;
       }
       // ACK ends the list; an error just means no block status.
@@ -112,5 +135,6 @@ export async function negotiateExport(io: ClientIo, exportName: string): Promise
     }
   }
   if (size === null) throw protocolError('server finished GO without NBD_INFO_EXPORT', 'info');
-  return { size, transmissionFlags, structuredReplies, baseAllocationId, blockSizes };
+  const baseAllocationId = contextIds.get(META_BASE_ALLOCATION) ?? null;
+  return { size, transmissionFlags, structuredReplies, extendedHeaders, contextIds, baseAllocationId, blockSizes };
 }

@@ -13,6 +13,8 @@ export const REQUEST_MAGIC = 0x25609513;
 export const EXTENDED_REQUEST_MAGIC = 0x21e41c71;
 export const SIMPLE_REPLY_MAGIC = 0x67446698;
 export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+/** Reply chunk magic once NBD_OPT_EXTENDED_HEADERS is agreed. */
+export const EXTENDED_REPLY_MAGIC = 0x6e8a278c;
 
 export const DEFAULT_PORT = 10809;
 
@@ -113,6 +115,8 @@ export const ReplyType = {
   OFFSET_DATA: 1,
   OFFSET_HOLE: 2,
   BLOCK_STATUS: 5,
+  /** 64-bit descriptors; the only block status chunk allowed with extended headers. */
+  BLOCK_STATUS_EXT: 6,
   ERROR: 0x8001,
   ERROR_OFFSET: 0x8002,
 } as const;
@@ -142,6 +146,11 @@ export const StateFlag = {
 
 export const META_BASE_ALLOCATION = 'base:allocation';
 export const META_ALLOCATION_DEPTH = 'qemu:allocation-depth';
+/** Prefix of qemu's dirty bitmap contexts: `qemu:dirty-bitmap:NAME`. */
+export const META_DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
+
+/** `qemu:dirty-bitmap:*` status bit. */
+export const DIRTY_STATE = 1 << 0;
 
 /** Longest string (export name, description, context name, message) the protocol allows. */
 export const MAX_STRING_LENGTH = 4096;
@@ -155,3 +164,5 @@ export const MAX_SKIPPABLE_OPTION_LENGTH = MAX_PAYLOAD;
 export const GREETING_LENGTH = 18;
 export const OPTION_HEADER_LENGTH = 16;
 export const REQUEST_HEADER_LENGTH = 28;
+export const EXTENDED_REQUEST_HEADER_LENGTH = 32;
+export const EXTENDED_REPLY_HEADER_LENGTH = 32;

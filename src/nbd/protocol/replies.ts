@@ -1,4 +1,12 @@
-import { MAX_STRING_LENGTH, ReplyFlag, ReplyType, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC } from './constants.js';
+import {
+  EXTENDED_REPLY_HEADER_LENGTH,
+  EXTENDED_REPLY_MAGIC,
+  MAX_STRING_LENGTH,
+  ReplyFlag,
+  ReplyType,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+} from './constants.js';
 import { encodeString, protocolError, viewOf } from './wire.js';
 
 /** Simple reply header: magic, error, cookie. Read data (if any, and only on success) follows. */
@@ -11,64 +19,87 @@ export function encodeSimpleReply(cookie: bigint, error: number): Uint8Array {
   return buf;
 }
 
+/**
+ * Whom a chunk answers: a cookie (compact 20-byte structured chunk header), or
+ * a cookie and the request's offset for the 32-byte extended header, which
+ * echoes it (NBD_OPT_EXTENDED_HEADERS).
+ */
+export type ReplyTo = bigint | { readonly cookie: bigint; readonly requestOffset: bigint };
+
 interface ChunkHeader {
-  readonly cookie: bigint;
+  readonly to: ReplyTo;
   readonly type: number;
   readonly done: boolean;
   readonly payloadLength: number;
 }
 
+/** Length of the chunk header for `to`. */
+export function chunkHeaderLength(to: ReplyTo): number {
+  return typeof to === 'bigint' ? 20 : EXTENDED_REPLY_HEADER_LENGTH;
+}
+
+/** Allocates header + `payload` bytes, writes the header, returns the buffer and where the payload starts. */
+function chunk(h: ChunkHeader): { buf: Uint8Array; v: DataView; at: number } {
+  const at = chunkHeaderLength(h.to);
+  const buf = new Uint8Array(at + h.payloadLength);
+  const v = viewOf(buf);
+  writeChunkHeader(v, h);
+  return { buf, v, at };
+}
+
 function writeChunkHeader(v: DataView, h: ChunkHeader): void {
-  v.setUint32(0, STRUCTURED_REPLY_MAGIC);
   v.setUint16(4, h.done ? ReplyFlag.DONE : 0);
   v.setUint16(6, h.type);
-  v.setBigUint64(8, h.cookie);
-  v.setUint32(16, h.payloadLength);
+  if (typeof h.to === 'bigint') {
+    v.setUint32(0, STRUCTURED_REPLY_MAGIC);
+    v.setBigUint64(8, h.to);
+    v.setUint32(16, h.payloadLength);
+  } else {
+    v.setUint32(0, EXTENDED_REPLY_MAGIC);
+    v.setBigUint64(8, h.to.cookie);
+    v.setBigUint64(16, h.to.requestOffset);
+    v.setBigUint64(24, BigInt(h.payloadLength));
+  }
 }
 
 /** NBD_REPLY_TYPE_NONE with DONE: the end of a structured reply with no more content. */
-export function encodeNoneChunk(cookie: bigint): Uint8Array {
-  const buf = new Uint8Array(20);
-  writeChunkHeader(viewOf(buf), { cookie, type: ReplyType.NONE, done: true, payloadLength: 0 });
-  return buf;
+export function encodeNoneChunk(to: ReplyTo): Uint8Array {
+  return chunk({ to, type: ReplyType.NONE, done: true, payloadLength: 0 }).buf;
 }
 
 /**
  * The 28 bytes in front of an OFFSET_DATA chunk's data (chunk header + u64 offset).
  * The data itself is written after it without being copied.
  */
-export function encodeOffsetDataHeader(cookie: bigint, chunk: { readonly offset: number; readonly dataLength: number; readonly done: boolean }): Uint8Array {
-  const { offset, dataLength, done } = chunk;
+export function encodeOffsetDataHeader(to: ReplyTo, piece: { readonly offset: number; readonly dataLength: number; readonly done: boolean }): Uint8Array {
+  const { offset, dataLength, done } = piece;
   if (dataLength < 1 || dataLength > 0xffffffff - 8) throw protocolError(`OFFSET_DATA chunk of ${dataLength} bytes`);
-  const buf = new Uint8Array(28);
+  const at = chunkHeaderLength(to);
+  const buf = new Uint8Array(at + 8);
   const v = viewOf(buf);
-  writeChunkHeader(v, { cookie, type: ReplyType.OFFSET_DATA, done, payloadLength: 8 + dataLength });
-  v.setBigUint64(20, BigInt(offset));
+  writeChunkHeader(v, { to, type: ReplyType.OFFSET_DATA, done, payloadLength: 8 + dataLength });
+  v.setBigUint64(at, BigInt(offset));
   return buf;
 }
 
 /** OFFSET_HOLE chunk: u64 offset, u32 hole size (non-zero). */
-export function encodeOffsetHoleChunk(cookie: bigint, chunk: { readonly offset: number; readonly holeLength: number; readonly done: boolean }): Uint8Array {
-  const { offset, holeLength, done } = chunk;
+export function encodeOffsetHoleChunk(to: ReplyTo, piece: { readonly offset: number; readonly holeLength: number; readonly done: boolean }): Uint8Array {
+  const { offset, holeLength, done } = piece;
   if (holeLength < 1 || holeLength > 0xffffffff) throw protocolError(`OFFSET_HOLE chunk of ${holeLength} bytes`);
-  const buf = new Uint8Array(32);
-  const v = viewOf(buf);
-  writeChunkHeader(v, { cookie, type: ReplyType.OFFSET_HOLE, done, payloadLength: 12 });
-  v.setBigUint64(20, BigInt(offset));
-  v.setUint32(28, holeLength);
+  const { buf, v, at } = chunk({ to, type: ReplyType.OFFSET_HOLE, done, payloadLength: 12 });
+  v.setBigUint64(at, BigInt(offset));
+  v.setUint32(at + 8, holeLength);
   return buf;
 }
 
 /** ERROR chunk (always DONE here: it is the last chunk we send for a request). */
-export function encodeErrorChunk(cookie: bigint, error: number, message = ''): Uint8Array {
+export function encodeErrorChunk(to: ReplyTo, error: number, message = ''): Uint8Array {
   const all = encodeString(message);
   const msg = all.subarray(0, Math.min(all.byteLength, MAX_STRING_LENGTH));
-  const buf = new Uint8Array(20 + 6 + msg.byteLength);
-  const v = viewOf(buf);
-  writeChunkHeader(v, { cookie, type: ReplyType.ERROR, done: true, payloadLength: 6 + msg.byteLength });
-  v.setUint32(20, error);
-  v.setUint16(24, msg.byteLength);
-  buf.set(msg, 26);
+  const { buf, v, at } = chunk({ to, type: ReplyType.ERROR, done: true, payloadLength: 6 + msg.byteLength });
+  v.setUint32(at, error);
+  v.setUint16(at + 4, msg.byteLength);
+  buf.set(msg, at + 6);
   return buf;
 }
 
@@ -80,19 +111,39 @@ export interface StatusDescriptor {
 
 /** BLOCK_STATUS chunk: u32 context id, then n × (u32 length, u32 flags), n ≥ 1. */
 export function encodeBlockStatusChunk(
-  cookie: bigint,
-  chunk: { readonly contextId: number; readonly extents: readonly StatusDescriptor[]; readonly done: boolean },
+  to: ReplyTo,
+  status: { readonly contextId: number; readonly extents: readonly StatusDescriptor[]; readonly done: boolean },
 ): Uint8Array {
-  const { contextId, extents, done } = chunk;
+  const { contextId, extents, done } = status;
   if (extents.length === 0) throw protocolError('BLOCK_STATUS chunk needs at least one extent');
-  const buf = new Uint8Array(20 + 4 + 8 * extents.length);
-  const v = viewOf(buf);
-  writeChunkHeader(v, { cookie, type: ReplyType.BLOCK_STATUS, done, payloadLength: 4 + 8 * extents.length });
-  v.setUint32(20, contextId);
+  const { buf, v, at } = chunk({ to, type: ReplyType.BLOCK_STATUS, done, payloadLength: 4 + 8 * extents.length });
+  v.setUint32(at, contextId);
   extents.forEach((e, i) => {
     if (e.length < 1 || e.length > 0xffffffff) throw protocolError(`block status extent of ${e.length} bytes`);
-    v.setUint32(24 + 8 * i, e.length);
-    v.setUint32(28 + 8 * i, e.flags >>> 0);
+    v.setUint32(at + 4 + 8 * i, e.length);
+    v.setUint32(at + 8 + 8 * i, e.flags >>> 0);
+  });
+  return buf;
+}
+
+/**
+ * BLOCK_STATUS_EXT chunk (extended headers only): u32 context id, u32
+ * descriptor count, then n × (u64 length, u64 status); 32-bit contexts leave
+ * the status's high half zero.
+ */
+export function encodeBlockStatusExtChunk(
+  to: ReplyTo,
+  status: { readonly contextId: number; readonly extents: readonly StatusDescriptor[]; readonly done: boolean },
+): Uint8Array {
+  const { contextId, extents, done } = status;
+  if (extents.length === 0) throw protocolError('BLOCK_STATUS_EXT chunk needs at least one extent');
+  const { buf, v, at } = chunk({ to, type: ReplyType.BLOCK_STATUS_EXT, done, payloadLength: 8 + 16 * extents.length });
+  v.setUint32(at, contextId);
+  v.setUint32(at + 4, extents.length);
+  extents.forEach((e, i) => {
+    if (e.length < 1 || !Number.isSafeInteger(e.length)) throw protocolError(`block status extent of ${e.length} bytes`);
+    v.setBigUint64(at + 8 + 16 * i, BigInt(e.length));
+    v.setBigUint64(at + 16 + 16 * i, BigInt(e.flags >>> 0));
   });
   return buf;
 }
@@ -106,12 +157,15 @@ export type ReplyHeader =
       readonly type: number;
       readonly cookie: bigint;
       readonly length: number;
+      /** Extended chunks only: the request offset echoed back. */
+      readonly requestOffset?: bigint;
     };
 
 /** Bytes needed to decode the header starting with this magic. */
 export function replyHeaderLength(magic: number): number {
   if (magic === SIMPLE_REPLY_MAGIC) return 16;
   if (magic === STRUCTURED_REPLY_MAGIC) return 20;
+  if (magic === EXTENDED_REPLY_MAGIC) return EXTENDED_REPLY_HEADER_LENGTH;
   throw protocolError(`bad reply magic 0x${magic.toString(16)}`);
 }
 
@@ -122,5 +176,10 @@ export function decodeReplyHeader(buf: Uint8Array): ReplyHeader {
   const need = replyHeaderLength(magic);
   if (buf.byteLength !== need) throw protocolError(`reply header must be ${need} bytes, got ${buf.byteLength}`);
   if (magic === SIMPLE_REPLY_MAGIC) return { kind: 'simple', error: v.getUint32(4), cookie: v.getBigUint64(8) };
+  if (magic === EXTENDED_REPLY_MAGIC) {
+    const length = v.getBigUint64(24);
+    if (length > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`extended reply chunk of ${length} bytes`);
+    return { kind: 'structured', flags: v.getUint16(4), type: v.getUint16(6), cookie: v.getBigUint64(8), requestOffset: v.getBigUint64(16), length: Number(length) };
+  }
   return { kind: 'structured', flags: v.getUint16(4), type: v.getUint16(6), cookie: v.getBigUint64(8), length: v.getUint32(16) };
 }

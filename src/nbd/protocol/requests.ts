@@ -1,13 +1,30 @@
-import { Cmd, CmdFlag, MAX_PAYLOAD, NbdErrno, REQUEST_HEADER_LENGTH, REQUEST_MAGIC, TransmissionFlag } from './constants.js';
+import {
+  Cmd,
+  CmdFlag,
+  EXTENDED_REQUEST_HEADER_LENGTH,
+  EXTENDED_REQUEST_MAGIC,
+  MAX_PAYLOAD,
+  NbdErrno,
+  REQUEST_HEADER_LENGTH,
+  REQUEST_MAGIC,
+  TransmissionFlag,
+} from './constants.js';
 import { protocolError, viewOf } from './wire.js';
 
-/** A compact (28-byte) transmission request header. Offset stays a bigint until it is range-checked. */
+/**
+ * A transmission request header, compact (28 bytes, u32 length) or extended
+ * (32 bytes, u64 length). Offset stays a bigint until it is range-checked; an
+ * extended length above 2^53 is clamped to Number.MAX_SAFE_INTEGER (no export
+ * is that large, so it fails the range check all the same).
+ */
 export interface RequestHeader {
   readonly flags: number;
   readonly type: number;
   readonly cookie: bigint;
   readonly offset: bigint;
   readonly length: number;
+  /** Sent with the 32-byte extended header (NBD_OPT_EXTENDED_HEADERS). */
+  readonly extended?: boolean;
 }
 
 /** Decodes a request header; a wrong magic is a protocol error after which the stream cannot be trusted. */
@@ -39,9 +56,47 @@ export function encodeRequestHeader(req: RequestHeader): Uint8Array {
   return buf;
 }
 
-/** Bytes of payload that follow a request header on the wire. */
+/** Decodes a 32-byte extended request header (after NBD_OPT_EXTENDED_HEADERS). */
+export function decodeExtendedRequestHeader(buf: Uint8Array): RequestHeader {
+  if (buf.byteLength !== EXTENDED_REQUEST_HEADER_LENGTH) {
+    throw protocolError(`extended request header must be ${EXTENDED_REQUEST_HEADER_LENGTH} bytes, got ${buf.byteLength}`, 'request');
+  }
+  const v = viewOf(buf);
+  const magic = v.getUint32(0);
+  if (magic !== EXTENDED_REQUEST_MAGIC) throw protocolError(`bad extended request magic 0x${magic.toString(16)}`, 'request_magic');
+  const length = v.getBigUint64(24);
+  return {
+    flags: v.getUint16(4),
+    type: v.getUint16(6),
+    cookie: v.getBigUint64(8),
+    offset: v.getBigUint64(16),
+    length: length > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(length),
+    extended: true,
+  };
+}
+
+export function encodeExtendedRequestHeader(req: RequestHeader): Uint8Array {
+  const buf = new Uint8Array(EXTENDED_REQUEST_HEADER_LENGTH);
+  const v = viewOf(buf);
+  v.setUint32(0, EXTENDED_REQUEST_MAGIC);
+  v.setUint16(4, req.flags);
+  v.setUint16(6, req.type);
+  v.setBigUint64(8, req.cookie);
+  v.setBigUint64(16, req.offset);
+  v.setBigUint64(24, BigInt(req.length));
+  return buf;
+}
+
+/**
+ * Bytes of payload that follow a request header on the wire: a compact
+ * WRITE's length; with extended headers, the length of any request flagged
+ * PAYLOAD_LEN (and of a WRITE, which must carry that flag: taking its length
+ * as the payload either way keeps the stream in step).
+ */
 export function payloadLength(req: RequestHeader): number {
-  return req.type === Cmd.WRITE ? req.length : 0;
+  if (req.type === Cmd.WRITE) return req.length;
+  if (req.extended && req.flags & CmdFlag.PAYLOAD_LEN) return req.length;
+  return 0;
 }
 
 /** What a connection has agreed to and what its export is, for checking requests. */
@@ -52,6 +107,8 @@ export interface RequestContext {
   readonly structuredReplies: boolean;
   /** Number of metadata contexts selected with SET_META_CONTEXT. */
   readonly metaContexts: number;
+  /** NBD_OPT_EXTENDED_HEADERS was agreed. */
+  readonly extendedHeaders?: boolean;
 }
 
 /** A request that passed every check, with its offset as a safe number. */
@@ -101,6 +158,8 @@ function allowedFlags(type: number, ctx: RequestContext): number {
     if (tf & TransmissionFlag.SEND_FAST_ZERO) allowed |= CmdFlag.FAST_ZERO;
   }
   if (type === Cmd.BLOCK_STATUS) allowed |= CmdFlag.REQ_ONE;
+  // PAYLOAD_LEN only describes a WRITE's data here: BLOCK_STATUS_PAYLOAD is not advertised.
+  if (type === Cmd.WRITE && ctx.extendedHeaders) allowed |= CmdFlag.PAYLOAD_LEN;
   return allowed;
 }
 

@@ -1,6 +1,7 @@
 import type { ChainExtent, ImageNode } from '../../block/types.js';
 import { CmdFlag, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, StateFlag } from '../protocol/constants.js';
 import type { StatusDescriptor } from '../protocol/replies.js';
+import { bitmapExtents } from './bitmap-context.js';
 import type { MetaContext } from './meta-context.js';
 
 /** A piece of a READ answer: bytes to send, or a run of zeros the client can skip. */
@@ -18,6 +19,12 @@ const MIN_HOLE = 4096;
  */
 export async function readPieces(node: ImageNode, range: { offset: number; length: number }, oneChunk: boolean): Promise<ReadPiece[]> {
   const { offset, length } = range;
+  // A read no longer than the smallest hole we would send cannot gain from the map: skip the chain walk (the 4 KiB random-read hot path).
+  if (length <= MIN_HOLE || oneChunk) {
+    const data = new Uint8Array(length);
+    await node.read(offset, data);
+    return [{ kind: 'data', offset, data }];
+  }
   // Holes are an optimisation: if the map cannot be had, the read still succeeds as plain data.
   const extents = await node.blockStatus(offset, length).catch((): ChainExtent[] => []);
   const runs = zeroRuns(extents, offset, length);
@@ -85,16 +92,24 @@ const MAX_STATUS_SPAN = 1024 * 1024 * 1024;
 /** At most this many descriptors per context in one reply. */
 const MAX_STATUS_EXTENTS = 65536;
 
-/** BLOCK_STATUS: one descriptor list per selected context, computed from one chain walk. */
+/**
+ * BLOCK_STATUS: one descriptor list per selected context. The chain is walked
+ * once for all allocation contexts (and not at all when only bitmaps are
+ * selected); bitmap contexts read their bitmap.
+ */
 export async function blockStatusReplies(
   node: ImageNode,
   request: { offset: number; length: number; flags: number },
   contexts: readonly MetaContext[],
 ): Promise<Array<{ context: MetaContext; extents: StatusDescriptor[] }>> {
   const span = Math.min(request.length, MAX_STATUS_SPAN, node.length - request.offset);
-  const extents = await node.blockStatus(request.offset, span);
+  const needsChain = contexts.some((c) => !c.bitmap);
+  const extents = needsChain ? await node.blockStatus(request.offset, span) : [];
   const reqOne = (request.flags & CmdFlag.REQ_ONE) !== 0;
-  return contexts.map((context) => ({ context, extents: describe(extents, context.name, reqOne, span) }));
+  return contexts.map((context) => {
+    if (context.bitmap) return { context, extents: bitmapExtents(context.bitmap, { offset: request.offset, length: span }, reqOne ? 1 : MAX_STATUS_EXTENTS) };
+    return { context, extents: describe(extents, context.name, reqOne, span) };
+  });
 }
 
 function flagsFor(e: ChainExtent, contextName: string): number {

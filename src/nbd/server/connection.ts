@@ -107,6 +107,8 @@ export class NbdConnection {
         clearTimeout(timer);
         resolve();
       });
+      // The reader paused the stream: let the client's end of stream (after DISC) arrive so the socket closes now, not at the timer.
+      stream.resume();
       stream.end();
       // A client that does not close its side must not hold the server up (timer above).
     });

@@ -1,6 +1,8 @@
 import type { ImageNode } from '../../block/types.js';
-import { MAX_PAYLOAD, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, TransmissionFlag } from '../protocol/constants.js';
+import { MAX_PAYLOAD, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, META_DIRTY_BITMAP_PREFIX, TransmissionFlag } from '../protocol/constants.js';
 import type { BlockSizes } from '../protocol/options.js';
+import type { ExportBitmap } from './bitmap-context.js';
+import type { MetaContext } from './meta-context.js';
 import { RequestGate } from './request-gate.js';
 
 /** One image offered under a name. */
@@ -19,6 +21,8 @@ export interface NbdExportOptions {
   readonly multiConn?: boolean;
   /** Offer `qemu:allocation-depth` (qemu-nbd -A; block-export-add allocation-depth). Default true. */
   readonly allocationDepth?: boolean;
+  /** Dirty bitmaps offered as `qemu:dirty-bitmap:NAME` (qemu-nbd -B; block-export-add `bitmaps`). */
+  readonly bitmaps?: readonly ExportBitmap[];
 }
 
 /** What the server tells clients about an export, computed once (nbdkit asks a layer once per connection). */
@@ -28,6 +32,7 @@ export class NbdExport {
   readonly readOnly: boolean;
   readonly multiConn: boolean;
   readonly allocationDepth: boolean;
+  readonly bitmaps: readonly ExportBitmap[];
   /** Every request of every connection to this export passes through here. */
   readonly gate = new RequestGate();
   #node: ImageNode;
@@ -39,6 +44,7 @@ export class NbdExport {
     this.readOnly = options.readOnly === true || options.node.readOnly;
     this.multiConn = options.multiConn === true;
     this.allocationDepth = options.allocationDepth !== false;
+    this.bitmaps = [...(options.bitmaps ?? [])];
   }
 
   /** The node requests go to now; read it only inside `gate` so a switch cannot happen mid-request. */
@@ -80,9 +86,11 @@ export class NbdExport {
   }
 
   /** Metadata contexts this export offers, with the ids used in BLOCK_STATUS replies. */
-  metaContexts(): ReadonlyArray<{ readonly id: number; readonly name: string }> {
-    const contexts = [{ id: 0, name: META_BASE_ALLOCATION }];
+  metaContexts(): readonly MetaContext[] {
+    const contexts: MetaContext[] = [{ id: 0, name: META_BASE_ALLOCATION }];
     if (this.allocationDepth) contexts.push({ id: 1, name: META_ALLOCATION_DEPTH });
+    // Ids are fixed per export: 2 + the bitmap's position.
+    this.bitmaps.forEach((b, i) => contexts.push({ id: 2 + i, name: META_DIRTY_BITMAP_PREFIX + b.name, bitmap: b.bitmap }));
     return contexts;
   }
 }

@@ -38,11 +38,14 @@ export interface ExportTable {
 export interface Agreement {
   readonly export: NbdExport;
   readonly structuredReplies: boolean;
+  /** NBD_OPT_EXTENDED_HEADERS: 32-byte requests and reply chunks; implies structured replies. */
+  readonly extendedHeaders: boolean;
   readonly metaContexts: readonly MetaContext[];
 }
 
 interface State {
   structuredReplies: boolean;
+  extendedHeaders: boolean;
   noZeroes: boolean;
   /** Contexts selected by SET_META_CONTEXT, valid for this export name only. */
   selected: { exportName: string; contexts: MetaContext[] } | null;
@@ -72,7 +75,7 @@ export interface NegotiationTls {
 export async function negotiate(io: NegotiationIo, exports: ExportTable, tls?: NegotiationTls): Promise<Agreement | null> {
   await io.writer.send([encodeGreeting()]);
   const flags = decodeClientFlags(await io.reader.read(4));
-  const state: State = { structuredReplies: false, noZeroes: flags.noZeroes, selected: null, secure: false };
+  const state: State = { structuredReplies: false, extendedHeaders: false, noZeroes: flags.noZeroes, selected: null, secure: false };
   for (;;) {
     const { reader, writer } = io;
     const header = decodeOptionHeader(await reader.read(OPTION_HEADER_LENGTH));
@@ -119,6 +122,7 @@ async function startTls(option: number, data: Buffer, ctx: Ctx): Promise<'contin
   // proto.md: everything negotiated before TLS is forgotten once it is up.
   state.secure = true;
   state.structuredReplies = false;
+  state.extendedHeaders = false;
   state.selected = null;
   return 'continue';
 }
@@ -136,6 +140,8 @@ async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agr
   }
   switch (option) {
     case Opt.EXPORT_NAME: {
+      // proto.md: after EXTENDED_HEADERS the client must use GO; EXPORT_NAME has no error reply, so drop it.
+      if (state.extendedHeaders) throw protocolError('NBD_OPT_EXPORT_NAME after NBD_OPT_EXTENDED_HEADERS', 'option');
       const name = decodeString(data);
       const exp = name === null || data.byteLength > MAX_STRING_LENGTH ? undefined : ctx.exports.find(name);
       // No error reply exists for EXPORT_NAME: an unknown export means closing the connection.
@@ -155,7 +161,17 @@ async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agr
       return startTls(option, data, ctx);
     case Opt.STRUCTURED_REPLY:
       if (data.byteLength !== 0) return fail(Rep.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+      // As qemu: once extended headers are on, compact structured replies cannot be chosen instead.
+      if (state.extendedHeaders) return fail(Rep.ERR_EXT_HEADER_REQD, 'extended headers already negotiated');
       if (state.structuredReplies) return fail(Rep.ERR_INVALID, 'structured replies already negotiated');
+      state.structuredReplies = true;
+      await writer.send([encodeOptionReply(option, Rep.ACK)]);
+      return 'continue';
+    case Opt.EXTENDED_HEADERS:
+      if (data.byteLength !== 0) return fail(Rep.ERR_INVALID, 'NBD_OPT_EXTENDED_HEADERS takes no data');
+      if (state.extendedHeaders) return fail(Rep.ERR_INVALID, 'extended headers already negotiated');
+      // Extended headers carry structured replies with them (and take precedence over them).
+      state.extendedHeaders = true;
       state.structuredReplies = true;
       await writer.send([encodeOptionReply(option, Rep.ACK)]);
       return 'continue';
@@ -166,14 +182,13 @@ async function handleOption(option: number, data: Buffer, ctx: Ctx): Promise<Agr
     case Opt.SET_META_CONTEXT:
       return metaContext(option, data, ctx);
     default:
-      // EXTENDED_HEADERS (11) is not implemented yet: refusing it keeps compact headers, which every client supports.
       return fail(Rep.ERR_UNSUP, `option ${option} is not supported`);
   }
 }
 
 function agreement(exp: NbdExport, state: State): Agreement {
   const contexts = state.selected && state.selected.exportName === exp.name ? state.selected.contexts : [];
-  return { export: exp, structuredReplies: state.structuredReplies, metaContexts: contexts };
+  return { export: exp, structuredReplies: state.structuredReplies, extendedHeaders: state.extendedHeaders, metaContexts: contexts };
 }
 
 async function infoOrGo(option: number, data: Buffer, ctx: Ctx): Promise<Agreement | 'continue'> {

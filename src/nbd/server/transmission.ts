@@ -1,16 +1,20 @@
-import { Cmd, CmdFlag, MAX_PAYLOAD, NbdErrno, REQUEST_HEADER_LENGTH } from '../protocol/constants.js';
+import { Cmd, CmdFlag, EXTENDED_REQUEST_HEADER_LENGTH, MAX_PAYLOAD, NbdErrno, REQUEST_HEADER_LENGTH } from '../protocol/constants.js';
 import { nbdErrnoOf } from '../protocol/errno.js';
 import {
   encodeBlockStatusChunk,
+  encodeBlockStatusExtChunk,
   encodeErrorChunk,
   encodeNoneChunk,
   encodeOffsetDataHeader,
   encodeOffsetHoleChunk,
   encodeSimpleReply,
+  type ReplyTo,
 } from '../protocol/replies.js';
 import {
   commandName,
+  decodeExtendedRequestHeader,
   decodeRequestHeader,
+  payloadLength,
   validateRequest,
   type RequestContext,
   type RequestHeader,
@@ -30,6 +34,14 @@ export interface TransmissionLimits {
 }
 
 export const DEFAULT_LIMITS: TransmissionLimits = { maxBytesInFlight: 64 * 1024 * 1024, maxRequestsInFlight: 64 };
+
+/** What a reply needs to know about its request. */
+interface Answering {
+  readonly cookie: bigint;
+  readonly type: number;
+  /** The request's offset, echoed by extended reply headers. */
+  readonly offset: bigint | number;
+}
 
 /** Observes failed requests (for logging); the server never throws them further. */
 export type RequestErrorSink = (command: string, error: unknown) => void;
@@ -62,6 +74,7 @@ export class Transmission {
       transmissionFlags: exp.transmissionFlags(agreement.structuredReplies),
       structuredReplies: agreement.structuredReplies,
       metaContexts: agreement.metaContexts.length,
+      extendedHeaders: agreement.extendedHeaders,
     };
   }
 
@@ -77,20 +90,22 @@ export class Transmission {
     for (;;) {
       let header: RequestHeader;
       try {
-        header = decodeRequestHeader(await this.#reader.read(REQUEST_HEADER_LENGTH));
+        header = this.#agreement.extendedHeaders
+          ? decodeExtendedRequestHeader(await this.#reader.read(EXTENDED_REQUEST_HEADER_LENGTH))
+          : decodeRequestHeader(await this.#reader.read(REQUEST_HEADER_LENGTH));
       } catch (e) {
         if (e instanceof EndOfStream) return;
         throw e;
       }
       if (header.type === Cmd.DISC) return;
-      const payloadLen = header.type === Cmd.WRITE ? header.length : 0;
+      const payloadLen = payloadLength(header);
       if (payloadLen > MAX_PAYLOAD) {
         // Too big to take in: read it through in bounded steps and refuse the request.
         await this.#reader.skip(payloadLen);
         await this.#replyError(header, NbdErrno.EINVAL, `WRITE of ${payloadLen} bytes exceeds the maximum payload ${MAX_PAYLOAD}`);
         continue;
       }
-      const cost = header.type === Cmd.READ || header.type === Cmd.WRITE ? Math.min(header.length, MAX_PAYLOAD) : 0;
+      const cost = header.type === Cmd.READ ? Math.min(header.length, MAX_PAYLOAD) : payloadLen;
       await this.#budget.acquire(cost);
       let payload: Buffer | null = null;
       try {
@@ -161,13 +176,14 @@ export class Transmission {
       await node.read(req.offset, data);
       return this.#writer.send([encodeSimpleReply(req.cookie, 0), data]);
     }
-    if (req.length === 0) return this.#writer.send([encodeNoneChunk(req.cookie)]);
+    const to = this.#to(req);
+    if (req.length === 0) return this.#writer.send([encodeNoneChunk(to)]);
     const pieces = await readPieces(node, req, (req.flags & CmdFlag.DF) !== 0);
     const parts: Uint8Array[] = [];
     pieces.forEach((p, i) => {
       const done = i === pieces.length - 1;
-      if (p.kind === 'hole') parts.push(encodeOffsetHoleChunk(req.cookie, { offset: p.offset, holeLength: p.length, done }));
-      else parts.push(encodeOffsetDataHeader(req.cookie, { offset: p.offset, dataLength: p.data.byteLength, done }), p.data);
+      if (p.kind === 'hole') parts.push(encodeOffsetHoleChunk(to, { offset: p.offset, holeLength: p.length, done }));
+      else parts.push(encodeOffsetDataHeader(to, { offset: p.offset, dataLength: p.data.byteLength, done }), p.data);
     });
     return this.#writer.send(parts);
   }
@@ -176,17 +192,27 @@ export class Transmission {
     if (req.length === 0) return this.#replyError(req, NbdErrno.EINVAL, 'BLOCK_STATUS of length 0');
     const node = this.#agreement.export.node;
     const replies = await blockStatusReplies(node, req, this.#agreement.metaContexts);
-    const parts = replies.map((r, i) => encodeBlockStatusChunk(req.cookie, { contextId: r.context.id, extents: r.extents, done: i === replies.length - 1 }));
+    const to = this.#to(req);
+    // Extended headers allow only the 64-bit form (proto.md).
+    const encode = this.#agreement.extendedHeaders ? encodeBlockStatusExtChunk : encodeBlockStatusChunk;
+    const parts = replies.map((r, i) => encode(to, { contextId: r.context.id, extents: r.extents, done: i === replies.length - 1 }));
     return this.#writer.send(parts);
   }
 
-  #replyOk(req: { cookie: bigint }): Promise<void> {
+  /** The cookie for compact chunks; cookie and request offset for extended ones. */
+  #to(req: Answering): ReplyTo {
+    return this.#agreement.extendedHeaders ? { cookie: req.cookie, requestOffset: BigInt(req.offset) } : req.cookie;
+  }
+
+  /** Simple replies are forbidden with extended headers: success is then a NONE chunk. */
+  #replyOk(req: Answering): Promise<void> {
+    if (this.#agreement.extendedHeaders) return this.#writer.send([encodeNoneChunk(this.#to(req))]);
     return this.#writer.send([encodeSimpleReply(req.cookie, 0)]);
   }
 
-  /** READ and BLOCK_STATUS answer in structured form once it is agreed; everything else may use a simple reply. */
-  #replyError(req: { cookie: bigint; type: number }, errno: number, message: string): Promise<void> {
-    const structured = this.#agreement.structuredReplies && (req.type === Cmd.READ || req.type === Cmd.BLOCK_STATUS);
-    return this.#writer.send([structured ? encodeErrorChunk(req.cookie, errno, message) : encodeSimpleReply(req.cookie, errno)]);
+  /** READ and BLOCK_STATUS answer in structured form once it is agreed (everything does with extended headers); the rest may use a simple reply. */
+  #replyError(req: Answering, errno: number, message: string): Promise<void> {
+    const structured = this.#agreement.extendedHeaders || (this.#agreement.structuredReplies && (req.type === Cmd.READ || req.type === Cmd.BLOCK_STATUS));
+    return this.#writer.send([structured ? encodeErrorChunk(this.#to(req), errno, message) : encodeSimpleReply(req.cookie, errno)]);
   }
 }

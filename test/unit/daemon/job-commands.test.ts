@@ -25,7 +25,7 @@ test('block-commit on the active node: READY, query-block-jobs, block-job-comple
     assert.deepEqual(await readAll(graph.node('disk')), model);
     assert.deepEqual(await client.execute('query-jobs'), []);
     const statuses = events.filter((e) => e.event === 'JOB_STATUS_CHANGE').map((e) => e.data?.['status']);
-    assert.deepEqual(statuses, ['running', 'ready', 'waiting', 'pending', 'concluded', 'null']);
+    assert.deepEqual(statuses, ['created', 'running', 'ready', 'waiting', 'pending', 'concluded', 'null']);
   });
 });
 

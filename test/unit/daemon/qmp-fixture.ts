@@ -30,6 +30,14 @@ export class FakeGraph implements NodeGraph {
     this.replaced.push([from, to]);
     for (const [k, v] of this.nodes) if (v === from) this.nodes.set(k, to);
   }
+  sourceFile(node: ImageNode): string | undefined {
+    return this.nameOf(node) === undefined ? undefined : node.filename;
+  }
+  async deleteNode(name: string): Promise<void> {
+    const n = this.nodes.get(name);
+    this.nodes.delete(name);
+    await n?.close();
+  }
   onRelease(listener: (node: ImageNode, reason: ReleaseReason) => void): () => void {
     this.#release.add(listener);
     return () => this.#release.delete(listener);

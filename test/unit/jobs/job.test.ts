@@ -58,7 +58,7 @@ test('a job that succeeds goes running → waiting → pending → concluded →
   const events = record(job);
   job.start();
   await job.wait();
-  assert.deepEqual(events, ['running', 'waiting', 'pending', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
+  assert.deepEqual(events, ['created', 'running', 'waiting', 'pending', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
   assert.deepEqual(job.log, ['commit', 'clean']);
   assert.equal(job.offset, 50);
   assert.equal(job.len, 50);
@@ -121,7 +121,7 @@ test('a job that needs completion waits in ready; complete finishes it; pause in
   job.complete();
   await job.wait();
   assert.deepEqual(job.log, ['commit', 'clean']);
-  assert.deepEqual(events.slice(0, 3), ['running', 'ready', 'BLOCK_JOB_READY']);
+  assert.deepEqual(events.slice(0, 4), ['created', 'running', 'ready', 'BLOCK_JOB_READY']);
   assert.ok(events.includes('standby'));
 });
 

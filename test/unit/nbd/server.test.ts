@@ -84,7 +84,10 @@ test('handshake: LIST, INFO with name and description, unknown options and expor
       assert.equal((await c.option(Opt.INFO, Uint8Array.of(0, 0, 0, 9, 0, 0)))[0]?.replyType, Rep.ERR_INVALID);
       assert.equal((await c.option(42))[0]?.replyType, Rep.ERR_UNSUP);
       assert.equal((await c.option(Opt.STARTTLS))[0]?.replyType, Rep.ERR_POLICY);
-      assert.equal((await c.option(Opt.EXTENDED_HEADERS))[0]?.replyType, Rep.ERR_UNSUP);
+      assert.equal((await c.option(Opt.EXTENDED_HEADERS, Uint8Array.of(1)))[0]?.replyType, Rep.ERR_INVALID, 'EXTENDED_HEADERS takes no data');
+      assert.equal((await c.option(Opt.EXTENDED_HEADERS))[0]?.replyType, Rep.ACK);
+      assert.equal((await c.option(Opt.EXTENDED_HEADERS))[0]?.replyType, Rep.ERR_INVALID, 'a second EXTENDED_HEADERS');
+      assert.equal((await c.option(Opt.STRUCTURED_REPLY))[0]?.replyType, Rep.ERR_EXT_HEADER_REQD);
       assert.equal((await c.option(Opt.ABORT))[0]?.replyType, Rep.ACK);
       await c.closed();
     },

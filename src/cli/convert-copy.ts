@@ -1,0 +1,265 @@
+/**
+ * The copy loop of `vdisk convert`: block status decides what each range of the
+ * sources becomes (data to read, zeros to write, or nothing), and a bounded pool
+ * of workers copies the ranges in chunks. Like qemu-img's convert coroutines
+ * (`-m N`, default 8), reads of several chunks overlap; without `-W` each write
+ * starts only when the write of the chunk before it has completed, so the target
+ * is written in disk order; with `-W` writes complete in any order.
+ *
+ * Holes of the source are never read, and a fresh target is never pre-zeroed.
+ */
+import type { ImageNode } from '../block/types.js';
+import { VdiskError, isVdiskError } from '../errors.js';
+import { ioFailureText } from './errors-text.js';
+import type { ProgressPrinter } from './format/progress.js';
+
+/** Largest request one copy step reads and writes (qemu-img's 2 MiB buffer). */
+const CHUNK = 2 * 1024 * 1024;
+
+/** What the copy needs to know of the command line. */
+export interface CopySettings {
+  /** Bytes of zeros that make a hole in the target (-S); 0 writes everything. */
+  readonly sparseSize: number;
+  readonly compress: boolean;
+  /** The target has a backing file (-B): ranges the sources leave unallocated stay unallocated. */
+  readonly hasBacking: boolean;
+  /** The target reads as zeros before the copy (fresh, or --target-is-zero). */
+  readonly targetZeroed: boolean;
+  /** Parallel requests (-m), 1..16. */
+  readonly parallel: number;
+  /** Out-of-order writes allowed (-W). */
+  readonly outOfOrder: boolean;
+}
+
+export interface CopyJob {
+  readonly sources: readonly ImageNode[];
+  readonly target: ImageNode;
+  readonly settings: CopySettings;
+  readonly progress: ProgressPrinter;
+}
+
+/** What one range of a source becomes in the target. */
+type Plan = 'data' | 'zero' | 'skip';
+
+/** One unit of work for a copy worker, numbered in disk order. */
+interface Chunk {
+  readonly seq: number;
+  readonly source: ImageNode;
+  /** Offset in the source. */
+  readonly offset: number;
+  /** Offset in the target. */
+  readonly targetOffset: number;
+  readonly length: number;
+  readonly plan: 'data' | 'zero';
+}
+
+function planFor(
+  x: { readonly present?: boolean; readonly allocated?: boolean; readonly zero: boolean; readonly data: boolean },
+  settings: CopySettings,
+): Plan {
+  const present = x.present ?? x.allocated ?? true;
+  if (settings.hasBacking && !present) return 'skip'; // the target's backing provides it
+  if (x.zero || !x.data) return settings.targetZeroed ? 'skip' : 'zero';
+  return 'data';
+}
+
+async function statusOf(src: ImageNode, settings: CopySettings, off: number): Promise<Array<{ length: number; plan: Plan }>> {
+  const len = Math.min(src.length - off, 2 ** 32);
+  const extents = settings.hasBacking ? await src.layerStatus(off, len) : await src.blockStatus(off, len);
+  const out = extents.map((x) => ({ length: x.length, plan: planFor(x, settings) }));
+  if (out.reduce((a, s) => a + s.length, 0) <= 0) {
+    throw new VdiskError('EIO', `block status of '${src.filename}' returned nothing at ${off}`, { file: src.filename, offset: off });
+  }
+  return out;
+}
+
+/** The chunks of the whole copy, in disk order, produced lazily from block status. */
+async function* chunksOf(job: CopyJob): AsyncGenerator<Chunk> {
+  const { settings, target } = job;
+  const clusterSize = target.clusterSize ?? 65536;
+  let seq = 0;
+  let base = 0;
+  for (const source of job.sources) {
+    for (let pos = 0; pos < source.length; ) {
+      for (const s of await statusOf(source, settings, pos)) {
+        const start = pos;
+        pos += s.length;
+        if (s.plan === 'skip') continue;
+        for (let off = start; off < start + s.length; ) {
+          // Compressed output goes cluster by cluster, aligned in the target.
+          const limit = settings.compress ? clusterSize - ((base + off) % clusterSize) : CHUNK;
+          const length = Math.min(limit, start + s.length - off);
+          yield { seq: seq++, source, offset: off, targetOffset: base + off, length, plan: s.plan };
+          off += length;
+        }
+      }
+    }
+    base += source.length;
+  }
+}
+
+/** The bytes the copy will write: qemu-img's progress counts these, not the disk size. */
+async function bytesToCopy(job: CopyJob): Promise<number> {
+  let total = 0;
+  for (const src of job.sources) {
+    for (let pos = 0; pos < src.length; ) {
+      for (const s of await statusOf(src, job.settings, pos)) {
+        pos += s.length;
+        if (s.plan !== 'skip') total += s.length;
+      }
+    }
+  }
+  return total;
+}
+
+/**
+ * Lets writes start in sequence order: `turn(seq)` resolves once every chunk
+ * before `seq` has been written. A failure releases every waiter (they then see
+ * `failed` and stop).
+ */
+class WriteOrder {
+  private next = 0;
+  private readonly waiting = new Map<number, () => void>();
+  failed = false;
+
+  turn(seq: number): Promise<void> {
+    if (seq === this.next || this.failed) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.set(seq, resolve));
+  }
+
+  written(seq: number): void {
+    this.next = seq + 1;
+    const wake = this.waiting.get(this.next);
+    this.waiting.delete(this.next);
+    wake?.();
+  }
+
+  fail(): void {
+    this.failed = true;
+    for (const wake of this.waiting.values()) wake();
+    this.waiting.clear();
+  }
+}
+
+/** Copies every source into the target (concatenated), `settings.parallel` chunks at a time. */
+export async function copyAll(job: CopyJob): Promise<void> {
+  const { settings, target } = job;
+  const toCopy = await bytesToCopy(job);
+  const clusterSize = target.clusterSize ?? 65536;
+  const chunks = chunksOf(job);
+  // Compressed clusters are packed in the order they are written: keep that order
+  // (and so the output) deterministic even with -W.
+  const order = settings.outOfOrder && !settings.compress ? undefined : new WriteOrder();
+  let done = 0;
+  let failure: unknown;
+  // Async generators queue concurrent next() calls, so workers can share one.
+  const nextChunk = (): Promise<IteratorResult<Chunk>> => chunks.next();
+
+  const worker = async (): Promise<void> => {
+    const buffer = new Uint8Array(settings.compress ? clusterSize : CHUNK);
+    for (;;) {
+      if (failure !== undefined) return;
+      const step = await nextChunk();
+      if (step.done === true) return;
+      const chunk = step.value;
+      const data = buffer.subarray(0, chunk.length);
+      if (chunk.plan === 'data') {
+        try {
+          await chunk.source.read(chunk.offset, data);
+        } catch (e) {
+          throw new VdiskError('EIO', `error while reading at byte ${chunk.targetOffset}: ${ioFailureText(e)}`, { offset: chunk.targetOffset }, { cause: e });
+        }
+      }
+      await order?.turn(chunk.seq);
+      if (failure !== undefined || order?.failed === true) return;
+      if (chunk.plan === 'zero') await writeZeroesAt(target, chunk.targetOffset, chunk.length, settings.sparseSize === 0);
+      else await writeData(target, chunk.targetOffset, data, { ...settings, clusterSize });
+      order?.written(chunk.seq);
+      done += chunk.length;
+      job.progress.set(toCopy === 0 ? 100 : (100 * done) / toCopy);
+    }
+  };
+
+  const guarded = async (): Promise<void> => {
+    try {
+      await worker();
+    } catch (e) {
+      failure ??= e;
+      order?.fail();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, settings.parallel) }, guarded));
+  if (failure !== undefined) throw failure;
+  if (toCopy === 0) job.progress.set(100);
+}
+
+/** Compared against with memcmp (Buffer.equals); never written. */
+const ZEROS = Buffer.alloc(64 * 1024);
+
+function isZero(buf: Uint8Array): boolean {
+  const bytes = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let i = 0; i < bytes.length; i += ZEROS.length) {
+    const part = bytes.subarray(i, Math.min(bytes.length, i + ZEROS.length));
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
+async function writeZeroesAt(target: ImageNode, offset: number, length: number, allocate: boolean): Promise<void> {
+  try {
+    if (allocate) await target.write(offset, new Uint8Array(length));
+    else await target.writeZeroes(offset, length, { mayUnmap: true });
+  } catch (e) {
+    throw new VdiskError('EIO', `error while writing at byte ${offset}: ${ioFailureText(e)}`, { offset }, { cause: e });
+  }
+}
+
+/**
+ * Writes one buffer, leaving holes where it holds `sparseSize`-sized, aligned runs
+ * of zeros: a fresh target already reads zeros there; an old one gets them zeroed.
+ */
+async function writeData(
+  target: ImageNode,
+  offset: number,
+  buf: Uint8Array,
+  opts: { readonly sparseSize: number; readonly targetZeroed: boolean; readonly compress: boolean; readonly clusterSize: number },
+): Promise<void> {
+  try {
+    if (opts.compress) {
+      if (isZero(buf)) {
+        if (!opts.targetZeroed) await target.writeZeroes(offset, buf.length, { mayUnmap: true });
+        return;
+      }
+      if (buf.length === opts.clusterSize && offset % opts.clusterSize === 0) await target.writeCompressed(offset, buf);
+      else await target.write(offset, buf);
+      return;
+    }
+    if (opts.sparseSize === 0) {
+      await target.write(offset, buf);
+      return;
+    }
+    // Walk the buffer in sparse-size steps aligned to the disk, grouping runs of data and of zeros.
+    let runStart = 0;
+    let runZero: boolean | undefined;
+    const flush = async (end: number): Promise<void> => {
+      if (end <= runStart || runZero === undefined) return;
+      if (runZero) {
+        if (!opts.targetZeroed) await target.writeZeroes(offset + runStart, end - runStart, { mayUnmap: true });
+      } else await target.write(offset + runStart, buf.subarray(runStart, end));
+    };
+    for (let i = 0; i < buf.length; ) {
+      const step = Math.min(opts.sparseSize - ((offset + i) % opts.sparseSize), buf.length - i);
+      const zero = isZero(buf.subarray(i, i + step));
+      if (zero !== runZero) {
+        await flush(i);
+        runStart = i;
+        runZero = zero;
+      }
+      i += step;
+    }
+    await flush(buf.length);
+  } catch (e) {
+    if (isVdiskError(e) && e.message.startsWith('error while writing')) throw e;
+    throw new VdiskError('EIO', `error while writing at byte ${offset}: ${ioFailureText(e)}`, { offset }, { cause: e });
+  }
+}
