@@ -1,49 +1,37 @@
 /** Entry of the vdisk command line: dispatches qemu-img style subcommands (and `io`, qemu-io's face). */
 import { createImage, openImage } from '../block/index.js';
 import { type CliContext, type CliOutput, type Engine, reportUsage } from './context.js';
-import { checkCommand } from './commands/check.js';
-import { commitCommand } from './commands/commit.js';
-import { jobCommand } from './commands/job.js';
-import { compareCommand } from './commands/compare.js';
-import { convertCommand } from './commands/convert.js';
-import { createCommand } from './commands/create.js';
-import { infoCommand } from './commands/info.js';
-import { ioCommand } from './commands/io.js';
-import { mapCommand } from './commands/map.js';
-import { ploopCommand } from './commands/ploop.js';
-import { rebaseCommand } from './commands/rebase.js';
-import { resizeCommand } from './commands/resize.js';
-import { serveCommand } from './commands/serve.js';
-import { benchCommand } from './commands/bench.js';
-import { snapshotCommand } from './commands/snapshot.js';
-import { amendCommand } from './commands/amend.js';
-import { bitmapCommand } from './commands/bitmap.js';
-import { measureCommand } from './commands/measure.js';
-import { ddCommand } from './commands/dd.js';
 import { HELP_TEXT } from './help-text.js';
 
 type Command = (ctx: CliContext, argv: readonly string[]) => Promise<number>;
 
-const COMMANDS: Readonly<Record<string, Command>> = {
-  create: createCommand,
-  info: infoCommand,
-  map: mapCommand,
-  ploop: ploopCommand,
-  convert: convertCommand,
-  io: ioCommand,
-  bench: benchCommand,
-  serve: (_ctx, argv) => serveCommand(argv),
-  snapshot: snapshotCommand,
-  amend: amendCommand,
-  bitmap: bitmapCommand,
-  check: checkCommand,
-  commit: commitCommand,
-  job: jobCommand,
-  compare: compareCommand,
-  resize: resizeCommand,
-  rebase: rebaseCommand,
-  measure: measureCommand,
-  dd: ddCommand,
+/**
+ * Each command's module is loaded only when it runs: importing all of them (the
+ * NBD server, the daemon, every job) cost ~100 ms at every start.
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  create: async () => (await import('./commands/create.js')).createCommand,
+  info: async () => (await import('./commands/info.js')).infoCommand,
+  map: async () => (await import('./commands/map.js')).mapCommand,
+  ploop: async () => (await import('./commands/ploop.js')).ploopCommand,
+  convert: async () => (await import('./commands/convert.js')).convertCommand,
+  io: async () => (await import('./commands/io.js')).ioCommand,
+  bench: async () => (await import('./commands/bench.js')).benchCommand,
+  serve: async () => {
+    const { serveCommand } = await import('./commands/serve.js');
+    return (_ctx, argv) => serveCommand(argv);
+  },
+  snapshot: async () => (await import('./commands/snapshot.js')).snapshotCommand,
+  amend: async () => (await import('./commands/amend.js')).amendCommand,
+  bitmap: async () => (await import('./commands/bitmap.js')).bitmapCommand,
+  check: async () => (await import('./commands/check.js')).checkCommand,
+  commit: async () => (await import('./commands/commit.js')).commitCommand,
+  job: async () => (await import('./commands/job.js')).jobCommand,
+  compare: async () => (await import('./commands/compare.js')).compareCommand,
+  resize: async () => (await import('./commands/resize.js')).resizeCommand,
+  rebase: async () => (await import('./commands/rebase.js')).rebaseCommand,
+  measure: async () => (await import('./commands/measure.js')).measureCommand,
+  dd: async () => (await import('./commands/dd.js')).ddCommand,
 };
 
 /** The subcommands `run` dispatches (for --help's completeness test). */
@@ -74,7 +62,7 @@ export async function run(argv: readonly string[], options: { out?: CliOutput; e
     ctx.out.stdout(VERSION_TEXT);
     return 0;
   }
-  const command = COMMANDS[name];
-  if (!command) return reportUsage(ctx, `Command not found: ${name}`);
-  return command(ctx, rest);
+  const load = COMMANDS[name];
+  if (!load) return reportUsage(ctx, `Command not found: ${name}`);
+  return (await load())(ctx, rest);
 }
