@@ -1,6 +1,22 @@
-import { VdiskError } from '../errors.js';
+import { isVdiskError, VdiskError } from '../errors.js';
 import { RateLimit } from './rate-limit.js';
 import { canTransition, verbAllowed, type JobStatus, type JobVerb } from './status.js';
+
+/**
+ * QEMU reports a job that failed on I/O with strerror() of the errno alone
+ * (job_update_rc), e.g. "No space left on device"; management tools match
+ * these texts. Other failures keep their own message.
+ */
+const IO_ERROR_TEXT: Readonly<Partial<Record<string, string>>> = {
+  EIO: 'Input/output error',
+  ENOSPC: 'No space left on device',
+};
+
+function jobErrorText(e: unknown): string {
+  const io = isVdiskError(e) ? IO_ERROR_TEXT[e.code] : undefined;
+  if (io !== undefined) return io;
+  return e instanceof Error ? e.message : String(e);
+}
 
 /** QMP's JobType. */
 export type JobType = 'commit' | 'stream' | 'mirror' | 'backup' | 'create' | 'amend';
@@ -350,18 +366,18 @@ export abstract class Job {
     }
     if (failure !== null) {
       const cancelled = failure instanceof JobCancelledError;
-      if (!cancelled) this.#error = failure instanceof Error ? failure.message : String(failure);
+      if (!cancelled) this.#error = jobErrorText(failure);
       if (this.#status !== 'aborting') this.#transition('aborting');
       try {
         await this.abortChanges();
       } catch (e) {
-        this.#error ??= e instanceof Error ? e.message : String(e);
+        this.#error ??= jobErrorText(e);
       }
     }
     try {
       await this.cleanup();
     } catch (e) {
-      this.#error ??= e instanceof Error ? e.message : String(e);
+      this.#error ??= jobErrorText(e);
     }
     const data = this.#blockData();
     if (failure instanceof JobCancelledError && this.#error === undefined) {

@@ -174,7 +174,7 @@ test('a mirror whose NBD target fails every write with EIO (nbdkit error filter)
         const from = d.mark();
         ok(await d.qmp.execute('blockdev-mirror', { device: 'disk', 'job-id': 'me', target: 'bad', sync: 'full', 'auto-dismiss': false }));
         const done = await d.event('BLOCK_JOB_COMPLETED', from);
-        assert.match(String((done['data'] as Record<string, unknown>)['error']), /errno 5|Input\/output error/i);
+        assert.match(String((done['data'] as Record<string, unknown>)['error']), /^Input\/output error$/);
         await d.event('BLOCK_JOB_ERROR', from);
         const jobs = ok(await d.qmp.execute('query-jobs')) as Array<{ id: string; status: string; error?: string }>;
         assert.equal(jobs[0]?.status, 'concluded');
