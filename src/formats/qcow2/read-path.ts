@@ -4,6 +4,7 @@
  */
 import type { LayerExtent } from '../driver.js';
 import { subclusterState, type L2Mapping } from './l2-entry.js';
+import type { CachedTable } from './table-cache.js';
 import { acquireL2, l2Chunks, l2IndexOf, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 
 /** A piece of a guest range with one way of reading it. */
@@ -181,6 +182,9 @@ export async function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array
   if (overlays.length > 0) await Promise.all(overlays.map((o) => img.dataHost.read(buf.subarray(o.guest - offset, o.guest - offset + o.length), o.host)));
 }
 
+/** L2 tables loaded ahead of the one being mapped by block status. */
+const STATUS_READ_AHEAD = 8;
+
 /** This layer's allocation over [offset, offset+length). */
 export async function layerStatus(img: Qcow2Image, offset: number, length: number): Promise<LayerExtent[]> {
   const out: LayerExtent[] = [];
@@ -204,31 +208,47 @@ export async function layerStatus(img: Qcow2Image, offset: number, length: numbe
   };
   // Status must describe completed writes: link the allocations in flight over the range first.
   await img.inflight.settle(Math.floor(offset / img.clusterSize), Math.floor((offset + length - 1) / img.clusterSize));
-  for (const chunk of l2Chunks(img, offset, length)) {
-    for (const p of await mapChunk(img, chunk)) {
-      switch (p.kind) {
-        case 'data':
-          push({ length: p.length, allocated: true, zero: false, data: true, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) });
-          break;
-        case 'zero':
-          push(
-            p.host === null
-              ? { length: p.length, allocated: true, zero: true, data: false }
-              : { length: p.length, allocated: true, zero: true, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
-          );
-          break;
-        case 'unallocated':
-          push(
-            p.host === undefined
-              ? { length: p.length, allocated: false, zero: false, data: false }
-              : { length: p.length, allocated: false, zero: false, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
-          );
-          break;
-        case 'compressed':
-          push({ length: p.length, allocated: true, zero: false, data: true, compressed: true });
-          break;
+  // The L2 tables of the next chunks load in parallel while this one is mapped.
+  const chunks = [...l2Chunks(img, offset, length)];
+  const ahead = new Map<number, Promise<CachedTable | null>>();
+  const prefetch = (k: number): void => {
+    const c = chunks[k];
+    if (c && !ahead.has(k)) ahead.set(k, acquireL2(img, c.l1Index).catch(() => null));
+  };
+  try {
+    for (const [k, chunk] of chunks.entries()) {
+      for (let j = k; j < k + STATUS_READ_AHEAD; j++) prefetch(j);
+      const pieces = await mapChunk(img, chunk);
+      const pinned = await ahead.get(k);
+      ahead.delete(k);
+      if (pinned) img.l2Cache.release(pinned);
+      for (const p of pieces) {
+        switch (p.kind) {
+          case 'data':
+            push({ length: p.length, allocated: true, zero: false, data: true, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) });
+            break;
+          case 'zero':
+            push(
+              p.host === null
+                ? { length: p.length, allocated: true, zero: true, data: false }
+                : { length: p.length, allocated: true, zero: true, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
+            );
+            break;
+          case 'unallocated':
+            push(
+              p.host === undefined
+                ? { length: p.length, allocated: false, zero: false, data: false }
+                : { length: p.length, allocated: false, zero: false, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
+            );
+            break;
+          case 'compressed':
+            push({ length: p.length, allocated: true, zero: false, data: true, compressed: true });
+            break;
+        }
       }
     }
+  } finally {
+    for (const t of ahead.values()) void t.then((pinned) => pinned && img.l2Cache.release(pinned));
   }
   return out;
 }
