@@ -1,6 +1,7 @@
 import type { ImageNode } from '../../block/types.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
-import type { FormatName } from '../../formats/driver.js';
+import type { CacheMode, FormatName } from '../../formats/driver.js';
+import { parseCacheMode } from '../cache-mode.js';
 import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { formatOptions, optionHelp, parseCreateOptions, parseQemuSize, wantsHelp } from '../create-options.js';
@@ -29,6 +30,10 @@ interface ConvertArgs {
   parallel: number;
   /** -W: writes may complete out of order. */
   outOfOrder: boolean;
+  /** -t: qemu-img convert writes with cache=unsafe unless told otherwise (no sync at the end). */
+  targetCache: CacheMode;
+  /** -T */
+  sourceCache: CacheMode;
 }
 
 /** `vdisk convert [-f fmt] [-O fmt] [-o opts] [-c] [-p] [-n] [-S size] [-B backing] [-W] [-m N] [-t cache] [-T cache] [-U] [--target-is-zero] src... dst` */
@@ -60,6 +65,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     targetIsZero: false,
     parallel: 8,
     outOfOrder: false,
+    targetCache: 'unsafe',
+    sourceCache: 'writeback',
   };
   for (const { key, value = '' } of parsed.options) {
     switch (key) {
@@ -93,8 +100,19 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
         break;
       }
       case 'W': args.outOfOrder = true; break;
+      case 't':
+      case 'T': {
+        const mode = parseCacheMode(value);
+        if (mode === undefined) {
+          reportError(ctx, `Invalid ${key === 'T' ? 'source ' : ''}cache option: ${value}`);
+          return 1;
+        }
+        if (key === 't') args.targetCache = mode;
+        else args.sourceCache = mode;
+        break;
+      }
       case 'h': return reportUsage(ctx, 'see qemu-img(1) for the convert options');
-      default: break; // -t, -T, -C, -l, -r: accepted; vdisk's copy needs no tuning by them
+      default: break; // -C, -l, -r: accepted; vdisk's copy needs no tuning by them
     }
   }
   if (args.quiet) args.progress = false;
@@ -121,7 +139,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
   let target: ImageNode | undefined;
   try {
     for (const name of sourceNames) {
-      const node = await openForReading(ctx, name, { format: args.sourceFormat, forceShare: args.forceShare });
+      const node = await openForReading(ctx, name, { format: args.sourceFormat, forceShare: args.forceShare, cache: args.sourceCache });
       if (!node) return 1;
       sources.push(node);
     }
@@ -188,7 +206,7 @@ async function prepareTarget(ctx: CliContext, args: ConvertArgs, name: string, s
     }
   }
   try {
-    return await ctx.engine.openImage(name, { format, readOnly: false });
+    return await ctx.engine.openImage(name, { format, readOnly: false, cache: args.targetCache });
   } catch (e) {
     reportError(ctx, `Could not open '${name}': ${openErrorText(name, e)}`);
     return undefined;

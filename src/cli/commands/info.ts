@@ -6,7 +6,7 @@ import { type ImageReport, allocatedBytes, imageInfoHuman, imageInfoJson } from 
 import { resolveBackingPath } from '../image-path.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
-import type { FormatName } from '../../formats/driver.js';
+import type { CacheMode, FormatName } from '../../formats/driver.js';
 
 /** Parses --output; reports qemu-img's error and returns undefined when it is neither human nor json. */
 export function parseOutputFormat(ctx: CliContext, value: string | undefined): 'human' | 'json' | undefined {
@@ -20,7 +20,7 @@ export function parseOutputFormat(ctx: CliContext, value: string | undefined): '
 export async function openForReading(
   ctx: CliContext,
   path: string,
-  options: { readonly format: string | undefined; readonly forceShare: boolean; readonly noBacking?: boolean },
+  options: { readonly format: string | undefined; readonly forceShare: boolean; readonly noBacking?: boolean; readonly cache?: CacheMode },
 ): Promise<ImageNode | undefined> {
   let format: FormatName | undefined;
   if (options.format !== undefined) {
@@ -36,6 +36,7 @@ export async function openForReading(
       readOnly: true,
       forceShare: options.forceShare,
       ...(options.noBacking ? { noBacking: true } : {}),
+      ...(options.cache ? { cache: options.cache } : {}),
       onWarning: (message) => reportError(ctx, message),
     });
   } catch (e) {

@@ -45,7 +45,7 @@ import {
 } from './header.js';
 import { l2OffsetAt, type Qcow2Image } from './image.js';
 import { InflightTable, type InflightStats } from './inflight.js';
-import { cachePolicy, withoutSync, type CachePolicy } from './cache-mode.js';
+import { cachePolicy, withoutSync, type CachePolicy } from '../cache-mode.js';
 import { writeL1Entry } from './l2-entry.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';

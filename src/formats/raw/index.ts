@@ -1,6 +1,8 @@
 /** The raw format module: a disk image that is just the bytes of the disk. */
 import { VdiskError } from '../../errors.js';
+import { DirectHostFile } from '../../host/direct-file.js';
 import { NodeHostFile } from '../../host/node-file.js';
+import { cachePolicy, withoutSync } from '../cache-mode.js';
 import { alignUp } from '../../util/size.js';
 import type { BlockDriver } from '../driver.js';
 import type { CreateOptions, DriverOpenOptions, FormatModule } from '../registry-types.js';
@@ -13,8 +15,12 @@ export { RawDriver } from './raw-driver.js';
 const CREATE_OPTIONS = new Set(['size', 'preallocation', 'nocow', 'extent_size_hint']);
 
 async function openRaw(path: string, options: DriverOpenOptions): Promise<BlockDriver> {
-  const dsync = options.cache === 'writethrough' || options.cache === 'directsync';
-  const host = await NodeHostFile.open(path, { readOnly: options.readOnly, dsync });
+  const policy = cachePolicy(options.cache);
+  // writethrough/directsync: O_DSYNC makes every write durable; unsafe: flush never syncs.
+  const opened = policy.direct
+    ? await DirectHostFile.openDirect(path, { readOnly: options.readOnly, direct: true, dsync: policy.flushEachWrite })
+    : await NodeHostFile.open(path, { readOnly: options.readOnly, dsync: policy.flushEachWrite });
+  const host = policy.syncOnFlush ? opened : withoutSync(opened);
   try {
     return await RawDriver.fromHost(host);
   } catch (e) {

@@ -1,5 +1,5 @@
 /**
- * What a cache mode (qemu-img -t) means for the qcow2 engine, as QEMU's
+ * What a cache mode (qemu-img -t) means for a format driver, as QEMU's
  * bdrv_parse_cache_mode defines it:
  *   writeback    page cache, flush = write tables + fdatasync (the default)
  *   none         O_DIRECT (where the file system allows it), flush as writeback
@@ -7,8 +7,8 @@
  *   writethrough page cache, every write is flushed before it completes
  *   directsync   O_DIRECT and every write flushed before it completes
  */
-import type { HostFile } from '../../host/host-file.js';
-import type { CacheMode } from '../driver.js';
+import type { HostFile } from '../host/host-file.js';
+import type { CacheMode } from './driver.js';
 
 export interface CachePolicy {
   /** Open the host files with O_DIRECT. */
