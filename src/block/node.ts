@@ -459,6 +459,12 @@ function backingSourceOf(node: BlockNode): BackingSource {
       if (inside > 0) await node.read(offset, buf.subarray(0, inside));
       buf.fill(0, inside);
     },
+    async isZero(offset: number, length: number): Promise<boolean> {
+      const inside = Math.max(0, Math.min(length, node.length - offset));
+      if (inside === 0) return true;
+      const extents = await node.blockStatus(offset, inside);
+      return extents.every((e) => e.zero);
+    },
   };
 }
 

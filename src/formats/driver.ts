@@ -32,6 +32,11 @@ export interface BackingSource {
   readonly length: number;
   /** Fills `buf` with the backing node's content at `offset` (the whole chain below). */
   read(offset: number, buf: Uint8Array): Promise<void>;
+  /**
+   * True when block status says the whole range reads as zeros (without reading
+   * data; past the end counts as zeros). QEMU's bdrv_co_is_zero_fast.
+   */
+  isZero?(offset: number, length: number): Promise<boolean>;
 }
 
 /** How a layer records its backing file (qcow2 header; ploop descriptor). */

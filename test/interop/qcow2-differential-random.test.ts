@@ -89,6 +89,20 @@ for (const [index, kind] of KINDS.entries()) {
       spawnSync(process.execPath, [VDISK, 'io', '-f', 'qcow2', ...args, 'ours.qcow2'], { cwd: dir, stdio: 'ignore' });
       const cmp = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', 'ours.qcow2', 'theirs.qcow2'], { cwd: dir, encoding: 'utf8' });
       assert.equal(cmp.status, 0, `qemu-img compare: ${cmp.stdout}${cmp.stderr}\nops:\n${ops.join('\n')}`);
+      // Allocation, not only content: the same ranges are data, zero or unallocated (host offsets may differ).
+      const mapOf = (f: string): string => {
+        const extents = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', f], { cwd: dir, encoding: 'utf8' })) as Array<Record<string, unknown>>;
+        const merged: Array<{ start: number; end: number; kind: string }> = [];
+        for (const e of extents) {
+          const kind = `present=${String(e['present'])} zero=${String(e['zero'])} data=${String(e['data'])} depth=${String(e['depth'])}`;
+          const start = Number(e['start']);
+          const last = merged[merged.length - 1];
+          if (last && last.kind === kind && last.end === start) last.end = start + Number(e['length']);
+          else merged.push({ start, end: start + Number(e['length']), kind });
+        }
+        return merged.map((m) => `${m.start}-${m.end} ${m.kind}`).join('\n');
+      };
+      assert.equal(mapOf('ours.qcow2'), mapOf('theirs.qcow2'), `qemu-img map differs\nops:\n${ops.join('\n')}`);
       const check = spawnSync('qemu-img', ['check', '--output=json', 'ours.qcow2'], { cwd: dir, encoding: 'utf8' });
       const report = JSON.parse(check.stdout) as Record<string, unknown>;
       assert.equal(report['corruptions'] ?? 0, 0, check.stdout);

@@ -6,6 +6,7 @@
 import { VdiskError } from '../../errors.js';
 import { ALL_SUBCLUSTERS, encodeCompressedEntry, readL2Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
 import { l2Chunks, l2IndexOf, mappingAt, withSlotLock, type Qcow2Image } from './image.js';
+import { layerStatus } from './read-path.js';
 import { acquireL2ForWrite, releaseMappings, writeGuest } from './write-path.js';
 
 const ZERO_CHUNK = 1024 * 1024;
@@ -101,14 +102,13 @@ export async function zeroGuest(img: Qcow2Image, offset: number, length: number,
   }
   if (v2) {
     // No zero flag: unallocated reads as zeros without a backing file.
-    const rest = await rewriteEntries(img, { offset, length, subclusterGranular: false }, (old) =>
-      old.kind === 'unallocated' ? null : { mapping: { kind: 'unallocated' }, drop: true },
-    );
-    for (const r of rest) await writeRealZeros(img, r.offset, r.length);
+    const toUnallocated: EntryRewrite = (old) => (old.kind === 'unallocated' ? null : { mapping: { kind: 'unallocated' }, drop: true });
+    const rest = await rewriteEntries(img, { offset, length, subclusterGranular: false }, toUnallocated);
+    await zeroPieces(img, rest, img.clusterSize, toUnallocated);
     return;
   }
   const ext = img.subclusters > 1;
-  const rest = await rewriteEntries(img, { offset, length, subclusterGranular: ext }, (old, sub) => {
+  const toZero: EntryRewrite = (old, sub) => {
     const host = hostOf(old);
     const unmap = old.kind === 'compressed' || (flags.mayUnmap && host !== null && !img.geometry.externalDataFile);
     if (sub === null) {
@@ -127,9 +127,65 @@ export async function zeroGuest(img: Qcow2Image, offset: number, length: number,
       zeroMask: (zero | mask) >>> 0,
     };
     return { mapping: normalize(m), drop: false };
-  });
-  for (const r of rest) await writeRealZeros(img, r.offset, r.length);
+  };
+  const rest = await rewriteEntries(img, { offset, length, subclusterGranular: ext }, toZero);
+  await zeroPieces(img, rest, ext ? img.clusterSize / img.subclusters : img.clusterSize, toZero);
   if (ext) await zeroPartialCompressed(img, offset, length);
+}
+
+/**
+ * The partial (sub)cluster pieces of a zero-write. Like QEMU's
+ * qcow2_co_pwrite_zeroes: when the rest of the (sub)cluster already reads as
+ * zeros and it holds no data of this layer (unallocated, or a zero cluster), the
+ * whole (sub)cluster gets the zero treatment instead of allocating a cluster and
+ * writing zeros; otherwise the piece is written with real zeros.
+ */
+async function zeroPieces(img: Qcow2Image, pieces: ReadonlyArray<{ offset: number; length: number }>, granule: number, rewrite: EntryRewrite): Promise<void> {
+  for (const piece of pieces) {
+    const end = piece.offset + piece.length;
+    for (let pos = piece.offset; pos < end; ) {
+      const start = pos - (pos % granule);
+      const stop = Math.min(end, start + granule);
+      const granuleEnd = Math.min(start + granule, img.size);
+      if (await readsZeroWithoutData(img, start, granuleEnd)) {
+        let raced = false;
+        // Re-checked under the table lock: a write may have allocated it since.
+        await rewriteEntries(img, { offset: start, length: granuleEnd - start, subclusterGranular: granule < img.clusterSize }, (old, sub) => {
+          if (holdsData(old, sub)) {
+            raced = true;
+            return null;
+          }
+          return rewrite(old, sub);
+        });
+        if (raced) await writeRealZeros(img, pos, stop - pos);
+      } else {
+        await writeRealZeros(img, pos, stop - pos);
+      }
+      pos = stop;
+    }
+  }
+}
+
+/** The (sub)cluster range holds no data in this layer, and what falls through to the backing reads as zeros. */
+async function readsZeroWithoutData(img: Qcow2Image, start: number, end: number): Promise<boolean> {
+  let pos = start;
+  for (const e of await layerStatus(img, start, end - start)) {
+    if (e.data) return false;
+    // Unallocated here: the backing shows through; its block status decides (QEMU's is_zero).
+    const backing = img.backing;
+    if (!e.allocated && backing !== null && pos < backing.length) {
+      if (!backing.isZero || !(await backing.isZero(pos, e.length))) return false;
+    }
+    pos += e.length;
+  }
+  return true;
+}
+
+function holdsData(m: L2Mapping, sub: { first: number; last: number } | null): boolean {
+  if (m.kind === 'normal' || m.kind === 'compressed') return true;
+  if (m.kind !== 'subclusters') return false;
+  const mask = sub === null ? ALL_SUBCLUSTERS : subMask(sub);
+  return (m.allocMask & mask) !== 0;
 }
 
 /** Subcluster zeroing cannot touch a compressed cluster: zero those ranges by writing. */
@@ -171,11 +227,11 @@ export async function discardGuest(img: Qcow2Image, offset: number, length: numb
   // v2 has no zero flag: discarding would expose the backing file (QEMU: ENOTSUP, ignored).
   if (!full && img.version === 2 && img.backing !== null) return;
   await rewriteEntries(img, { offset, length, subclusterGranular: false }, (old) => {
-    const allocated = old.kind !== 'unallocated' && old.kind !== 'zero-plain';
+    // QEMU's cluster "allocated": it has a host cluster (normal, zero-alloc, compressed).
     const drop = hostOf(old) !== null || old.kind === 'compressed';
-    if (full || !(img.backing !== null || allocated)) {
-      return old.kind === 'unallocated' ? null : { mapping: { kind: 'unallocated' }, drop };
-    }
+    if (full) return old.kind === 'unallocated' ? null : { mapping: { kind: 'unallocated' }, drop };
+    // Nothing shows through and nothing is stored: already reads as zeros, left as it is.
+    if (img.backing === null && !drop) return null;
     if (img.version === 2) return { mapping: { kind: 'unallocated' }, drop };
     return { mapping: { kind: 'zero-plain' }, drop };
   });
