@@ -20,7 +20,7 @@
  * cluster can never hold another cluster's data.
  */
 import { VdiskError } from '../../errors.js';
-import type { HostFile } from '../../host/host-file.js';
+import type { HostFile, HostOpenOptions } from '../../host/host-file.js';
 import { NodeHostFile } from '../../host/node-file.js';
 import { AsyncLock } from '../../util/async-lock.js';
 import { hex } from '../../util/int64.js';
@@ -48,6 +48,11 @@ import { batEntryOffset, batPageOf, entryToHost, hostToEntry, layoutOf, type Plo
 import { RequestGate } from './request-gate.js';
 import { growImage, validateResize } from './resize.js';
 import { COPY_CHUNK, setHeader, writeZerosAt, type PloopState } from './state.js';
+
+export interface PloopOpenOptions extends DriverOpenOptions {
+  /** Opens the image's host file (tests pass a fault-injecting or in-memory one). Deltas below use the default. */
+  readonly openHost?: (path: string, options: HostOpenOptions) => Promise<HostFile>;
+}
 
 interface OpenedState {
   host: HostFile;
@@ -108,8 +113,9 @@ export class PloopDriver implements BlockDriver {
    *   const d = await PloopDriver.open('disk.hds', { readOnly: true });
    *   const buf = new Uint8Array(512); await d.read(0, buf); await d.close();
    */
-  static async open(path: string, options: DriverOpenOptions, below: readonly DeltaRef[] = []): Promise<PloopDriver> {
-    const host = await NodeHostFile.open(path, { readOnly: options.readOnly });
+  static async open(path: string, options: PloopOpenOptions, below: readonly DeltaRef[] = []): Promise<PloopDriver> {
+    const openHost = options.openHost ?? ((p: string, o: HostOpenOptions) => NodeHostFile.open(p, o));
+    const host = await openHost(path, { readOnly: options.readOnly });
     try {
       const s = await readImage(host, path);
       const driver = new PloopDriver(path, options, s, below);

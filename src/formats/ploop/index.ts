@@ -32,7 +32,7 @@ export const ploopFormat: FormatModule = {
   create: createPloop,
 };
 
-export { PloopDriver } from './driver.js';
+export { PloopDriver, type PloopOpenOptions } from './driver.js';
 export { createPloop } from './create.js';
 export { openPloopStack, openDescriptor, descriptorChain, readDescriptorText } from './stack.js';
 export { snapshotStack, type SnapshotResult } from './snapshot.js';
