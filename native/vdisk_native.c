@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/uio.h>
 #include <linux/falloc.h>
 #include <node_api.h>
 
@@ -230,6 +231,57 @@ static napi_value get_lock(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * fd, Uint8Array, offset → bytes transferred; -1 when the call would block
+ * (data not in the page cache, EAGAIN); -2 when the kernel or file system lacks
+ * RWF_NOWAIT for this call (ext4 buffered writes do). Lets the caller serve cached I/O on the JS thread and send only
+ * the rest to libuv's thread pool: a pool round trip costs more than a 4 KiB
+ * copy from the page cache.
+ */
+static napi_value do_nowait(napi_env env, napi_callback_info info, int write) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t fd, off;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  napi_value ab;
+  size_t byte_offset;
+  bool is_ta = false;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!get_int(env, argv, argc, 0, "fd", &fd) || !get_int(env, argv, argc, 2, "offset", &off)) return NULL;
+  if (argc < 2 || napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &byte_offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, "EINVAL", "buffer must be a Uint8Array");
+    return NULL;
+  }
+#ifdef RWF_NOWAIT
+  struct iovec iov = {data, length};
+  ssize_t r;
+  do {
+    r = write ? pwritev2((int)fd, &iov, 1, (off_t)off, RWF_NOWAIT) : preadv2((int)fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r >= 0) return make_number(env, (int64_t)r);
+  if (errno == EAGAIN) return make_number(env, -1);
+  if (errno == EINVAL || is_unsupported(errno)) return make_number(env, -2);
+  return throw_errno(env, write ? "pwritev2(RWF_NOWAIT)" : "preadv2(RWF_NOWAIT)", errno);
+#else
+  (void)write;
+  (void)data;
+  (void)length;
+  return make_number(env, -2);
+#endif
+}
+
+static napi_value read_nowait(napi_env env, napi_callback_info info) {
+  return do_nowait(env, info, 0);
+}
+
+static napi_value write_nowait(napi_env env, napi_callback_info info) {
+  return do_nowait(env, info, 1);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -239,6 +291,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_enumerable, NULL},
     {"setLock", NULL, set_lock, NULL, NULL, NULL, napi_enumerable, NULL},
     {"getLock", NULL, get_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"writeNoWait", NULL, write_nowait, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -35,6 +35,13 @@ export interface NativeHost {
   setLock(fd: number, start: number, length: number, type: 'r' | 'w' | 'u'): boolean;
   /** The first lock that would conflict with taking `type` on the range, or null. */
   getLock(fd: number, start: number, length: number, type: 'r' | 'w'): HostLockInfo | null;
+  /**
+   * preadv2 / pwritev2 with RWF_NOWAIT: bytes transferred; -1 when the call
+   * would block (data not cached); -2 when the host lacks RWF_NOWAIT for this
+   * call. Absent in addons built before these were added.
+   */
+  readonly readNoWait?: (fd: number, buf: Uint8Array, offset: number) => number;
+  readonly writeNoWait?: (fd: number, buf: Uint8Array, offset: number) => number;
 }
 
 // Where the built addon lives relative to this module: from dist/src/host/ (the

@@ -8,6 +8,8 @@ import type { Duplex } from 'node:stream';
 export class ReplyWriter {
   readonly #stream: Duplex;
   #closed = false;
+  /** One wait for 'drain' shared by every sender that found the socket full (one listener pair, however many senders). */
+  #drain: Promise<void> | null = null;
 
   constructor(stream: Duplex) {
     this.#stream = stream;
@@ -23,21 +25,28 @@ export class ReplyWriter {
   async send(parts: readonly Uint8Array[]): Promise<void> {
     if (this.closed) return;
     let full = false;
+    // Corked, the parts of one reply (header and data) leave in one writev
+    // instead of one syscall (and, over TCP, one packet) each.
+    const cork = parts.length > 1;
+    if (cork) this.#stream.cork();
     for (const p of parts) {
       if (p.byteLength > 0 && !this.#stream.write(p)) full = true;
     }
+    if (cork) this.#stream.uncork();
     if (full) await this.#drained();
   }
 
   #drained(): Promise<void> {
-    return new Promise<void>((resolve) => {
+    this.#drain ??= new Promise<void>((resolve) => {
       const done = (): void => {
         this.#stream.off('drain', done);
         this.#stream.off('close', done);
+        this.#drain = null;
         resolve();
       };
       this.#stream.on('drain', done);
       this.#stream.on('close', done);
     });
+    return this.#drain;
   }
 }

@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { NodeHostFile } from '../../../src/host/node-file.js';
+
+// Small requests first try preadv2/pwritev2(RWF_NOWAIT) on the JS thread; these
+// check that the fast path and its fallbacks give the same bytes as the pool path.
+test('small reads of cached data, reads across the end of the file and small writes return the same bytes as large ones', async () => {
+  const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
+  try {
+    const file = path.join(dir, 'f');
+    const content = Buffer.alloc(256 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 7 + 3) & 0xff;
+    fs.writeFileSync(file, content);
+    const host = await NodeHostFile.open(file);
+    try {
+      const small = new Uint8Array(4096);
+      await host.read(small, 8192 + 17);
+      assert.deepEqual(Buffer.from(small), content.subarray(8192 + 17, 8192 + 17 + 4096));
+
+      const tail = new Uint8Array(4096).fill(0xee);
+      await host.read(tail, content.length - 1000);
+      assert.deepEqual(Buffer.from(tail.subarray(0, 1000)), content.subarray(content.length - 1000));
+      assert.ok(tail.subarray(1000).every((b) => b === 0), 'bytes past the end of the file read as zeros');
+
+      const past = new Uint8Array(512).fill(0xee);
+      await host.read(past, content.length + 4096);
+      assert.ok(past.every((b) => b === 0));
+
+      const data = new Uint8Array(4096).fill(0x5a);
+      await host.write(data, 4096 * 3 + 1);
+      const big = new Uint8Array(128 * 1024);
+      await host.read(big, 0);
+      const expected = Buffer.from(content.subarray(0, big.length));
+      expected.fill(0x5a, 4096 * 3 + 1, 4096 * 4 + 1);
+      assert.deepEqual(Buffer.from(big), expected);
+    } finally {
+      await host.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
