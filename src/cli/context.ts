@@ -6,6 +6,8 @@ import type { ImageNode, OpenOptions } from '../block/types.js';
 export interface CliOutput {
   stdout(text: string): void;
   stderr(text: string): void;
+  /** Whether each stream is a terminal; absent means neither is (captured output). */
+  readonly terminal?: { readonly stdout: boolean; readonly stderr: boolean };
 }
 
 /** The engine calls the CLI needs, injected so commands can be tested against fakes. */

@@ -145,6 +145,7 @@ class WriteOrder {
 export async function copyAll(job: CopyJob): Promise<void> {
   const { settings, target } = job;
   const toCopy = await bytesToCopy(job);
+  job.progress.setTotal(toCopy);
   const clusterSize = target.clusterSize ?? 65536;
   const chunks = chunksOf(job);
   // Compressed clusters are packed in the order they are written: keep that order
@@ -176,7 +177,7 @@ export async function copyAll(job: CopyJob): Promise<void> {
       else await writeData(target, chunk.targetOffset, data, { ...settings, clusterSize });
       order?.written(chunk.seq);
       done += chunk.length;
-      job.progress.set(toCopy === 0 ? 100 : (100 * done) / toCopy);
+      job.progress.bytes(done, toCopy);
     }
   };
 
@@ -190,7 +191,7 @@ export async function copyAll(job: CopyJob): Promise<void> {
   };
   await Promise.all(Array.from({ length: Math.max(1, settings.parallel) }, guarded));
   if (failure !== undefined) throw failure;
-  if (toCopy === 0) job.progress.set(100);
+  if (toCopy === 0) job.progress.bytes(0, 0);
 }
 
 /** Compared against with memcmp (Buffer.equals); never written. */

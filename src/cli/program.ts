@@ -47,10 +47,15 @@ export function blockEngine(): Engine {
 const VERSION_TEXT = 'vdisk version 0.1.0 (qemu-img 7.2 compatible)\n';
 
 /** Runs one command line; returns the exit status. */
-export async function run(argv: readonly string[], options: { out?: CliOutput; engine?: Engine } = {}): Promise<number> {
+export async function run(argv: readonly string[], options: { out?: CliOutput; engine?: Engine; stdinLines?: () => AsyncIterable<string> } = {}): Promise<number> {
   const ctx: CliContext = {
-    out: options.out ?? { stdout: (t) => void process.stdout.write(t), stderr: (t) => void process.stderr.write(t) },
+    out: options.out ?? {
+      stdout: (t) => void process.stdout.write(t),
+      stderr: (t) => void process.stderr.write(t),
+      terminal: { stdout: process.stdout.isTTY === true, stderr: process.stderr.isTTY === true },
+    },
     engine: options.engine ?? blockEngine(),
+    ...(options.stdinLines ? { stdinLines: options.stdinLines } : {}),
   };
   const [name, ...rest] = argv;
   if (name === undefined) return reportUsage(ctx, 'Not enough arguments');

@@ -13,9 +13,9 @@ import { describeError } from '../errors-text.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
+import { parseCacheMode } from '../cache-mode.js';
 
 const INT_MAX = 2147483647;
-const CACHE_MODES: readonly CacheMode[] = ['writeback', 'none', 'unsafe', 'directsync', 'writethrough'];
 
 /** The bench parameters, as img_bench's BenchData. */
 export interface BenchSettings {
@@ -165,13 +165,15 @@ export async function benchCommand(ctx: CliContext, argv: readonly string[]): Pr
         else step = v;
         break;
       }
-      case 't':
-        if (!(CACHE_MODES as readonly string[]).includes(value)) {
+      case 't': {
+        const mode = parseCacheMode(value);
+        if (mode === undefined) {
           reportError(ctx, 'Invalid cache mode');
           return 1;
         }
-        cache = value as CacheMode;
+        cache = mode;
         break;
+      }
       case 'w':
         write = true;
         break;

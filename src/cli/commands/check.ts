@@ -17,6 +17,8 @@ import { qemuFormatName } from '../format-name.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
+import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { parseProgressMode, type ProgressMode } from '../format/progress.js';
 import { parseOutputFormat } from './info.js';
 
 /** Exit status of qemu-img check when the format has no checker. */
@@ -42,13 +44,23 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
       { name: 'object', hasArg: true, key: 'object' },
       { name: 'image-opts', hasArg: false, key: 'image-opts' },
       { name: 'force-share', hasArg: false, key: 'U' },
+      PROGRESS_LONG_OPTION,
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
   const args: CheckArgs = { format: undefined, repair: 'none', output: undefined, quiet: false, forceShare: false };
+  // qemu-img check has no -p; --progress=json|text is vdisk's, for long repairs.
+  let progressMode: ProgressMode | undefined;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'f') args.format = value;
     else if (key === 'output') args.output = value;
+    else if (key === 'progress') {
+      progressMode = parseProgressMode(value);
+      if (progressMode === undefined) {
+        reportError(ctx, `Invalid progress mode: '${value}' (use 'text' or 'json')`);
+        return 1;
+      }
+    }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the check options');
@@ -65,8 +77,15 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
 
   const node = await openForCheck(ctx, filename, args);
   if (!node) return 1;
+  // The block layer's check has no progress hook: the start and the end are reported.
+  const progress = commandProgress(ctx, { p: false, quiet: args.quiet, mode: progressMode }, { phase: 'check' });
   try {
-    return await runCheck(ctx, node, { filename, args, json: outputFormat === 'json' });
+    progress.setTotal(node.length);
+    progress.set(0);
+    const status = await runCheck(ctx, node, { filename, args, json: outputFormat === 'json' });
+    progress.bytes(node.length, node.length);
+    progress.end();
+    return status;
   } finally {
     await node.close().catch(() => undefined);
   }

@@ -12,12 +12,13 @@ import { isVdiskError } from '../../errors.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { parseQemuSize } from '../create-options.js';
 import { describeError } from '../errors-text.js';
-import { ProgressPrinter } from '../format/progress.js';
+import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { parseProgressMode, type ProgressMode } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
+import { parseCacheMode } from '../cache-mode.js';
 
-const CACHE_MODES: readonly CacheMode[] = ['writeback', 'none', 'unsafe', 'directsync', 'writethrough'];
 const PROGRESS_POLL_MS = 100;
 
 interface CommitArgs {
@@ -27,6 +28,7 @@ interface CommitArgs {
   speed: number;
   keep: boolean;
   progress: boolean;
+  progressMode: ProgressMode | undefined;
   quiet: boolean;
   file: string;
 }
@@ -38,10 +40,11 @@ export async function commitCommand(ctx: CliContext, argv: readonly string[]): P
       { name: 'help', hasArg: false, key: 'h' },
       { name: 'object', hasArg: true, key: 'object' },
       { name: 'image-opts', hasArg: false, key: 'image-opts' },
+      PROGRESS_LONG_OPTION,
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: CommitArgs = { format: undefined, cache: undefined, base: undefined, speed: 0, keep: false, progress: false, quiet: false, file: '' };
+  const args: CommitArgs = { format: undefined, cache: undefined, base: undefined, speed: 0, keep: false, progress: false, progressMode: undefined, quiet: false, file: '' };
   for (const { key, value = '' } of parsed.options) {
     if (key === 'h') {
       ctx.out.stdout('usage: vdisk commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n');
@@ -53,13 +56,22 @@ export async function commitCommand(ctx: CliContext, argv: readonly string[]): P
       args.keep = true;
     } else if (key === 'd') args.keep = true;
     else if (key === 'p') args.progress = true;
+    else if (key === 'progress') {
+      const mode = parseProgressMode(value);
+      if (mode === undefined) {
+        reportError(ctx, `Invalid progress mode: '${value}' (use 'text' or 'json')`);
+        return 1;
+      }
+      args.progressMode = mode;
+    }
     else if (key === 'q') args.quiet = true;
     else if (key === 't') {
-      if (!(CACHE_MODES as readonly string[]).includes(value)) {
+      const mode = parseCacheMode(value);
+      if (mode === undefined) {
         reportError(ctx, `Invalid cache option: ${value}`);
         return 1;
       }
-      args.cache = value as CacheMode;
+      args.cache = mode;
     } else if (key === 'r') {
       const n = parseQemuSize(value);
       if (n === undefined || !Number.isSafeInteger(n)) {
@@ -71,7 +83,6 @@ export async function commitCommand(ctx: CliContext, argv: readonly string[]): P
   }
   if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
   args.file = parsed.operands[0] ?? '';
-  if (args.quiet) args.progress = false;
   return runCommit(ctx, args);
 }
 
@@ -110,9 +121,11 @@ async function runCommit(ctx: CliContext, args: CommitArgs): Promise<number> {
       base = found;
     }
     const job = new CommitJob({ id: 'commit', top, base, active: false, speed: args.speed });
-    const progress = new ProgressPrinter(args.progress ? ctx.out.stdout : undefined);
+    const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'commit' });
+    // The commit job's len starts as the top image's size (QEMU's commit_run).
+    progress.setTotal(top.length);
     progress.set(0);
-    const timer = setInterval(() => progress.set(job.len > 0 ? (100 * job.offset) / job.len : 0), PROGRESS_POLL_MS);
+    const timer = setInterval(() => (job.len > 0 ? progress.bytes(job.offset, job.len) : progress.set(0)), PROGRESS_POLL_MS);
     try {
       job.start();
       await job.wait();
@@ -123,7 +136,7 @@ async function runCommit(ctx: CliContext, args: CommitArgs): Promise<number> {
       reportError(ctx, `Block job failed: ${job.error}`);
       return 1;
     }
-    progress.set(100);
+    progress.bytes(job.len, job.len);
     progress.end();
     if (!args.keep) {
       try {

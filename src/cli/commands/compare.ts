@@ -9,7 +9,8 @@
 import type { ChainExtent, ImageNode } from '../../block/types.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { describeError } from '../errors-text.js';
-import { ProgressPrinter } from '../format/progress.js';
+import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { parseProgressMode, type ProgressMode, type ProgressPrinter } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openForReading } from './info.js';
 
@@ -21,6 +22,7 @@ interface CompareArgs {
   format2: string | undefined;
   strict: boolean;
   progress: boolean;
+  progressMode: ProgressMode | undefined;
   quiet: boolean;
   forceShare: boolean;
 }
@@ -39,23 +41,31 @@ export async function compareCommand(ctx: CliContext, argv: readonly string[]): 
       { name: 'object', hasArg: true, key: 'object' },
       { name: 'image-opts', hasArg: false, key: 'image-opts' },
       { name: 'force-share', hasArg: false, key: 'U' },
+      PROGRESS_LONG_OPTION,
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: CompareArgs = { format1: undefined, format2: undefined, strict: false, progress: false, quiet: false, forceShare: false };
+  const args: CompareArgs = { format1: undefined, format2: undefined, strict: false, progress: false, progressMode: undefined, quiet: false, forceShare: false };
   for (const { key, value } of parsed.options) {
     if (key === 'f') args.format1 = value;
     else if (key === 'F') args.format2 = value;
     else if (key === 's') args.strict = true;
     else if (key === 'p') args.progress = true;
+    else if (key === 'progress') {
+      const mode = parseProgressMode(value ?? '');
+      if (mode === undefined) {
+        reportError(ctx, `Invalid progress mode: '${value ?? ''}' (use 'text' or 'json')`);
+        return 1;
+      }
+      args.progressMode = mode;
+    }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the compare options');
   }
-  if (args.quiet) args.progress = false;
   if (parsed.operands.length !== 2) return reportUsage(ctx, 'Expecting two image file names');
   const [name1 = '', name2 = ''] = parsed.operands;
-  const progress = new ProgressPrinter(args.progress ? (t) => ctx.out.stdout(t) : undefined, 2);
+  const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'compare', minStep: 2 });
   try {
     return await compareFiles(ctx, { args, progress, name1, name2 });
   } finally {
@@ -111,6 +121,7 @@ class CompareWalk {
     const size2 = b.node.length;
     const common = Math.min(size1, size2);
     const progressBase = Math.max(size1, size2);
+    this.progress.setTotal(progressBase);
     this.progress.set(0);
     if (this.args.strict && size1 !== size2) {
       this.#print('Strict mode: Image size mismatch!\n');

@@ -6,7 +6,8 @@ import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { formatOptions, optionHelp, parseCreateOptions, parseQemuSize, wantsHelp } from '../create-options.js';
 import { type CopySettings, copyAll } from '../convert-copy.js';
-import { ProgressPrinter } from '../format/progress.js';
+import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { parseProgressMode, type ProgressMode } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
@@ -18,6 +19,7 @@ interface ConvertArgs {
   optionStrings: string[];
   compress: boolean;
   progress: boolean;
+  progressMode: ProgressMode | undefined;
   quiet: boolean;
   noCreate: boolean;
   /** Bytes of zeros that make a hole in the target (-S); 0 writes everything. */
@@ -47,6 +49,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       { name: 'force-share', hasArg: false, key: 'U' },
       { name: 'target-is-zero', hasArg: false, key: 'target-is-zero' },
       { name: 'salvage', hasArg: false, key: 'salvage' },
+      PROGRESS_LONG_OPTION,
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
@@ -56,6 +59,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     optionStrings: [],
     compress: false,
     progress: false,
+    progressMode: undefined,
     quiet: false,
     noCreate: false,
     sparseSize: 4096,
@@ -75,6 +79,15 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       case 'o': args.optionStrings.push(value); break;
       case 'c': args.compress = true; break;
       case 'p': args.progress = true; break;
+      case 'progress': {
+        const mode = parseProgressMode(value);
+        if (mode === undefined) {
+          reportError(ctx, `Invalid progress mode: '${value}' (use 'text' or 'json')`);
+          return 1;
+        }
+        args.progressMode = mode;
+        break;
+      }
       case 'q': args.quiet = true; break;
       case 'n': args.noCreate = true; break;
       case 'B': args.backing = value; break;
@@ -115,7 +128,6 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       default: break; // -C, -l, -r: accepted; vdisk's copy needs no tuning by them
     }
   }
-  if (args.quiet) args.progress = false;
   if (args.optionStrings.some(wantsHelp)) {
     if (!formatOptions(args.targetFormat)) {
       reportError(ctx, `Unknown file format '${args.targetFormat}'`);
@@ -146,7 +158,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     const total = sources.reduce((sum, s) => sum + s.length, 0);
     target = await prepareTarget(ctx, args, targetName, total);
     if (!target) return 1;
-    const progress = new ProgressPrinter(args.progress ? (t) => ctx.out.stdout(t) : undefined);
+    const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'convert' });
     progress.set(0);
     const settings: CopySettings = {
       sparseSize: args.sparseSize,

@@ -1,19 +1,15 @@
 import { createInterface } from 'node:readline';
-import type { ImageNode } from '../../block/types.js';
 import type { CacheMode } from '../../formats/driver.js';
 import { type CliContext, PROGRAM, reportError, reportUsage } from '../context.js';
 import { getopt } from '../getopt.js';
-import { openErrorText } from '../open-error.js';
 import { runCommandLine } from '../qemu-io/run-line.js';
-import type { IoSession } from '../qemu-io/session.js';
+import { IoFile } from '../qemu-io/open-file.js';
 import { toFormatName } from './create.js';
+import { parseCacheMode } from '../cache-mode.js';
 
-const CACHE_MODES: readonly CacheMode[] = ['writeback', 'none', 'unsafe', 'directsync', 'writethrough'];
 
-const RAW_PROBE_WARNING = (file: string): string =>
-  `WARNING: Image format was not specified for '${file}' and probing guessed raw.\n` +
-  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+/** qemu-io's prompt, "progname> ". */
+const PROMPT = `${PROGRAM}> `;
 
 async function* stdinLines(): AsyncGenerator<string> {
   const rl = createInterface({ input: process.stdin, terminal: false });
@@ -60,11 +56,12 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     else if (key === 'q') quiet = true;
     else if (key === 'n') cache = 'none';
     else if (key === 't') {
-      if (!(CACHE_MODES as readonly string[]).includes(value)) {
+      const mode = parseCacheMode(value);
+      if (mode === undefined) {
         reportError(ctx, `Invalid cache option: ${value}`);
         return 1;
       }
-      cache = value as CacheMode;
+      cache = mode;
     } else if (key === 'i' && !['threads', 'native', 'io_uring'].includes(value)) {
       reportError(ctx, `Invalid aio option: ${value}`);
       return 1;
@@ -78,47 +75,39 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
   }
   if (parsed.operands.length > 1) return reportUsage(ctx, `Unexpected argument: ${parsed.operands[1] ?? ''}`);
   const filename = parsed.operands[0];
-  if (filename === undefined) {
-    reportError(ctx, 'no file open, try \'help open\'');
-    return 1;
-  }
   const fmt = format === undefined ? undefined : toFormatName(format);
   if (format !== undefined && fmt === undefined) {
-    reportError(ctx, `can't open device ${filename}: Unknown driver '${format}'`);
+    reportError(ctx, `can't open device ${filename ?? ''}: Unknown driver '${format}'`);
     return 1;
   }
-  let node: ImageNode;
-  try {
-    node = await ctx.engine.openImage(filename, {
-      ...(fmt ? { format: fmt } : {}),
-      readOnly,
-      forceShare,
-      ...(cache ? { cache } : {}),
-    });
-  } catch (e) {
-    reportError(ctx, `can't open device ${filename}: ${openErrorText(filename, e)}`);
-    return 1;
-  }
-  if (format === undefined && node.format === 'raw' && !quiet) ctx.out.stderr(RAW_PROBE_WARNING(filename));
-  const session: IoSession = { node, out: ctx.out, quietOpen: quiet };
+  const file = new IoFile(ctx, quiet);
+  if (filename !== undefined && !(await file.open({ filename, format: fmt, readOnly, forceShare, cache }))) return 1;
   let failed = false;
+  let aborted = false;
   try {
-    const lines: AsyncIterable<string> | Iterable<string> = commands.length > 0 ? commands : (ctx.stdinLines ?? stdinLines)();
+    // Without -c, commands come from stdin and qemu-io prompts before each one (on stdout, tty or not).
+    const interactive = commands.length === 0;
+    const lines: AsyncIterable<string> | Iterable<string> = interactive ? (ctx.stdinLines ?? stdinLines)() : commands;
+    if (interactive) ctx.out.stdout(PROMPT);
     for await (const line of lines) {
-      const outcome = await runCommandLine(session, line, readOnly);
+      const outcome = await runCommandLine(file, ctx.out, line);
       if (outcome.result === 'failed') failed = true;
+      aborted = outcome.aborted === true;
       if (outcome.quit) break;
+      if (interactive) ctx.out.stdout(PROMPT);
     }
   } catch (e) {
     reportError(ctx, e instanceof Error ? e.message : String(e));
     failed = true;
   } finally {
     try {
-      await node.close();
+      await file.close();
     } catch (e) {
       reportError(ctx, e instanceof Error ? e.message : String(e));
       failed = true;
     }
   }
+  // abort(3) ends qemu-io with SIGABRT: the shell sees 128 + 6.
+  if (aborted) return 134;
   return failed ? 1 : 0;
 }

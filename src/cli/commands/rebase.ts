@@ -10,7 +10,8 @@ import type { ImageNode } from '../../block/types.js';
 import type { BackingReference, FormatName } from '../../formats/driver.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { describeError } from '../errors-text.js';
-import { ProgressPrinter } from '../format/progress.js';
+import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { parseProgressMode, type ProgressMode, type ProgressPrinter } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { resolveBackingPath } from '../image-path.js';
 import { openForWriting } from '../open-writable.js';
@@ -26,6 +27,7 @@ interface RebaseArgs {
   backing: string | undefined;
   unsafe: boolean;
   progress: boolean;
+  progressMode: ProgressMode | undefined;
   quiet: boolean;
   forceShare: boolean;
 }
@@ -49,21 +51,29 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
       { name: 'object', hasArg: true, key: 'object' },
       { name: 'image-opts', hasArg: false, key: 'image-opts' },
       { name: 'force-share', hasArg: false, key: 'U' },
+      PROGRESS_LONG_OPTION,
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: RebaseArgs = { format: undefined, backingFormat: undefined, backing: undefined, unsafe: false, progress: false, quiet: false, forceShare: false };
+  const args: RebaseArgs = { format: undefined, backingFormat: undefined, backing: undefined, unsafe: false, progress: false, progressMode: undefined, quiet: false, forceShare: false };
   for (const { key, value = '' } of parsed.options) {
     if (key === 'f') args.format = value;
     else if (key === 'F') args.backingFormat = value;
     else if (key === 'b') args.backing = value;
     else if (key === 'u') args.unsafe = true;
     else if (key === 'p') args.progress = true;
+    else if (key === 'progress') {
+      const mode = parseProgressMode(value ?? '');
+      if (mode === undefined) {
+        reportError(ctx, `Invalid progress mode: '${value ?? ''}' (use 'text' or 'json')`);
+        return 1;
+      }
+      args.progressMode = mode;
+    }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the rebase options');
   }
-  if (args.quiet) args.progress = false;
   if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
   if (!args.unsafe && args.backing === undefined) return reportUsage(ctx, 'Must specify backing file (-b) or use unsafe mode (-u)');
   const filename = parsed.operands[0] ?? '';
@@ -76,7 +86,7 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
       return 1;
     }
   }
-  const progress = new ProgressPrinter(args.progress ? (t) => ctx.out.stdout(t) : undefined);
+  const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'rebase' });
   const overlay = await openForWriting(ctx, filename, { format: args.format, ...(args.unsafe ? { noBacking: true } : {}) });
   if (!overlay) return 1;
   try {
@@ -100,7 +110,7 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
       reportError(ctx, `Could not change the backing file to '${newName}': ${describeError(e)}`);
       return 1;
     }
-    progress.set(100);
+    progress.bytes(overlay.length, overlay.length);
     return 0;
   } finally {
     progress.end();
@@ -130,12 +140,13 @@ async function copyDifferences(ctx: CliContext, job: CopyJob): Promise<number> {
     const oldBuf = new Uint8Array(IO_BUF_SIZE);
     const newBuf = new Uint8Array(IO_BUF_SIZE);
     const size = overlay.length;
+    job.progress.setTotal(size);
     for (let offset = 0; offset < size; ) {
       const extents = await overlay.layerStatus(offset, Math.min(size - offset, 2 ** 32));
       for (const x of extents) {
         if (!x.allocated) await copyRange({ overlay, fresh, offset, length: x.length, oldBuf, newBuf });
         offset += x.length;
-        job.progress.set((100 * offset) / size);
+        job.progress.bytes(offset, size);
       }
       if (extents.length === 0) break;
     }

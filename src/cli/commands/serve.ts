@@ -23,6 +23,7 @@ import {
 } from '../../daemon/index.js';
 import type { CacheMode, FormatName } from '../../formats/driver.js';
 import type { ListenAddress } from '../../nbd/index.js';
+import { parseCacheMode } from '../cache-mode.js';
 
 const USAGE = `Usage: vdisk serve [OPTIONS] [IMAGE]
 Serve IMAGE over NBD (options as qemu-nbd). Without IMAGE, serve a default
@@ -55,7 +56,6 @@ Managed form (as qemu-storage-daemon; items apply in order):
               [--qmp PATH | --chardev socket,path=P,server=on,wait=off,id=C --monitor chardev=C]
 `;
 
-const CACHE_MODES: readonly CacheMode[] = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'];
 const FORMATS: Readonly<Record<string, FormatName>> = { raw: 'raw', qcow2: 'qcow2', ploop: 'ploop', parallels: 'ploop' };
 
 /** Options qemu-nbd has that vdisk does not implement yet: refused by name rather than silently ignored. */
@@ -159,8 +159,8 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
   if (!Number.isInteger(shared) || shared < 0) throw new UsageError(`invalid shared device number '${values.shared ?? ''}'`);
   let cache: CacheMode | undefined;
   if (values.cache !== undefined) {
-    if (!(CACHE_MODES as readonly string[]).includes(values.cache)) throw new UsageError(`invalid cache mode '${values.cache}'`);
-    cache = values.cache as CacheMode;
+    cache = parseCacheMode(values.cache);
+    if (cache === undefined) throw new UsageError(`invalid cache mode '${values.cache}'`);
   }
   if (values.nocache) cache = 'none';
   let format: FormatName | undefined;

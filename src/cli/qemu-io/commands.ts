@@ -474,16 +474,19 @@ const sleepCmd: IoCommand = {
   argmax: 1,
   args: '',
   oneline: 'waits for the given value in milliseconds',
-  async run(s, argv) {
-    const ms = Number(argv[0]);
-    if (!Number.isInteger(ms) || ms < 0) {
-      s.out.stdout(`${argv[0] ?? ''} is not a valid number\n`);
-      return 'failed';
-    }
-    await new Promise((resolve) => setTimeout(resolve, ms));
-    return 'ok';
-  },
+  run: (s, argv) => sleepFor(s.out, argv),
 };
+
+/** sleep's body; it needs no open image (CMD_NOFILE_OK). */
+export async function sleepFor(out: IoSession['out'], argv: readonly string[]): Promise<CommandResult> {
+  const ms = Number(argv[0]);
+  if (!Number.isInteger(ms) || ms < 0) {
+    out.stdout(`${argv[0] ?? ''} is not a valid number\n`);
+    return 'failed';
+  }
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  return 'ok';
+}
 
 /** The command table in qemu-io's order (help lists it this way). */
 export const IO_COMMANDS: readonly IoCommand[] = [

@@ -1,48 +1,75 @@
-import { findCommand, helpText } from './commands.js';
-import type { CommandResult, IoSession } from './session.js';
-import { PROGRAM } from '../context.js';
+import { findCommand, helpText, sleepFor } from './commands.js';
+import { FILE_COMMANDS, type FileCommand, noFile } from './file-commands.js';
+import type { IoFile } from './open-file.js';
+import type { CommandResult } from './session.js';
+import { type CliOutput, PROGRAM } from '../context.js';
 
 /** breakline(): words separated by single spaces, empty words dropped. */
 export function splitCommandLine(line: string): string[] {
   return line.split(' ').filter((w) => w.length > 0);
 }
 
-/** What running one line did: whether it failed, and whether it asked to quit. */
+/** What running one line did: whether it failed, and whether it asked to quit (or abort). */
 export interface LineOutcome {
   readonly result: CommandResult;
   readonly quit: boolean;
+  /** `abort`: the session ends as a crash would (exit status 134, the image not closed). */
+  readonly aborted?: boolean;
 }
 
-/** qemuio_command(): looks the command up, checks its argument count and permissions, runs it. */
-export async function runCommandLine(session: IoSession, line: string, readOnly: boolean): Promise<LineOutcome> {
+function badCount(out: CliOutput, name: string, cmd: { argmin: number; argmax: number }, count: number): LineOutcome | undefined {
+  if (count >= cmd.argmin && (cmd.argmax === -1 || count <= cmd.argmax)) return undefined;
+  let expected: string;
+  if (cmd.argmax === -1) expected = `at least ${cmd.argmin} arguments`;
+  else if (cmd.argmin === cmd.argmax) expected = `${cmd.argmin} arguments`;
+  else expected = `between ${cmd.argmin} and ${cmd.argmax} arguments`;
+  out.stderr(`bad argument count ${count} to ${name}, expected ${expected}\n`);
+  return { result: 'failed', quit: false };
+}
+
+function fileCommandHelp(cmd: FileCommand, asTyped?: string): string {
+  return `${asTyped ?? cmd.name} ${cmd.args ? `${cmd.args} ` : ''}-- ${cmd.oneline}\n${cmd.help ?? ''}`;
+}
+
+/** qemuio_command(): looks the command up, checks its argument count, the open file and permissions, runs it. */
+export async function runCommandLine(file: IoFile, out: CliOutput, line: string): Promise<LineOutcome> {
   const words = splitCommandLine(line);
   const [name, ...args] = words;
   if (name === undefined) return { result: 'ok', quit: false };
   if (name === 'quit' || name === 'q') return { result: 'ok', quit: true };
   if (name === 'help' || name === '?') {
     if (args.length > 1) {
-      session.out.stderr(`bad argument count ${args.length} to ${name}, expected between 0 and 1 arguments\n`);
+      out.stderr(`bad argument count ${args.length} to ${name}, expected between 0 and 1 arguments\n`);
       return { result: 'failed', quit: false };
     }
-    session.out.stdout(helpText(args[0]));
+    const own = FILE_COMMANDS.find((c) => c.name === args[0]);
+    out.stdout(own ? fileCommandHelp(own) : helpText(args[0]));
     return { result: 'ok', quit: false };
+  }
+  const fileCmd = FILE_COMMANDS.find((c) => c.name === name);
+  if (fileCmd) {
+    const bad = badCount(out, name, fileCmd, args.length);
+    if (bad) return bad;
+    const result = await fileCmd.run(file, out, args);
+    return result === 'abort' ? { result: 'failed', quit: true, aborted: true } : { result, quit: false };
   }
   const cmd = findCommand(name);
   if (!cmd) {
-    session.out.stderr(`command "${name}" not found\n`);
+    out.stderr(`command "${name}" not found\n`);
     return { result: 'failed', quit: false };
   }
-  if (args.length < cmd.argmin || (cmd.argmax !== -1 && args.length > cmd.argmax)) {
-    let expected: string;
-    if (cmd.argmax === -1) expected = `at least ${cmd.argmin} arguments`;
-    else if (cmd.argmin === cmd.argmax) expected = `${cmd.argmin} arguments`;
-    else expected = `between ${cmd.argmin} and ${cmd.argmax} arguments`;
-    session.out.stderr(`bad argument count ${args.length} to ${name}, expected ${expected}\n`);
+  // init_check_command() comes first: the open file, then the permission; then the argument count.
+  const session = file.session;
+  if (!session) {
+    // sleep is the one table command qemu-io runs without a file (CMD_NOFILE_OK).
+    if (cmd.name !== 'sleep') return { result: noFile(out), quit: false };
+    return badCount(out, name, cmd, args.length) ?? { result: await sleepFor(out, args), quit: false };
+  }
+  if (cmd.writes && file.readOnly) {
+    out.stderr(`${PROGRAM}: Block node is read-only\n`);
     return { result: 'failed', quit: false };
   }
-  if (cmd.writes && readOnly) {
-    session.out.stderr(`${PROGRAM}: Block node is read-only\n`);
-    return { result: 'failed', quit: false };
-  }
+  const bad = badCount(out, name, cmd, args.length);
+  if (bad) return bad;
   return { result: await cmd.run(session, args), quit: false };
 }
