@@ -21,9 +21,11 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.VDISK_TEST_CONCURRENCY ?? '2';
+// A test that hangs fails after this long instead of stalling CI (ms; the slowest test takes ~20 s).
+const timeout = process.env.VDISK_TEST_TIMEOUT ?? '180000';
 const r = spawnSync(
   process.execPath,
-  ['--enable-source-maps', '--test', `--test-concurrency=${concurrency}`, ...files],
+  ['--enable-source-maps', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${timeout}`, ...files],
   { stdio: 'inherit' },
 );
 process.exit(r.status ?? 1);
