@@ -82,6 +82,8 @@ export abstract class Job {
   readonly autoDismiss: boolean;
 
   #status: JobStatus = 'created';
+  /** The pause being waited out, shared by every pause point reached meanwhile. */
+  #pausing: Promise<void> | null = null;
   #done = 0;
   #total = 0;
   #error: string | undefined;
@@ -295,18 +297,34 @@ export abstract class Job {
     this.#userPaused = true;
   }
 
-  /** Waits while paused; throws JobCancelledError after a hard cancel. */
+  /**
+   * Waits while paused; throws JobCancelledError after a hard cancel. Several copy steps in flight may
+   * reach it at once (an error policy `stop` in each): they share one pause, one state change each way.
+   */
   protected async pausePoint(): Promise<void> {
     for (;;) {
       if (this.cancelledHard) throw new JobCancelledError(`Job '${this.id}' was cancelled`);
       if (!this.#userPaused) return;
-      const resumeTo = this.#status === 'ready' ? 'ready' : 'running';
-      this.#transition(resumeTo === 'ready' ? 'standby' : 'paused');
-      this.#busy = false;
-      while (this.#userPaused && !this.#cancelled) await this.#sleepUntilPoked(1000);
-      this.#busy = true;
-      this.#transition(resumeTo);
+      if (this.#pausing) {
+        await this.#pausing;
+        continue;
+      }
+      this.#pausing = this.#holdPaused();
+      try {
+        await this.#pausing;
+      } finally {
+        this.#pausing = null;
+      }
     }
+  }
+
+  async #holdPaused(): Promise<void> {
+    const resumeTo = this.#status === 'ready' ? 'ready' : 'running';
+    this.#transition(resumeTo === 'ready' ? 'standby' : 'paused');
+    this.#busy = false;
+    while (this.#userPaused && !this.#cancelled) await this.#sleepUntilPoked(1000);
+    this.#busy = true;
+    this.#transition(resumeTo);
   }
 
   /** Accounts `bytes` of work against the speed limit, waiting as needed; also a pause point. */
@@ -347,8 +365,9 @@ export abstract class Job {
     if (failure === null) {
       this.#transition('waiting');
       this.#transition('pending');
-      this.#emit({ event: 'BLOCK_JOB_PENDING', data: { type: this.type, id: this.id } });
       if (!this.autoFinalize) {
+        // QEMU (job.c job_transition_to_pending) announces BLOCK_JOB_PENDING only when the client must finalize.
+        this.#emit({ event: 'BLOCK_JOB_PENDING', data: { type: this.type, id: this.id } });
         let resolve: () => void = () => {};
         const promise = new Promise<void>((r) => (resolve = r));
         this.#finalizeGate = { resolve, promise };

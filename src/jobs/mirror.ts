@@ -22,7 +22,7 @@ import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import type { PivotFn } from './commit.js';
-import { COPY_CHUNK, CopyError, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyError, CopyPool, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -55,6 +55,8 @@ export function defaultGranularity(clusterSize: number | undefined): number {
 }
 
 const READY_POLL_MS = 20;
+/** Copy chunks of the first pass in flight at once. */
+const IN_FLIGHT = 4;
 
 export class MirrorJob extends BlockCopyJob {
   override readonly type: JobType = 'mirror';
@@ -128,31 +130,57 @@ export class MirrorJob extends BlockCopyJob {
     const base = this.sync === 'top' ? source.backing : null;
     const skipHoles = this.#options.targetIsZero ?? false;
     const window = this.#chunk * 64;
-    for (let pos = 0; pos < source.length; ) {
-      await this.pausePoint();
-      const length = Math.min(window, source.length - pos);
-      const extents = await statusOf(source, { offset: pos, length }, base);
-      for (const e of extents) {
-        for (let off = e.offset; off < e.offset + e.length; ) {
-          const n = Math.min(this.#chunk, e.offset + e.length - off);
-          // sync=top: what the top does not define comes from the target's own backing.
-          const fromBelow = this.sync === 'top' && !e.present;
-          if (fromBelow || (e.zero && skipHoles)) {
-            this.advance(n);
-          } else {
-            // A zero extent comes from a block status that may be stale by now: a
-            // guest write since then must stay dirty, or the zeroes would win.
-            if (!e.zero) this.#bitmap.clear(off, n);
-            const ok = await this.guarded(() =>
-              e.zero ? zeroRange(target, off, n) : copyRange((o, b) => source.read(o, b), target, { offset: off, buf: new Uint8Array(n) }),
-            );
-            if (!ok) this.#bitmap.set(off, n);
-            await this.throttle(n);
+    // Several chunks in flight (distinct ranges), as QEMU's mirror keeps up to 16 operations going:
+    // one at a time leaves the disk idle between each read and write.
+    const pool = new CopyPool(IN_FLIGHT);
+    try {
+      for (let pos = 0; pos < source.length; ) {
+        await this.pausePoint();
+        const length = Math.min(window, source.length - pos);
+        const extents = await statusOf(source, { offset: pos, length }, base);
+        for (const e of extents) {
+          for (let off = e.offset; off < e.offset + e.length; ) {
+            const n = Math.min(this.#chunk, e.offset + e.length - off);
+            // sync=top: what the top does not define comes from the target's own backing.
+            const fromBelow = this.sync === 'top' && !e.present;
+            if (fromBelow || (e.zero && skipHoles)) {
+              this.advance(n);
+            } else {
+              // A zero extent comes from a block status that may be stale by now: a
+              // guest write since then must stay dirty, or the zeroes would win.
+              if (!e.zero) this.#bitmap.clear(off, n);
+              const at = off;
+              await pool.add(async () => {
+                const ok = await this.guarded(() =>
+                  this.#excludingWriteThrough(at, n, () =>
+                    e.zero ? zeroRange(target, at, n) : copyRange((o, b) => source.read(o, b), target, { offset: at, buf: new Uint8Array(n) }),
+                  ),
+                );
+                if (!ok) this.#bitmap.set(at, n);
+              });
+              await this.throttle(n);
+            }
+            off += n;
           }
-          off += n;
         }
+        pos += length;
       }
-      pos += length;
+    } finally {
+      await pool.drain();
+    }
+  }
+
+  /**
+   * write-blocking: a guest write-through clears the range's dirty bit, so a copy of older source data
+   * still in flight must not land on the target after it; guest writes to the range wait for the copy.
+   */
+  async #excludingWriteThrough(offset: number, length: number, copy: () => Promise<void>): Promise<void> {
+    if (this.copyMode !== 'write-blocking') return copy();
+    const release = await this.source.lockRange(offset, length);
+    try {
+      await copy();
+    } finally {
+      release();
     }
   }
 

@@ -47,7 +47,7 @@ test('active commit copies the top into the base while the guest writes, then pi
   assert.ok(writers.every((w) => w.writes > 0));
   assert.deepEqual(await readAll(base), model);
   assert.equal(chain.drivers[1]?.closed, true, 'the old top is closed');
-  assert.deepEqual(events, ['created', 'running', 'ready', 'BLOCK_JOB_READY', 'waiting', 'pending', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
+  assert.deepEqual(events, ['created', 'running', 'ready', 'BLOCK_JOB_READY', 'waiting', 'pending', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
   assert.ok(events.includes('BLOCK_JOB_READY') && events.includes('BLOCK_JOB_COMPLETED') && !events.includes('BLOCK_JOB_CANCELLED'));
 });
 

@@ -58,7 +58,7 @@ test('a job that succeeds goes running → waiting → pending → concluded →
   const events = record(job);
   job.start();
   await job.wait();
-  assert.deepEqual(events, ['created', 'running', 'waiting', 'pending', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
+  assert.deepEqual(events, ['created', 'running', 'waiting', 'pending', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
   assert.deepEqual(job.log, ['commit', 'clean']);
   assert.equal(job.offset, 50);
   assert.equal(job.len, 50);
@@ -145,10 +145,12 @@ test('soft cancel after ready finishes without pivot and reports COMPLETED (mirr
   assert.ok(!events.includes('BLOCK_JOB_CANCELLED'));
 });
 
-test('without auto-finalize the job waits in pending for finalize, and stays concluded without auto-dismiss', async () => {
+test('without auto-finalize the job announces BLOCK_JOB_PENDING, waits in pending for finalize, and stays concluded without auto-dismiss', async () => {
   const job = new CopyJob('j8', 2, { autoFinalize: false, autoDismiss: false });
+  const events = record(job);
   job.start();
   while (job.status !== 'pending') await new Promise((r) => setTimeout(r, 2));
+  assert.deepEqual(events.slice(-2), ['pending', 'BLOCK_JOB_PENDING']);
   assert.deepEqual(job.log, []);
   job.finalize();
   await job.wait();
