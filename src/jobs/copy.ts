@@ -81,6 +81,35 @@ export async function copyNextDirty(
   return range;
 }
 
+/**
+ * Copies the dirty parts of `range` only (never beyond it, unlike
+ * copyNextDirty): for a caller that holds a lock on exactly that range.
+ * Returns the bytes copied.
+ */
+export async function copyDirtyWithin(
+  bitmap: DirtyBitmap,
+  io: { readonly read: ReadFn; readonly target: ImageNode },
+  range: { readonly offset: number; readonly length: number },
+): Promise<number> {
+  const end = range.offset + range.length;
+  let copied = 0;
+  for (let pos = range.offset; pos < end; ) {
+    const dirty = bitmap.nextDirty(pos, end - pos);
+    if (!dirty || dirty.offset >= end) break;
+    const length = Math.min(dirty.length, end - dirty.offset);
+    bitmap.clear(dirty.offset, length);
+    try {
+      await copyRange(io.read, io.target, { offset: dirty.offset, buf: new Uint8Array(length) });
+    } catch (e) {
+      bitmap.set(dirty.offset, length);
+      throw e;
+    }
+    copied += length;
+    pos = dirty.offset + length;
+  }
+  return copied;
+}
+
 /** A bitmap that follows the writes of a node; returns the detach function. */
 export function trackWrites(
   node: { addWriteObserver(o: { before(e: { offset: number; length: number }): void; after(e: { offset: number; length: number }): void }): () => void },

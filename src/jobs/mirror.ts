@@ -22,7 +22,7 @@ import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import type { PivotFn } from './commit.js';
-import { COPY_CHUNK, CopyError, CopyPool, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyError, CopyPool, copyDirtyWithin, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -174,11 +174,11 @@ export class MirrorJob extends BlockCopyJob {
    * write-blocking: a guest write-through clears the range's dirty bit, so a copy of older source data
    * still in flight must not land on the target after it; guest writes to the range wait for the copy.
    */
-  async #excludingWriteThrough(offset: number, length: number, copy: () => Promise<void>): Promise<void> {
+  async #excludingWriteThrough<T>(offset: number, length: number, copy: () => Promise<T>): Promise<T> {
     if (this.copyMode !== 'write-blocking') return copy();
     const release = await this.source.lockRange(offset, length);
     try {
-      await copy();
+      return await copy();
     } finally {
       release();
     }
@@ -189,8 +189,18 @@ export class MirrorJob extends BlockCopyJob {
     if (this.#bitmap.count === 0) return false;
     this.#activelySynced = false;
     let copied = 0;
+    const io = { read: (o: number, b: Uint8Array) => this.source.read(o, b), target: this.target };
     await this.guarded(async () => {
-      const range = await copyNextDirty(this.#bitmap, { read: (o, b) => this.source.read(o, b), target: this.target }, { from: this.#cursor, chunk: this.#chunk });
+      if (this.copyMode === 'write-blocking') {
+        // As in the first pass: guest writes to the range wait for this copy, so an
+        // older copy never lands on the target after a newer write-through.
+        const peek = this.#bitmap.nextDirty(this.#cursor, this.#chunk) ?? (this.#cursor > 0 ? this.#bitmap.nextDirty(0, this.#chunk) : null);
+        if (!peek) return;
+        copied = await this.#excludingWriteThrough(peek.offset, peek.length, () => copyDirtyWithin(this.#bitmap, io, peek));
+        this.#cursor = peek.offset + peek.length;
+        return;
+      }
+      const range = await copyNextDirty(this.#bitmap, io, { from: this.#cursor, chunk: this.#chunk });
       if (range) {
         this.#cursor = range.offset + range.length;
         copied = range.length;
