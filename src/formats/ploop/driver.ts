@@ -38,29 +38,20 @@ import type {
 } from '../driver.js';
 import { rawFormat } from '../raw/index.js';
 import type { DriverOpenOptions } from '../registry-types.js';
-import { BatTable } from './bat-table.js';
-import { scanBat, type BatProblem } from './bat-scan.js';
+import { allocateCluster } from './allocate.js';
+import { batExtents } from './block-status.js';
 import { checkImage } from './check.js';
 import type { DeltaRef } from './descriptor.js';
-import { encodeExtension, parseExtension, planForWriter } from './extension.js';
-import { CLOSED_WITH_EXT_MAGIC, decodeHeader, HEADER_SIZE, INUSE_MAGIC, SECTOR, type PloopHeader } from './header.js';
-import { batEntryOffset, batPageOf, entryToHost, hostToEntry, layoutOf, type PloopLayout } from './layout.js';
+import { CLOSED_WITH_EXT_MAGIC, HEADER_SIZE, SECTOR } from './header.js';
+import { batEntryOffset, batPageOf, entryToHost } from './layout.js';
+import { finishOpen, readImage } from './open.js';
 import { RequestGate } from './request-gate.js';
 import { growImage, validateResize } from './resize.js';
-import { COPY_CHUNK, setHeader, writeZerosAt, type PloopState } from './state.js';
+import { setHeader, writeZerosAt, type PloopState } from './state.js';
 
 export interface PloopOpenOptions extends DriverOpenOptions {
   /** Opens the image's host file (tests pass a fault-injecting or in-memory one). Deltas below use the default. */
   readonly openHost?: (path: string, options: HostOpenOptions) => Promise<HostFile>;
-}
-
-interface OpenedState {
-  host: HostFile;
-  header: PloopHeader;
-  layout: PloopLayout;
-  bat: BatTable;
-  problems: BatProblem[];
-  dataEnd: number;
 }
 
 export class PloopDriver implements BlockDriver {
@@ -81,20 +72,10 @@ export class PloopDriver implements BlockDriver {
   readonly #inflight = new Map<number, Promise<void>>();
   #closed = false;
 
-  private constructor(path: string, options: DriverOpenOptions, s: OpenedState, below: readonly DeltaRef[]) {
-    this.filename = path;
+  private constructor(s: PloopState, options: DriverOpenOptions, below: readonly DeltaRef[]) {
+    this.filename = s.filename;
     this.readOnly = options.readOnly;
-    this.#s = {
-      filename: path,
-      host: s.host,
-      header: s.header,
-      layout: s.layout,
-      bat: s.bat,
-      dataEnd: s.dataEnd,
-      badEntries: new Set(s.problems.map((p) => p.index)),
-      unclean: s.header.inUse === INUSE_MAGIC,
-      extHost: 0,
-    };
+    this.#s = s;
     this.#writeThrough = options.cache === 'writethrough' || options.cache === 'directsync';
     this.#below = below;
     const next = below[below.length - 1];
@@ -117,75 +98,13 @@ export class PloopDriver implements BlockDriver {
     const openHost = options.openHost ?? ((p: string, o: HostOpenOptions) => NodeHostFile.open(p, o));
     const host = await openHost(path, { readOnly: options.readOnly });
     try {
-      const s = await readImage(host, path);
-      const driver = new PloopDriver(path, options, s, below);
-      await driver.#finishOpen(options, s.problems);
-      return driver;
+      const image = await readImage(host, path);
+      await finishOpen(image, options);
+      return new PloopDriver(image.state, options, below);
     } catch (e) {
       await host.close().catch(() => undefined);
       throw e;
     }
-  }
-
-  async #finishOpen(options: DriverOpenOptions, problems: readonly BatProblem[]): Promise<void> {
-    const repairNow = !this.readOnly && this.#s.unclean && options.noRepair !== true;
-    if (problems.length > 0 && !repairNow && options.noRepair !== true) {
-      const p = problems[0] as BatProblem;
-      throw new VdiskError(
-        'ECORRUPT',
-        `Cannot open '${this.filename}': BAT entry ${p.index} points to ${hex(p.hostOffset)}, ${problemWhy(p, this.#s.layout)}`,
-        { file: this.filename, offset: batEntryOffset(p.index), field: `bat[${p.index}]` },
-      );
-    }
-    if (this.#s.header.extOff !== 0) await this.#loadExtension(!this.readOnly);
-    if (this.readOnly) return;
-    if (repairNow) await checkImage(this.#s, 'all');
-    await this.#s.bat.lock(0).run(async () => {
-      setHeader(this.#s, { ...this.#s.header, inUse: INUSE_MAGIC });
-      await this.#s.host.write(this.#s.bat.bytes.subarray(0, HEADER_SIZE), 0);
-      await this.#s.host.sync();
-    });
-  }
-
-  /** Reads (and, for a writer, applies the keep/drop rule to) the format-extension cluster. */
-  async #loadExtension(writer: boolean): Promise<void> {
-    const extHost = this.#s.header.extOff * SECTOR;
-    const size = await this.#s.host.size();
-    if (extHost < this.#s.layout.dataStart || extHost + this.#s.layout.clusterSize > size) {
-      throw new VdiskError(
-        'ECORRUPT',
-        `Cannot open '${this.filename}': format extension at ${hex(extHost)} is outside the data area (${hex(this.#s.layout.dataStart)}..${hex(size)})`,
-        { file: this.filename, offset: 56, field: 'ext_off' },
-      );
-    }
-    if (!writer) {
-      this.#s.extHost = extHost;
-      return;
-    }
-    const cluster = new Uint8Array(this.#s.layout.clusterSize);
-    await this.#s.host.read(cluster, extHost);
-    const plan = planForWriter(parseExtension(cluster));
-    if (plan.action === 'refuse') {
-      throw new VdiskError(
-        'ENOTSUP',
-        `Cannot open '${this.filename}' read/write: format extension ${hex(plan.magic)} is marked necessary and is not supported`,
-        { file: this.filename, offset: extHost, field: 'ext_off' },
-      );
-    }
-    if (plan.action === 'drop') {
-      // The clusters it used become leaked space, which check reclaims at the file's end.
-      setHeader(this.#s, { ...this.#s.header, extOff: 0 });
-      return;
-    }
-    if (plan.changed) {
-      const encoded = encodeExtension(plan.features, this.#s.layout.clusterSize);
-      if (encoded) {
-        await this.#s.host.write(encoded, extHost);
-        await this.#s.host.sync();
-      }
-    }
-    this.#s.extHost = extHost;
-    this.#s.dataEnd = Math.max(this.#s.dataEnd, extHost + this.#s.layout.clusterSize);
   }
 
   get length(): number {
@@ -391,44 +310,12 @@ export class PloopDriver implements BlockDriver {
       let finished!: () => void;
       this.#inflight.set(index, new Promise<void>((resolve) => (finished = resolve)));
       try {
-        await this.#allocate(index, inCluster, data, n);
+        await allocateCluster(this.#s, (pos, out) => this.#readBelow(pos, out), { index, inCluster, data, n });
       } finally {
         this.#inflight.delete(index);
         finished();
       }
       return;
-    }
-  }
-
-  /** Appends a new cluster holding `data` at `inCluster` and what lies below around it, then points the BAT at it. */
-  async #allocate(index: number, inCluster: number, data: Uint8Array | null, n: number): Promise<void> {
-    const cs = this.#s.layout.clusterSize;
-    const host = this.#s.dataEnd;
-    const entry = hostToEntry(this.#s.layout, host, this.filename);
-    this.#s.dataEnd += cs;
-    const guest = index * cs;
-    if (cs <= COPY_CHUNK) {
-      const head = new Uint8Array(inCluster);
-      const tail = new Uint8Array(cs - inCluster - n);
-      await this.#readBelow(guest, head);
-      await this.#readBelow(guest + inCluster + n, tail);
-      await this.#s.host.writev([head, data ?? new Uint8Array(n), tail], host);
-    } else {
-      await this.#copyBelow(guest, host, inCluster);
-      if (data) await this.#s.host.write(data, host + inCluster);
-      else await writeZerosAt(this.#s, host + inCluster, n);
-      await this.#copyBelow(guest + inCluster + n, host + inCluster + n, cs - inCluster - n);
-    }
-    // Index after data: the entry changes only once the data write has completed.
-    await this.#s.bat.lock(batPageOf(index)).run(async () => this.#s.bat.setEntry(index, entry));
-  }
-
-  /** Copies `length` bytes from below the image at `guest` to `host`, in bounded chunks. */
-  async #copyBelow(guest: number, host: number, length: number): Promise<void> {
-    for (let done = 0; done < length; done += COPY_CHUNK) {
-      const part = new Uint8Array(Math.min(COPY_CHUNK, length - done));
-      await this.#readBelow(guest + done, part);
-      await this.#s.host.write(part, host + done);
     }
   }
 
@@ -470,36 +357,7 @@ export class PloopDriver implements BlockDriver {
 
   async blockStatus(offset: number, length: number): Promise<LayerExtent[]> {
     this.#checkRange(offset, length);
-    const cs = this.#s.layout.clusterSize;
-    const out: LayerExtent[] = [];
-    let runStart = offset;
-    let runHost: number | null = null;
-    const flush = (end: number): void => {
-      if (end <= runStart) return;
-      const len = end - runStart;
-      out.push(
-        runHost === null
-          ? { length: len, allocated: false, zero: false, data: false }
-          : { length: len, allocated: true, zero: false, data: true, hostOffset: runHost },
-      );
-    };
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      const index = Math.floor(pos / cs);
-      const n = Math.min((index + 1) * cs, end) - pos;
-      const entry = index < this.#s.layout.batEntries ? this.#s.bat.entry(index) : 0;
-      const host = entry === 0 ? null : entryToHost(this.#s.layout, entry) + (pos % cs);
-      const continues = pos === runStart || (host === null ? runHost === null : runHost !== null && runHost + (pos - runStart) === host);
-      if (!continues) {
-        flush(pos);
-        runStart = pos;
-      }
-      if (pos === runStart) runHost = host;
-      pos += n;
-    }
-    flush(end);
-    return out;
+    return batExtents(this.#s, offset, length);
   }
 
   // ---- resize --------------------------------------------------------------
@@ -573,29 +431,4 @@ export class PloopDriver implements BlockDriver {
       });
     }
   }
-}
-
-function problemWhy(p: BatProblem, layout: PloopLayout): string {
-  switch (p.kind) {
-    case 'outside':
-      return `past end of file for a cluster of ${layout.clusterSize} bytes`;
-    case 'header':
-      return `inside the header/BAT area (data starts at ${hex(layout.dataStart)})`;
-    case 'duplicate':
-      return 'a cluster another BAT entry already uses';
-  }
-}
-
-/** Reads and validates header and BAT; nothing is written. */
-async function readImage(host: HostFile, path: string): Promise<OpenedState> {
-  const size = await host.size();
-  const head = new Uint8Array(Math.min(HEADER_SIZE, size));
-  await host.read(head, 0);
-  const header = decodeHeader(head, path);
-  const layout = layoutOf(header, size, path);
-  const bytes = new Uint8Array(layout.batEnd);
-  await host.read(bytes, 0);
-  const bat = new BatTable(bytes);
-  const scan = scanBat(layout, (i) => bat.entry(i), size);
-  return { host, header, layout, bat, problems: scan.problems, dataEnd: scan.dataEnd };
 }

@@ -1,0 +1,44 @@
+/**
+ * Small pieces every qemu-io command module uses: the usage failure, operand
+ * parsing with qemu-io's error texts, timing, and the no-argument command shape.
+ */
+import { cvtnum, cvtnumErrorText, parsePattern } from './numbers.js';
+import type { CommandResult, IoCommand, IoSession } from './session.js';
+
+/** qemuio_command_usage: the synopsis on stdout, and a failure. */
+export function usage(s: IoSession, cmd: IoCommand): CommandResult {
+  s.out.stdout(`${cmd.name} ${cmd.args} -- ${cmd.oneline}\n`);
+  return 'failed';
+}
+
+export function now(): bigint {
+  return process.hrtime.bigint();
+}
+
+export function seconds(start: bigint): number {
+  return Number(now() - start) / 1e9;
+}
+
+/** Parses a number operand, printing qemu-io's parse error. */
+export function num(s: IoSession, text: string | undefined): number | undefined {
+  const n = cvtnum(text ?? '');
+  if (typeof n === 'number') return n;
+  s.out.stdout(cvtnumErrorText(n, text ?? ''));
+  return undefined;
+}
+
+export function pattern(s: IoSession, text: string): number | undefined {
+  const p = parsePattern(text);
+  if (p === undefined) s.out.stdout(`${text} is not a valid pattern byte\n`);
+  return p;
+}
+
+/** Checks a request against the disk before any buffer is allocated for it. */
+export function inRange(s: IoSession, offset: number, count: number): boolean {
+  return offset + count <= s.node.length;
+}
+
+/** A command that takes no arguments (flush, length, info, map...). */
+export function simple(name: string, oneline: string, run: (s: IoSession) => Promise<CommandResult>, extra: Partial<IoCommand> = {}): IoCommand {
+  return { name, argmin: 0, argmax: 0, args: '', oneline, run: (s) => run(s), ...extra };
+}

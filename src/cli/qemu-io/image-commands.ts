@@ -1,0 +1,120 @@
+/**
+ * Commands about the image as a whole rather than one request: flush, length,
+ * info, truncate, and the allocation queries alloc and map.
+ */
+import { getopt } from '../getopt.js';
+import { ioFailureText } from '../errors-text.js';
+import { ioSizeText } from '../format/size-text.js';
+import { qemuHumanDump } from '../format/qemu-json.js';
+import { orderedSpecific } from '../image-info.js';
+import { num, simple, usage } from './command-helpers.js';
+import type { IoCommand, IoSession } from './session.js';
+
+export const flushCmd = simple('flush', 'flush all in-core file state to disk', async (s) => {
+  await s.node.flush();
+  return 'ok';
+}, { altname: 'f' });
+
+export const lengthCmd = simple('length', 'gets the length of the current file', async (s) => {
+  s.out.stdout(`${ioSizeText(s.node.length)}\n`);
+  return 'ok';
+}, { altname: 'l' });
+
+/** The offset where qcow2 keeps VM state: just past the guest range its L1 table covers. */
+function vmStateOffset(clusterSize: number, length: number, extendedL2: boolean): number {
+  const span = clusterSize * (clusterSize / (extendedL2 ? 16 : 8));
+  return Math.ceil(length / span) * span;
+}
+
+export const infoCmd = simple('info', 'prints information about the current file', async (s) => {
+  const info = await s.node.info();
+  const cluster = info.clusterSize ?? 0;
+  const extendedL2 = info.formatSpecific?.data['extended-l2'] === true;
+  const vmState = info.format === 'qcow2' && cluster > 0 ? vmStateOffset(cluster, info.virtualSize, extendedL2) : 0;
+  let text = `format name: ${info.format === 'ploop' ? 'parallels' : info.format}\ncluster size: ${ioSizeText(cluster)}\nvm state offset: ${ioSizeText(vmState)}\n`;
+  if (info.formatSpecific) text += `Format specific information:\n${qemuHumanDump(orderedSpecific(info.formatSpecific.type, info.formatSpecific.data), 1)}`;
+  s.out.stdout(text);
+  return 'ok';
+}, { altname: 'i' });
+
+export const truncateCmd: IoCommand = {
+  name: 'truncate',
+  altname: 't',
+  argmin: 1,
+  argmax: 3,
+  args: '[-m prealloc_mode] off',
+  oneline: 'truncates the current file at the given offset',
+  writes: true,
+  async run(s, argv) {
+    const p = getopt(argv, { shortOptions: 'm:' });
+    if (!p.ok || p.operands.length !== 1) return usage(s, truncateCmd);
+    const prealloc = p.options.find((o) => o.key === 'm')?.value;
+    const size = num(s, p.operands[0]);
+    if (size === undefined) return 'failed';
+    try {
+      await s.node.resize(size, { shrink: true, ...(prealloc !== undefined ? { preallocation: prealloc } : {}) });
+    } catch (e) {
+      s.out.stderr(`vdisk: ${e instanceof Error ? e.message : String(e)}\n`);
+      return 'failed';
+    }
+    return 'ok';
+  },
+};
+
+/** bdrv_is_allocated over [offset, offset+count) of the top layer: runs of allocated / not. */
+async function topLayerRuns(s: IoSession, offset: number, count: number): Promise<Array<{ length: number; allocated: boolean }>> {
+  const runs: Array<{ length: number; allocated: boolean }> = [];
+  if (count <= 0) return runs;
+  for (const x of await s.node.layerStatus(offset, count)) {
+    const last = runs[runs.length - 1];
+    if (last && last.allocated === x.allocated) last.length += x.length;
+    else runs.push({ length: x.length, allocated: x.allocated });
+  }
+  return runs;
+}
+
+export const allocCmd: IoCommand = {
+  name: 'alloc',
+  altname: 'a',
+  argmin: 1,
+  argmax: 2,
+  args: 'offset [count]',
+  oneline: 'checks if offset is allocated in the file',
+  async run(s, argv) {
+    const offset = num(s, argv[0]);
+    if (offset === undefined) return 'failed';
+    let count = 512;
+    if (argv.length === 2) {
+      const n = num(s, argv[1]);
+      if (n === undefined) return 'failed';
+      count = n;
+    }
+    const available = Math.max(0, Math.min(count, s.node.length - offset));
+    let allocated = 0;
+    try {
+      for (const r of await topLayerRuns(s, offset, available)) if (r.allocated) allocated += r.length;
+    } catch (e) {
+      s.out.stdout(`is_allocated failed: ${ioFailureText(e)}\n`);
+      return 'failed';
+    }
+    s.out.stdout(`${allocated}/${available} bytes allocated at offset ${ioSizeText(offset)}\n`);
+    return 'ok';
+  },
+};
+
+export const mapCmd = simple('map', 'prints the allocated areas of a file', async (s) => {
+  let offset = 0;
+  let text = '';
+  try {
+    for (const r of await topLayerRuns(s, 0, s.node.length)) {
+      text += `${ioSizeText(r.length)} (0x${r.length.toString(16)}) bytes ${r.allocated ? '    allocated' : 'not allocated'} at offset ${ioSizeText(offset)} (0x${offset.toString(16)})\n`;
+      offset += r.length;
+    }
+  } catch (e) {
+    s.out.stdout(text);
+    s.out.stderr(`vdisk: Failed to get allocation status: ${ioFailureText(e)}\n`);
+    return 'failed';
+  }
+  s.out.stdout(text);
+  return 'ok';
+});
