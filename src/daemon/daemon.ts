@@ -293,7 +293,7 @@ export class Daemon implements NodeGraph {
     const server = this.#server;
     if (!server) throw new VdiskError('EINVAL', 'Cannot export: NBD server not running');
     if (this.#exports.has(options.id)) throw new VdiskError('EINVAL', `Block export id '${options.id}' is already in use`, { field: 'id' });
-    const entry = this.entry(options.nodeName);
+    this.entry(options.nodeName); // exports name a node-name, never a device (export) name
     const node = this.node(options.nodeName);
     const name = options.name ?? options.nodeName;
     if (options.writable && node.readOnly) throw new VdiskError('EPERM', `Cannot export node '${options.nodeName}' writable: it is read-only`, { field: 'writable' });

@@ -1,4 +1,4 @@
-import { VdiskError, isVdiskError } from '../../errors.js';
+import { VdiskError } from '../../errors.js';
 import type { FormatName } from '../../formats/driver.js';
 import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, PROGRAM, reportError, reportUsage } from '../context.js';

@@ -37,7 +37,6 @@ export class Refcounts {
   readonly allocLock = new AsyncLock();
   readonly #host: HostFile;
   readonly #file: string;
-  readonly #clusterBits: number;
   readonly #clusterSize: number;
   readonly #order: number;
   readonly #max: number;
@@ -62,7 +61,6 @@ export class Refcounts {
   private constructor(options: RefcountsOptions, table: number[]) {
     this.#host = options.host;
     this.#file = options.file;
-    this.#clusterBits = options.clusterBits;
     this.#clusterSize = 2 ** options.clusterBits;
     this.#order = options.refcountOrder;
     this.#max = options.refcountOrder === 6 ? Number.MAX_SAFE_INTEGER : 2 ** (2 ** options.refcountOrder) - 1;
