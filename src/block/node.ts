@@ -365,8 +365,8 @@ export class BlockNode implements ImageNode {
   }
 
   chain(): BlockNode[] {
-    const out: BlockNode[] = [];
-    for (let n: BlockNode | null = this; n; n = n.#backing) out.push(n);
+    const out: BlockNode[] = [this];
+    for (let n = this.#backing; n; n = n.#backing) out.push(n);
     return out;
   }
 
