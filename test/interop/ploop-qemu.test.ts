@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import { createPloop, PloopDriver } from '../../src/formats/ploop/index.js';
+import { withDir } from '../support/temp-dir.js';
 
 function run(cmd: string, args: string[]): { status: number; stdout: string; stderr: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -17,17 +17,6 @@ function ok(cmd: string, args: string[]): string {
   const r = run(cmd, args);
   assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout;
-}
-
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
 }
 
 function toRaw(img: string, dir: string): Buffer {

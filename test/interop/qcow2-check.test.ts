@@ -2,11 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { NodeHostFile } from '../../src/host/node-file.js';
 import { parseHeaderCluster, readHeaderCluster } from '../../src/formats/qcow2/header.js';
 import { checkQcow2 } from '../../src/formats/qcow2/check.js';
 import type { RepairMode } from '../../src/formats/driver.js';
+import { withDir } from '../support/temp-dir.js';
 
 interface QemuCheck {
   corruptions?: number;
@@ -63,17 +63,6 @@ async function assertSameCounts(path: string): Promise<void> {
   if (q['allocated-clusters'] !== undefined) assert.equal(v.allocatedClusters, q['allocated-clusters'], 'allocated-clusters');
   if (q['fragmented-clusters'] !== undefined) assert.equal(v.fragmentedClusters, q['fragmented-clusters'], 'fragmented-clusters');
   if (q['compressed-clusters'] !== undefined) assert.equal(v.compressedClusters, q['compressed-clusters']);
-}
-
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
 }
 
 /** An image with scattered data, a compressed cluster and a snapshot. */

@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { createQcow2 } from '../../src/formats/qcow2/create.js';
 import { isVdiskError } from '../../src/errors.js';
+import { withDir } from '../support/temp-dir.js';
 
 // [size, -o options]: vdisk's image must equal qemu-img's byte for byte.
 const MATRIX: ReadonlyArray<readonly [number, string]> = [
@@ -40,17 +40,6 @@ const MATRIX: ReadonlyArray<readonly [number, string]> = [
   [256 << 20, 'preallocation=falloc,extended_l2=on'],
   [1 << 20, 'preallocation=metadata,extended_l2=on'],
 ];
-
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
-}
 
 function parseOpts(text: string): Record<string, string> {
   const out: Record<string, string> = {};

@@ -2,11 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createImage, openImage } from '../../src/index.js';
 import type { ChainExtent } from '../../src/block/types.js';
+import { withDir } from '../support/temp-dir.js';
 
 interface QemuMapEntry {
   start: number;
@@ -33,17 +33,6 @@ function asQemuMap(extents: readonly ChainExtent[]): QemuMapEntry[] {
     data: e.data,
     ...(e.hostOffset !== undefined ? { offset: e.hostOffset } : {}),
   }));
-}
-
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
 }
 
 function writeAt(path: string, offset: number, data: Uint8Array): void {

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import { openImage, openImageWith, type FormatTable } from '../../../src/block/open.js';
 import { isVdiskError } from '../../../src/errors.js';
@@ -9,6 +8,7 @@ import type { FormatName } from '../../../src/formats/driver.js';
 import { formatByName } from '../../../src/formats/registry.js';
 import type { DriverOpenOptions, FormatModule } from '../../../src/formats/registry-types.js';
 import { FakeDriver } from './fake-driver.js';
+import { withDir } from '../../support/temp-dir.js';
 
 // A stand-in "qcow2" whose files are "FAKE" + JSON { length, backing?, backingFormat? }.
 interface FakeFile {
@@ -37,17 +37,6 @@ function fakeTable(opened: Array<{ path: string; options: DriverOpenOptions; dri
   return {
     byName: (name) => (name === 'qcow2' ? fake : formatByName(name)),
     probe: (head) => (fake.probe(head) ? 'qcow2' : 'raw'),
-  };
-}
-
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
   };
 }
 

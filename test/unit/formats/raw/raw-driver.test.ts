@@ -1,25 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import { isVdiskError } from '../../../../src/errors.js';
 import type { BlockDriver, LayerExtent } from '../../../../src/formats/driver.js';
 import { rawFormat } from '../../../../src/formats/raw/index.js';
+import { withDir } from '../../../support/temp-dir.js';
 
 const K = 4096;
 const MiB = 1024 * 1024;
-
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
-}
 
 async function openRw(path: string): Promise<BlockDriver> {
   return rawFormat.open(path, { readOnly: false });
