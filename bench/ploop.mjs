@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // ploop / parallels benchmark: `vdisk bench -f parallels` against
 // `qemu-img bench -f parallels` on the same images in the same run,
-// alternating tools, median of N runs (default 3); prints both request-loop
+// alternating tools, median of N runs (default 5), each after a sync; prints both request-loop
 // times (as each tool reports them) and the ratio QEMU time / vdisk time
 // (higher is better for vdisk).
 //
@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
-const runs = Number(opt('--runs', '3')) || 3;
+const runs = Number(opt('--runs', '5')) || 5;
 const cache = opt('--cache', 'writeback');
 const markdown = args.includes('--markdown');
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,7 +84,11 @@ try {
     const t = { vdisk: [], qemu: [] };
     for (let i = 0; i < runs; i++) {
       for (const name of i % 2 === 0 ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) {
-        t[name].push(seconds(tool(name, ['bench', ...w.args, w.image()])));
+        const image = w.image();
+        // Start each run with no dirty pages left by the previous one: their writeback
+        // otherwise lands inside whichever run comes next (seen: 0.07 s to 0.7 s spread).
+        sh('sync', []);
+        t[name].push(seconds(tool(name, ['bench', ...w.args, image])));
       }
     }
     const row = { name: w.name, command: `bench ${w.args.join(' ')} IMG`, vdisk: median(t.vdisk), qemu: median(t.qemu) };

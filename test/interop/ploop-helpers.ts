@@ -2,7 +2,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import { createPloop } from '../../src/formats/ploop/index.js';
 
@@ -15,16 +14,7 @@ export function ok(cmd: string, args: string[]): string {
   return r.stdout;
 }
 
-export function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
-}
+export { withDir } from '../support/temp-dir.js';
 
 /** QEMU's view of a stack (bottom first) as a json: filename of parallels nodes with runtime backings. */
 export function stackJson(files: readonly string[]): string {

@@ -259,3 +259,34 @@ test('resize grows the disk, moving data out of the enlarged BAT, and qemu reads
   assert.equal(after[7 * 1024 * 1024], 0x77);
   assert.deepEqual(await readAll(img), after);
 }));
+
+test('a writer reserves 128 MiB past its last cluster as QEMU does, close trims it, and a copy taken while open checks as QEMU checks it', withDir(async (dir) => {
+  const MiB = 1024 * 1024;
+  const img = join(dir, 'a.hds');
+  ok('qemu-img', ['create', '-q', '-f', 'parallels', img, '64M']);
+  const d = await PloopDriver.open(img, { readOnly: false });
+  await d.write(0, new Uint8Array(MiB).fill(7));
+  await d.write(3 * MiB + 512, new Uint8Array(4096).fill(8));
+  await d.flush();
+  // As seen of qemu-io writing its first cluster: header cluster + that cluster + prealloc-size;
+  // the second cluster falls inside the reserved space.
+  assert.equal(fs.statSync(img).size, MiB + MiB + 128 * MiB);
+  const crashed = join(dir, 'crashed.hds');
+  fs.copyFileSync(img, crashed);
+  await d.close();
+  assert.equal(fs.statSync(img).size, 3 * MiB, 'close leaves the file ending at its last cluster');
+  assert.equal(run('qemu-img', ['check', '-f', 'parallels', img]).status, 0);
+
+  const theirs = run('qemu-img', ['check', '--output=json', '-f', 'parallels', crashed]);
+  const q = JSON.parse(theirs.stdout) as Record<string, number>;
+  const ro = await PloopDriver.open(crashed, { readOnly: true });
+  const r = await ro.check('none');
+  await ro.close();
+  assert.deepEqual({ leaks: r.leaks, corruptions: r.corruptions, end: r.imageEndOffset }, { leaks: q['leaks'], corruptions: q['corruptions'], end: q['image-end-offset'] });
+  assert.deepEqual(r.messages, ['ERROR image was not closed correctly', `ERROR space leaked at the end of the image ${127 * MiB}`]);
+  const rw = await PloopDriver.open(crashed, { readOnly: false });
+  await rw.close();
+  assert.equal(fs.statSync(crashed).size, 3 * MiB, 'the read-write open repaired the leak');
+  assert.equal(run('qemu-img', ['check', '-f', 'parallels', crashed]).status, 0);
+  assert.deepEqual(await readAll(crashed), toRaw(img, dir));
+}));

@@ -25,6 +25,7 @@ export async function allocateCluster(s: PloopState, readBelow: ReadBelow, piece
   const host = s.dataEnd;
   const entry = hostToEntry(s.layout, host, s.filename);
   s.dataEnd += cs;
+  await s.growth?.ensure(host + cs);
   const guest = index * cs;
   if (cs <= COPY_CHUNK) {
     const head = new Uint8Array(inCluster);

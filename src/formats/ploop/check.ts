@@ -46,6 +46,7 @@ export async function checkImage(s: PloopState, repair: RepairMode): Promise<Che
     report.leaks += count;
     if (fixLeaks) {
       await s.host.truncate(imageEnd);
+      s.growth?.truncated(imageEnd);
       s.dataEnd = imageEnd;
       report.leaksFixed += count;
     }

@@ -400,7 +400,10 @@ export class PloopDriver implements BlockDriver {
           await this.#s.host.write(this.#s.bat.bytes.subarray(0, HEADER_SIZE), 0);
           await this.#s.host.sync();
           // As QEMU does: the file ends with the last cluster in use.
-          if ((await this.#s.host.size()) > this.#s.dataEnd) await this.#s.host.truncate(this.#s.dataEnd);
+          if ((await this.#s.host.size()) > this.#s.dataEnd) {
+            await this.#s.host.truncate(this.#s.dataEnd);
+            this.#s.growth?.truncated(this.#s.dataEnd);
+          }
         });
       }
     } finally {

@@ -15,6 +15,7 @@ import { checkImage } from './check.js';
 import { encodeExtension, parseExtension, planForWriter } from './extension.js';
 import { decodeHeader, HEADER_SIZE, INUSE_MAGIC, SECTOR } from './header.js';
 import { batEntryOffset, layoutOf, type PloopLayout } from './layout.js';
+import { FileGrowth } from './file-growth.js';
 import { setHeader, type PloopState } from './state.js';
 
 /** An image as read from disk: its state, and the BAT entries found bad. */
@@ -41,6 +42,7 @@ export async function readImage(host: HostFile, path: string): Promise<ReadImage
     layout,
     bat,
     dataEnd: scan.dataEnd,
+    growth: host.readOnly ? null : new FileGrowth(host, size, layout.clusterSize),
     badEntries: new Set(scan.problems.map((p) => p.index)),
     unclean: header.inUse === INUSE_MAGIC,
     extHost: 0,

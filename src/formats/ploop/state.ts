@@ -5,6 +5,7 @@
  */
 import type { HostFile } from '../../host/host-file.js';
 import type { BatTable } from './bat-table.js';
+import type { FileGrowth } from './file-growth.js';
 import { encodeHeader, type PloopHeader } from './header.js';
 import type { PloopLayout } from './layout.js';
 
@@ -19,6 +20,8 @@ export interface PloopState {
   readonly bat: BatTable;
   /** Next free host offset: new clusters are appended here. */
   dataEnd: number;
+  /** Reserves file space ahead of `dataEnd` (writers only). */
+  readonly growth: FileGrowth | null;
   /** BAT entries found bad at open and not repaired; I/O through them is refused. */
   badEntries: Set<number>;
   /** The image was left in use (not closed cleanly) and has not been repaired. */
