@@ -85,8 +85,9 @@ export class NodeHostFile implements HostFile {
 
   async size(): Promise<number> {
     try {
-      const st = await cb<fs.Stats>((done) => fs.fstat(this.#fd, done));
-      return st.size;
+      // fstat reads the in-memory inode: a thread-pool round trip costs more than the
+      // call itself, and block status asks for the size on every query.
+      return fs.fstatSync(this.#fd).size;
     } catch (e) {
       throw fromSystemError(e, this.path, 'stat');
     }

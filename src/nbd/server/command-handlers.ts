@@ -15,13 +15,19 @@ const MIN_HOLE = 4096;
 /**
  * Reads [offset, offset+length) for a structured reply: ranges the chain says
  * read as zeros become holes, the rest is read in one buffer. With `oneChunk`
- * (DF) the answer is a single piece.
+ * (DF) the answer is a single piece. `alloc` gives the buffer the data pieces
+ * are views of (possibly reused: every byte sent is read first).
  */
-export async function readPieces(node: ImageNode, range: { offset: number; length: number }, oneChunk: boolean): Promise<ReadPiece[]> {
+export async function readPieces(
+  node: ImageNode,
+  range: { offset: number; length: number },
+  oneChunk: boolean,
+  alloc: (length: number) => Uint8Array = (n) => new Uint8Array(n),
+): Promise<ReadPiece[]> {
   const { offset, length } = range;
   // A read no longer than the smallest hole we would send cannot gain from the map: skip the chain walk (the 4 KiB random-read hot path).
   if (length <= MIN_HOLE || oneChunk) {
-    const data = new Uint8Array(length);
+    const data = alloc(length);
     await node.read(offset, data);
     return [{ kind: 'data', offset, data }];
   }
@@ -30,11 +36,12 @@ export async function readPieces(node: ImageNode, range: { offset: number; lengt
   const runs = zeroRuns(extents, offset, length);
   if (runs.length === 1 && runs[0]?.zero) return [{ kind: 'hole', offset, length }];
   if (oneChunk || runs.every((r) => !r.zero)) {
-    const data = new Uint8Array(length);
+    const data = alloc(length);
     await node.read(offset, data);
     return [{ kind: 'data', offset, data }];
   }
-  const data = new Uint8Array(length);
+  // Only the views of data runs are read and sent; the rest of a reused buffer is never sent.
+  const data = alloc(length);
   const pieces: ReadPiece[] = [];
   const reads: Promise<void>[] = [];
   for (const r of runs) {

@@ -22,17 +22,32 @@ export class ReplyWriter {
     return this.#closed || this.#stream.destroyed;
   }
 
-  async send(parts: readonly Uint8Array[]): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Queues one message. `released` runs once the socket no longer refers to any
+   * of the parts (written out, or dropped with a closed socket), so their
+   * buffers may be reused.
+   */
+  async send(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
+    if (this.closed) {
+      released?.();
+      return;
+    }
     let full = false;
     // Corked, the parts of one reply (header and data) leave in one writev
     // instead of one syscall (and, over TCP, one packet) each.
     const cork = parts.length > 1;
     if (cork) this.#stream.cork();
-    for (const p of parts) {
-      if (p.byteLength > 0 && !this.#stream.write(p)) full = true;
+    let last = -1;
+    for (let i = 0; i < parts.length; i++) if ((parts[i]?.byteLength ?? 0) > 0) last = i;
+    for (let i = 0; i <= last; i++) {
+      const p = parts[i];
+      if (!p || p.byteLength === 0) continue;
+      // Chunks leave in order, so the last one's callback means all of them have.
+      const ok = i === last && released ? this.#stream.write(p, () => released()) : this.#stream.write(p);
+      if (!ok) full = true;
     }
     if (cork) this.#stream.uncork();
+    if (last < 0) released?.();
     if (full) await this.#drained();
   }
 

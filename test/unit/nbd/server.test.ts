@@ -400,3 +400,29 @@ test('maxClients makes further clients wait until a slot frees', async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('READ buffers are reused between replies without ever sending an earlier reply\'s bytes', async () => {
+  const node = new MemoryNode(MiB);
+  await node.write(65536, pattern(4096, 1));
+  await node.write(262144, new Uint8Array(131072).fill(0xaa));
+  await withServer(node, async ({ connect }) => {
+    const c = await connect();
+    await c.handshake({ structured: true });
+    for (let round = 0; round < 3; round++) {
+      // A full-data reply fills a 128 KiB buffer with 0xaa, then goes back to the pool...
+      c.request({ type: Cmd.READ, flags: 0, cookie: 1n, offset: 262144n, length: 131072 });
+      const full = await c.readChunks();
+      assert.deepEqual(new Uint8Array(full[0]?.payload.subarray(8) ?? []), new Uint8Array(131072).fill(0xaa));
+      // ...and the next replies of that size get it: holes are not sent, DF sends every byte read.
+      c.request({ type: Cmd.READ, flags: 0, cookie: 2n, offset: 0n, length: 131072 });
+      const sparse = await c.readChunks();
+      assert.deepEqual(sparse.map((ch) => ch.type), [ReplyType.OFFSET_HOLE, ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE]);
+      assert.deepEqual(new Uint8Array(sparse[1]?.payload.subarray(8) ?? []), pattern(4096, 1));
+      c.request({ type: Cmd.READ, flags: CmdFlag.DF, cookie: 3n, offset: 0n, length: 131072 });
+      const whole = await c.readChunks();
+      const expected = new Uint8Array(131072);
+      expected.set(pattern(4096, 1), 65536);
+      assert.deepEqual(new Uint8Array(whole[0]?.payload.subarray(8) ?? []), expected);
+    }
+  });
+});
