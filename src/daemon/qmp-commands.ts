@@ -8,6 +8,7 @@ import { QmpError, str, optBool, optInt, optStr, type QmpServer } from '../qmp/i
 import type { Daemon, NodeEntry } from './daemon.js';
 import { exportBitmaps, registerBitmapCommands } from './bitmap-commands.js';
 import { blockdevAdd } from './node-factory.js';
+import { registerSnapshotCommands } from './snapshot-commands.js';
 import { socketAddress } from './socket-address.js';
 import type { TlsObjects } from './tls-objects.js';
 
@@ -108,6 +109,7 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
     },
   });
   registerBitmapCommands(qmp, daemon);
+  registerSnapshotCommands(qmp, daemon);
   qmp.register('quit', {
     params: {},
     handler: () => {

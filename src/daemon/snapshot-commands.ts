@@ -1,0 +1,124 @@
+/**
+ * blockdev-snapshot-sync (qapi/block-core.json): an external snapshot of a node
+ * in use, the first step of a live backup. A new empty image (qcow2 by
+ * default, or a ploop delta) is put over the node's image; the node becomes its
+ * backing, frozen at this point in time and durable; every export of the node
+ * switches to the new image with no request lost or reordered (Daemon.replace).
+ * For a ploop stack opened from a DiskDescriptor.xml the descriptor gains the
+ * new top delta, as `ploop snapshot` records it. Error texts are QEMU's.
+ */
+import { unlink } from 'node:fs/promises';
+import { dirname, relative, resolve } from 'node:path';
+import { BlockNode, createImage, openImage } from '../block/index.js';
+import type { FormatName } from '../formats/driver.js';
+import { addSnapshot, readDescriptorModel, writeDescriptor } from '../formats/ploop/descriptor-edit.js';
+import { readDescriptorText } from '../formats/ploop/stack.js';
+import { QmpError, optStr, str, type QmpServer } from '../qmp/index.js';
+import type { Daemon } from './daemon.js';
+
+type Args = Readonly<Record<string, unknown>>;
+
+const FORMATS: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', parallels: 'ploop', ploop: 'ploop', raw: 'raw' };
+
+export function registerSnapshotCommands(qmp: QmpServer, daemon: Daemon): void {
+  qmp.register('blockdev-snapshot-sync', {
+    params: { 'device?': 'str', 'node-name?': 'str', 'snapshot-file': 'str', 'snapshot-node-name?': 'str', 'format?': 'str', 'mode?': 'str' },
+    handler: async (args) => {
+      await snapshotSync(daemon, args);
+      return {};
+    },
+  });
+}
+
+interface SnapshotPlan {
+  readonly top: BlockNode;
+  readonly topName: string;
+  readonly overlayName: string;
+  readonly file: string;
+  readonly format: FormatName;
+  readonly create: boolean;
+  /** The DiskDescriptor.xml the top was opened from, when it is a ploop stack. */
+  readonly descriptor: string | undefined;
+}
+
+function plan(daemon: Daemon, args: Args): SnapshotPlan {
+  const device = optStr(args, 'device');
+  const nodeName = optStr(args, 'node-name');
+  const wanted = nodeName ?? device ?? '';
+  if (!daemon.hasNode(wanted) && !daemon.exports.some((e) => e.id === wanted || e.nodeName === wanted)) {
+    throw new QmpError('GenericError', `Cannot find device='${device ?? ''}' nor node-name='${nodeName ?? ''}'`);
+  }
+  const top = daemon.node(wanted);
+  const topName = daemon.nameOf(top) ?? wanted;
+  const snapshotNodeName = optStr(args, 'snapshot-node-name');
+  if (nodeName !== undefined && snapshotNodeName === undefined) throw new QmpError('GenericError', 'New overlay node-name missing');
+  if (snapshotNodeName !== undefined && daemon.hasNode(snapshotNodeName)) throw new QmpError('GenericError', 'New overlay node-name already in use');
+  const mode = optStr(args, 'mode') ?? 'absolute-paths';
+  if (mode !== 'absolute-paths' && mode !== 'existing') throw new QmpError('GenericError', `Parameter 'mode' does not accept value '${mode}'`);
+  const formatName = optStr(args, 'format') ?? 'qcow2';
+  const format = FORMATS[formatName];
+  if (!format) throw new QmpError('GenericError', `Unknown driver '${formatName}'`);
+  if (!(top instanceof BlockNode)) throw new QmpError('GenericError', `Node '${topName}' cannot take a snapshot: it is not an image this process opened`);
+  const parent = daemon.parentOf(topName);
+  if (parent !== undefined) throw new QmpError('GenericError', `Node '${topName}' is busy: node is used as backing hd of '${parent}'`);
+  if (top.readOnly) throw new QmpError('GenericError', `Node '${topName}' is read-only`);
+  const source = daemon.sourceFile(top);
+  const descriptor = top.format === 'ploop' && source?.toLowerCase().endsWith('.xml') ? source : undefined;
+  if (descriptor !== undefined && format !== 'ploop') {
+    throw new QmpError('GenericError', `The ploop stack described by '${descriptor}' takes only a ploop delta as its snapshot (format 'parallels')`);
+  }
+  return {
+    top,
+    topName,
+    overlayName: snapshotNodeName ?? daemon.anonymousNodeName(),
+    file: resolve(str(args, 'snapshot-file')),
+    format,
+    create: mode === 'absolute-paths',
+    descriptor,
+  };
+}
+
+async function snapshotSync(daemon: Daemon, args: Args): Promise<void> {
+  const p = plan(daemon, args);
+  const { top } = p;
+  if (p.create) {
+    // qcow2 records the old image as its backing file by absolute path (mode absolute-paths);
+    // a ploop delta records nothing: its stack is the descriptor (or the graph).
+    const backing = p.format === 'qcow2' ? { backingFile: resolve(top.filename), backingFormat: top.format } : {};
+    const clusterSize = p.format === 'ploop' && top.format === 'ploop' && top.clusterSize ? { cluster_size: String(top.clusterSize) } : {};
+    await createImage(p.file, p.format, { size: top.length, options: clusterSize, ...backing });
+  }
+  let overlay: BlockNode | null = null;
+  try {
+    overlay = await openImage(p.file, { format: p.format, noBacking: true });
+    if (overlay.length < top.length) throw new QmpError('GenericError', `The overlay '${p.file}' is smaller than the disk it would cover`);
+    await overlay.changeBacking(top, { persist: false });
+    if (p.descriptor !== undefined) await recordInDescriptor(p.descriptor, p.file);
+  } catch (e) {
+    await overlay?.closeLayer().catch(() => undefined);
+    if (p.create) await unlink(p.file).catch(() => undefined);
+    throw e;
+  }
+  daemon.addNode({
+    name: p.overlayName,
+    driver: p.format === 'ploop' ? 'parallels' : p.format,
+    filename: p.descriptor ?? p.file,
+    node: overlay,
+    children: [p.topName],
+    ownsNode: true,
+  });
+  // Requests in flight on the old top finish first; later ones go to the overlay.
+  await daemon.replace(top, overlay);
+  for (const e of daemon.exports) if (e.nbd.node === overlay && e.nodeName === p.topName) e.nodeName = p.overlayName;
+  // The old top is now a point in time: durable, and read-only as in QEMU (which also lets
+  // a backup tool read it). Should the read-only open fail, it stays as it was, flushed.
+  await top.reopen({ readOnly: true }).catch(() => top.flush());
+}
+
+/** Adds the new delta to the descriptor as its top, the old top kept under a new snapshot GUID. */
+async function recordInDescriptor(descriptor: string, file: string): Promise<void> {
+  const model = readDescriptorModel(await readDescriptorText(descriptor), descriptor);
+  const rel = relative(dirname(resolve(descriptor)), file);
+  addSnapshot(model, rel.startsWith('..') ? file : rel);
+  await writeDescriptor(descriptor, model);
+}
