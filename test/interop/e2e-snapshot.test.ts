@@ -10,20 +10,11 @@ import { descriptorChain } from '../../src/formats/ploop/index.js';
 import { buildStack, qemuRead } from './ploop-helpers.js';
 import { withQsd } from './support/qsd.js';
 import { run } from './support/serve-process.js';
-import { addExportedImage, assertImageEquals, errorOf, GuestModel, MiB, ok, QemuIoSession, readImage, tmpDir, withDaemon } from './support/e2e-daemon.js';
+import { addExportedImage, assertImageEquals, errorOf, GuestModel, MiB, ok, QemuIoSession, readImage, withDaemon } from './support/e2e-daemon.js';
+import { withDir } from '../support/temp-dir.js';
 
 const SIZE = 16 * MiB;
 
-function withDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = tmpDir();
-    try {
-      await fn(dir);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
-}
 
 test('blockdev-snapshot-sync switches the export to a new qcow2 overlay; the old image keeps the disk as it was', withDir(async (dir) => {
   const base = `${dir}/base.qcow2`;
