@@ -196,6 +196,19 @@ export class Daemon implements NodeGraph {
     return name;
   }
 
+  /**
+   * Records that the entry `parent` now sits over `child` (a live snapshot made it
+   * its backing): `child` may not be deleted or snapshotted again while it is.
+   * `filename` replaces what the entry shows as its file (a ploop stack's descriptor).
+   */
+  adoptBacking(parent: string, child: string, filename?: string): void {
+    const entry = this.entry(parent);
+    const owner = this.#parents.get(child);
+    if (owner !== undefined) throw new VdiskError('EBUSY', `Node '${child}' is already in use by '${owner}'`, { field: 'node-name' });
+    this.#nodes.set(parent, { ...entry, children: [...entry.children, child], ...(filename !== undefined ? { filename } : {}) });
+    this.#parents.set(child, parent);
+  }
+
   /** Gives a detached file node its handle back (a format open on it failed). */
   addNodeBack(name: string, node: ImageNode): void {
     const entry = this.entry(name);

@@ -1,15 +1,18 @@
 /**
- * blockdev-snapshot-sync (qapi/block-core.json): an external snapshot of a node
+ * blockdev-snapshot-sync and blockdev-snapshot (qapi/block-core.json): an external snapshot of a node
  * in use, the first step of a live backup. A new empty image (qcow2 by
  * default, or a ploop delta) is put over the node's image; the node becomes its
  * backing, frozen at this point in time and durable; every export of the node
  * switches to the new image with no request lost or reordered (Daemon.replace).
  * For a ploop stack opened from a DiskDescriptor.xml the descriptor gains the
- * new top delta, as `ploop snapshot` records it. Error texts are QEMU's.
+ * new top delta, as `ploop snapshot` records it. blockdev-snapshot does the same
+ * with an overlay the client created and added (blockdev-add with backing null,
+ * as libvirt does); like QEMU it does not write the backing file name into the
+ * overlay. Error texts are QEMU's.
  */
 import { unlink } from 'node:fs/promises';
 import { dirname, relative, resolve } from 'node:path';
-import { BlockNode, createImage, openImage } from '../block/index.js';
+import { BlockNode, createImage, openImage, type ImageNode } from '../block/index.js';
 import type { FormatName } from '../formats/driver.js';
 import { addSnapshot, readDescriptorModel, writeDescriptor } from '../formats/ploop/descriptor-edit.js';
 import { readDescriptorText } from '../formats/ploop/stack.js';
@@ -25,6 +28,13 @@ export function registerSnapshotCommands(qmp: QmpServer, daemon: Daemon): void {
     params: { 'device?': 'str', 'node-name?': 'str', 'snapshot-file': 'str', 'snapshot-node-name?': 'str', 'format?': 'str', 'mode?': 'str' },
     handler: async (args) => {
       await snapshotSync(daemon, args);
+      return {};
+    },
+  });
+  qmp.register('blockdev-snapshot', {
+    params: { node: 'str', overlay: 'str' },
+    handler: async (args) => {
+      await snapshotOnto(daemon, str(args, 'node'), str(args, 'overlay'));
       return {};
     },
   });
@@ -58,12 +68,8 @@ function plan(daemon: Daemon, args: Args): SnapshotPlan {
   const formatName = optStr(args, 'format') ?? 'qcow2';
   const format = FORMATS[formatName];
   if (!format) throw new QmpError('GenericError', `Unknown driver '${formatName}'`);
-  if (!(top instanceof BlockNode)) throw new QmpError('GenericError', `Node '${topName}' cannot take a snapshot: it is not an image this process opened`);
-  const parent = daemon.parentOf(topName);
-  if (parent !== undefined) throw new QmpError('GenericError', `Node '${topName}' is busy: node is used as backing hd of '${parent}'`);
-  if (top.readOnly) throw new QmpError('GenericError', `Node '${topName}' is read-only`);
-  const source = daemon.sourceFile(top);
-  const descriptor = top.format === 'ploop' && source?.toLowerCase().endsWith('.xml') ? source : undefined;
+  checkSnapshottable(daemon, top, topName);
+  const descriptor = stackDescriptor(daemon, top);
   if (descriptor !== undefined && format !== 'ploop') {
     throw new QmpError('GenericError', `The ploop stack described by '${descriptor}' takes only a ploop delta as its snapshot (format 'parallels')`);
   }
@@ -107,9 +113,51 @@ async function snapshotSync(daemon: Daemon, args: Args): Promise<void> {
     children: [p.topName],
     ownsNode: true,
   });
+  await switchExports(daemon, top, overlay, { from: p.topName, to: p.overlayName });
+}
+
+/** blockdev-snapshot: `overlayName`, added without a backing, goes over `nodeName`. */
+async function snapshotOnto(daemon: Daemon, nodeName: string, overlayName: string): Promise<void> {
+  const find = (name: string): string => {
+    if (!daemon.hasNode(name)) throw new QmpError('GenericError', `Cannot find device='${name}' nor node-name='${name}'`);
+    return name;
+  };
+  const top = daemon.node(find(nodeName));
+  const overlay = daemon.node(find(overlayName));
+  checkSnapshottable(daemon, top, nodeName);
+  if (daemon.parentOf(overlayName) !== undefined || daemon.exports.some((e) => e.nbd.node === overlay)) throw new QmpError('GenericError', 'The overlay is already in use');
+  if (!(overlay instanceof BlockNode)) throw new QmpError('GenericError', `Node '${overlayName}' cannot be an overlay: it is not an image this process opened`);
+  if (overlay.backing !== null) throw new QmpError('GenericError', 'The overlay already has a backing image');
+  if (overlay.readOnly) throw new QmpError('GenericError', `Node '${overlayName}' is read-only`);
+  if (overlay.length < top.length) throw new QmpError('GenericError', `The overlay '${overlay.filename}' is smaller than the disk it would cover`);
+  const descriptor = stackDescriptor(daemon, top);
+  if (descriptor !== undefined && overlay.format !== 'ploop') {
+    throw new QmpError('GenericError', `The ploop stack described by '${descriptor}' takes only a ploop delta as its snapshot (format 'parallels')`);
+  }
+  await overlay.changeBacking(top, { persist: false });
+  if (descriptor !== undefined) await recordInDescriptor(descriptor, overlay.filename);
+  daemon.adoptBacking(overlayName, nodeName, descriptor);
+  await switchExports(daemon, top, overlay, { from: nodeName, to: overlayName });
+}
+
+/** What both commands require of the node to snapshot; returns it as a BlockNode. */
+function checkSnapshottable(daemon: Daemon, top: ImageNode, topName: string): asserts top is BlockNode {
+  if (!(top instanceof BlockNode)) throw new QmpError('GenericError', `Node '${topName}' cannot take a snapshot: it is not an image this process opened`);
+  const parent = daemon.parentOf(topName);
+  if (parent !== undefined) throw new QmpError('GenericError', `Node '${topName}' is busy: node is used as backing hd of '${parent}'`);
+  if (top.readOnly) throw new QmpError('GenericError', `Node '${topName}' is read-only`);
+}
+
+function stackDescriptor(daemon: Daemon, top: ImageNode): string | undefined {
+  const source = daemon.sourceFile(top);
+  return top.format === 'ploop' && source?.toLowerCase().endsWith('.xml') ? source : undefined;
+}
+
+/** Moves the exports of `top` to `overlay` and freezes `top`. */
+async function switchExports(daemon: Daemon, top: BlockNode, overlay: BlockNode, names: { readonly from: string; readonly to: string }): Promise<void> {
   // Requests in flight on the old top finish first; later ones go to the overlay.
   await daemon.replace(top, overlay);
-  for (const e of daemon.exports) if (e.nbd.node === overlay && e.nodeName === p.topName) e.nodeName = p.overlayName;
+  for (const e of daemon.exports) if (e.nbd.node === overlay && e.nodeName === names.from) e.nodeName = names.to;
   // The old top is now a point in time: durable, and read-only as in QEMU (which also lets
   // a backup tool read it). Should the read-only open fail, it stays as it was, flushed.
   await top.reopen({ readOnly: true }).catch(() => top.flush());

@@ -87,6 +87,55 @@ test('blockdev-snapshot-sync refuses the same requests with the same words as qe
   assert.deepEqual(ours, theirs);
 }));
 
+test('blockdev-snapshot puts an overlay added with no backing over the exported node (the libvirt way), answering as qemu-storage-daemon', withDir(async (dir) => {
+  const base = `${dir}/base.qcow2`;
+  const overlay = `${dir}/overlay.qcow2`;
+  const script = async (qmp: { execute: (c: string, a?: Record<string, unknown>) => Promise<Record<string, unknown>> }): Promise<unknown[]> => {
+    const out: unknown[] = [];
+    const step = async (cmd: string, args: Record<string, unknown>): Promise<void> => {
+      const r = await qmp.execute(cmd, args);
+      out.push('error' in r ? errorOf(r) : r['return']);
+    };
+    await step('blockdev-add', { driver: 'file', filename: overlay, 'node-name': 'ov-file' });
+    await step('blockdev-add', { driver: 'qcow2', file: 'ov-file', 'node-name': 'ov', backing: null });
+    await step('blockdev-snapshot', { node: 'nope', overlay: 'ov' });
+    await step('blockdev-snapshot', { node: 'disk', overlay: 'nope' });
+    await step('blockdev-snapshot', { node: 'disk', overlay: 'ov' });
+    await step('blockdev-snapshot', { node: 'disk', overlay: 'ov' });
+    await step('blockdev-snapshot', { node: 'ov', overlay: 'disk' });
+    await step('query-block-exports', {});
+    return out;
+  };
+  const fresh = (): void => {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(SIZE)]);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(SIZE)]);
+  };
+  fresh();
+  let theirs: unknown[] = [];
+  await withQsd(dir, ['--blockdev', `driver=file,filename=${base},node-name=disk-file`, '--blockdev', 'driver=qcow2,file=disk-file,node-name=disk', '--nbd-server', `addr.type=unix,addr.path=${dir}/qsd-nbd.sock`, '--export', 'type=nbd,id=exp-disk,node-name=disk,writable=on'], async (q) => {
+    theirs = await script(q.qmp);
+  });
+  fresh();
+  const guest = new GuestModel(Buffer.alloc(SIZE), 3);
+  await withDaemon(dir, async (d) => {
+    await addExportedImage(d, { name: 'disk', file: base });
+    const io = new QemuIoSession(d.uri('disk'));
+    try {
+      await io.run(guest.writes(10));
+      const atSnapshot = Buffer.from(guest.model);
+      assert.deepEqual(await script(d.qmp), theirs);
+      await io.run(guest.writes(10));
+      assertImageEquals(dir, base, atSnapshot);
+    } finally {
+      await io.close();
+    }
+    assert.equal(await d.quit(), 0);
+  });
+  assert.doesNotMatch(run('qemu-img', ['info', overlay]), /backing file/, 'as QEMU, the overlay header is not rewritten');
+  run('qemu-img', ['rebase', '-u', '-b', base, '-F', 'qcow2', overlay]);
+  assertImageEquals(dir, overlay, guest.model);
+}));
+
 test('blockdev-snapshot-sync on an exported ploop stack adds a top delta to its DiskDescriptor.xml', withDir(async (dir) => {
   const { xml, files } = await buildStack(dir, SIZE, [['write -P 0x11 0 6M'], ['write -P 0x21 2M 3M']]);
   const guest = new GuestModel(qemuRead(dir, files), 9);
