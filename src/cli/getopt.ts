@@ -20,7 +20,15 @@ export interface ParsedOption {
 
 export type GetoptResult =
   | { readonly ok: true; readonly options: readonly ParsedOption[]; readonly operands: readonly string[] }
-  | { readonly ok: false; readonly message: string };
+  | {
+      readonly ok: false;
+      readonly message: string;
+      /**
+       * For a bad short option, what glibc's getopt prints after "argv[0]: "
+       * ("invalid option -- 'x'", "option requires an argument -- 'P'").
+       */
+      readonly shortDiagnostic?: string;
+    };
 
 export interface GetoptSpec {
   readonly shortOptions: string;
@@ -72,14 +80,14 @@ export function getopt(argv: readonly string[], spec: GetoptSpec): GetoptResult 
       for (let j = 1; j < arg.length; j++) {
         const letter = arg[j] ?? '';
         const takes = shortTakesArg(spec.shortOptions, letter);
-        if (takes === undefined) return { ok: false, message: `unrecognized option '-${letter}'` };
+        if (takes === undefined) return { ok: false, message: `unrecognized option '-${letter}'`, shortDiagnostic: `invalid option -- '${letter}'` };
         if (!takes) {
           options.push({ key: letter, value: undefined });
           continue;
         }
         if (j + 1 < arg.length) options.push({ key: letter, value: arg.slice(j + 1) });
         else if (i < argv.length) options.push({ key: letter, value: argv[i++] });
-        else return { ok: false, message: `missing argument for option '-${letter}'` };
+        else return { ok: false, message: `missing argument for option '-${letter}'`, shortDiagnostic: `option requires an argument -- '${letter}'` };
         break;
       }
       continue;

@@ -7,8 +7,14 @@ import type { CommandResult, IoCommand, IoSession } from './session.js';
 
 /** qemuio_command_usage: the synopsis on stdout, and a failure. */
 export function usage(s: IoSession, cmd: IoCommand): CommandResult {
-  s.out.stdout(`${cmd.name} ${cmd.args} -- ${cmd.oneline}\n`);
+  s.out.stdout(`${cmd.name} ${cmd.args ?? ''} -- ${cmd.oneline}\n`);
   return 'failed';
+}
+
+/** A getopt failure: glibc's complaint ("read: invalid option -- 'x'") on stderr, then the usage. */
+export function badOption(s: IoSession, cmd: IoCommand, failure: { readonly shortDiagnostic?: string }): CommandResult {
+  if (failure.shortDiagnostic !== undefined) s.out.stderr(`${cmd.name}: ${failure.shortDiagnostic}\n`);
+  return usage(s, cmd);
 }
 
 export function now(): bigint {
@@ -40,5 +46,5 @@ export function inRange(s: IoSession, offset: number, count: number): boolean {
 
 /** A command that takes no arguments (flush, length, info, map...). */
 export function simple(name: string, oneline: string, run: (s: IoSession) => Promise<CommandResult>, extra: Partial<IoCommand> = {}): IoCommand {
-  return { name, argmin: 0, argmax: 0, args: '', oneline, run: (s) => run(s), ...extra };
+  return { name, argmin: 0, argmax: 0, oneline, run: (s) => run(s), ...extra };
 }

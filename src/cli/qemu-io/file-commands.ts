@@ -17,7 +17,7 @@ export interface FileCommand {
   readonly name: string;
   readonly argmin: number;
   readonly argmax: number;
-  readonly args: string;
+  readonly args?: string;
   readonly oneline: string;
   readonly help?: string;
   run(file: IoFile, out: CliOutput, argv: readonly string[]): Promise<CommandResult | 'abort'>;
@@ -56,7 +56,7 @@ const REOPEN_HELP = `
 `;
 
 function usage(out: CliOutput, cmd: FileCommand): CommandResult {
-  out.stdout(`${cmd.name} ${cmd.args} -- ${cmd.oneline}\n`);
+  out.stdout(`${cmd.name} ${cmd.args ?? ''} -- ${cmd.oneline}\n`);
   return 'failed';
 }
 
@@ -128,7 +128,6 @@ export const closeCmd: FileCommand = {
   name: 'close',
   argmin: 0,
   argmax: 0,
-  args: '',
   oneline: 'close the current open file',
   async run(file, out) {
     if (!file.session) return noFile(out);
@@ -174,7 +173,6 @@ export const abortCmd: FileCommand = {
   name: 'abort',
   argmin: 0,
   argmax: 0,
-  args: '',
   oneline: 'simulate a program crash using abort(3)',
   async run(file) {
     file.drop();
