@@ -16,7 +16,7 @@ async function* stdinLines(): AsyncGenerator<string> {
   for await (const line of rl) yield line;
 }
 
-/** `vdisk io [-f fmt] [-c cmd]... [-r] [-n|-t cache] [-i aio] [-U] [-q] filename` — qemu-io. */
+/** `vdisk io [-f fmt] [-c cmd]... [-r] [-s] [-n|-t cache] [-i aio|-k] [-d discard] [-U] [-q] filename` — qemu-io. */
 export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
   const parsed = getopt(argv, {
     shortOptions: 'hVc:d:f:rsnCmki:t:T:qU',
@@ -47,6 +47,8 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
   let readOnly = false;
   let forceShare = false;
   let quiet = false;
+  let snapshot = false;
+  let nativeAio = false;
   let cache: CacheMode | undefined;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'c') commands.push(value);
@@ -54,6 +56,8 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     else if (key === 'r') readOnly = true;
     else if (key === 'U') forceShare = true;
     else if (key === 'q') quiet = true;
+    else if (key === 's') snapshot = true;
+    else if (key === 'k') nativeAio = true;
     else if (key === 'n') cache = 'none';
     else if (key === 't') {
       const mode = parseCacheMode(value);
@@ -62,8 +66,14 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
         return 1;
       }
       cache = mode;
-    } else if (key === 'i' && !['threads', 'native', 'io_uring'].includes(value)) {
-      reportError(ctx, `Invalid aio option: ${value}`);
+    } else if (key === 'i') {
+      if (!['threads', 'native', 'io_uring'].includes(value)) {
+        reportError(ctx, `Invalid aio option: ${value}`);
+        return 1;
+      }
+      nativeAio = value === 'native';
+    } else if (key === 'd' && !['ignore', 'off', 'unmap', 'on'].includes(value)) {
+      reportError(ctx, `Invalid discard option: ${value}`);
       return 1;
     } else if (key === 'V') {
       ctx.out.stdout(`${PROGRAM} io version 0.1.0 (qemu-io 7.2 compatible)\n`);
@@ -81,7 +91,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     return 1;
   }
   const file = new IoFile(ctx, quiet);
-  if (filename !== undefined && !(await file.open({ filename, format: fmt, readOnly, forceShare, cache }))) return 1;
+  if (filename !== undefined && !(await file.open({ filename, format: fmt, readOnly, forceShare, cache, snapshot, nativeAio }))) return 1;
   let failed = false;
   let aborted = false;
   try {
