@@ -1,8 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { run } from '../../src/cli/program.js';
-import { normalise, qcow2Available, qemu, tempDir, type ToolResult } from './cli-oracle.js';
+import { normalise, normalised, qcow2Available, qemu, tempDir, vdisk, type ToolResult } from './cli-oracle.js';
 
 /** qemu-io with no file, reading `script` from stdin. */
 function qemuIoSession(cwd: string, script: readonly string[], argv: readonly string[] = []): ToolResult {
@@ -82,6 +84,76 @@ test('io abort ends the session at once with the status of a SIGABRT crash', asy
     const v = await vdiskIoSession(t.dir, script);
     sameAsQemuIo(q, v);
     assert.equal(v.status, 134);
+  } finally {
+    t.cleanup();
+  }
+});
+
+/** The overlay's random name ("vl." and six characters) is the one thing that may differ. */
+function sameOverlayNames(r: ToolResult): ToolResult {
+  return { ...r, stderr: r.stderr.replace(/\/vl\.[A-Za-z0-9]{6}'/g, "/vl.XXXXXX'") };
+}
+
+/** Runs `body` with $TMPDIR pointing at `dir` (where both tools put -s overlays), restoring it afterwards. */
+async function withTmpdir<T>(dir: string, body: () => Promise<T>): Promise<T> {
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    return await body();
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+}
+
+test('io open -s writes to a temporary overlay: reads see the writes, the image is never written, nothing is left behind', async (ctx) => {
+  if (!(await qcow2Available())) return ctx.skip('qcow2 driver not present');
+  const t = tempDir();
+  try {
+    const q = join(t.dir, 'q');
+    const v = join(t.dir, 'v');
+    const tmp = join(t.dir, 'tmp');
+    for (const d of [q, v, tmp]) mkdirSync(d);
+    qemu('qemu-img', q, ['create', '-q', '-f', 'qcow2', 'x.qcow2', '1M']);
+    qemu('qemu-io', q, ['-c', 'write -P 9 0 64k', 'x.qcow2']);
+    qemu('qemu-img', q, ['create', '-q', '-f', 'raw', 'r.img', '1M']);
+    for (const name of ['x.qcow2', 'r.img']) copyFileSync(join(q, name), join(v, name));
+    const before = readFileSync(join(q, 'x.qcow2'));
+    const script = [
+      'open -s x.qcow2', 'read -P 9 0 64k', 'write -P 5 0 4k', 'read -P 5 0 4k', 'read -P 9 4k 60k', 'map', 'alloc 0 128k', 'info', 'length',
+      'reopen', 'reopen -w', 'write -P 6 8k 1', 'close',
+      'open x.qcow2', 'read -P 9 0 64k', 'close',
+      'open -s r.img', 'write -P 1 0 512', 'read -P 1 0 512', 'truncate 2M', 'length', 'close', 'open -o driver=raw r.img', 'read -P 0 0 512', 'length', 'close',
+      'open -s -r -o driver=raw r.img', 'write 0 1', 'read 0 1', 'info', 'close', 'open -s -o driver=raw,bogus=1 r.img', 'quit',
+    ];
+    const qr = await withTmpdir(tmp, async () => qemuIoSession(q, script));
+    const vr = await withTmpdir(tmp, () => vdiskIoSession(v, script));
+    sameAsQemuIo(sameOverlayNames(qr), sameOverlayNames(vr));
+    assert.deepEqual(readFileSync(join(v, 'x.qcow2')), before, 'the image under -s was written');
+    assert.deepEqual(readdirSync(tmp), [], 'an overlay was left behind');
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('io -s on the command line: the session writes to an overlay and the image is unchanged afterwards', async (ctx) => {
+  if (!(await qcow2Available())) return ctx.skip('qcow2 driver not present');
+  const t = tempDir();
+  try {
+    const q = join(t.dir, 'q');
+    const v = join(t.dir, 'v');
+    const tmp = join(t.dir, 'tmp');
+    for (const d of [q, v, tmp]) mkdirSync(d);
+    qemu('qemu-img', q, ['create', '-q', '-f', 'raw', 'r.img', '1M']);
+    copyFileSync(join(q, 'r.img'), join(v, 'r.img'));
+    for (const options of [['-s'], ['--snapshot', '-f', 'raw'], ['-s', '-r', '-f', 'raw']]) {
+      const args = [...options, '-c', 'write -P 3 0 4k', '-c', 'read -P 3 0 4k', '-c', 'info', '-c', 'map', 'r.img'];
+      const qr = await withTmpdir(tmp, async () => qemu('qemu-io', q, args));
+      const vr = await withTmpdir(tmp, () => vdisk(v, ['io', ...args]));
+      assert.deepEqual(normalised(vr), normalised(qr), options.join(' '));
+      assert.ok(readFileSync(join(v, 'r.img')).every((b) => b === 0), `the image under ${options.join(' ')} was written`);
+    }
+    assert.deepEqual(readdirSync(tmp), []);
   } finally {
     t.cleanup();
   }

@@ -162,8 +162,12 @@ export const reopenCmd: FileCommand = {
     if (p.operands.length > 0) return usage(out, reopenCmd);
     const overlay = file.snapshotOverlay;
     if (overlay !== undefined) {
-      // QEMU reopens a -s overlay by its name, which is gone: only a reopen that changes nothing succeeds.
-      if (!changesOptions && (readOnly ?? old.readOnly) === old.readOnly) return 'ok';
+      // QEMU reopens a -s overlay by its name, which is gone: only a first reopen that changes nothing succeeds
+      // (it leaves the overlay needing its file reopened by the next one).
+      if (!changesOptions && (readOnly ?? old.readOnly) === old.readOnly && !file.snapshotReopened) {
+        file.snapshotReopened = true;
+        return 'ok';
+      }
       return report(out, `Could not open '${overlay}': No such file or directory`);
     }
     // A reopen is a close and an open with the new settings; when that fails the old ones are restored.

@@ -67,7 +67,9 @@ export const truncateCmd: IoCommand = {
       return 'failed';
     }
     if (size < s.node.length && prealloc !== 'off') {
-      s.out.stderr(`${PROGRAM}: Cannot use preallocation for shrinking files\n`);
+      // The refusal is the driver's: qcow2 words it its own way, the host file (raw's) another.
+      const text = s.node.format === 'qcow2' ? "Preallocation can't be used for shrinking an image" : 'Cannot use preallocation for shrinking files';
+      s.out.stderr(`${PROGRAM}: ${text}\n`);
       return 'failed';
     }
     try {

@@ -78,6 +78,8 @@ export class IoFile {
 
   /** The overlay of a -s session: already unlinked, so reopening it by name fails as in QEMU. */
   snapshotOverlay: string | undefined;
+  /** A reopen of the -s overlay has succeeded once; QEMU fails every later one. */
+  snapshotReopened = false;
 
   /** openfile(): prints qemu-io's error and returns false when the image cannot be opened. */
   async open(settings: OpenSettings): Promise<boolean> {
@@ -146,6 +148,7 @@ export class IoFile {
       await this.ctx.engine.createImage(overlay, 'qcow2', { size, options: {}, backingFile: resolve(settings.filename), backingFormat: baseFormat });
       const node = await this.ctx.engine.openImage(overlay, { format: 'qcow2', readOnly: settings.readOnly, ...cache });
       this.snapshotOverlay = overlay;
+      this.snapshotReopened = false;
       return { node, baseFormat };
     } finally {
       await unlink(overlay).catch(() => undefined);
