@@ -58,6 +58,11 @@ const BAD_LINES: readonly string[] = [
   'bogus',
 ];
 
+/** Options act in order: what goes wrong first is reported, and aio -i ends the line where it stands. */
+const ORDER_LINES: readonly string[] = [
+  'read -P x -y 0 1', 'read -y -P x 0 1', 'read -s x -P 1 0 1', 'write -P x -s', 'aio_read -i -x 0 1', 'aio_read -x -i 0 1', 'aio_write -P 1 -i -P x 0 1',
+];
+
 /** What qcow2 answers differently (compression alignment, preallocation on shrink). */
 const QCOW2_LINES: readonly string[] = [
   'write -c 0 64k', 'write -c 0 4k', 'write -c 512 4k', 'write -c 1 512', 'truncate -m full 2M', 'truncate -m metadata 2M',
@@ -68,6 +73,7 @@ const QCOW2_LINES: readonly string[] = [
 const NO_IMAGE_LINES: readonly string[] = [
   'sleep x', 'sleep 1 2', 'sigraise x', 'sigraise 100', 'sigraise 0', 'help bogus', 'help a b', 'read 0 1', 'write -x', 'map', 'close',
   'reopen -r', 'break a b', 'open', 'open -x', 'open -f raw x', 'open -o', 'open -t bogus x', 'open -d bogus x', 'open -i bogus x', 'open a b',
+  'open -t bogus -x x', 'open -x -t bogus x', 'reopen -c bogus -x',
 ];
 
 interface Image {
@@ -106,7 +112,7 @@ async function mismatches(image: Image | undefined, lines: readonly string[]): P
 }
 
 test('io: bad options and arguments of every command on a raw image give qemu-io 7.2 messages and status', async () => {
-  assert.deepEqual(await mismatches({ format: 'raw', name: 'd.img' }, BAD_LINES), []);
+  assert.deepEqual(await mismatches({ format: 'raw', name: 'd.img' }, [...BAD_LINES, ...ORDER_LINES]), []);
 });
 
 test('io: the same lines on a qcow2 image, plus what qcow2 refuses in its own words', async (t) => {

@@ -102,7 +102,6 @@ function vectored(opts: { name: string; write: boolean; aio: boolean; args: stri
     writes: opts.write,
     async run(s, argv) {
       const p = getopt(argv, { shortOptions: opts.optstring });
-      if (!p.ok) return badOption(s, cmd, p);
       let machine = false, quiet = false, verbose = false, fua = false, zero = false, unmap = false;
       let pat: number | undefined;
       for (const { key, value = '' } of p.options) {
@@ -121,6 +120,7 @@ function vectored(opts: { name: string; write: boolean; aio: boolean; args: stri
           if (pat === undefined) return 'failed';
         }
       }
+      if (!p.ok) return badOption(s, cmd, p);
       if (p.operands.length < 2) return usage(s, cmd);
       if (unmap && !zero) {
         s.out.stdout('-u requires -z to be specified\n');

@@ -11,7 +11,11 @@ export function usage(s: IoSession, cmd: IoCommand): CommandResult {
   return 'failed';
 }
 
-/** A getopt failure: glibc's complaint ("read: invalid option -- 'x'") on stderr, then the usage. */
+/**
+ * A getopt failure: glibc's complaint ("read: invalid option -- 'x'") on
+ * stderr, then the usage. Commands act on the options before the bad one
+ * first, as qemu-io's getopt loop does (so `read -P x -y` complains of the pattern).
+ */
 export function badOption(s: IoSession, cmd: IoCommand, failure: { readonly shortDiagnostic?: string }): CommandResult {
   if (failure.shortDiagnostic !== undefined) s.out.stderr(`${cmd.name}: ${failure.shortDiagnostic}\n`);
   return usage(s, cmd);

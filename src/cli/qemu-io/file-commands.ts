@@ -84,7 +84,6 @@ export const openCmd: FileCommand = {
   help: OPEN_HELP,
   async run(file, out, argv) {
     const p = getopt(argv, { shortOptions: 'snCro:kt:d:i:U' });
-    if (!p.ok) return badOption(out, openCmd, p);
     let readOnly = false;
     let forceShare = false;
     let snapshot = false;
@@ -109,6 +108,7 @@ export const openCmd: FileCommand = {
       }
       // -C (copy-on-read) changes where QEMU keeps what it reads, not what a read returns.
     }
+    if (!p.ok) return badOption(out, openCmd, p);
     if (p.operands.length !== 1) return usage(out, openCmd);
     const filename = p.operands[0] ?? '';
     const options = parseDriverOptions(driverText);
@@ -144,7 +144,6 @@ export const reopenCmd: FileCommand = {
     const old = file.settings;
     if (!file.session || !old) return noFile(out);
     const p = getopt(argv, { shortOptions: 'c:o:rw', stopAtOperand: true });
-    if (!p.ok) return badOption(out, reopenCmd, p);
     let readOnly: boolean | undefined;
     let cache = old.cache;
     let changesOptions = false;
@@ -159,6 +158,7 @@ export const reopenCmd: FileCommand = {
       } else if (key === 'o') changesOptions = true;
       // -o: vdisk's drivers take no runtime options (lazy-refcounts and the like are accepted and kept as they are).
     }
+    if (!p.ok) return badOption(out, reopenCmd, p);
     if (p.operands.length > 0) return usage(out, reopenCmd);
     const overlay = file.snapshotOverlay;
     if (overlay !== undefined) {

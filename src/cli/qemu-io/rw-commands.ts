@@ -79,7 +79,6 @@ export const readCmd: IoCommand = {
   async run(s, argv) {
     // -a is in the synopsis but not among the letters qemu-io 7.2 accepts.
     const p = getopt(argv, { shortOptions: 'bCl:pP:qs:v' });
-    if (!p.ok) return badOption(s, readCmd, p);
     let machine = false, quiet = false, verbose = false, vmState = false;
     let pat: number | undefined;
     let patOffset: number | undefined;
@@ -98,6 +97,7 @@ export const readCmd: IoCommand = {
         else patCount = n;
       } else if (key === 'b') vmState = true;
     }
+    if (!p.ok) return badOption(s, readCmd, p);
     if (p.operands.length !== 2) return usage(s, readCmd);
     const offset = num(s, p.operands[0]);
     if (offset === undefined) return 'failed';
@@ -181,7 +181,6 @@ export const writeCmd: IoCommand = {
   writes: true,
   async run(s, argv) {
     const p = getopt(argv, { shortOptions: 'bcCfnpP:qs:uz' });
-    if (!p.ok) return badOption(s, writeCmd, p);
     let machine = false, quiet = false, compressed = false, zero = false, fua = false, noFallback = false, unmap = false, vmState = false;
     let pat = 0xcd;
     let patGiven = false;
@@ -203,6 +202,7 @@ export const writeCmd: IoCommand = {
         patGiven = true;
       }
     }
+    if (!p.ok) return badOption(s, writeCmd, p);
     if (p.operands.length !== 2) return usage(s, writeCmd);
     const conflict = writeConflict({ vmState, zero, fua, compressed, noFallback, unmap, patGiven, source: sourceFile !== undefined });
     if (conflict !== undefined) {
