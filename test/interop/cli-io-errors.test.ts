@@ -137,3 +137,31 @@ test('io: help lists every command in qemu-io 7.2 order, with and without an ima
   assert.deepEqual(await mismatches(undefined, ['help', '?', ...HELP_NAMES.map((n) => `help ${n}`)]), []);
   assert.deepEqual(await mismatches({ format: 'raw', name: 'd.img' }, ['help']), []);
 });
+
+/** qemu-io's own command line, where its help names it and ends with QEMU's bug-report trailer. */
+function sameUsage(r: ToolResult): ToolResult {
+  const stdout = r.stdout
+    .replace(/\nSee <https:\/\/qemu\.org\/contribute\/report-a-bug>[^]*$/, '')
+    .replace(/^Usage: qemu-io /m, 'Usage: vdisk io ')
+    .replace("See 'qemu-io -c help'", "See 'vdisk io -c help'");
+  return { ...r, stdout };
+}
+
+test('io: bad options and arguments of the command line itself print glibc complaint and the help, as qemu-io does', async () => {
+  const t = tempDir();
+  try {
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'raw', 'd.img', '1M']);
+    const lines: ReadonlyArray<readonly string[]> = [
+      ['-x'], ['d.img', 'e.img'], ['-c'], ['-f'], ['--bogus'], ['--cmd'], ['--snapshot=1'], ['--c'], ['--format'], ['-h'], ['--help'], ['--he'],
+      ['-t', 'bogus', 'd.img'], ['-d', 'bogus', 'd.img'], ['-i', 'bogus', 'd.img'], ['-k', '-f', 'raw', 'd.img'], ['-f', 'bogus', 'd.img'],
+      ['-c', 'length', '-U', 'd.img'],
+    ];
+    for (const argv of lines) {
+      const expected = sameUsage(normalised(qemu('qemu-io', t.dir, argv)));
+      const actual = normalised(await vdisk(t.dir, ['io', ...argv]));
+      assert.deepEqual(actual, expected, argv.join(' '));
+    }
+  } finally {
+    t.cleanup();
+  }
+});

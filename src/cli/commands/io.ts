@@ -1,12 +1,77 @@
 import { createInterface } from 'node:readline';
 import type { CacheMode } from '../../formats/driver.js';
-import { type CliContext, PROGRAM, reportError, reportUsage } from '../context.js';
-import { getopt } from '../getopt.js';
+import { type CliContext, PROGRAM, reportError } from '../context.js';
+import { getopt, type LongOption } from '../getopt.js';
 import { runCommandLine } from '../qemu-io/run-line.js';
 import { IoFile } from '../qemu-io/open-file.js';
 import { toFormatName } from './create.js';
 import { parseCacheMode } from '../cache-mode.js';
 
+const IO_LONG_OPTIONS: readonly LongOption[] = [
+  { name: 'help', hasArg: false, key: 'h' },
+  { name: 'version', hasArg: false, key: 'V' },
+  { name: 'cmd', hasArg: true, key: 'c' },
+  { name: 'format', hasArg: true, key: 'f' },
+  { name: 'read-only', hasArg: false, key: 'r' },
+  { name: 'snapshot', hasArg: false, key: 's' },
+  { name: 'nocache', hasArg: false, key: 'n' },
+  { name: 'copy-on-read', hasArg: false, key: 'C' },
+  { name: 'misalign', hasArg: false, key: 'm' },
+  { name: 'native-aio', hasArg: false, key: 'k' },
+  { name: 'discard', hasArg: true, key: 'd' },
+  { name: 'aio', hasArg: true, key: 'i' },
+  { name: 'cache', hasArg: true, key: 't' },
+  { name: 'trace', hasArg: true, key: 'T' },
+  { name: 'object', hasArg: true, key: 'object' },
+  { name: 'image-opts', hasArg: false, key: 'image-opts' },
+  { name: 'force-share', hasArg: false, key: 'U' },
+  { name: 'quiet', hasArg: false, key: 'q' },
+];
+
+/** What glibc's getopt_long prints for a bad option of qemu-io's own command line (after "progname: "). */
+function glibcComplaint(failure: { readonly message: string; readonly shortDiagnostic?: string }, argv: readonly string[]): string {
+  if (failure.shortDiagnostic !== undefined) return failure.shortDiagnostic;
+  const missing = /^missing argument for option '(.*)'$/.exec(failure.message);
+  if (missing) return `option '${missing[1] ?? ''}' requires an argument`;
+  const ambiguous = /^option '--([^=']*)[^']*' is ambiguous$/.exec(failure.message);
+  if (ambiguous) {
+    const prefix = ambiguous[1] ?? '';
+    const given = argv.find((a) => a.startsWith(`--${prefix}`)) ?? `--${prefix}`;
+    const names = IO_LONG_OPTIONS.filter((o) => o.name.startsWith(prefix)).map((o) => `'--${o.name}'`);
+    return `option '${given.split('=')[0] ?? given}' is ambiguous; possibilities: ${names.join(' ')}`;
+  }
+  return failure.message;
+}
+
+/** qemu-io's --help, with vdisk's name where it names itself. */
+const IO_USAGE = `Usage: ${PROGRAM} io [OPTIONS]... [-c STRING]... [file]
+QEMU Disk exerciser
+
+  --object OBJECTDEF   define an object such as 'secret' for
+                       passwords and/or encryption keys
+  --image-opts         treat file as option string
+  -c, --cmd STRING     execute command with its arguments
+                       from the given string
+  -f, --format FMT     specifies the block driver to use
+  -r, --read-only      export read-only
+  -s, --snapshot       use snapshot file
+  -n, --nocache        disable host cache, short for -t none
+  -C, --copy-on-read   enable copy-on-read
+  -m, --misalign       misalign allocations for O_DIRECT
+  -k, --native-aio     use kernel AIO implementation
+                       (Linux only, prefer use of -i)
+  -i, --aio=MODE       use AIO mode (threads, native or io_uring)
+  -t, --cache=MODE     use the given cache mode for the image
+  -d, --discard=MODE   use the given discard mode for the image
+  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]
+                       specify tracing options
+                       see qemu-img(1) man page for full description
+  -U, --force-share    force shared permissions
+  -h, --help           display this help and exit
+  -V, --version        output version information and exit
+
+See '${PROGRAM} io -c help' for information on available commands.
+`;
 
 /** qemu-io's prompt, "progname> ". */
 const PROMPT = `${PROGRAM}> `;
@@ -18,30 +83,13 @@ async function* stdinLines(): AsyncGenerator<string> {
 
 /** `vdisk io [-f fmt] [-c cmd]... [-r] [-s] [-n|-t cache] [-i aio|-k] [-d discard] [-U] [-q] filename` — qemu-io. */
 export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
-  const parsed = getopt(argv, {
-    shortOptions: 'hVc:d:f:rsnCmki:t:T:qU',
-    longOptions: [
-      { name: 'help', hasArg: false, key: 'h' },
-      { name: 'version', hasArg: false, key: 'V' },
-      { name: 'cmd', hasArg: true, key: 'c' },
-      { name: 'format', hasArg: true, key: 'f' },
-      { name: 'read-only', hasArg: false, key: 'r' },
-      { name: 'snapshot', hasArg: false, key: 's' },
-      { name: 'nocache', hasArg: false, key: 'n' },
-      { name: 'copy-on-read', hasArg: false, key: 'C' },
-      { name: 'misalign', hasArg: false, key: 'm' },
-      { name: 'native-aio', hasArg: false, key: 'k' },
-      { name: 'discard', hasArg: true, key: 'd' },
-      { name: 'aio', hasArg: true, key: 'i' },
-      { name: 'cache', hasArg: true, key: 't' },
-      { name: 'trace', hasArg: true, key: 'T' },
-      { name: 'object', hasArg: true, key: 'object' },
-      { name: 'image-opts', hasArg: false, key: 'image-opts' },
-      { name: 'force-share', hasArg: false, key: 'U' },
-      { name: 'quiet', hasArg: false, key: 'q' },
-    ],
-  });
-  if (!parsed.ok) return reportUsage(ctx, parsed.message);
+  const parsed = getopt(argv, { shortOptions: 'hVc:d:f:rsnCmki:t:T:qU', longOptions: IO_LONG_OPTIONS });
+  if (!parsed.ok) {
+    ctx.out.stderr(`${PROGRAM}: ${glibcComplaint(parsed, argv)}\n`);
+    ctx.out.stdout(IO_USAGE);
+    return 1;
+  }
+
   const commands: string[] = [];
   let format: string | undefined;
   let readOnly = false;
@@ -79,11 +127,15 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
       ctx.out.stdout(`${PROGRAM} io version 0.1.0 (qemu-io 7.2 compatible)\n`);
       return 0;
     } else if (key === 'h') {
-      ctx.out.stdout(`Usage: ${PROGRAM} io [OPTIONS]... [-c STRING]... [file]\n`);
+      ctx.out.stdout(IO_USAGE);
       return 0;
     }
   }
-  if (parsed.operands.length > 1) return reportUsage(ctx, `Unexpected argument: ${parsed.operands[1] ?? ''}`);
+  // More than one file: qemu-io prints its help and fails.
+  if (parsed.operands.length > 1) {
+    ctx.out.stdout(IO_USAGE);
+    return 1;
+  }
   const filename = parsed.operands[0];
   const fmt = format === undefined ? undefined : toFormatName(format);
   if (format !== undefined && fmt === undefined) {
