@@ -158,3 +158,26 @@ test('io -s on the command line: the session writes to an overlay and the image 
     t.cleanup();
   }
 });
+
+test('io -C copies what reads find outside the top image into it, whole clusters, as qemu-io does', async (ctx) => {
+  if (!(await qcow2Available())) return ctx.skip('qcow2 driver not present');
+  const t = tempDir();
+  try {
+    const q = join(t.dir, 'q');
+    const v = join(t.dir, 'v');
+    for (const d of [q, v]) mkdirSync(d);
+    qemu('qemu-img', q, ['create', '-q', '-f', 'qcow2', 'b.qcow2', '1M']);
+    qemu('qemu-io', q, ['-c', 'write -P 1 0 256k', 'b.qcow2']);
+    qemu('qemu-img', q, ['create', '-q', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', 'o.qcow2']);
+    for (const name of ['b.qcow2', 'o.qcow2']) copyFileSync(join(q, name), join(v, name));
+    const args = ['-C', '-c', 'read -P 1 1000 1', '-c', 'write -P 2 70k 1k', '-c', 'read 64k 64k', '-c', 'readv 200k 1k 1k', '-c', 'aio_read 300k 1',
+      '-c', 'aio_flush', '-c', 'read 512k 4k', '-c', 'map', '-c', 'alloc 0 1M', 'o.qcow2'];
+    assert.deepEqual(normalised(await vdisk(v, ['io', ...args])), normalised(qemu('qemu-io', q, args)));
+    const layout = (dir: string): string => qemu('qemu-img', dir, ['map', '--output=json', 'o.qcow2']).stdout.replace(/, "offset": \d+/g, '');
+    assert.equal(layout(v), layout(q));
+    const script = ['open -C -r o.qcow2', 'open -C -o driver=qcow2 b.qcow2', 'read 512k 1', 'map', 'quit'];
+    sameAsQemuIo(qemuIoSession(q, script), await vdiskIoSession(v, script));
+  } finally {
+    t.cleanup();
+  }
+});

@@ -97,6 +97,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
   let quiet = false;
   let snapshot = false;
   let nativeAio = false;
+  let copyOnRead = false;
   let cache: CacheMode | undefined;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'c') commands.push(value);
@@ -106,6 +107,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     else if (key === 'q') quiet = true;
     else if (key === 's') snapshot = true;
     else if (key === 'k') nativeAio = true;
+    else if (key === 'C') copyOnRead = true;
     else if (key === 'n') cache = 'none';
     else if (key === 't') {
       const mode = parseCacheMode(value);
@@ -143,7 +145,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     return 1;
   }
   const file = new IoFile(ctx, quiet);
-  if (filename !== undefined && !(await file.open({ filename, format: fmt, readOnly, forceShare, cache, snapshot, nativeAio }))) return 1;
+  if (filename !== undefined && !(await file.open({ filename, format: fmt, readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead }))) return 1;
   let failed = false;
   let aborted = false;
   try {

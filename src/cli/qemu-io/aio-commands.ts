@@ -5,7 +5,7 @@
  */
 import { getopt } from '../getopt.js';
 import { ioFailureText } from '../errors-text.js';
-import { badOption, inRange, now, num, pattern, seconds, simple, usage } from './command-helpers.js';
+import { badOption, copyOnRead, inRange, now, num, pattern, seconds, simple, usage } from './command-helpers.js';
 import { REQUEST_MAX_BYTES } from './numbers.js';
 import { hexDump, reportText } from './report.js';
 import type { CommandResult, IoCommand } from './session.js';
@@ -167,6 +167,7 @@ function vectored(opts: { name: string; write: boolean; aio: boolean; args: stri
         } else {
           buf = new Uint8Array(count).fill(0xab);
           await s.node.read(offset, buf);
+          await copyOnRead(s, offset, count);
         }
       } catch (e) {
         return failed(e);

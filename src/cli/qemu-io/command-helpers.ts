@@ -52,3 +52,27 @@ export function inRange(s: IoSession, offset: number, count: number): boolean {
 export function simple(name: string, oneline: string, run: (s: IoSession) => Promise<CommandResult>, extra: Partial<IoCommand> = {}): IoCommand {
   return { name, argmin: 0, argmax: 0, oneline, run: (s) => run(s), ...extra };
 }
+
+/**
+ * Copy-on-read after a successful read of [offset, offset+count): every
+ * cluster of it that the top image does not hold is written into the top
+ * image, as zeroes where it reads as zeroes (QEMU does the same, with or
+ * without a backing file).
+ */
+export async function copyOnRead(s: IoSession, offset: number, count: number): Promise<void> {
+  if (!s.copyOnRead || count === 0) return;
+  const cluster = (await s.node.info()).clusterSize ?? 0;
+  const align = cluster > 0 ? cluster : 512;
+  const start = Math.floor(offset / align) * align;
+  const end = Math.min(Math.ceil((offset + count) / align) * align, s.node.length);
+  let pos = start;
+  for (const x of await s.node.layerStatus(start, end - start)) {
+    if (!x.allocated) {
+      const buf = new Uint8Array(x.length);
+      await s.node.read(pos, buf);
+      if (buf.every((b) => b === 0)) await s.node.writeZeroes(pos, x.length, { mayUnmap: false });
+      else await s.node.write(pos, buf);
+    }
+    pos += x.length;
+  }
+}

@@ -88,6 +88,7 @@ export const openCmd: FileCommand = {
     let forceShare = false;
     let snapshot = false;
     let nativeAio = false;
+    let copyOnRead = false;
     let cache: CacheMode | undefined;
     const driverText: string[] = [];
     for (const { key, value = '' } of p.options) {
@@ -96,6 +97,7 @@ export const openCmd: FileCommand = {
       else if (key === 's') snapshot = true;
       else if (key === 'n') cache = 'none';
       else if (key === 'k') nativeAio = true;
+      else if (key === 'C') copyOnRead = true;
       else if (key === 'o') driverText.push(value);
       else if (key === 't') {
         cache = parseCacheMode(value);
@@ -106,7 +108,6 @@ export const openCmd: FileCommand = {
         if (!AIO_MODES.includes(value)) return report(out, `Invalid aio option: ${value}`);
         nativeAio = value === 'native';
       }
-      // -C (copy-on-read) changes where QEMU keeps what it reads, not what a read returns.
     }
     if (!p.ok) return badOption(out, openCmd, p);
     if (p.operands.length !== 1) return usage(out, openCmd);
@@ -116,7 +117,7 @@ export const openCmd: FileCommand = {
     const formatText = options.values.get('driver');
     const format = formatText === undefined ? undefined : toFormatName(formatText);
     if (formatText !== undefined && format === undefined) return report(out, `can't open device ${filename}: Unknown driver '${formatText}'`);
-    const settings: OpenSettings = { filename, format, readOnly, forceShare, cache, snapshot, nativeAio, options };
+    const settings: OpenSettings = { filename, format, readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead, options };
     return (await file.open(settings)) ? 'ok' : 'failed';
   },
 };

@@ -19,6 +19,8 @@ export interface OpenSettings {
   readonly snapshot?: boolean;
   /** -k or -i native: Linux AIO, which QEMU allows only with O_DIRECT (cache.direct=on). */
   readonly nativeAio?: boolean;
+  /** -C: reads copy what the top image lacks into it. */
+  readonly copyOnRead?: boolean;
   /** The -o list beyond the driver (checked against the opened format). */
   readonly options?: DriverOptions;
 }
@@ -95,6 +97,7 @@ export class IoFile {
     if (settings.forceShare && !settings.readOnly) return fail('force-share=on can only be used with read-only images');
     if (settings.nativeAio && !directIo(settings)) return fail('aio=native was specified, but it requires cache.direct=on, which was not specified.');
     if (settings.options && booleanOption(settings.options, 'read-only') === true && !settings.readOnly) return fail('Block node is read-only');
+    if (settings.copyOnRead && settings.readOnly) return fail("Can't use copy-on-read on read-only device");
     let node: ImageNode;
     let format: FormatName;
     try {
@@ -122,7 +125,7 @@ export class IoFile {
       this.snapshotOverlay = undefined;
       return fail(`Block format '${qemuFormatName(format)}' does not support the option '${unsupported}'`);
     }
-    this.session = { node, out: this.ctx.out, quietOpen: this.quiet };
+    this.session = { node, out: this.ctx.out, quietOpen: this.quiet, copyOnRead: settings.copyOnRead === true };
     this.settings = settings;
     return true;
   }

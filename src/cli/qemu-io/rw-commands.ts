@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { getopt } from '../getopt.js';
 import { ioFailureText } from '../errors-text.js';
-import { badOption, inRange, now, num, pattern, seconds, usage } from './command-helpers.js';
+import { badOption, copyOnRead, inRange, now, num, pattern, seconds, usage } from './command-helpers.js';
 import { REQUEST_MAX_BYTES } from './numbers.js';
 import { hexDump, reportText } from './report.js';
 import type { CommandResult, IoCommand, IoSession } from './session.js';
@@ -128,6 +128,7 @@ export const readCmd: IoCommand = {
     const t0 = now();
     try {
       await s.node.read(offset, buf);
+      await copyOnRead(s, offset, count);
     } catch (e) {
       s.out.stdout(`read failed: ${ioFailureText(e)}\n`);
       return 'failed';

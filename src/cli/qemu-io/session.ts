@@ -7,6 +7,8 @@ export interface IoSession {
   readonly out: CliOutput;
   /** -q was given (no informational messages). aio_* requests run to completion in order. */
   readonly quietOpen: boolean;
+  /** -C: what a read finds unallocated in the top image is copied into it, whole clusters at a time. */
+  readonly copyOnRead?: boolean;
 }
 
 /** A command's result; any failure makes qemu-io exit with 1. */
