@@ -155,6 +155,10 @@ test('io: bad options and arguments of the command line itself print glibc compl
       ['-x'], ['d.img', 'e.img'], ['-c'], ['-f'], ['--bogus'], ['--cmd'], ['--snapshot=1'], ['--c'], ['--format'], ['-h'], ['--help'], ['--he'],
       ['-t', 'bogus', 'd.img'], ['-d', 'bogus', 'd.img'], ['-i', 'bogus', 'd.img'], ['-k', '-f', 'raw', 'd.img'], ['-f', 'bogus', 'd.img'],
       ['-c', 'length', '-U', 'd.img'],
+      ...['driver=raw,file.filename=d.img', 'driver=raw,file.driver=file,file.filename=d.img', 'd.img', 'driver=qcow2,file.filename=d.img',
+        'file.filename=d.img', 'filename=d.img', 'driver=raw,filename=d.img', 'driver=raw,file.filename=nosuch', 'driver=raw,file.filename=d.img,bogus=1',
+        'driver=raw,file.filename=d.img,read-only=on', 'driver=bogus,file.filename=d.img'].map((o) => ['--image-opts', '-c', 'length', o]),
+      ['--image-opts', '-f', 'raw', '-c', 'length', 'driver=raw,file.filename=d.img'],
     ];
     for (const argv of lines) {
       const expected = sameUsage(normalised(qemu('qemu-io', t.dir, argv)));

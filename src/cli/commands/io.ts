@@ -4,6 +4,7 @@ import { type CliContext, PROGRAM, reportError } from '../context.js';
 import { getopt, type LongOption } from '../getopt.js';
 import { runCommandLine } from '../qemu-io/run-line.js';
 import { IoFile } from '../qemu-io/open-file.js';
+import { parseImageOpts } from '../qemu-io/image-opts.js';
 import { toFormatName } from './create.js';
 import { parseCacheMode } from '../cache-mode.js';
 
@@ -98,6 +99,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
   let snapshot = false;
   let nativeAio = false;
   let copyOnRead = false;
+  let imageOpts = false;
   let cache: CacheMode | undefined;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'c') commands.push(value);
@@ -108,6 +110,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     else if (key === 's') snapshot = true;
     else if (key === 'k') nativeAio = true;
     else if (key === 'C') copyOnRead = true;
+    else if (key === 'image-opts') imageOpts = true;
     else if (key === 'n') cache = 'none';
     else if (key === 't') {
       const mode = parseCacheMode(value);
@@ -138,14 +141,29 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     ctx.out.stdout(IO_USAGE);
     return 1;
   }
-  const filename = parsed.operands[0];
-  const fmt = format === undefined ? undefined : toFormatName(format);
-  if (format !== undefined && fmt === undefined) {
-    reportError(ctx, `can't open device ${filename ?? ''}: Unknown driver '${format}'`);
+  const operand = parsed.operands[0];
+  if (imageOpts && format !== undefined) {
+    reportError(ctx, '--image-opts and -f are mutually exclusive');
     return 1;
   }
   const file = new IoFile(ctx, quiet);
-  if (filename !== undefined && !(await file.open({ filename, format: fmt, readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead }))) return 1;
+  const common = { readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead };
+  if (operand !== undefined && imageOpts) {
+    const opts = parseImageOpts(operand);
+    for (const w of opts.warnings) reportError(ctx, w);
+    if (!opts.ok) {
+      reportError(ctx, `can't open: ${opts.message}`);
+      return 1;
+    }
+    if (!(await file.open({ ...common, filename: opts.filename, format: opts.format, options: opts.options, imageOpts: true }))) return 1;
+  } else if (operand !== undefined) {
+    const fmt = format === undefined ? undefined : toFormatName(format);
+    if (format !== undefined && fmt === undefined) {
+      reportError(ctx, `can't open device ${operand}: Unknown driver '${format}'`);
+      return 1;
+    }
+    if (!(await file.open({ ...common, filename: operand, format: fmt }))) return 1;
+  }
   let failed = false;
   let aborted = false;
   try {

@@ -19,6 +19,8 @@ export interface OpenSettings {
   readonly snapshot?: boolean;
   /** -k or -i native: Linux AIO, which QEMU allows only with O_DIRECT (cache.direct=on). */
   readonly nativeAio?: boolean;
+  /** Given as --image-opts: errors say "can't open: ..." without naming a device. */
+  readonly imageOpts?: boolean;
   /** -C: reads copy what the top image lacks into it. */
   readonly copyOnRead?: boolean;
   /** The -o list beyond the driver (checked against the opened format). */
@@ -91,7 +93,7 @@ export class IoFile {
       return false;
     }
     const fail = (message: string): false => {
-      reportError(this.ctx, `can't open device ${filename}: ${message}`);
+      reportError(this.ctx, settings.imageOpts ? `can't open: ${message}` : `can't open device ${filename}: ${message}`);
       return false;
     };
     if (settings.forceShare && !settings.readOnly) return fail('force-share=on can only be used with read-only images');
