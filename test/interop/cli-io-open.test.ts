@@ -181,3 +181,17 @@ test('io -C copies what reads find outside the top image into it, whole clusters
     t.cleanup();
   }
 });
+
+test('io --image-opts: open takes an option string, refuses -o, and reports as qemu-io does', async () => {
+  const t = tempDir();
+  try {
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'raw', 'r.img', '1M']);
+    const script = [
+      'open driver=raw,file.filename=r.img', 'length', 'close', 'open -o driver=raw r.img', 'open -r file.filename=r.img', 'close', 'open nofile=1',
+      'open file.filename=r.img,foo', 'close', 'open driver=raw,file.driver=file,file.filename=r.img,bogus=1', 'quit',
+    ];
+    sameAsQemuIo(qemuIoSession(t.dir, script, ['--image-opts']), await vdiskIoSession(t.dir, script, ['--image-opts']));
+  } finally {
+    t.cleanup();
+  }
+});

@@ -146,7 +146,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     reportError(ctx, '--image-opts and -f are mutually exclusive');
     return 1;
   }
-  const file = new IoFile(ctx, quiet);
+  const file = new IoFile(ctx, quiet, imageOpts);
   const common = { readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead };
   if (operand !== undefined && imageOpts) {
     const opts = parseImageOpts(operand);

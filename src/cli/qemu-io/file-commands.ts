@@ -12,6 +12,7 @@ import type { IoFile, OpenSettings } from './open-file.js';
 import type { CliOutput } from '../context.js';
 import type { CommandResult } from './session.js';
 import { parseDriverOptions } from './driver-options.js';
+import { parseImageOpts } from './image-opts.js';
 
 /** A command that works with or without an open image. */
 export interface FileCommand {
@@ -112,12 +113,23 @@ export const openCmd: FileCommand = {
     if (!p.ok) return badOption(out, openCmd, p);
     if (p.operands.length !== 1) return usage(out, openCmd);
     const filename = p.operands[0] ?? '';
+    const common = { readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead };
+    if (file.imageOpts) {
+      if (driverText.length > 0) {
+        out.stdout("--image-opts and 'open -o' are mutually exclusive\n");
+        return 'failed';
+      }
+      const opts = parseImageOpts(filename);
+      for (const w of opts.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
+      if (!opts.ok) return report(out, `can't open: ${opts.message}`);
+      return (await file.open({ ...common, filename: opts.filename, format: opts.format, options: opts.options, imageOpts: true })) ? 'ok' : 'failed';
+    }
     const options = parseDriverOptions(driverText);
     for (const w of options.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
     const formatText = options.values.get('driver');
     const format = formatText === undefined ? undefined : toFormatName(formatText);
     if (formatText !== undefined && format === undefined) return report(out, `can't open device ${filename}: Unknown driver '${formatText}'`);
-    const settings: OpenSettings = { filename, format, readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead, options };
+    const settings: OpenSettings = { ...common, filename, format, options };
     return (await file.open(settings)) ? 'ok' : 'failed';
   },
 };

@@ -74,6 +74,8 @@ export class IoFile {
   constructor(
     private readonly ctx: CliContext,
     private readonly quiet: boolean,
+    /** The session was started with --image-opts: `open` takes an option string too. */
+    readonly imageOpts = false,
   ) {}
 
   get readOnly(): boolean {
