@@ -154,7 +154,8 @@ test('io: bad options and arguments of the command line itself print glibc compl
     const lines: ReadonlyArray<readonly string[]> = [
       ['-x'], ['d.img', 'e.img'], ['-c'], ['-f'], ['--bogus'], ['--cmd'], ['--snapshot=1'], ['--c'], ['--format'], ['-h'], ['--help'], ['--he'],
       ['-t', 'bogus', 'd.img'], ['-d', 'bogus', 'd.img'], ['-i', 'bogus', 'd.img'], ['-k', '-f', 'raw', 'd.img'], ['-f', 'bogus', 'd.img'],
-      ['-c', 'length', '-U', 'd.img'],
+      ['-c', 'length', '-U', 'd.img'], ['-q', '-c', 'length', 'd.img'], ['--quiet', 'd.img'], ['-s', '-U', '-f', 'raw', '-c', 'write 0 1', '-c', 'map', 'd.img'],
+      ['-C', '-r', '-f', 'raw', '-c', 'length', 'd.img'],
       ...['driver=raw,file.filename=d.img', 'driver=raw,file.driver=file,file.filename=d.img', 'd.img', 'driver=qcow2,file.filename=d.img',
         'file.filename=d.img', 'filename=d.img', 'driver=raw,filename=d.img', 'driver=raw,file.filename=nosuch', 'driver=raw,file.filename=d.img,bogus=1',
         'driver=raw,file.filename=d.img,read-only=on', 'driver=bogus,file.filename=d.img'].map((o) => ['--image-opts', '-c', 'length', o]),

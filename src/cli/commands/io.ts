@@ -26,7 +26,6 @@ const IO_LONG_OPTIONS: readonly LongOption[] = [
   { name: 'object', hasArg: true, key: 'object' },
   { name: 'image-opts', hasArg: false, key: 'image-opts' },
   { name: 'force-share', hasArg: false, key: 'U' },
-  { name: 'quiet', hasArg: false, key: 'q' },
 ];
 
 /** What glibc's getopt_long prints for a bad option of qemu-io's own command line (after "progname: "). */
@@ -84,7 +83,7 @@ async function* stdinLines(): AsyncGenerator<string> {
 
 /** `vdisk io [-f fmt] [-c cmd]... [-r] [-s] [-n|-t cache] [-i aio|-k] [-d discard] [-U] [-q] filename` — qemu-io. */
 export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
-  const parsed = getopt(argv, { shortOptions: 'hVc:d:f:rsnCmki:t:T:qU', longOptions: IO_LONG_OPTIONS });
+  const parsed = getopt(argv, { shortOptions: 'hVc:d:f:rsnCmki:t:T:U', longOptions: IO_LONG_OPTIONS });
   if (!parsed.ok) {
     ctx.out.stderr(`${PROGRAM}: ${glibcComplaint(parsed, argv)}\n`);
     ctx.out.stdout(IO_USAGE);
@@ -95,7 +94,6 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
   let format: string | undefined;
   let readOnly = false;
   let forceShare = false;
-  let quiet = false;
   let snapshot = false;
   let nativeAio = false;
   let copyOnRead = false;
@@ -106,7 +104,6 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     else if (key === 'f') format = value;
     else if (key === 'r') readOnly = true;
     else if (key === 'U') forceShare = true;
-    else if (key === 'q') quiet = true;
     else if (key === 's') snapshot = true;
     else if (key === 'k') nativeAio = true;
     else if (key === 'C') copyOnRead = true;
@@ -146,7 +143,8 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
     reportError(ctx, '--image-opts and -f are mutually exclusive');
     return 1;
   }
-  const file = new IoFile(ctx, quiet, imageOpts);
+  // qemu-io 7.2 has no -q: the probed-raw warning is always printed.
+  const file = new IoFile(ctx, false, imageOpts);
   const common = { readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead };
   if (operand !== undefined && imageOpts) {
     const opts = parseImageOpts(operand);

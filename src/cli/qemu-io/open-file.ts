@@ -98,7 +98,8 @@ export class IoFile {
       reportError(this.ctx, settings.imageOpts ? `can't open: ${message}` : `can't open device ${filename}: ${message}`);
       return false;
     };
-    if (settings.forceShare && !settings.readOnly) return fail('force-share=on can only be used with read-only images');
+    // Under -s the image itself is opened read-only (the overlay takes the writes), so sharing it is allowed.
+    if (settings.forceShare && !settings.readOnly && !settings.snapshot) return fail('force-share=on can only be used with read-only images');
     if (settings.nativeAio && !directIo(settings)) return fail('aio=native was specified, but it requires cache.direct=on, which was not specified.');
     if (settings.options && booleanOption(settings.options, 'read-only') === true && !settings.readOnly) return fail('Block node is read-only');
     if (settings.copyOnRead && settings.readOnly) return fail("Can't use copy-on-read on read-only device");
