@@ -64,7 +64,9 @@ test('io reopen switches between read-only and read-write and checks its options
     qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', 'x.qcow2', '1M']);
     const script = [
       'reopen -r', 'write -P 1 0 1k', 'reopen -w', 'write -P 2 0 1k', 'reopen -c bogus', 'reopen -r -w', 'reopen -x',
-      'reopen extra', 'reopen -c none -o lazy-refcounts=on', 'read -P 2 0 1k', 'help reopen', 'quit',
+      'reopen extra', 'reopen -c none -o lazy-refcounts=on', 'read -P 2 0 1k', 'help reopen',
+      'reopen -o bogus=1', 'reopen -o foo', 'reopen -o driver=raw', 'reopen -o driver=qcow2', 'reopen -o cache.direct=on', 'reopen -o lazy-refcounts=off,bogus=2',
+      'reopen -o nolazy-refcounts', 'reopen -c bogus -x', 'write -P 3 0 1', 'read -P 3 0 1', 'quit',
     ];
     const q = qemuIoSession(t.dir, script, ['-f', 'qcow2', 'x.qcow2']);
     const v = await vdiskIoSession(t.dir, script, ['-f', 'qcow2', 'x.qcow2']);

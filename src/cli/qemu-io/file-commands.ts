@@ -11,7 +11,7 @@ import type { CacheMode } from '../../formats/driver.js';
 import type { IoFile, OpenSettings } from './open-file.js';
 import type { CliOutput } from '../context.js';
 import type { CommandResult } from './session.js';
-import { parseDriverOptions } from './driver-options.js';
+import { parseDriverOptions, unsupportedOption } from './driver-options.js';
 import { parseImageOpts } from './image-opts.js';
 
 /** A command that works with or without an open image. */
@@ -160,6 +160,7 @@ export const reopenCmd: FileCommand = {
     let readOnly: boolean | undefined;
     let cache = old.cache;
     let changesOptions = false;
+    const driverText: string[] = [];
     for (const { key, value = '' } of p.options) {
       if (key === 'r' || key === 'w') {
         if (readOnly !== undefined) return report(out, 'Only one -r/-w option may be given');
@@ -168,11 +169,23 @@ export const reopenCmd: FileCommand = {
         cache = parseCacheMode(value);
         if (cache === undefined) return report(out, `Invalid cache option: ${value}`);
         changesOptions = true;
-      } else if (key === 'o') changesOptions = true;
-      // -o: vdisk's drivers take no runtime options (lazy-refcounts and the like are accepted and kept as they are).
+      } else if (key === 'o') {
+        driverText.push(value);
+        changesOptions = true;
+      }
     }
     if (!p.ok) return badOption(out, reopenCmd, p);
     if (p.operands.length > 0) return usage(out, reopenCmd);
+    // -o: the format's runtime options are accepted (vdisk's drivers keep working as they do); others cannot change.
+    const options = parseDriverOptions(driverText);
+    for (const w of options.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
+    const format = file.session.node.format;
+    for (const [key, value] of options.values) {
+      const other = key === 'driver' ? toFormatName(value) !== format : unsupportedOption({ values: new Map([[key, value]]), warnings: [] }, format) !== undefined;
+      if (other) {
+        return report(out, `Cannot change the option '${key}'`);
+      }
+    }
     const overlay = file.snapshotOverlay;
     if (overlay !== undefined) {
       // QEMU reopens a -s overlay by its name, which is gone: only a first reopen that changes nothing succeeds
