@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { normalised, qcow2Available, qemu, tempDir, vdisk, type ToolResult } from './cli-oracle.js';
 
 /**
@@ -165,6 +166,22 @@ test('io: bad options and arguments of the command line itself print glibc compl
       const expected = sameUsage(normalised(qemu('qemu-io', t.dir, argv)));
       const actual = normalised(await vdisk(t.dir, ['io', ...argv]));
       assert.deepEqual(actual, expected, argv.join(' '));
+    }
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('io: sigraise ends the program with the signal qemu-io dies of, or goes on where qemu-io handles the signal', () => {
+  const t = tempDir();
+  try {
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'raw', 'd.img', '1M']);
+    const vdiskMain = resolve('dist/src/cli/main.js');
+    for (const sig of ['15', '2', '1', '10', '14', '29', '7', '65']) {
+      const args = ['-f', 'raw', '-c', `sigraise ${sig}`, '-c', 'length', 'd.img'];
+      const q = spawnSync('qemu-io', args, { cwd: t.dir, encoding: 'utf8' });
+      const v = spawnSync(process.execPath, [vdiskMain, 'io', ...args], { cwd: t.dir, encoding: 'utf8' });
+      assert.deepEqual({ stdout: v.stdout, stderr: v.stderr, status: v.status, signal: v.signal }, { stdout: q.stdout, stderr: q.stderr, status: q.status, signal: q.signal }, `sigraise ${sig}`);
     }
   } finally {
     t.cleanup();

@@ -11,6 +11,13 @@ import type { CommandResult, IoCommand } from './session.js';
 /** Linux's NSIG: raise() takes 1..64; 0 and 65 are accepted by qemu-io and do nothing. */
 const NSIG = 65;
 
+/**
+ * Signals qemu-io handles and so survives (SIGBUS, SIGUSR1, SIGALRM, SIGIO,
+ * glibc's first real-time signal); Node would die of some of them or start
+ * its inspector on SIGUSR1, so they are not raised at all.
+ */
+const SURVIVED: readonly number[] = [7, 10, 14, 29, 32];
+
 function unsupported(text: string): IoCommand['run'] {
   return async (s) => {
     s.out.stdout(`${text}: Operation not supported\n`);
@@ -78,7 +85,7 @@ async function raiseSignal(out: CliOutput, argv: readonly string[]): Promise<Com
     out.stdout(`signal argument '${text}' is too large to be a valid signal\n`);
     return 'failed';
   }
-  if (sig > 0 && sig < NSIG) {
+  if (sig > 0 && sig < NSIG && !SURVIVED.includes(sig)) {
     try {
       process.kill(process.pid, sig);
     } catch {
