@@ -20,7 +20,17 @@ export interface ParsedOption {
 
 export type GetoptResult =
   | { readonly ok: true; readonly options: readonly ParsedOption[]; readonly operands: readonly string[] }
-  | { readonly ok: false; readonly message: string };
+  | {
+      readonly ok: false;
+      readonly message: string;
+      /** The options before the bad one: glibc's getopt hands them to the caller one by one before it fails. */
+      readonly options: readonly ParsedOption[];
+      /**
+       * For a bad short option, what glibc's getopt prints after "argv[0]: "
+       * ("invalid option -- 'x'", "option requires an argument -- 'P'").
+       */
+      readonly shortDiagnostic?: string;
+    };
 
 export interface GetoptSpec {
   readonly shortOptions: string;
@@ -55,15 +65,15 @@ export function getopt(argv: readonly string[], spec: GetoptSpec): GetoptResult 
       const prefixed = longs.filter((l) => l.name.startsWith(name));
       const match = exact ?? (prefixed.length === 1 ? prefixed[0] : undefined);
       if (!match) {
-        if (prefixed.length > 1) return { ok: false, message: `option '${arg}' is ambiguous` };
-        return { ok: false, message: `unrecognized option '${arg}'` };
+        if (prefixed.length > 1) return { ok: false, options, message: `option '${arg}' is ambiguous` };
+        return { ok: false, options, message: `unrecognized option '${arg}'` };
       }
       if (match.hasArg) {
         if (eq >= 0) options.push({ key: match.key, value: arg.slice(eq + 1) });
         else if (i < argv.length) options.push({ key: match.key, value: argv[i++] });
-        else return { ok: false, message: `missing argument for option '${arg}'` };
+        else return { ok: false, options, message: `missing argument for option '${arg}'` };
       } else {
-        if (eq >= 0) return { ok: false, message: `option '--${match.name}' doesn't allow an argument` };
+        if (eq >= 0) return { ok: false, options, message: `option '--${match.name}' doesn't allow an argument` };
         options.push({ key: match.key, value: undefined });
       }
       continue;
@@ -72,14 +82,14 @@ export function getopt(argv: readonly string[], spec: GetoptSpec): GetoptResult 
       for (let j = 1; j < arg.length; j++) {
         const letter = arg[j] ?? '';
         const takes = shortTakesArg(spec.shortOptions, letter);
-        if (takes === undefined) return { ok: false, message: `unrecognized option '-${letter}'` };
+        if (takes === undefined) return { ok: false, options, message: `unrecognized option '-${letter}'`, shortDiagnostic: `invalid option -- '${letter}'` };
         if (!takes) {
           options.push({ key: letter, value: undefined });
           continue;
         }
         if (j + 1 < arg.length) options.push({ key: letter, value: arg.slice(j + 1) });
         else if (i < argv.length) options.push({ key: letter, value: argv[i++] });
-        else return { ok: false, message: `missing argument for option '-${letter}'` };
+        else return { ok: false, options, message: `missing argument for option '-${letter}'`, shortDiagnostic: `option requires an argument -- '${letter}'` };
         break;
       }
       continue;

@@ -7,8 +7,18 @@ import type { CommandResult, IoCommand, IoSession } from './session.js';
 
 /** qemuio_command_usage: the synopsis on stdout, and a failure. */
 export function usage(s: IoSession, cmd: IoCommand): CommandResult {
-  s.out.stdout(`${cmd.name} ${cmd.args} -- ${cmd.oneline}\n`);
+  s.out.stdout(`${cmd.name} ${cmd.args ?? ''} -- ${cmd.oneline}\n`);
   return 'failed';
+}
+
+/**
+ * A getopt failure: glibc's complaint ("read: invalid option -- 'x'") on
+ * stderr, then the usage. Commands act on the options before the bad one
+ * first, as qemu-io's getopt loop does (so `read -P x -y` complains of the pattern).
+ */
+export function badOption(s: IoSession, cmd: IoCommand, failure: { readonly shortDiagnostic?: string }): CommandResult {
+  if (failure.shortDiagnostic !== undefined) s.out.stderr(`${cmd.name}: ${failure.shortDiagnostic}\n`);
+  return usage(s, cmd);
 }
 
 export function now(): bigint {
@@ -40,5 +50,29 @@ export function inRange(s: IoSession, offset: number, count: number): boolean {
 
 /** A command that takes no arguments (flush, length, info, map...). */
 export function simple(name: string, oneline: string, run: (s: IoSession) => Promise<CommandResult>, extra: Partial<IoCommand> = {}): IoCommand {
-  return { name, argmin: 0, argmax: 0, args: '', oneline, run: (s) => run(s), ...extra };
+  return { name, argmin: 0, argmax: 0, oneline, run: (s) => run(s), ...extra };
+}
+
+/**
+ * Copy-on-read after a successful read of [offset, offset+count): every
+ * cluster of it that the top image does not hold is written into the top
+ * image, as zeroes where it reads as zeroes (QEMU does the same, with or
+ * without a backing file).
+ */
+export async function copyOnRead(s: IoSession, offset: number, count: number): Promise<void> {
+  if (!s.copyOnRead || count === 0) return;
+  const cluster = (await s.node.info()).clusterSize ?? 0;
+  const align = cluster > 0 ? cluster : 512;
+  const start = Math.floor(offset / align) * align;
+  const end = Math.min(Math.ceil((offset + count) / align) * align, s.node.length);
+  let pos = start;
+  for (const x of await s.node.layerStatus(start, end - start)) {
+    if (!x.allocated) {
+      const buf = new Uint8Array(x.length);
+      await s.node.read(pos, buf);
+      if (buf.every((b) => b === 0)) await s.node.writeZeroes(pos, x.length, { mayUnmap: false });
+      else await s.node.write(pos, buf);
+    }
+    pos += x.length;
+  }
 }

@@ -11,13 +11,15 @@ import type { CacheMode } from '../../formats/driver.js';
 import type { IoFile, OpenSettings } from './open-file.js';
 import type { CliOutput } from '../context.js';
 import type { CommandResult } from './session.js';
+import { parseDriverOptions, unsupportedOption } from './driver-options.js';
+import { parseImageOpts } from './image-opts.js';
 
 /** A command that works with or without an open image. */
 export interface FileCommand {
   readonly name: string;
   readonly argmin: number;
   readonly argmax: number;
-  readonly args: string;
+  readonly args?: string;
   readonly oneline: string;
   readonly help?: string;
   run(file: IoFile, out: CliOutput, argv: readonly string[]): Promise<CommandResult | 'abort'>;
@@ -56,14 +58,13 @@ const REOPEN_HELP = `
 `;
 
 function usage(out: CliOutput, cmd: FileCommand): CommandResult {
-  out.stdout(`${cmd.name} ${cmd.args} -- ${cmd.oneline}\n`);
+  out.stdout(`${cmd.name} ${cmd.args ?? ''} -- ${cmd.oneline}\n`);
   return 'failed';
 }
 
-/** glibc getopt's complaint, then the command's usage line (qemu-io prints both). */
-function badOption(out: CliOutput, cmd: FileCommand, message: string): CommandResult {
-  const letter = /'-{1,2}([^']*)'/.exec(message)?.[1] ?? '';
-  out.stderr(`${cmd.name}: invalid option -- '${letter.slice(0, 1)}'\n`);
+/** glibc getopt's complaint on stderr, then the command's usage line (qemu-io prints both). */
+function badOption(out: CliOutput, cmd: FileCommand, failure: { readonly shortDiagnostic?: string }): CommandResult {
+  if (failure.shortDiagnostic !== undefined) out.stderr(`${cmd.name}: ${failure.shortDiagnostic}\n`);
   return usage(out, cmd);
 }
 
@@ -72,19 +73,8 @@ function report(out: CliOutput, message: string): CommandResult {
   return 'failed';
 }
 
-/** The -o list: driver= picks the format; other keys are driver options vdisk does not take. */
-function driverOptions(text: readonly string[]): { format: string | undefined; unknown: string | undefined } {
-  let format: string | undefined;
-  let unknown: string | undefined;
-  for (const item of text.flatMap((t) => t.split(','))) {
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const key = eq < 0 ? item : item.slice(0, eq);
-    if (key === 'driver') format = item.slice(eq + 1);
-    else unknown ??= key;
-  }
-  return { format, unknown };
-}
+const DISCARD_MODES: readonly string[] = ['ignore', 'off', 'unmap', 'on'];
+const AIO_MODES: readonly string[] = ['threads', 'native', 'io_uring'];
 
 export const openCmd: FileCommand = {
   name: 'open',
@@ -94,32 +84,52 @@ export const openCmd: FileCommand = {
   oneline: 'open the file specified by path',
   help: OPEN_HELP,
   async run(file, out, argv) {
-    const p = getopt(argv, { shortOptions: 'snCro:kt:d:i:U', stopAtOperand: true });
-    if (!p.ok) return badOption(out, openCmd, p.message);
+    const p = getopt(argv, { shortOptions: 'snCro:kt:d:i:U' });
     let readOnly = false;
     let forceShare = false;
+    let snapshot = false;
+    let nativeAio = false;
+    let copyOnRead = false;
     let cache: CacheMode | undefined;
     const driverText: string[] = [];
     for (const { key, value = '' } of p.options) {
       if (key === 'r') readOnly = true;
       else if (key === 'U') forceShare = true;
+      else if (key === 's') snapshot = true;
       else if (key === 'n') cache = 'none';
+      else if (key === 'k') nativeAio = true;
+      else if (key === 'C') copyOnRead = true;
       else if (key === 'o') driverText.push(value);
-      else if (key === 's') return report(out, "can't open: snapshot mode (-s) is not supported by vdisk");
       else if (key === 't') {
         cache = parseCacheMode(value);
         if (cache === undefined) return report(out, `Invalid cache option: ${value}`);
-      } else if (key === 'd' && !['ignore', 'off', 'unmap', 'on'].includes(value)) return report(out, `Invalid discard option: ${value}`);
-      else if (key === 'i' && !['threads', 'native', 'io_uring'].includes(value)) return report(out, `Invalid aio option: ${value}`);
-      // -C (copy-on-read) and -k (kernel AIO) change how QEMU does I/O, not what it reads.
+      } else if (key === 'd') {
+        if (!DISCARD_MODES.includes(value)) return report(out, `Invalid discard option: ${value}`);
+      } else if (key === 'i') {
+        if (!AIO_MODES.includes(value)) return report(out, `Invalid aio option: ${value}`);
+        nativeAio = value === 'native';
+      }
     }
+    if (!p.ok) return badOption(out, openCmd, p);
     if (p.operands.length !== 1) return usage(out, openCmd);
     const filename = p.operands[0] ?? '';
-    const { format: formatText, unknown } = driverOptions(driverText);
+    const common = { readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead };
+    if (file.imageOpts) {
+      if (driverText.length > 0) {
+        out.stdout("--image-opts and 'open -o' are mutually exclusive\n");
+        return 'failed';
+      }
+      const opts = parseImageOpts(filename);
+      for (const w of opts.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
+      if (!opts.ok) return report(out, `can't open: ${opts.message}`);
+      return (await file.open({ ...common, filename: opts.filename, format: opts.format, options: opts.options, imageOpts: true })) ? 'ok' : 'failed';
+    }
+    const options = parseDriverOptions(driverText);
+    for (const w of options.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
+    const formatText = options.values.get('driver');
     const format = formatText === undefined ? undefined : toFormatName(formatText);
     if (formatText !== undefined && format === undefined) return report(out, `can't open device ${filename}: Unknown driver '${formatText}'`);
-    if (unknown !== undefined) return report(out, `can't open device ${filename}: Block format '${format ?? 'raw'}' does not support the option '${unknown}'`);
-    const settings: OpenSettings = { filename, format, readOnly, forceShare, cache };
+    const settings: OpenSettings = { ...common, filename, format, options };
     return (await file.open(settings)) ? 'ok' : 'failed';
   },
 };
@@ -128,7 +138,6 @@ export const closeCmd: FileCommand = {
   name: 'close',
   argmin: 0,
   argmax: 0,
-  args: '',
   oneline: 'close the current open file',
   async run(file, out) {
     if (!file.session) return noFile(out);
@@ -148,9 +157,10 @@ export const reopenCmd: FileCommand = {
     const old = file.settings;
     if (!file.session || !old) return noFile(out);
     const p = getopt(argv, { shortOptions: 'c:o:rw', stopAtOperand: true });
-    if (!p.ok) return badOption(out, reopenCmd, p.message);
     let readOnly: boolean | undefined;
     let cache = old.cache;
+    let changesOptions = false;
+    const driverText: string[] = [];
     for (const { key, value = '' } of p.options) {
       if (key === 'r' || key === 'w') {
         if (readOnly !== undefined) return report(out, 'Only one -r/-w option may be given');
@@ -158,10 +168,34 @@ export const reopenCmd: FileCommand = {
       } else if (key === 'c') {
         cache = parseCacheMode(value);
         if (cache === undefined) return report(out, `Invalid cache option: ${value}`);
+        changesOptions = true;
+      } else if (key === 'o') {
+        driverText.push(value);
+        changesOptions = true;
       }
-      // -o: vdisk's drivers take no runtime options (lazy-refcounts and the like are accepted and kept as they are).
     }
+    if (!p.ok) return badOption(out, reopenCmd, p);
     if (p.operands.length > 0) return usage(out, reopenCmd);
+    // -o: the format's runtime options are accepted (vdisk's drivers keep working as they do); others cannot change.
+    const options = parseDriverOptions(driverText);
+    for (const w of options.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
+    const format = file.session.node.format;
+    for (const [key, value] of options.values) {
+      const other = key === 'driver' ? toFormatName(value) !== format : unsupportedOption({ values: new Map([[key, value]]), warnings: [] }, format) !== undefined;
+      if (other) {
+        return report(out, `Cannot change the option '${key}'`);
+      }
+    }
+    const overlay = file.snapshotOverlay;
+    if (overlay !== undefined) {
+      // QEMU reopens a -s overlay by its name, which is gone: only a first reopen that changes nothing succeeds
+      // (it leaves the overlay needing its file reopened by the next one).
+      if (!changesOptions && (readOnly ?? old.readOnly) === old.readOnly && !file.snapshotReopened) {
+        file.snapshotReopened = true;
+        return 'ok';
+      }
+      return report(out, `Could not open '${overlay}': No such file or directory`);
+    }
     // A reopen is a close and an open with the new settings; when that fails the old ones are restored.
     await file.close();
     if (await file.open({ ...old, readOnly: readOnly ?? old.readOnly, cache })) return 'ok';
@@ -174,7 +208,6 @@ export const abortCmd: FileCommand = {
   name: 'abort',
   argmin: 0,
   argmax: 0,
-  args: '',
   oneline: 'simulate a program crash using abort(3)',
   async run(file) {
     file.drop();

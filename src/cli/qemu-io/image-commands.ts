@@ -7,7 +7,9 @@ import { ioFailureText } from '../errors-text.js';
 import { ioSizeText } from '../format/size-text.js';
 import { qemuHumanDump } from '../format/qemu-json.js';
 import { orderedSpecific } from '../image-info.js';
-import { num, simple, usage } from './command-helpers.js';
+import { PROGRAM } from '../context.js';
+import { badOption, num, simple, usage } from './command-helpers.js';
+import { cvtnum, cvtnumErrorText } from './numbers.js';
 import type { IoCommand, IoSession } from './session.js';
 
 export const flushCmd = simple('flush', 'flush all in-core file state to disk', async (s) => {
@@ -37,6 +39,9 @@ export const infoCmd = simple('info', 'prints information about the current file
   return 'ok';
 }, { altname: 'i' });
 
+/** The preallocation modes QEMU knows (a driver may still refuse one). */
+const PREALLOC_MODES: readonly string[] = ['off', 'metadata', 'falloc', 'full'];
+
 export const truncateCmd: IoCommand = {
   name: 'truncate',
   altname: 't',
@@ -47,12 +52,28 @@ export const truncateCmd: IoCommand = {
   writes: true,
   async run(s, argv) {
     const p = getopt(argv, { shortOptions: 'm:' });
-    if (!p.ok || p.operands.length !== 1) return usage(s, truncateCmd);
-    const prealloc = p.options.find((o) => o.key === 'm')?.value;
-    const size = num(s, p.operands[0]);
-    if (size === undefined) return 'failed';
+    if (!p.ok) return badOption(s, truncateCmd, p);
+    // qemu-io reads the size from the first operand (ignoring any more) and crashes when there is none.
+    if (p.operands.length === 0) return usage(s, truncateCmd);
+    const prealloc = p.options.findLast((o) => o.key === 'm')?.value ?? 'off';
+    if (!PREALLOC_MODES.includes(prealloc)) {
+      s.out.stderr(`${PROGRAM}: Invalid preallocation mode '${prealloc}'\n`);
+      return 'failed';
+    }
+    const size = cvtnum(p.operands[0] ?? '');
+    if (typeof size !== 'number') {
+      // Its parse error names the command's first word, whatever the operand was.
+      s.out.stdout(cvtnumErrorText(size, argv[0] ?? ''));
+      return 'failed';
+    }
+    if (size < s.node.length && prealloc !== 'off') {
+      // The refusal is the driver's: qcow2 words it its own way, the host file (raw's) another.
+      const text = s.node.format === 'qcow2' ? "Preallocation can't be used for shrinking an image" : 'Cannot use preallocation for shrinking files';
+      s.out.stderr(`${PROGRAM}: ${text}\n`);
+      return 'failed';
+    }
     try {
-      await s.node.resize(size, { shrink: true, ...(prealloc !== undefined ? { preallocation: prealloc } : {}) });
+      await s.node.resize(size, { shrink: true, ...(prealloc !== 'off' ? { preallocation: prealloc } : {}) });
     } catch (e) {
       s.out.stderr(`vdisk: ${e instanceof Error ? e.message : String(e)}\n`);
       return 'failed';
@@ -102,6 +123,7 @@ export const allocCmd: IoCommand = {
   },
 };
 
+// map is the one command whose empty synopsis help still prints ("map  -- ...").
 export const mapCmd = simple('map', 'prints the allocated areas of a file', async (s) => {
   let offset = 0;
   let text = '';
@@ -117,4 +139,4 @@ export const mapCmd = simple('map', 'prints the allocated areas of a file', asyn
   }
   s.out.stdout(text);
   return 'ok';
-});
+}, { args: '' });

@@ -1,5 +1,6 @@
-import { findCommand, helpText, sleepFor } from './commands.js';
-import { FILE_COMMANDS, type FileCommand, noFile } from './file-commands.js';
+import { findCommand } from './commands.js';
+import { FILE_COMMANDS, noFile } from './file-commands.js';
+import { helpText } from './help.js';
 import type { IoFile } from './open-file.js';
 import type { CommandResult } from './session.js';
 import { type CliOutput, PROGRAM } from '../context.js';
@@ -27,10 +28,6 @@ function badCount(out: CliOutput, name: string, cmd: { argmin: number; argmax: n
   return { result: 'failed', quit: false };
 }
 
-function fileCommandHelp(cmd: FileCommand, asTyped?: string): string {
-  return `${asTyped ?? cmd.name} ${cmd.args ? `${cmd.args} ` : ''}-- ${cmd.oneline}\n${cmd.help ?? ''}`;
-}
-
 /** qemuio_command(): looks the command up, checks its argument count, the open file and permissions, runs it. */
 export async function runCommandLine(file: IoFile, out: CliOutput, line: string): Promise<LineOutcome> {
   const words = splitCommandLine(line);
@@ -42,9 +39,9 @@ export async function runCommandLine(file: IoFile, out: CliOutput, line: string)
       out.stderr(`bad argument count ${args.length} to ${name}, expected between 0 and 1 arguments\n`);
       return { result: 'failed', quit: false };
     }
-    const own = FILE_COMMANDS.find((c) => c.name === args[0]);
-    out.stdout(own ? fileCommandHelp(own) : helpText(args[0]));
-    return { result: 'ok', quit: false };
+    const text = helpText(args[0]);
+    out.stdout(text ?? `command ${args[0] ?? ''} not found\n`);
+    return { result: text === undefined ? 'failed' : 'ok', quit: false };
   }
   const fileCmd = FILE_COMMANDS.find((c) => c.name === name);
   if (fileCmd) {
@@ -61,9 +58,8 @@ export async function runCommandLine(file: IoFile, out: CliOutput, line: string)
   // init_check_command() comes first: the open file, then the permission; then the argument count.
   const session = file.session;
   if (!session) {
-    // sleep is the one table command qemu-io runs without a file (CMD_NOFILE_OK).
-    if (cmd.name !== 'sleep') return { result: noFile(out), quit: false };
-    return badCount(out, name, cmd, args.length) ?? { result: await sleepFor(out, args), quit: false };
+    if (!cmd.runWithoutFile) return { result: noFile(out), quit: false };
+    return badCount(out, name, cmd, args.length) ?? { result: await cmd.runWithoutFile(out, args), quit: false };
   }
   if (cmd.writes && file.readOnly) {
     out.stderr(`${PROGRAM}: Block node is read-only\n`);

@@ -17,9 +17,15 @@ test('getopt permutes, clusters flags, takes attached and long arguments', () =>
 });
 
 test('getopt reports unknown options and missing arguments in qemu-img words', () => {
-  assert.deepEqual(getopt(['-z'], { shortOptions: 'f:' }), { ok: false, message: "unrecognized option '-z'" });
-  assert.deepEqual(getopt(['--bogus'], { shortOptions: 'f:' }), { ok: false, message: "unrecognized option '--bogus'" });
-  assert.deepEqual(getopt(['-f'], { shortOptions: 'f:' }), { ok: false, message: "missing argument for option '-f'" });
+  assert.deepEqual(getopt(['-z'], { shortOptions: 'f:' }), { ok: false, options: [], message: "unrecognized option '-z'", shortDiagnostic: "invalid option -- 'z'" });
+  assert.deepEqual(getopt(['--bogus'], { shortOptions: 'f:' }), { ok: false, options: [], message: "unrecognized option '--bogus'" });
+  assert.deepEqual(getopt(['-f'], { shortOptions: 'f:' }), { ok: false, options: [], message: "missing argument for option '-f'", shortDiagnostic: "option requires an argument -- 'f'" });
+});
+
+test('a getopt failure keeps the options before the bad one, which glibc has already handed out', () => {
+  const r = getopt(['-q', '-P', '5', '-y', '0', '1'], { shortOptions: 'qP:' });
+  assert.equal(r.ok, false);
+  assert.deepEqual(r.options, [{ key: 'q', value: undefined }, { key: 'P', value: '5' }]);
 });
 
 test('-o strings split on commas, ",," is a comma, a bare key is on', () => {
