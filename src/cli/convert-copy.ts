@@ -194,14 +194,27 @@ export async function copyAll(job: CopyJob): Promise<void> {
   if (toCopy === 0) job.progress.bytes(0, 0);
 }
 
-/** Compared against with memcmp (Buffer.equals); never written. */
+/** Compared against with memcmp (Buffer.compare); never written. */
 const ZEROS = Buffer.alloc(64 * 1024);
 
-function isZero(buf: Uint8Array): boolean {
-  const bytes = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  for (let i = 0; i < bytes.length; i += ZEROS.length) {
-    const part = bytes.subarray(i, Math.min(bytes.length, i + ZEROS.length));
-    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+/** Bytes looked at one by one before a range is compared natively. */
+const PROBE = 16;
+
+function bytesOf(buf: Uint8Array): Buffer {
+  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/**
+ * Whether `bytes[from, to)` holds only zeros. Data blocks nearly always show a
+ * non-zero byte in their first few, so those are told without a native call
+ * or an allocation (this ran once per 4 KiB of every copied buffer).
+ */
+function isZeroRange(bytes: Buffer, from: number, to: number): boolean {
+  const probeEnd = Math.min(to, from + PROBE);
+  for (let i = from; i < probeEnd; i++) if (bytes[i] !== 0) return false;
+  for (let i = probeEnd; i < to; i += ZEROS.length) {
+    const end = Math.min(to, i + ZEROS.length);
+    if (bytes.compare(ZEROS, 0, end - i, i, end) !== 0) return false;
   }
   return true;
 }
@@ -227,7 +240,7 @@ async function writeData(
 ): Promise<void> {
   try {
     if (opts.compress) {
-      if (isZero(buf)) {
+      if (isZeroRange(bytesOf(buf), 0, buf.length)) {
         if (!opts.targetZeroed) await target.writeZeroes(offset, buf.length, { mayUnmap: true });
         return;
       }
@@ -240,6 +253,7 @@ async function writeData(
       return;
     }
     // Walk the buffer in sparse-size steps aligned to the disk, grouping runs of data and of zeros.
+    const bytes = bytesOf(buf);
     let runStart = 0;
     let runZero: boolean | undefined;
     const flush = async (end: number): Promise<void> => {
@@ -250,7 +264,7 @@ async function writeData(
     };
     for (let i = 0; i < buf.length; ) {
       const step = Math.min(opts.sparseSize - ((offset + i) % opts.sparseSize), buf.length - i);
-      const zero = isZero(buf.subarray(i, i + step));
+      const zero = isZeroRange(bytes, i, i + step);
       if (zero !== runZero) {
         await flush(i);
         runStart = i;

@@ -4,8 +4,9 @@
  * ranges for compressed data, freeing, refcount-block allocation and
  * refcount-table growth, in QEMU's order (qcow2-refcount.c; FACTS.md 1.10, 2.3).
  *
- * Allocation follows QEMU: the lowest free run at or after a hint that drops
- * whenever a cluster is freed, so images laid out by vdisk and QEMU look alike.
+ * Allocation follows QEMU: the lowest free run at or after a hint that moves
+ * past each allocated run and drops whenever a cluster is freed, so images
+ * laid out by vdisk and QEMU look alike.
  *
  * Locking: every public method that changes refcounts runs under `allocLock`
  * (one per image). It is the innermost lock: holders of L1/L2 table locks may
@@ -134,7 +135,11 @@ export class Refcounts {
         const start = await this.#findFreeRun(count, this.#freeHint);
         if (!(await this.#ensureBlocks(start, count))) continue;
         for (let c = start; c < start + count; c++) await this.#add(c, 1);
-        if (this.#freeHint === start) this.#freeHint = start + count;
+        // Like QEMU's free_cluster_index, the hint moves past the run even when
+        // smaller free gaps lie before it: they wait for a free to lower it.
+        // (Leaving it at such a gap made every search rescan all clusters
+        // allocated since: quadratic in a large convert.)
+        this.#freeHint = start + count;
         return start * this.#clusterSize;
       }
     });
