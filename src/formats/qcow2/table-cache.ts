@@ -141,6 +141,11 @@ export class TableCache {
     this.#dependsOn = other;
   }
 
+  /** Whether `setDependency(other)` would change nothing now (callers skip its await). */
+  dependsOnSettled(other: TableCache): boolean {
+    return this.#dependsOn === other && other.#dependsOn === null && other.#resolving === null;
+  }
+
   /** The next write of a dirty table must be preceded by a host sync (COW data first). */
   requireSyncBeforeWrite(): void {
     this.#dependsOnSync = true;
