@@ -264,7 +264,8 @@ async function writeData(
     };
     for (let i = 0; i < buf.length; ) {
       const step = Math.min(opts.sparseSize - ((offset + i) % opts.sparseSize), buf.length - i);
-      const zero = isZeroRange(bytes, i, i + step);
+      // A block whose first byte is not zero is data: decided without a call (the common case).
+      const zero = buf[i] === 0 && isZeroRange(bytes, i, i + step);
       if (zero !== runZero) {
         await flush(i);
         runStart = i;
