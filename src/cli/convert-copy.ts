@@ -219,6 +219,17 @@ function isZeroRange(bytes: Buffer, from: number, to: number): boolean {
   return true;
 }
 
+/**
+ * Where a data run that reaches `from` (a block boundary) ends at the latest:
+ * the first following block starting with a zero byte (it may be a hole), or
+ * the end of the buffer. A tight loop over one byte per block.
+ */
+function dataRunEnd(buf: Uint8Array, from: number, blockSize: number): number {
+  let j = from;
+  while (j < buf.length && buf[j] !== 0) j += blockSize;
+  return Math.min(j, buf.length);
+}
+
 async function writeZeroesAt(target: ImageNode, offset: number, length: number, allocate: boolean): Promise<void> {
   try {
     if (allocate) await target.write(offset, new Uint8Array(length));
@@ -262,16 +273,17 @@ async function writeData(
         if (!opts.targetZeroed) await target.writeZeroes(offset + runStart, end - runStart, { mayUnmap: true });
       } else await target.write(offset + runStart, buf.subarray(runStart, end));
     };
+    const sparse = opts.sparseSize;
     for (let i = 0; i < buf.length; ) {
-      const step = Math.min(opts.sparseSize - ((offset + i) % opts.sparseSize), buf.length - i);
+      const blockEnd = Math.min(i + sparse - ((offset + i) % sparse), buf.length);
       // A block whose first byte is not zero is data: decided without a call (the common case).
-      const zero = buf[i] === 0 && isZeroRange(bytes, i, i + step);
+      const zero = buf[i] === 0 && isZeroRange(bytes, i, blockEnd);
       if (zero !== runZero) {
         await flush(i);
         runStart = i;
         runZero = zero;
       }
-      i += step;
+      i = zero ? blockEnd : dataRunEnd(buf, blockEnd, sparse);
     }
     await flush(buf.length);
   } catch (e) {
