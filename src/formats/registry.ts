@@ -4,10 +4,23 @@
  */
 import { VdiskError } from '../errors.js';
 import type { FormatName } from './driver.js';
-import { ploopFormat } from './ploop/index.js';
+import { isDescriptor } from './ploop/descriptor.js';
+import { isPloopHeader } from './ploop/header.js';
 import { qcow2Format } from './qcow2/index.js';
 import { rawFormat } from './raw/index.js';
 import type { FormatModule } from './registry-types.js';
+
+/**
+ * The ploop driver (some twenty modules, and node:crypto) loads when a ploop
+ * image is opened or created: every module loaded costs each command's start,
+ * and most never meet a ploop image. The probe needs only the two codecs.
+ */
+const ploopFormat: FormatModule = {
+  name: 'ploop',
+  probe: (head) => isPloopHeader(head) || isDescriptor(head),
+  open: async (path, options) => (await import('./ploop/index.js')).ploopFormat.open(path, options),
+  create: async (path, options) => (await import('./ploop/index.js')).ploopFormat.create(path, options),
+};
 
 /** Probed in this order; raw is the fallback and is not listed. */
 const PROBED: readonly FormatModule[] = [qcow2Format, ploopFormat];

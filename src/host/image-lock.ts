@@ -122,11 +122,19 @@ export function closingWithLock<T extends { close(): Promise<void> }>(target: T,
       await lock.release();
     }
   };
+  // Bound once per method: a fresh bind on every call cost a closure per read and write.
+  const bound = new WeakMap<object, unknown>();
   return new Proxy(target, {
     get(obj, prop) {
       if (prop === 'close') return close;
       const value: unknown = Reflect.get(obj, prop, obj);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(obj) : value;
+      if (typeof value !== 'function') return value;
+      let fn = bound.get(value);
+      if (fn === undefined) {
+        fn = (value as (...args: unknown[]) => unknown).bind(obj);
+        bound.set(value, fn);
+      }
+      return fn;
     },
   });
 }

@@ -57,16 +57,18 @@ export function dumpMapEntry(format: 'human' | 'json', e: MapEntry, next: MapEnt
 /** Chain status in bounded windows, so a huge disk never yields one huge extent list. */
 const WINDOW = 2 ** 32;
 
-async function* chainEntries(node: ImageNode, start: number, end: number): AsyncGenerator<MapEntry> {
+/** The entries of one window at a time: one await per window, not one per extent (a 1 TiB map has tens of thousands). */
+async function* chainEntries(node: ImageNode, start: number, end: number): AsyncGenerator<MapEntry[]> {
   const layers = node.chain();
   for (let pos = start; pos < end; ) {
     const len = Math.min(WINDOW, end - pos);
     const extents = await node.blockStatus(pos, len);
+    const entries: MapEntry[] = [];
     let advanced = 0;
     for (const x of extents) {
       if (x.length <= 0) continue;
       const hasOffset = x.hostOffset !== undefined && !x.compressed;
-      yield {
+      entries.push({
         start: x.offset,
         length: x.length,
         data: x.data,
@@ -76,10 +78,11 @@ async function* chainEntries(node: ImageNode, start: number, end: number): Async
         depth: x.present ? x.depth : Math.min(x.depth, layers.length - 1),
         offset: hasOffset ? x.hostOffset : undefined,
         filename: hasOffset ? (x.hostFile ?? layers[x.depth]?.filename) : undefined,
-      };
+      });
       advanced += x.length;
     }
     if (advanced === 0) throw new Error(`block status returned nothing at offset ${pos}`);
+    yield entries;
     pos += advanced;
   }
 }
@@ -132,21 +135,23 @@ export async function mapCommand(ctx: CliContext, argv: readonly string[]): Prom
     let curr: MapEntry = { start: startOffset, length: 0, data: false, zero: false, present: false, depth: 0, offset: undefined, filename: undefined };
     let buffered = '';
     try {
-      for await (const next of chainEntries(node, startOffset, end)) {
-        if (entryMergeable(curr, next)) {
-          curr.length += next.length;
-          continue;
-        }
-        if (curr.length > 0) {
-          const r = dumpMapEntry(outputFormat, curr, next);
-          buffered += r.text;
-          if (!r.ok) return failCompressed(ctx, buffered);
-          if (buffered.length > 1 << 16) {
-            ctx.out.stdout(buffered);
-            buffered = '';
+      for await (const window of chainEntries(node, startOffset, end)) {
+        for (const next of window) {
+          if (entryMergeable(curr, next)) {
+            curr.length += next.length;
+            continue;
           }
+          if (curr.length > 0) {
+            const r = dumpMapEntry(outputFormat, curr, next);
+            buffered += r.text;
+            if (!r.ok) return failCompressed(ctx, buffered);
+            if (buffered.length > 1 << 16) {
+              ctx.out.stdout(buffered);
+              buffered = '';
+            }
+          }
+          curr = next;
         }
-        curr = next;
       }
     } catch (e) {
       ctx.out.stdout(buffered);

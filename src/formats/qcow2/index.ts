@@ -4,8 +4,6 @@
  */
 import { NodeHostFile } from '../../host/index.js';
 import type { FormatModule } from '../registry-types.js';
-import { checkQcow2 } from './check.js';
-import { createQcow2 } from './create.js';
 import { parseHeaderCluster, readHeaderCluster } from './header.js';
 import { Qcow2Driver, type Qcow2Checker } from './qcow2-driver.js';
 
@@ -19,6 +17,8 @@ const checkFile: Qcow2Checker = async (file, { repair }) => {
   const host = await NodeHostFile.open(file, { readOnly: repair === 'none' });
   try {
     const parsed = parseHeaderCluster(await readHeaderCluster(host), { file, fileSize: await host.size() });
+    // check.js and create.js load on first use: opening an image needs neither.
+    const { checkQcow2 } = await import('./check.js');
     const result = await checkQcow2({ host, file, parsed, repair });
     if (repair !== 'none') await host.sync();
     return result;
@@ -35,7 +35,7 @@ export const qcow2Format: FormatModule = {
   open(path, options) {
     return Qcow2Driver.open(path, { ...options, checker: checkFile });
   },
-  create(path, options) {
-    return createQcow2(path, options);
+  async create(path, options) {
+    return (await import('./create.js')).createQcow2(path, options);
   },
 };

@@ -26,7 +26,6 @@ import type {
   ZeroFlags,
 } from '../driver.js';
 import type { DriverOpenOptions } from '../registry-types.js';
-import { changeBackingQcow2 } from './backing-change.js';
 import { ClusterCodec } from './compression.js';
 import {
   AUTOCLEAR_BITMAPS,
@@ -49,7 +48,6 @@ import { cachePolicy, withoutSync, type CachePolicy } from '../cache-mode.js';
 import { writeL1Entry } from './l2-entry.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';
-import { amendQcow2 } from './amend.js';
 import { Qcow2BitmapOps } from './bitmap-ops.js';
 import { layerStatus, readGuest } from './read-path.js';
 import { Refcounts } from './refcounts.js';
@@ -391,6 +389,8 @@ export class Qcow2Driver implements BlockDriver {
 
   /** Rewrites the backing reference in the header (qemu-img rebase); see backing-change.ts. */
   async changeBackingFile(ref: BackingReference | null): Promise<void> {
+    // Loaded on first use (as amend.js): every module loaded costs each command's start.
+    const { changeBackingQcow2 } = await import('./backing-change.js');
     await changeBackingQcow2(this.#meta, ref);
     this.backingRef = ref;
   }
@@ -429,6 +429,7 @@ export class Qcow2Driver implements BlockDriver {
 
   /** qemu-img amend (amend.ts); after a refcount-width change or a downgrade, reopen before further I/O. */
   async amend(options: Readonly<Record<string, string>>, progress?: ProgressCallback): Promise<void> {
+    const { amendQcow2 } = await import('./amend.js');
     await amendQcow2(this.#meta, options, {
       progress,
       resize: (n) => this.resize(n, { shrink: true }),

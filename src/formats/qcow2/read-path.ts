@@ -2,6 +2,7 @@
  * Reads and block status: one L2 table at a time, subcluster-precise. Host
  * reads of adjacent guest ranges that are adjacent on the host are merged.
  */
+import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import type { LayerExtent } from '../driver.js';
 import { subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
@@ -81,6 +82,7 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
     const sc = img.clusterSize / img.subclusters;
     const words = new Uint32Array(table.data.buffer, table.data.byteOffset, table.data.byteLength / 4);
     const wordsPerEntry = img.geometry.extendedL2 ? 4 : 2;
+    let bytes: Buffer | undefined;
     let pos = chunk.offset;
     while (pos < end) {
       const clusterStart = pos - (pos % img.clusterSize);
@@ -88,9 +90,10 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
       // Runs of all-zero entries (unallocated) are skipped without decoding: sparse
       // tables (a 1 TiB image with a few thousand clusters) are mostly that.
       if (isZeroEntry(words, index, wordsPerEntry)) {
-        let j = index + 1;
+        const entryBytes = wordsPerEntry * 4;
         const lastIndex = l2IndexOf(img, end - 1);
-        while (j <= lastIndex && isZeroEntry(words, j, wordsPerEntry)) j++;
+        bytes ??= bufferView(table.data);
+        const j = skipZeroUnits(bytes, (index + 1) * entryBytes, (lastIndex + 1) * entryBytes, entryBytes) / entryBytes;
         const runEnd = Math.min(end, clusterStart + (j - index) * img.clusterSize);
         push({ kind: 'unallocated', guest: pos, length: runEnd - pos });
         pos = runEnd;

@@ -4,8 +4,9 @@
  * ranges for compressed data, freeing, refcount-block allocation and
  * refcount-table growth, in QEMU's order (qcow2-refcount.c; FACTS.md 1.10, 2.3).
  *
- * Allocation follows QEMU: the lowest free run at or after a hint that drops
- * whenever a cluster is freed, so images laid out by vdisk and QEMU look alike.
+ * Allocation follows QEMU: the lowest free run at or after a hint that moves
+ * past each allocated run and drops whenever a cluster is freed, so images
+ * laid out by vdisk and QEMU look alike.
  *
  * Locking: every public method that changes refcounts runs under `allocLock`
  * (one per image). It is the innermost lock: holders of L1/L2 table locks may
@@ -133,8 +134,12 @@ export class Refcounts {
       for (;;) {
         const start = await this.#findFreeRun(count, this.#freeHint);
         if (!(await this.#ensureBlocks(start, count))) continue;
-        for (let c = start; c < start + count; c++) await this.#add(c, 1);
-        if (this.#freeHint === start) this.#freeHint = start + count;
+        await this.#addRun(start, count, 1);
+        // Like QEMU's free_cluster_index, the hint moves past the run even when
+        // smaller free gaps lie before it: they wait for a free to lower it.
+        // (Leaving it at such a gap made every search rescan all clusters
+        // allocated since: quadratic in a large convert.)
+        this.#freeHint = start + count;
         return start * this.#clusterSize;
       }
     });
@@ -169,7 +174,7 @@ export class Refcounts {
           freeInCluster = offset === 0 ? 0 : this.#clusterSize - (offset % this.#clusterSize);
           continue;
         }
-        for (let c = first; c <= last; c++) await this.#add(c, 1);
+        await this.#addRun(first, last - first + 1, 1);
         if (this.#freeHint >= first && this.#freeHint <= last) this.#freeHint = last + 1;
         break;
       }
@@ -187,7 +192,7 @@ export class Refcounts {
       if (delta > 0 && !(await this.#ensureBlocks(first, last - first + 1))) {
         throw new VdiskError('ECORRUPT', `'${this.#file}': refcount block for referenced cluster ${hex(offset)} had to be allocated`, { file: this.#file, offset });
       }
-      for (let c = first; c <= last; c++) await this.#add(c, delta);
+      await this.#addRun(first, last - first + 1, delta);
     });
   }
 
@@ -215,36 +220,50 @@ export class Refcounts {
   }
 
   async #add(cluster: number, delta: number): Promise<void> {
-    const bi = Math.floor(cluster / this.#blockEntries);
-    const blockOffset = this.#table[bi] ?? 0;
-    if (blockOffset === 0) {
-      throw new VdiskError('ECORRUPT', `'${this.#file}': cluster ${hex(cluster * this.#clusterSize)} has no refcount block`, {
-        file: this.#file,
-        offset: cluster * this.#clusterSize,
-      });
-    }
-    const t = await this.cache.acquire(blockOffset);
-    try {
-      const idx = cluster % this.#blockEntries;
-      const old = getRefcount(t.data, idx, this.#order);
-      const value = old + delta;
-      if (value < 0 || value > this.#max) {
-        throw new VdiskError(
-          'ECORRUPT',
-          `'${this.#file}': refcount of cluster ${hex(cluster * this.#clusterSize)} would become ${value} (was ${old}, max ${this.#max})`,
-          { file: this.#file, offset: cluster * this.#clusterSize, field: 'refcount' },
-        );
+    await this.#addRun(cluster, 1, delta);
+  }
+
+  /** Adds `delta` to clusters [first, first+count), taking each refcount block once. */
+  async #addRun(first: number, count: number, delta: number): Promise<void> {
+    for (let c = first; c < first + count; ) {
+      const bi = Math.floor(c / this.#blockEntries);
+      const blockOffset = this.#table[bi] ?? 0;
+      if (blockOffset === 0) {
+        throw new VdiskError('ECORRUPT', `'${this.#file}': cluster ${hex(c * this.#clusterSize)} has no refcount block`, {
+          file: this.#file,
+          offset: c * this.#clusterSize,
+        });
       }
-      setRefcount(t.data, idx, this.#order, value);
-      this.cache.markDirty(t);
-      if (value === 0 && old > 0) this.#quarantine.set(cluster, this.#epoch);
-      // The cluster compressed data is being packed into was freed: it may be
-      // handed out as a data cluster next, so stop packing into it. (QEMU 7.2
-      // keeps packing there and ends up with a refcount-2 data cluster.)
-      if (value === 0 && this.#freeByteOffset !== 0 && Math.floor(this.#freeByteOffset / this.#clusterSize) === cluster) this.#freeByteOffset = 0;
-    } finally {
-      this.cache.release(t);
+      const runEnd = Math.min(first + count, (bi + 1) * this.#blockEntries);
+      const t = await this.cache.acquire(blockOffset);
+      try {
+        for (; c < runEnd; c++) this.#addIn(t.data, c, delta);
+      } finally {
+        // Marked even when a later cluster of the run failed: the earlier ones changed.
+        this.cache.markDirty(t);
+        this.cache.release(t);
+      }
     }
+  }
+
+  /** Adds `delta` to the refcount of `cluster` in its (pinned) block `data`. */
+  #addIn(data: Uint8Array, cluster: number, delta: number): void {
+    const idx = cluster % this.#blockEntries;
+    const old = getRefcount(data, idx, this.#order);
+    const value = old + delta;
+    if (value < 0 || value > this.#max) {
+      throw new VdiskError(
+        'ECORRUPT',
+        `'${this.#file}': refcount of cluster ${hex(cluster * this.#clusterSize)} would become ${value} (was ${old}, max ${this.#max})`,
+        { file: this.#file, offset: cluster * this.#clusterSize, field: 'refcount' },
+      );
+    }
+    setRefcount(data, idx, this.#order, value);
+    if (value === 0 && old > 0) this.#quarantine.set(cluster, this.#epoch);
+    // The cluster compressed data is being packed into was freed: it may be
+    // handed out as a data cluster next, so stop packing into it. (QEMU 7.2
+    // keeps packing there and ends up with a refcount-2 data cluster.)
+    if (value === 0 && this.#freeByteOffset !== 0 && Math.floor(this.#freeByteOffset / this.#clusterSize) === cluster) this.#freeByteOffset = 0;
   }
 
   /** Lowest run of `count` free clusters at or after `from` (clusters without a block are free). */
@@ -401,6 +420,6 @@ export class Refcounts {
     this.#table = newTable;
     this.#tableOffset = newTableOffset;
     this.#tableClusters = tableClusters;
-    for (let c = 0; c < oldClusters; c++) await this.#add(oldOffset / this.#clusterSize + c, -1);
+    await this.#addRun(oldOffset / this.#clusterSize, oldClusters, -1);
   }
 }

@@ -326,13 +326,15 @@ async function writeTail(img: Qcow2Image, rec: ClusterAllocation): Promise<void>
 
 /** Writes the record's L2 entry, then drops the cluster it replaced. */
 async function linkRecord(img: Qcow2Image, rec: ClusterAllocation): Promise<void> {
-  const table = await acquireL2ForWrite(img, rec.l1Index);
+  // One link per cluster: the cached-table and settled-dependency cases take no await.
+  const table = acquireCopiedL2Now(img, rec.l1Index) ?? (await acquireL2ForWrite(img, rec.l1Index));
   try {
     const index = rec.cluster % img.l2Entries;
     const base = rec.inPlace ? mappingAt(img, table, index) : rec.old;
     const m = newMapping(img, base, { a: rec.dataStart, b: rec.tailStart, host: rec.host });
     // Refcounts of new clusters (and the COW data) reach the disk before this entry.
-    if (!rec.inPlace && !img.geometry.externalDataFile) await img.l2Cache.setDependency(img.refcounts.cache);
+    const refcountsFirst = !rec.inPlace && !img.geometry.externalDataFile;
+    if (refcountsFirst && !img.l2Cache.dependsOnSettled(img.refcounts.cache)) await img.l2Cache.setDependency(img.refcounts.cache);
     img.l2Cache.requireSyncBeforeWrite();
     writeL2Entry(table.data, index, m, img.geometry);
     img.l2Cache.markDirty(table);
