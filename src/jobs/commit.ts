@@ -131,7 +131,7 @@ export class CommitJob extends BlockCopyJob {
    */
   async #firstPass(): Promise<void> {
     const { top, base } = this;
-    const pool = new CopyPool(IN_FLIGHT);
+    const pool = new CopyPool(IN_FLIGHT, this.#chunk);
     try {
       for (let pos = 0; pos < top.length; ) {
         await this.pausePoint();
@@ -144,9 +144,9 @@ export class CommitJob extends BlockCopyJob {
               this.advance(n);
             } else {
               const at = off;
-              await pool.add(async () => {
+              await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
-                  e.zero ? zeroRange(base, at, n) : copyRange((o, b) => top.read(o, b), base, { offset: at, buf: new Uint8Array(n) }),
+                  e.zero ? zeroRange(base, at, n) : copyRange((o, b) => top.read(o, b), base, { offset: at, buf: buf.subarray(0, n) }),
                 );
                 if (!ok) this.#bitmap?.set(at, n);
               });

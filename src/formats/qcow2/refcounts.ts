@@ -47,6 +47,8 @@ export class Refcounts {
   #table: number[];
   /** The lowest cluster index that may be free (QEMU free_cluster_index). */
   #freeHint = 0;
+  /** Counts `flushed` calls that released quarantined clusters (a search started before one must not raise the hint). */
+  #released = 0;
   /**
    * Clusters freed since the last flush, with the flush epoch they were freed
    * in. They are not reused until a flush made the change that freed them
@@ -200,6 +202,7 @@ export class Refcounts {
   flushed(epoch: number): void {
     for (const [c, e] of this.#quarantine) {
       if (e > epoch) continue;
+      this.#released++;
       this.#quarantine.delete(c);
       if (c < this.#freeHint) this.#freeHint = c;
     }
@@ -247,11 +250,25 @@ export class Refcounts {
     }
   }
 
-  /** Lowest run of `count` free clusters at or after `from` (clusters without a block are free). */
+  /**
+   * Lowest run of `count` free clusters at or after `from` (clusters without a block are free).
+   * Searching from the hint, the clusters skipped before the first free one are in use (or
+   * quarantined, which `flushed` hands back): the hint moves up to it, so the next search does
+   * not walk them again (without this, every allocation rescanned the image from cluster 0
+   * once the header kept cluster 0 in use: 8.4 million refcount reads for 1 GiB of writes).
+   */
   async #findFreeRun(count: number, from: number): Promise<number> {
     let start = from;
     let run = 0;
     let c = from;
+    let hintPending = from === this.#freeHint;
+    const released = this.#released;
+    const sawFree = (cluster: number): void => {
+      if (!hintPending) return;
+      hintPending = false;
+      // Unless a flush handed quarantined clusters back meanwhile (they may lie below).
+      if (this.#released === released && this.#freeHint === from) this.#freeHint = cluster;
+    };
     for (;;) {
       const bi = Math.floor(c / this.#blockEntries);
       const blockOffset = this.#table[bi] ?? 0;
@@ -259,6 +276,7 @@ export class Refcounts {
         // A whole block's range is free.
         const end = (bi + 1) * this.#blockEntries;
         if (run === 0) start = c;
+        sawFree(c);
         run += end - c;
         if (run >= count) return start;
         c = end;
@@ -270,6 +288,7 @@ export class Refcounts {
         for (; c < end; c++) {
           if (getRefcount(t.data, c % this.#blockEntries, this.#order) === 0 && !this.#quarantine.has(c)) {
             if (run === 0) start = c;
+            sawFree(c);
             run++;
             if (run >= count) return start;
           } else {
