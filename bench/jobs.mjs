@@ -10,12 +10,14 @@
 //    source (nbd-server-start + block-export-add, then fio's nbd engine: 4 KiB random writes over the
 //    whole disk at --load-iops, default 500, one in flight; the same fio command for both servers). fio
 //    runs 1 s before drive-mirror is sent. Timed: drive-mirror to BLOCK_JOB_READY, and job-complete to
-//    BLOCK_JOB_COMPLETED (the pivot under load). The IOPS the guest actually got while the job ran is
-//    printed too: a server that starved the guest would converge faster for the wrong reason.
+//    BLOCK_JOB_COMPLETED (the pivot under load). The IOPS the guest actually got (over fio's whole run,
+//    the second before drive-mirror included) is printed too: a server that starved the guest would
+//    converge faster for the wrong reason. Needs fio built with its nbd engine (libnbd).
 //
 //   node bench/jobs.mjs [--runs N] [--commit-mib N] [--mirror-gib N] [--data-mib N] [--load-iops N] [--full]
 //                       [--only commit|mirror|converge]
 //   VDISK_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node bench/jobs.mjs ...  (flags for vdisk's node)
+//   VDISK_MAIN=/elsewhere/dist/src/cli/main.js node bench/jobs.mjs ...  (another vdisk build)
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -34,13 +36,23 @@ const loadIops = Number(opt('--load-iops', 500));
 const only = opt('--only', '');
 if (!['', 'commit', 'mirror', 'converge'].includes(only)) throw new Error(`--only ${only}: expected commit, mirror or converge`);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const vdiskMain = path.join(root, 'dist/src/cli/main.js');
-const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-jobs-'));
+// VDISK_MAIN: another build's cli/main.js (an A/B of two vdisk builds against the same QEMU).
+const vdiskMain = process.env.VDISK_MAIN ? path.resolve(process.env.VDISK_MAIN) : path.join(root, 'dist/src/cli/main.js');
 const sh = (cmd, argv) => execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 const nodeFlags = (process.env.VDISK_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const fmt = (xs) => xs.map((t) => t.toFixed(2)).join(' ');
+if (only === '' || only === 'converge') {
+  let engines = '';
+  try {
+    engines = sh('fio', ['--enghelp']);
+  } catch {
+    /* no fio */
+  }
+  if (!engines.split('\n').some((l) => l.trim() === 'nbd')) throw new Error('converge needs fio with its nbd engine (Debian: apt-get install fio), or use --only commit|mirror');
+}
+const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-jobs-'));
 
 // ---- commit ----------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import type { BlockNode } from '../block/node.js';
 import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
-import { COPY_CHUNK, CopyPool, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyPool, copyAllDirty, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 /** Switches every user of `from` over to `to` (the daemon's NodeGraph.replace). */
@@ -205,9 +205,7 @@ export class CommitJob extends BlockCopyJob {
       const bitmap = this.#bitmap;
       // Under the quiesce the job reads top's own driver: the node's gate is closed.
       const read = (o: number, b: Uint8Array): Promise<void> => top.driver.read(o, b);
-      while (bitmap && (await copyNextDirty(bitmap, { read, target: base }, { from: 0, chunk: this.#chunk }))) {
-        /* copy until clean */
-      }
+      if (bitmap) await copyAllDirty(bitmap, { read, target: base }, { chunk: this.#chunk, inFlight: IN_FLIGHT });
       await base.flush();
       this.#detach?.();
       this.#detach = null;

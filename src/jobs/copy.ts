@@ -82,6 +82,41 @@ export async function copyNextDirty(
 }
 
 /**
+ * Copies every dirty range from `read` to `target`, up to `inFlight` copies at
+ * once, until the bitmap is clean: the last sync of a job under a quiesce,
+ * where the guest waits for it (one chunk at a time, a mirror completed under a
+ * 4 KiB random write load held the guest for 28 ms, most of the time from
+ * job-complete to BLOCK_JOB_COMPLETED). The caller keeps writers off: no
+ * range is dirtied meanwhile except by a failed copy, which is rethrown.
+ */
+export async function copyAllDirty(
+  bitmap: DirtyBitmap,
+  io: { readonly read: ReadFn; readonly target: ImageNode },
+  options: { readonly chunk: number; readonly inFlight: number },
+): Promise<void> {
+  const pool = new CopyPool(options.inFlight, options.chunk);
+  try {
+    while (bitmap.count > 0) {
+      for (let range = bitmap.nextDirty(0, options.chunk); range; range = bitmap.nextDirty(range.offset + range.length, options.chunk)) {
+        const { offset, length } = range;
+        bitmap.clear(offset, length);
+        await pool.add(async (buf) => {
+          try {
+            await copyRange(io.read, io.target, { offset, buf: buf.subarray(0, length) });
+          } catch (e) {
+            bitmap.set(offset, length);
+            throw e;
+          }
+        }, range);
+      }
+      await pool.drain();
+    }
+  } finally {
+    await pool.drain();
+  }
+}
+
+/**
  * Copies the dirty parts of `range` only (never beyond it, unlike
  * copyNextDirty): for a caller that holds a lock on exactly that range.
  * Returns the bytes copied.

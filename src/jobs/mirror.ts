@@ -22,7 +22,7 @@ import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import type { PivotFn } from './commit.js';
-import { COPY_CHUNK, CopyError, CopyPool, copyDirtyWithin, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyError, CopyPool, copyAllDirty, copyDirtyWithin, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -282,9 +282,7 @@ export class MirrorJob extends BlockCopyJob {
     const release = await source.quiesce();
     try {
       const read = (o: number, b: Uint8Array): Promise<void> => source.driver.read(o, b);
-      while (await copyNextDirty(this.#bitmap, { read, target }, { from: 0, chunk: this.#chunk })) {
-        /* copy until clean */
-      }
+      await copyAllDirty(this.#bitmap, { read, target }, { chunk: this.#chunk, inFlight: IN_FLIGHT });
       await target.flush();
       for (const d of this.#detach) d();
       this.#detach = [];

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CopyPool } from '../../../src/jobs/copy.js';
+import { DirtyBitmap } from '../../../src/block/dirty-bitmap.js';
+import { CopyPool, copyAllDirty } from '../../../src/jobs/copy.js';
+import { makeChain, readAll } from './job-fixtures.js';
 
 /** A promise and the function that settles it. */
 function gate(): { promise: Promise<void>; open: () => void } {
@@ -60,4 +62,23 @@ test('a failed step is rethrown by drain', async () => {
   const pool = new CopyPool(2, 0);
   await pool.add(() => Promise.reject(new Error('EIO on the target')));
   await assert.rejects(pool.drain(), /EIO on the target/);
+});
+
+test('copyAllDirty copies every dirty range and leaves the bitmap clean', async () => {
+  const length = 1 << 20;
+  const { top: source } = await makeChain(length, 1, (_i, d) => {
+    for (let off = 0; off < length; off += 4096) void d.write(off, new Uint8Array(4096).fill((off >> 12) & 0xff));
+  });
+  const { top: target } = await makeChain(length, 1, () => undefined);
+  const bitmap = new DirtyBitmap(length, 65536);
+  for (const off of [0, 65536 * 3, 65536 * 4, 65536 * 15]) bitmap.set(off, 4096);
+  await copyAllDirty(bitmap, { read: (o, b) => source.read(o, b), target }, { chunk: 131072, inFlight: 2 });
+  assert.equal(bitmap.count, 0);
+  const want = await readAll(source);
+  const got = await readAll(target);
+  assert.equal(want[65536 * 3], 48, 'the source holds data');
+  for (const off of [0, 65536 * 3, 65536 * 4, 65536 * 15]) {
+    assert.deepEqual(got.subarray(off, off + 65536), want.subarray(off, off + 65536), `granule at ${off}`);
+  }
+  assert.ok(got.subarray(65536, 65536 * 2).every((b) => b === 0), 'a clean granule is not copied');
 });
