@@ -6,8 +6,18 @@
 //    added by blockdev-add (not timed); timed from sending drive-mirror (sync=full, new qcow2 target) to
 //    BLOCK_JOB_READY; then job-cancel and quit. Source: --mirror-gib virtual size with --data-mib of data
 //    in 64 MiB runs spread evenly (default 2 GiB / 1024 MiB; --full: the issue's 8 GiB / 2048 MiB).
+//  - converge: the same mirror while a guest writes steadily through the server's NBD export of the
+//    source (nbd-server-start + block-export-add, then fio's nbd engine: 4 KiB random writes over the
+//    whole disk at --load-iops, default 500, one in flight; the same fio command for both servers). fio
+//    runs 1 s before drive-mirror is sent. Timed: drive-mirror to BLOCK_JOB_READY, and job-complete to
+//    BLOCK_JOB_COMPLETED (the pivot under load). The IOPS the guest actually got (over fio's whole run,
+//    the second before drive-mirror included) is printed too: a server that starved the guest would
+//    converge faster for the wrong reason. Needs fio built with its nbd engine (libnbd).
 //
-//   node bench/jobs.mjs [--runs N] [--commit-mib N] [--mirror-gib N] [--data-mib N] [--full] [--only commit|mirror]
+//   node bench/jobs.mjs [--runs N] [--commit-mib N] [--mirror-gib N] [--data-mib N] [--load-iops N] [--full]
+//                       [--only commit|mirror|converge]
+//   VDISK_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node bench/jobs.mjs ...  (flags for vdisk's node)
+//   VDISK_MAIN=/elsewhere/dist/src/cli/main.js node bench/jobs.mjs ...  (another vdisk build)
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -22,14 +32,27 @@ const runs = Number(opt('--runs', 3));
 const commitMiB = Number(opt('--commit-mib', 1024));
 const mirrorGiB = Number(opt('--mirror-gib', full ? 8 : 2));
 const dataMiB = Number(opt('--data-mib', full ? 2048 : 1024));
+const loadIops = Number(opt('--load-iops', 500));
 const only = opt('--only', '');
+if (!['', 'commit', 'mirror', 'converge'].includes(only)) throw new Error(`--only ${only}: expected commit, mirror or converge`);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const vdiskMain = path.join(root, 'dist/src/cli/main.js');
-const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-jobs-'));
+// VDISK_MAIN: another build's cli/main.js (an A/B of two vdisk builds against the same QEMU).
+const vdiskMain = process.env.VDISK_MAIN ? path.resolve(process.env.VDISK_MAIN) : path.join(root, 'dist/src/cli/main.js');
 const sh = (cmd, argv) => execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
+const nodeFlags = (process.env.VDISK_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const fmt = (xs) => xs.map((t) => t.toFixed(2)).join(' ');
+if (only === '' || only === 'converge') {
+  let engines = '';
+  try {
+    engines = sh('fio', ['--enghelp']);
+  } catch {
+    /* no fio */
+  }
+  if (!engines.split('\n').some((l) => l.trim() === 'nbd')) throw new Error('converge needs fio with its nbd engine (Debian: apt-get install fio), or use --only commit|mirror');
+}
+const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-jobs-'));
 
 // ---- commit ----------------------------------------------------------------------------------------
 
@@ -47,7 +70,7 @@ function prepareCommit() {
 
 function commitOnce(which) {
   const { base, top } = prepareCommit();
-  const [cmd, argv] = which === 'vdisk' ? [process.execPath, [vdiskMain, 'commit', '-q', '-f', 'qcow2', top]] : ['qemu-img', ['commit', '-q', '-f', 'qcow2', top]];
+  const [cmd, argv] = which === 'vdisk' ? [process.execPath, [...nodeFlags, vdiskMain, 'commit', '-q', '-f', 'qcow2', top]] : ['qemu-img', ['commit', '-q', '-f', 'qcow2', top]];
   const t0 = process.hrtime.bigint();
   sh(cmd, argv);
   const t = seconds(t0);
@@ -101,7 +124,7 @@ async function startDaemon(which, qmpSock) {
   fs.rmSync(qmpSock, { force: true });
   const [cmd, argv] =
     which === 'vdisk'
-      ? [process.execPath, [vdiskMain, 'serve', '--qmp', qmpSock]]
+      ? [process.execPath, [...nodeFlags, vdiskMain, 'serve', '--qmp', qmpSock]]
       : ['qemu-storage-daemon', ['--chardev', `socket,path=${qmpSock},server=on,wait=off,id=qmp0`, '--monitor', 'chardev=qmp0,mode=control']];
   const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => proc.once('exit', resolve));
@@ -120,6 +143,7 @@ async function startDaemon(which, qmpSock) {
 
 function prepareMirrorSource() {
   const src = path.join(dir, 'src.qcow2');
+  fs.rmSync(src, { force: true });
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', src, `${mirrorGiB}G`]);
   const runsOf64 = Math.max(1, Math.floor(dataMiB / 64));
   const stride = Math.floor((mirrorGiB * 1024) / runsOf64);
@@ -154,23 +178,97 @@ async function mirrorOnce(which, src) {
   }
 }
 
+// ---- mirror convergence under a guest write load --------------------------------------------------
+
+/** fio writing 4 KiB at random offsets through an NBD URI at a fixed rate until stopped; resolves to its JSON report. */
+function startLoad(uri) {
+  const argv = ['--name=guest', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=1', `--rate_iops=${loadIops}`];
+  argv.push('--time_based', '--runtime=3600', '--randrepeat=0', '--output-format=json');
+  const proc = spawn('fio', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout.on('data', (d) => (out += d));
+  proc.stderr.on('data', (d) => (err += d));
+  const done = new Promise((resolve, reject) =>
+    proc.once('exit', (code, signal) => {
+      const i = out.indexOf('{');
+      if (i < 0) return reject(new Error(`fio exited (${code ?? signal}) without a report: ${err.trim()}`));
+      resolve(JSON.parse(out.slice(i)));
+    }),
+  );
+  // SIGINT: fio stops and still prints its report.
+  return { exited: () => proc.exitCode !== null || proc.signalCode !== null, stop: () => (proc.kill('SIGINT'), done), kill: () => proc.kill('SIGKILL') };
+}
+
+async function convergeOnce(which, src) {
+  const qmpSock = path.join(dir, `${which}-qmp.sock`);
+  const nbdSock = path.join(dir, `${which}-nbd.sock`);
+  const target = path.join(dir, 'target.qcow2');
+  for (const f of [target, nbdSock]) fs.rmSync(f, { force: true });
+  const daemon = await startDaemon(which, qmpSock);
+  let qmp;
+  let load;
+  try {
+    qmp = await qmpConnect(qmpSock);
+    await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'src', file: { driver: 'file', filename: src } });
+    await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdSock } } });
+    await qmp.execute('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'src', name: 'src', writable: true });
+    load = startLoad(`nbd+unix:///src?socket=${nbdSock}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    if (load.exited()) throw new Error(`${which}: fio stopped early: ${JSON.stringify(await load.stop())}`);
+    const t0 = process.hrtime.bigint();
+    await qmp.execute('drive-mirror', { device: 'src', 'job-id': 'm', target, format: 'qcow2', sync: 'full' });
+    const ready = await qmp.next((m) => m.event === 'BLOCK_JOB_READY' || m.event === 'BLOCK_JOB_COMPLETED');
+    const tReady = seconds(t0);
+    if (ready.event !== 'BLOCK_JOB_READY') throw new Error(`${which}: mirror ended before READY: ${JSON.stringify(ready)}`);
+    const t1 = process.hrtime.bigint();
+    await qmp.execute('job-complete', { id: 'm' });
+    const completed = await qmp.next((m) => m.event === 'BLOCK_JOB_COMPLETED');
+    const tComplete = seconds(t1);
+    if (completed.data.error) throw new Error(`${which}: mirror failed: ${completed.data.error}`);
+    const report = await load.stop();
+    load = null;
+    // fio's iops cover its whole run (1 s before the job, and the job): close enough to compare servers.
+    const iops = report.jobs[0].write.iops;
+    const errors = report.jobs[0].error;
+    if (errors) throw new Error(`${which}: fio failed with error ${errors}`);
+    await qmp.execute('quit').catch(() => {});
+    return { ready: tReady, complete: tComplete, iops };
+  } finally {
+    load?.kill();
+    qmp?.close();
+    await daemon.stop();
+  }
+}
+
 // ---- main ------------------------------------------------------------------------------------------
 
-async function measure(label, once) {
-  const times = { vdisk: [], qemu: [] };
+/** Runs `once` alternating tools; it returns seconds, or an object of named figures (seconds unless named in `plain`). */
+async function measure(label, once, plain = []) {
+  const results = { vdisk: [], qemu: [] };
   for (let i = 0; i < runs; i++) {
-    for (const which of i % 2 === 0 ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) times[which].push(await once(which));
+    for (const which of i % 2 === 0 ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) results[which].push(await once(which));
   }
-  const v = median(times.vdisk);
-  const q = median(times.qemu);
-  console.log(`${label}: vdisk ${v.toFixed(2)} s (${fmt(times.vdisk)})  QEMU ${q.toFixed(2)} s (${fmt(times.qemu)})  ratio QEMU/vdisk ${(q / v).toFixed(2)}x`);
+  const keys = typeof results.vdisk[0] === 'number' ? [null] : Object.keys(results.vdisk[0]);
+  for (const key of keys) {
+    const pick = (which) => results[which].map((r) => (key === null ? r : r[key]));
+    const v = median(pick('vdisk'));
+    const q = median(pick('qemu'));
+    const name = key === null ? label : `${label} [${key}]`;
+    if (plain.includes(key)) console.log(`${name}: vdisk ${v.toFixed(0)} (${pick('vdisk').map((x) => x.toFixed(0)).join(' ')})  QEMU ${q.toFixed(0)} (${pick('qemu').map((x) => x.toFixed(0)).join(' ')})`);
+    else console.log(`${name}: vdisk ${v.toFixed(2)} s (${fmt(pick('vdisk'))})  QEMU ${q.toFixed(2)} s (${fmt(pick('qemu'))})  ratio QEMU/vdisk ${(q / v).toFixed(2)}x`);
+  }
 }
 
 try {
-  if (only !== 'mirror') await measure(`commit ${commitMiB} MiB (vdisk commit vs qemu-img commit)`, commitOnce);
-  if (only !== 'commit') {
+  if (only === '' || only === 'commit') await measure(`commit ${commitMiB} MiB (vdisk commit vs qemu-img commit)`, commitOnce);
+  if (only === '' || only === 'mirror') {
     const src = prepareMirrorSource();
     await measure(`drive-mirror ${mirrorGiB} GiB image with ${dataMiB} MiB data to READY (vdisk serve vs qemu-storage-daemon)`, (w) => mirrorOnce(w, src));
+  }
+  if (only === '' || only === 'converge') {
+    // A fresh source per run: the load's writes of one run must not become the next run's data.
+    await measure(`drive-mirror ${mirrorGiB} GiB / ${dataMiB} MiB data under ${loadIops} IOPS of 4 KiB random guest writes`, (w) => convergeOnce(w, prepareMirrorSource()), ['iops']);
   }
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });

@@ -21,7 +21,7 @@ import type { BlockNode } from '../block/node.js';
 import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
-import { COPY_CHUNK, CopyPool, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyPool, copyAllDirty, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 /** Switches every user of `from` over to `to` (the daemon's NodeGraph.replace). */
@@ -131,7 +131,7 @@ export class CommitJob extends BlockCopyJob {
    */
   async #firstPass(): Promise<void> {
     const { top, base } = this;
-    const pool = new CopyPool(IN_FLIGHT);
+    const pool = new CopyPool(IN_FLIGHT, this.#chunk);
     try {
       for (let pos = 0; pos < top.length; ) {
         await this.pausePoint();
@@ -144,9 +144,9 @@ export class CommitJob extends BlockCopyJob {
               this.advance(n);
             } else {
               const at = off;
-              await pool.add(async () => {
+              await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
-                  e.zero ? zeroRange(base, at, n) : copyRange((o, b) => top.read(o, b), base, { offset: at, buf: new Uint8Array(n) }),
+                  e.zero ? zeroRange(base, at, n) : copyRange((o, b) => top.read(o, b), base, { offset: at, buf: buf.subarray(0, n) }),
                 );
                 if (!ok) this.#bitmap?.set(at, n);
               });
@@ -205,9 +205,7 @@ export class CommitJob extends BlockCopyJob {
       const bitmap = this.#bitmap;
       // Under the quiesce the job reads top's own driver: the node's gate is closed.
       const read = (o: number, b: Uint8Array): Promise<void> => top.driver.read(o, b);
-      while (bitmap && (await copyNextDirty(bitmap, { read, target: base }, { from: 0, chunk: this.#chunk }))) {
-        /* copy until clean */
-      }
+      if (bitmap) await copyAllDirty(bitmap, { read, target: base }, { chunk: this.#chunk, inFlight: IN_FLIGHT });
       await base.flush();
       this.#detach?.();
       this.#detach = null;

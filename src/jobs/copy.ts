@@ -82,6 +82,41 @@ export async function copyNextDirty(
 }
 
 /**
+ * Copies every dirty range from `read` to `target`, up to `inFlight` copies at
+ * once, until the bitmap is clean: the last sync of a job under a quiesce,
+ * where the guest waits for it (one chunk at a time, a mirror completed under a
+ * 4 KiB random write load held the guest for 28 ms, most of the time from
+ * job-complete to BLOCK_JOB_COMPLETED). The caller keeps writers off: no
+ * range is dirtied meanwhile except by a failed copy, which is rethrown.
+ */
+export async function copyAllDirty(
+  bitmap: DirtyBitmap,
+  io: { readonly read: ReadFn; readonly target: ImageNode },
+  options: { readonly chunk: number; readonly inFlight: number },
+): Promise<void> {
+  const pool = new CopyPool(options.inFlight, options.chunk);
+  try {
+    while (bitmap.count > 0) {
+      for (let range = bitmap.nextDirty(0, options.chunk); range; range = bitmap.nextDirty(range.offset + range.length, options.chunk)) {
+        const { offset, length } = range;
+        bitmap.clear(offset, length);
+        await pool.add(async (buf) => {
+          try {
+            await copyRange(io.read, io.target, { offset, buf: buf.subarray(0, length) });
+          } catch (e) {
+            bitmap.set(offset, length);
+            throw e;
+          }
+        }, range);
+      }
+      await pool.drain();
+    }
+  } finally {
+    await pool.drain();
+  }
+}
+
+/**
  * Copies the dirty parts of `range` only (never beyond it, unlike
  * copyNextDirty): for a caller that holds a lock on exactly that range.
  * Returns the bytes copied.
@@ -119,36 +154,68 @@ export function trackWrites(
   return node.addWriteObserver({ before: mark, after: mark });
 }
 
+/** A byte range. */
+export interface CopyRange {
+  readonly offset: number;
+  readonly length: number;
+}
+
 /**
  * At most `max` copy steps in flight (QEMU's mirror keeps up to 16). `add`
- * waits for a free slot; the first failure is rethrown by the next `add` or by
- * `drain`, after every step in flight has settled.
+ * waits for a free slot, and for the steps in flight over an overlapping range
+ * (two copies of one range could land on the target in the wrong order); the
+ * first failure is rethrown by the next `add` or by `drain`, after every step
+ * in flight has settled.
+ *
+ * Each step gets a buffer of `bufferSize` bytes that no other step in flight
+ * holds; buffers are reused from step to step (a fresh 1 MiB Uint8Array per
+ * chunk cost its zero-fill and garbage collection: a fifth of the mirror's CPU).
  */
 export class CopyPool {
   readonly #max: number;
-  readonly #running = new Set<Promise<void>>();
+  readonly #bufferSize: number;
+  readonly #running = new Map<Promise<void>, CopyRange | null>();
+  readonly #spare: Uint8Array[] = [];
   #failure: { error: unknown } | null = null;
 
-  constructor(max: number) {
+  constructor(max: number, bufferSize = 0) {
     this.#max = Math.max(1, max);
+    this.#bufferSize = bufferSize;
   }
 
-  async add(step: () => Promise<void>): Promise<void> {
-    while (this.#running.size >= this.#max) await Promise.race(this.#running);
+  /** Steps in flight. */
+  get size(): number {
+    return this.#running.size;
+  }
+
+  async add(step: (buf: Uint8Array) => Promise<void>, range: CopyRange | null = null): Promise<void> {
+    while (this.#running.size >= this.#max || (range && this.#overlapsRunning(range))) await Promise.race(this.#running.keys());
     this.#rethrow();
-    const p: Promise<void> = step().then(
-      () => void this.#running.delete(p),
+    const buf = this.#spare.pop() ?? new Uint8Array(this.#bufferSize);
+    const p: Promise<void> = step(buf).then(
+      () => {
+        this.#running.delete(p);
+        this.#spare.push(buf);
+      },
       (e: unknown) => {
+        // Not reused: a failed write might still be holding it.
         this.#running.delete(p);
         this.#failure ??= { error: e };
       },
     );
-    this.#running.add(p);
+    this.#running.set(p, range);
   }
 
   async drain(): Promise<void> {
-    while (this.#running.size > 0) await Promise.race(this.#running);
+    while (this.#running.size > 0) await Promise.race(this.#running.keys());
     this.#rethrow();
+  }
+
+  #overlapsRunning(range: CopyRange): boolean {
+    for (const r of this.#running.values()) {
+      if (r && r.offset < range.offset + range.length && range.offset < r.offset + r.length) return true;
+    }
+    return false;
   }
 
   #rethrow(): void {

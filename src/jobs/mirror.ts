@@ -22,7 +22,7 @@ import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import type { PivotFn } from './commit.js';
-import { COPY_CHUNK, CopyError, CopyPool, copyDirtyWithin, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyError, CopyPool, copyAllDirty, copyDirtyWithin, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -109,20 +109,65 @@ export class MirrorJob extends BlockCopyJob {
     this.setTotal(source.length);
     if (this.sync !== 'none') await this.#firstPass();
     else this.advance(source.length);
-    while (this.#bitmap.count > 0) {
-      await this.pausePoint();
-      await this.#copyDirtyStep();
-    }
+    await this.#drainDirty(() => false);
     await this.#flushTarget();
     this.markReady();
-    while (!this.completeRequested && !this.cancelRequested) {
+    const stop = (): boolean => this.completeRequested || this.cancelRequested;
+    while (!stop()) {
       await this.pausePoint();
-      if (!(await this.#copyDirtyStep())) {
+      if (!(await this.#drainDirty(stop))) {
         this.#activelySynced = this.copyMode === 'write-blocking';
         await this.idle(READY_POLL_MS);
       }
     }
     await this.pausePoint();
+  }
+
+  /**
+   * Copies dirty chunks until the bitmap is clean with no copy in flight, or
+   * `stop` says so; false when nothing was dirty. In background mode up to
+   * IN_FLIGHT chunks go at once, as in the first pass: one at a time, a guest
+   * writing 4 KiB at random kept the job copying single 64 KiB granules, each
+   * waiting for the last, and READY came 4x later than QEMU's.
+   */
+  async #drainDirty(stop: () => boolean): Promise<boolean> {
+    if (this.#bitmap.count === 0) return false;
+    if (this.copyMode === 'write-blocking') {
+      while (this.#bitmap.count > 0 && !stop()) {
+        await this.pausePoint();
+        await this.#copyDirtyStep();
+      }
+      return true;
+    }
+    this.#activelySynced = false;
+    const { source, target } = this;
+    const bitmap = this.#bitmap;
+    const pool = new CopyPool(IN_FLIGHT, this.#chunk);
+    try {
+      while (!stop()) {
+        await this.pausePoint();
+        const range = bitmap.nextDirty(this.#cursor, this.#chunk) ?? (this.#cursor > 0 ? bitmap.nextDirty(0, this.#chunk) : null);
+        if (!range) {
+          if (pool.size === 0) break;
+          // A failed copy marks its range dirty again: look once more after the last one.
+          await pool.drain();
+          continue;
+        }
+        this.#cursor = range.offset + range.length;
+        // add waits for copies in flight over the same range (a guest write dirtied it again).
+        await pool.add(async (buf) => {
+          // Cleared as the copy starts: a guest write from now on marks it again.
+          bitmap.clear(range.offset, range.length);
+          const ok = await this.guarded(() => copyRange((o, b) => source.read(o, b), target, { offset: range.offset, buf: buf.subarray(0, range.length) }));
+          if (!ok) bitmap.set(range.offset, range.length);
+        }, range);
+        this.addTotal(range.length);
+        await this.throttle(range.length);
+      }
+    } finally {
+      await pool.drain();
+    }
+    return true;
   }
 
   async #firstPass(): Promise<void> {
@@ -132,7 +177,7 @@ export class MirrorJob extends BlockCopyJob {
     const window = this.#chunk * 64;
     // Several chunks in flight (distinct ranges), as QEMU's mirror keeps up to 16 operations going:
     // one at a time leaves the disk idle between each read and write.
-    const pool = new CopyPool(IN_FLIGHT);
+    const pool = new CopyPool(IN_FLIGHT, this.#chunk);
     try {
       for (let pos = 0; pos < source.length; ) {
         await this.pausePoint();
@@ -150,10 +195,10 @@ export class MirrorJob extends BlockCopyJob {
               // guest write since then must stay dirty, or the zeroes would win.
               if (!e.zero) this.#bitmap.clear(off, n);
               const at = off;
-              await pool.add(async () => {
+              await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
                   this.#excludingWriteThrough(at, n, () =>
-                    e.zero ? zeroRange(target, at, n) : copyRange((o, b) => source.read(o, b), target, { offset: at, buf: new Uint8Array(n) }),
+                    e.zero ? zeroRange(target, at, n) : copyRange((o, b) => source.read(o, b), target, { offset: at, buf: buf.subarray(0, n) }),
                   ),
                 );
                 if (!ok) this.#bitmap.set(at, n);
@@ -184,33 +229,24 @@ export class MirrorJob extends BlockCopyJob {
     }
   }
 
-  /** One dirty chunk from source to target; false when nothing was dirty. */
-  async #copyDirtyStep(): Promise<boolean> {
-    if (this.#bitmap.count === 0) return false;
-    this.#activelySynced = false;
+  /**
+   * One dirty chunk from source to target in write-blocking mode: as in the first pass, guest
+   * writes to the range wait for this copy, so an older copy never lands on the target after a
+   * newer write-through.
+   */
+  async #copyDirtyStep(): Promise<void> {
     let copied = 0;
     const io = { read: (o: number, b: Uint8Array) => this.source.read(o, b), target: this.target };
     await this.guarded(async () => {
-      if (this.copyMode === 'write-blocking') {
-        // As in the first pass: guest writes to the range wait for this copy, so an
-        // older copy never lands on the target after a newer write-through.
-        const peek = this.#bitmap.nextDirty(this.#cursor, this.#chunk) ?? (this.#cursor > 0 ? this.#bitmap.nextDirty(0, this.#chunk) : null);
-        if (!peek) return;
-        copied = await this.#excludingWriteThrough(peek.offset, peek.length, () => copyDirtyWithin(this.#bitmap, io, peek));
-        this.#cursor = peek.offset + peek.length;
-        return;
-      }
-      const range = await copyNextDirty(this.#bitmap, io, { from: this.#cursor, chunk: this.#chunk });
-      if (range) {
-        this.#cursor = range.offset + range.length;
-        copied = range.length;
-      }
+      const peek = this.#bitmap.nextDirty(this.#cursor, this.#chunk) ?? (this.#cursor > 0 ? this.#bitmap.nextDirty(0, this.#chunk) : null);
+      if (!peek) return;
+      copied = await this.#excludingWriteThrough(peek.offset, peek.length, () => copyDirtyWithin(this.#bitmap, io, peek));
+      this.#cursor = peek.offset + peek.length;
     });
     if (copied > 0) {
       this.addTotal(copied);
       await this.throttle(copied);
     }
-    return true;
   }
 
   async #flushTarget(): Promise<void> {
@@ -246,9 +282,7 @@ export class MirrorJob extends BlockCopyJob {
     const release = await source.quiesce();
     try {
       const read = (o: number, b: Uint8Array): Promise<void> => source.driver.read(o, b);
-      while (await copyNextDirty(this.#bitmap, { read, target }, { from: 0, chunk: this.#chunk })) {
-        /* copy until clean */
-      }
+      await copyAllDirty(this.#bitmap, { read, target }, { chunk: this.#chunk, inFlight: IN_FLIGHT });
       await target.flush();
       for (const d of this.#detach) d();
       this.#detach = [];
