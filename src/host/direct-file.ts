@@ -63,10 +63,14 @@ class BouncePool {
     return c;
   }
 
+  /** A pooled buffer of `length`'s class, or null when a new one must be cut (see `take`). */
+  takePooled(length: number): Uint8Array | null {
+    return this.#free.get(BouncePool.classOf(length))?.pop() ?? null;
+  }
+
   async take(length: number): Promise<Uint8Array> {
     const cls = BouncePool.classOf(length);
-    const list = this.#free.get(cls);
-    const hit = list?.pop();
+    const hit = this.#free.get(cls)?.pop();
     if (hit) return hit;
     if (this.#slab === null || this.#used + cls > this.#slab.length) {
       this.#slab = await this.#newSlab();
@@ -207,59 +211,76 @@ export class DirectHostFile implements HostFile {
     let pos = 0;
     let bi = 0;
     let within = 0;
-    // Pieces of at most MAX_TRANSFER bytes, each gathered from the buffers.
+    // Pieces of at most MAX_TRANSFER bytes, each gathered from the buffers straight into
+    // its bounce buffer (a piece inside one buffer is that buffer's view: no extra copy).
     while (pos < total) {
       const n = Math.min(MAX_TRANSFER, total - pos);
-      const piece = new Uint8Array(n);
-      for (let filled = 0; filled < n; ) {
-        const b = bufs[bi];
-        if (!b) break;
-        const take = Math.min(b.length - within, n - filled);
-        piece.set(b.subarray(within, within + take), filled);
-        filled += take;
-        within += take;
-        if (within === b.length) {
+      const first = bufs[bi];
+      if (first && first.length - within >= n) {
+        await this.#writePiece([first.subarray(within, within + n)], n, offset + pos);
+        within += n;
+        if (within === first.length) {
           bi++;
           within = 0;
         }
+      } else {
+        const parts: Uint8Array[] = [];
+        for (let filled = 0; filled < n; ) {
+          const b = bufs[bi];
+          if (!b) break;
+          const take = Math.min(b.length - within, n - filled);
+          parts.push(b.subarray(within, within + take));
+          filled += take;
+          within += take;
+          if (within === b.length) {
+            bi++;
+            within = 0;
+          }
+        }
+        await this.#writePiece(parts, n, offset + pos);
       }
-      await this.#writePiece(piece, offset + pos);
       pos += n;
     }
   }
 
-  async #writePiece(data: Uint8Array, offset: number): Promise<void> {
+  /** Writes the `length` bytes of `parts`, back to back, at `offset`. */
+  async #writePiece(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
     const start = offset - (offset % this.#align);
-    const end = Math.ceil((offset + data.length) / this.#align) * this.#align;
+    const end = Math.ceil((offset + length) / this.#align) * this.#align;
     // Wait for writes overlapping the aligned extent (their edges may be ours).
-    for (;;) {
-      const overlapping = [...this.#writing].filter((w) => w.start < end && w.end > start);
-      if (overlapping.length === 0) break;
-      await Promise.all(overlapping.map((w) => w.done));
+    for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
+      await overlapping;
     }
     let finish!: () => void;
     const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
     this.#writing.add(entry);
-    const bounce = await this.#pool.take(end - start).catch((e: unknown) => {
+    let bounce: Uint8Array;
+    try {
+      bounce = this.#pool.takePooled(end - start) ?? (await this.#pool.take(end - start));
+    } catch (e) {
       this.#writing.delete(entry);
       finish();
       throw e;
-    });
+    }
     try {
       const view = bounce.subarray(0, end - start);
-      this.#size = Math.max(this.#size, offset + data.length);
-      if (start < offset || end > offset + data.length) {
+      this.#size = Math.max(this.#size, offset + length);
+      if (start < offset || end > offset + length) {
         // Read-modify-write of the edge blocks.
         if (start < offset) await this.#edge(view.subarray(0, this.#align), start);
-        if (end > offset + data.length && end - this.#align >= start + (start < offset ? this.#align : 0)) {
+        if (end > offset + length && end - this.#align >= start + (start < offset ? this.#align : 0)) {
           await this.#edge(view.subarray(view.length - this.#align), end - this.#align);
         }
       }
-      view.set(data, offset - start);
+      let at = offset - start;
+      for (const part of parts) {
+        view.set(part, at);
+        at += part.length;
+      }
       try {
         for (let done = 0; done < view.length; ) done += await pwrite(this.#fd, view.subarray(done), start + done);
       } catch (e) {
-        throw fromSystemError(e, this.path, `write ${data.length} bytes at offset ${offset} of`);
+        throw fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
       }
       // The padding must not grow the file past what was asked.
       if (end > this.#size) await this.#inner.truncate(this.#size);
@@ -268,6 +289,15 @@ export class DirectHostFile implements HostFile {
       this.#writing.delete(entry);
       finish();
     }
+  }
+
+  /** What to wait for before writing the aligned extent [start, end), or null when nothing overlaps it. */
+  #overlapping(start: number, end: number): Promise<unknown> | null {
+    let waits: Promise<void>[] | null = null;
+    for (const w of this.#writing) {
+      if (w.start < end && w.end > start) (waits ??= []).push(w.done);
+    }
+    return waits === null ? null : Promise.all(waits);
   }
 
   async #edge(block: Uint8Array, at: number): Promise<void> {
