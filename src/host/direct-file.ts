@@ -175,7 +175,7 @@ export class DirectHostFile implements HostFile {
   async #readPiece(buf: Uint8Array, offset: number): Promise<void> {
     const start = offset - (offset % this.#align);
     const end = Math.ceil((offset + buf.length) / this.#align) * this.#align;
-    const bounce = await this.#pool.take(end - start);
+    const bounce = this.#pool.takePooled(end - start) ?? (await this.#pool.take(end - start));
     try {
       const view = bounce.subarray(0, end - start);
       const got = await this.#preadAligned(view, start);
