@@ -17,8 +17,8 @@ import { qemuFormatName } from '../format-name.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
-import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
-import { parseProgressMode, type ProgressMode } from '../format/progress.js';
+import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { type ProgressMode } from '../format/progress.js';
 import { parseOutputFormat } from './info.js';
 
 /** Exit status of qemu-img check when the format has no checker. */
@@ -55,11 +55,8 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
     if (key === 'f') args.format = value;
     else if (key === 'output') args.output = value;
     else if (key === 'progress') {
-      progressMode = parseProgressMode(value);
-      if (progressMode === undefined) {
-        reportError(ctx, `Invalid progress mode: '${value}' (use 'text' or 'json')`);
-        return 1;
-      }
+      progressMode = progressModeOption(ctx, value);
+      if (progressMode === undefined) return 1;
     }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;

@@ -12,8 +12,8 @@ import { isVdiskError } from '../../errors.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { parseQemuSize } from '../create-options.js';
 import { describeError } from '../errors-text.js';
-import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
-import { parseProgressMode, type ProgressMode } from '../format/progress.js';
+import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { type ProgressMode } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
@@ -57,11 +57,8 @@ export async function commitCommand(ctx: CliContext, argv: readonly string[]): P
     } else if (key === 'd') args.keep = true;
     else if (key === 'p') args.progress = true;
     else if (key === 'progress') {
-      const mode = parseProgressMode(value);
-      if (mode === undefined) {
-        reportError(ctx, `Invalid progress mode: '${value}' (use 'text' or 'json')`);
-        return 1;
-      }
+      const mode = progressModeOption(ctx, value);
+      if (mode === undefined) return 1;
       args.progressMode = mode;
     }
     else if (key === 'q') args.quiet = true;

@@ -9,8 +9,8 @@
 import type { ChainExtent, ImageNode } from '../../block/types.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { describeError } from '../errors-text.js';
-import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
-import { parseProgressMode, type ProgressMode, type ProgressPrinter } from '../format/progress.js';
+import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { type ProgressMode, type ProgressPrinter } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openForReading } from './info.js';
 
@@ -52,11 +52,8 @@ export async function compareCommand(ctx: CliContext, argv: readonly string[]): 
     else if (key === 's') args.strict = true;
     else if (key === 'p') args.progress = true;
     else if (key === 'progress') {
-      const mode = parseProgressMode(value ?? '');
-      if (mode === undefined) {
-        reportError(ctx, `Invalid progress mode: '${value ?? ''}' (use 'text' or 'json')`);
-        return 1;
-      }
+      const mode = progressModeOption(ctx, value);
+      if (mode === undefined) return 1;
       args.progressMode = mode;
     }
     else if (key === 'q') args.quiet = true;

@@ -6,8 +6,8 @@ import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { formatOptions, optionHelp, parseCreateOptions, parseQemuSize, wantsHelp } from '../create-options.js';
 import { type CopySettings, copyAll } from '../convert-copy.js';
-import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
-import { parseProgressMode, type ProgressMode } from '../format/progress.js';
+import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { type ProgressMode } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { openErrorText } from '../open-error.js';
 import { toFormatName } from './create.js';
@@ -80,11 +80,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       case 'c': args.compress = true; break;
       case 'p': args.progress = true; break;
       case 'progress': {
-        const mode = parseProgressMode(value);
-        if (mode === undefined) {
-          reportError(ctx, `Invalid progress mode: '${value}' (use 'text' or 'json')`);
-          return 1;
-        }
+        const mode = progressModeOption(ctx, value);
+        if (mode === undefined) return 1;
         args.progressMode = mode;
         break;
       }

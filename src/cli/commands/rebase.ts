@@ -10,8 +10,8 @@ import type { ImageNode } from '../../block/types.js';
 import type { BackingReference, FormatName } from '../../formats/driver.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { describeError } from '../errors-text.js';
-import { commandProgress, PROGRESS_LONG_OPTION } from '../command-progress.js';
-import { parseProgressMode, type ProgressMode, type ProgressPrinter } from '../format/progress.js';
+import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
+import { type ProgressMode, type ProgressPrinter } from '../format/progress.js';
 import { getopt } from '../getopt.js';
 import { resolveBackingPath } from '../image-path.js';
 import { openForWriting } from '../open-writable.js';
@@ -63,11 +63,8 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     else if (key === 'u') args.unsafe = true;
     else if (key === 'p') args.progress = true;
     else if (key === 'progress') {
-      const mode = parseProgressMode(value ?? '');
-      if (mode === undefined) {
-        reportError(ctx, `Invalid progress mode: '${value ?? ''}' (use 'text' or 'json')`);
-        return 1;
-      }
+      const mode = progressModeOption(ctx, value);
+      if (mode === undefined) return 1;
       args.progressMode = mode;
     }
     else if (key === 'q') args.quiet = true;
