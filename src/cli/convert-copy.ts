@@ -9,6 +9,7 @@
  * Holes of the source are never read, and a fresh target is never pre-zeroed.
  */
 import type { ImageNode } from '../block/types.js';
+import { bufferView, isZeroRange } from '../util/zeros.js';
 import { VdiskError, isVdiskError } from '../errors.js';
 import { ioFailureText } from './errors-text.js';
 import type { ProgressPrinter } from './format/progress.js';
@@ -194,31 +195,6 @@ export async function copyAll(job: CopyJob): Promise<void> {
   if (toCopy === 0) job.progress.bytes(0, 0);
 }
 
-/** Compared against with memcmp (Buffer.compare); never written. */
-const ZEROS = Buffer.alloc(64 * 1024);
-
-/** Bytes looked at one by one before a range is compared natively. */
-const PROBE = 16;
-
-function bytesOf(buf: Uint8Array): Buffer {
-  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-}
-
-/**
- * Whether `bytes[from, to)` holds only zeros. Data blocks nearly always show a
- * non-zero byte in their first few, so those are told without a native call
- * or an allocation (this ran once per 4 KiB of every copied buffer).
- */
-function isZeroRange(bytes: Buffer, from: number, to: number): boolean {
-  const probeEnd = Math.min(to, from + PROBE);
-  for (let i = from; i < probeEnd; i++) if (bytes[i] !== 0) return false;
-  for (let i = probeEnd; i < to; i += ZEROS.length) {
-    const end = Math.min(to, i + ZEROS.length);
-    if (bytes.compare(ZEROS, 0, end - i, i, end) !== 0) return false;
-  }
-  return true;
-}
-
 /**
  * Where a data run that reaches `from` (a block boundary) ends at the latest:
  * the first following block starting with a zero byte (it may be a hole), or
@@ -251,7 +227,7 @@ async function writeData(
 ): Promise<void> {
   try {
     if (opts.compress) {
-      if (isZeroRange(bytesOf(buf), 0, buf.length)) {
+      if (isZeroRange(bufferView(buf), 0, buf.length)) {
         if (!opts.targetZeroed) await target.writeZeroes(offset, buf.length, { mayUnmap: true });
         return;
       }
@@ -264,7 +240,7 @@ async function writeData(
       return;
     }
     // Walk the buffer in sparse-size steps aligned to the disk, grouping runs of data and of zeros.
-    const bytes = bytesOf(buf);
+    const bytes = bufferView(buf);
     let runStart = 0;
     let runZero: boolean | undefined;
     const flush = async (end: number): Promise<void> => {

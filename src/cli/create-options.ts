@@ -74,32 +74,31 @@ export function mergedOptions(format: string): readonly OptionDesc[] {
   return [...own, ...FILE_PROTOCOL_OPTIONS.filter((o) => !names.has(o.name))];
 }
 
+/** Splits one `-o` string at single commas; `,,` is a literal comma; empty items are dropped. */
+export function splitOptionItems(text: string): string[] {
+  const items: string[] = [];
+  let part = '';
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] ?? '';
+    if (ch !== ',') part += ch;
+    else if (text[i + 1] === ',') {
+      part += ',';
+      i++;
+    } else {
+      if (part !== '') items.push(part);
+      part = '';
+    }
+  }
+  if (part !== '') items.push(part);
+  return items;
+}
+
 /** Splits one `-o` string into key/value pairs; `,,` is a literal comma; a bare key means `key=on`. */
 export function splitOptionString(text: string): Array<[string, string]> {
-  const pairs: Array<[string, string]> = [];
-  let i = 0;
-  while (i <= text.length) {
-    let part = '';
-    while (i < text.length) {
-      const ch = text[i] ?? '';
-      if (ch === ',') {
-        if (text[i + 1] === ',') {
-          part += ',';
-          i += 2;
-          continue;
-        }
-        break;
-      }
-      part += ch;
-      i++;
-    }
-    i++;
-    if (part === '') continue;
+  return splitOptionItems(text).map((part) => {
     const eq = part.indexOf('=');
-    if (eq < 0) pairs.push([part, 'on']);
-    else pairs.push([part.slice(0, eq), part.slice(eq + 1)]);
-  }
-  return pairs;
+    return eq < 0 ? [part, 'on'] : [part.slice(0, eq), part.slice(eq + 1)];
+  });
 }
 
 /** True when an option string asks for the option list (`-o help`, `-o ?`). */

@@ -21,7 +21,8 @@ import type { Daemon } from './daemon.js';
 
 type Args = Readonly<Record<string, unknown>>;
 
-const FORMATS: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', parallels: 'ploop', ploop: 'ploop', raw: 'raw' };
+/** Formats an overlay can be: raw cannot (it has no backing), as QEMU says. */
+const FORMATS: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', parallels: 'ploop', ploop: 'ploop' };
 
 export function registerSnapshotCommands(qmp: QmpServer, daemon: Daemon): void {
   qmp.register('blockdev-snapshot-sync', {
@@ -67,7 +68,8 @@ function plan(daemon: Daemon, args: Args): SnapshotPlan {
   if (mode !== 'absolute-paths' && mode !== 'existing') throw new QmpError('GenericError', `Parameter 'mode' does not accept value '${mode}'`);
   const formatName = optStr(args, 'format') ?? 'qcow2';
   const format = FORMATS[formatName];
-  if (!format) throw new QmpError('GenericError', `Unknown driver '${formatName}'`);
+  if (formatName === 'raw') throw new QmpError('GenericError', "Backing file not supported for file format 'raw'");
+  if (!format) throw new QmpError('GenericError', `Unknown file format '${formatName}'`);
   checkSnapshottable(daemon, top, topName);
   const descriptor = stackDescriptor(daemon, top);
   if (descriptor !== undefined && format !== 'ploop') {
@@ -128,6 +130,7 @@ async function snapshotOnto(daemon: Daemon, nodeName: string, overlayName: strin
   if (daemon.parentOf(overlayName) !== undefined || daemon.exports.some((e) => e.nbd.node === overlay)) throw new QmpError('GenericError', 'The overlay is already in use');
   if (!(overlay instanceof BlockNode)) throw new QmpError('GenericError', `Node '${overlayName}' cannot be an overlay: it is not an image this process opened`);
   if (overlay.backing !== null) throw new QmpError('GenericError', 'The overlay already has a backing image');
+  if (overlay.format === 'raw') throw new QmpError('GenericError', "Backing file not supported for file format 'raw'");
   if (overlay.readOnly) throw new QmpError('GenericError', `Node '${overlayName}' is read-only`);
   if (overlay.length < top.length) throw new QmpError('GenericError', `The overlay '${overlay.filename}' is smaller than the disk it would cover`);
   const descriptor = stackDescriptor(daemon, top);

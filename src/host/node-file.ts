@@ -135,8 +135,9 @@ export class NodeHostFile implements HostFile {
       if (n === buf.length) return;
       if (n > 0) done = n;
     }
-    if ((!this.#writeNoWait || buf.length > NOWAIT_MAX) && this.#syncWrites?.allows(buf.length - done)) {
-      this.#writeSync(buf, done, offset);
+    const sync = this.#syncWrites;
+    if ((!this.#writeNoWait || buf.length > NOWAIT_MAX) && sync?.allows(buf.length - done)) {
+      this.#writeSync(sync, buf, done, offset);
       return;
     }
     try {
@@ -253,10 +254,8 @@ export class NodeHostFile implements HostFile {
     return n;
   }
 
-  /** Writes `buf` from byte `done` synchronously (see SYNC_WRITE_MAX). */
-  #writeSync(buf: Uint8Array, done: number, offset: number): void {
-    const policy = this.#syncWrites;
-    if (!policy) return;
+  /** Writes `buf` from byte `done` synchronously (see SYNC_WRITE_MAX), timed by `policy`. */
+  #writeSync(policy: SyncWritePolicy, buf: Uint8Array, done: number, offset: number): void {
     try {
       policy.timed(() => {
         let at = done;

@@ -44,6 +44,9 @@ test('blockdev-snapshot-sync switches the export to a new qcow2 overlay; the old
       assert.equal(errorOf(await d.qmp.execute('blockdev-snapshot-sync', { 'node-name': 'ov', 'snapshot-file': `${dir}/x.qcow2` })), 'New overlay node-name missing');
       assert.equal(errorOf(await d.qmp.execute('blockdev-snapshot-sync', { 'node-name': 'nope', 'snapshot-file': `${dir}/x.qcow2` })), "Cannot find device='' nor node-name='nope'");
       assert.ok(!fs.existsSync(`${dir}/x.qcow2`), 'a refused snapshot creates no file');
+      // A file that cannot be created: the error names it and the reason (QEMU says "Could not create").
+      const missing = errorOf(await d.qmp.execute('blockdev-snapshot-sync', { 'node-name': 'ov', 'snapshot-file': `${dir}/missing/x.qcow2`, 'snapshot-node-name': 'ov9' }));
+      assert.match(missing, new RegExp(`'${dir}/missing/x\\.qcow2'.*no such file or directory`, 'i'));
 
       // The backup is done: commit the overlay back into the base and go on writing.
       const from = d.mark();
@@ -66,6 +69,8 @@ test('blockdev-snapshot-sync refuses the same requests with the same words as qe
     { 'snapshot-file': `${d}/x.qcow2` },
     { 'node-name': 'disk', 'snapshot-file': `${d}/x.qcow2` },
     { 'node-name': 'disk', 'snapshot-file': `${d}/o.qcow2`, 'snapshot-node-name': 'disk' },
+    { 'node-name': 'disk', 'snapshot-file': `${d}/o.raw`, 'snapshot-node-name': 'ov0', format: 'raw' },
+    { 'node-name': 'disk', 'snapshot-file': `${d}/o.x`, 'snapshot-node-name': 'ov1', format: 'bogus' },
   ];
   const answers = async (qmp: { execute: (c: string, a?: Record<string, unknown>) => Promise<Record<string, unknown>> }, d: string): Promise<string[]> => {
     const out: string[] = [];

@@ -3,6 +3,7 @@
  * parsing with qemu-io's error texts, timing, and the no-argument command shape.
  */
 import { cvtnum, cvtnumErrorText, parsePattern } from './numbers.js';
+import { bufferView, isZeroRange } from '../../util/zeros.js';
 import type { CommandResult, IoCommand, IoSession } from './session.js';
 
 /** qemuio_command_usage: the synopsis on stdout, and a failure. */
@@ -70,7 +71,7 @@ export async function copyOnRead(s: IoSession, offset: number, count: number): P
     if (!x.allocated) {
       const buf = new Uint8Array(x.length);
       await s.node.read(pos, buf);
-      if (buf.every((b) => b === 0)) await s.node.writeZeroes(pos, x.length, { mayUnmap: false });
+      if (isZeroRange(bufferView(buf), 0, buf.length)) await s.node.writeZeroes(pos, x.length, { mayUnmap: false });
       else await s.node.write(pos, buf);
     }
     pos += x.length;

@@ -4,6 +4,7 @@
  * key wins, and a bare `key` (or `nokey`) is a deprecated short-form boolean
  * that draws a warning.
  */
+import { splitOptionItems } from '../create-options.js';
 
 export interface DriverOptions {
   /** The options in the order first given, each with its last value. */
@@ -12,31 +13,12 @@ export interface DriverOptions {
   readonly warnings: readonly string[];
 }
 
-/** Splits one -o argument at single commas; ",," stays in the text as ",". */
-function splitItems(text: string): string[] {
-  const items: string[] = [];
-  let cur = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i] ?? '';
-    if (c === ',' && text[i + 1] === ',') {
-      cur += ',';
-      i++;
-    } else if (c === ',') {
-      items.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  items.push(cur);
-  return items;
-}
-
 /** Parses every -o argument given, in order. */
 export function parseDriverOptions(args: readonly string[]): DriverOptions {
   const values = new Map<string, string>();
   const warnings: string[] = [];
   for (const arg of args) {
-    for (const item of splitItems(arg)) {
-      if (item === '') continue;
+    for (const item of splitOptionItems(arg)) {
       const eq = item.indexOf('=');
       if (eq >= 0) {
         values.set(item.slice(0, eq), item.slice(eq + 1));

@@ -219,10 +219,6 @@ export class Refcounts {
     return this.get(cluster * this.#clusterSize);
   }
 
-  async #add(cluster: number, delta: number): Promise<void> {
-    await this.#addRun(cluster, 1, delta);
-  }
-
   /** Adds `delta` to clusters [first, first+count), taking each refcount block once. */
   async #addRun(first: number, count: number, delta: number): Promise<void> {
     for (let c = first; c < first + count; ) {
@@ -340,7 +336,7 @@ export class Refcounts {
           await this.#allocBlock(bi);
           return;
         }
-        await this.#add(where, 1);
+        await this.#addRun(where, 1, 1);
         await this.cache.flushWithDependencies();
       }
       this.cache.markDirty(t);
