@@ -21,6 +21,8 @@
 #include <linux/falloc.h>
 #include <node_api.h>
 
+#include "host_ring.h"
+
 #define MAX_SAFE_INT 9007199254740991LL
 
 static const char *errno_name(int err) {
@@ -295,6 +297,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"writeNoWait", NULL, write_nowait, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  host_ring_register(env, exports);
   return exports;
 }
 

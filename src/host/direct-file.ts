@@ -8,18 +8,30 @@
  *    pool (Node cannot allocate aligned memory, so a slab's aligned start is
  *    found by probing too);
  *  - unaligned writes read-modify-write the blocks at their edges; writes
- *    whose aligned extents overlap are serialised so an edge is never lost.
+ *    whose aligned extents overlap are serialised so an edge is never lost;
+ *  - transfers go to the kernel through an io_uring where the addon has one
+ *    (host-ring.ts), else through libuv's thread pool;
+ *  - where the file system's block is larger than the sector (ext4: 4 KiB on
+ *    512-byte sectors), sector-aligned writes that leave a block partly
+ *    written hold that part in memory until a neighbouring write completes the
+ *    block (partial-blocks.ts): ext4 runs a direct write that is not
+ *    block-aligned alone, after waiting for every other one. Held data is read
+ *    back from memory and reaches the disk by the next sync at the latest.
  * Where the file system refuses O_DIRECT, `openDirect` returns a buffered file.
  */
 import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
 import type { HostFile, HostOpenOptions } from './host-file.js';
+import { HostRing } from './host-ring.js';
+import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
 import { NodeHostFile } from './node-file.js';
 
 const SLAB_BYTES = 4 * 1024 * 1024;
 /** Largest single transfer; bigger requests are split. */
 const MAX_TRANSFER = 1024 * 1024;
 const PAGE = 4096;
+/** Partial blocks held at most; past it the oldest goes to the disk (read-modify-write). */
+const MAX_HELD_BLOCKS = 64;
 
 function errnoOf(e: unknown): string | undefined {
   if (e instanceof VdiskError) return e.code;
@@ -89,6 +101,32 @@ class BouncePool {
   }
 }
 
+/** Copies bytes [from, to) of the concatenation of `parts` into `dst` at `at`. */
+function copyParts(parts: readonly Uint8Array[], from: number, to: number, dst: Uint8Array, at: number): void {
+  let pos = 0;
+  for (const p of parts) {
+    const a = Math.max(from, pos);
+    const b = Math.min(to, pos + p.length);
+    if (a < b) dst.set(p.subarray(a - pos, b - pos), at + (a - from));
+    pos += p.length;
+    if (pos >= to) return;
+  }
+}
+
+/** Views of bytes [from, to) of the concatenation of `parts`. */
+function sliceParts(parts: readonly Uint8Array[], from: number, to: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let pos = 0;
+  for (const p of parts) {
+    const a = Math.max(from, pos);
+    const b = Math.min(to, pos + p.length);
+    if (a < b) out.push(p.subarray(a - pos, b - pos));
+    pos += p.length;
+    if (pos >= to) break;
+  }
+  return out;
+}
+
 export class DirectHostFile implements HostFile {
   readonly path: string;
   readonly readOnly: boolean;
@@ -97,6 +135,13 @@ export class DirectHostFile implements HostFile {
   /** Offset and length alignment of transfers. */
   readonly #align: number;
   readonly #pool: BouncePool;
+  readonly #ring: HostRing | null;
+  /** Null: every write goes straight to the disk (directsync, or blocks no larger than sectors). */
+  readonly #partials: PartialBlocks | null;
+  /** Write-outs of evicted partial blocks nobody awaits; sync and close do. */
+  readonly #background = new Set<Promise<void>>();
+  /** A background write-out failed: the next sync reports it (the write it held had completed). */
+  #deferredError: unknown = null;
   /** Aligned extents of writes in progress: [start, end, done]. */
   readonly #writing = new Set<{ readonly start: number; readonly end: number; readonly done: Promise<void> }>();
 
@@ -106,8 +151,10 @@ export class DirectHostFile implements HostFile {
    */
   #size: number;
 
-  private constructor(inner: NodeHostFile, align: number, size: number) {
+  private constructor(inner: NodeHostFile, align: number, size: number, ring: HostRing | null, partials: PartialBlocks | null) {
     this.#inner = inner;
+    this.#ring = ring;
+    this.#partials = partials;
     this.#size = size;
     this.path = inner.path;
     this.readOnly = inner.readOnly;
@@ -135,7 +182,10 @@ export class DirectHostFile implements HostFile {
       const mem = await DirectHostFile.#probeMemory(inner.fd, probe);
       const aligned = probe.subarray(mem, mem + PAGE);
       const align = (await DirectHostFile.#tryRead(inner.fd, aligned.subarray(0, 512), 512)) ? 512 : PAGE;
-      return new DirectHostFile(inner, align, await inner.size());
+      const block = fs.fstatSync(inner.fd).blksize;
+      // Holding completed writes in memory is the volatile write cache cache=none offers; directsync promises none.
+      const hold = process.env['VDISK_NO_HOLD'] !== '1' && !options.dsync && !inner.readOnly && block > align && block % align === 0 && block / align <= 32 && block <= 64 * 1024;
+      return new DirectHostFile(inner, align, await inner.size(), HostRing.open(), hold ? new PartialBlocks(block, align) : null);
     } catch (e) {
       await inner.close();
       throw e;
@@ -164,6 +214,16 @@ export class DirectHostFile implements HostFile {
     return this.#size;
   }
 
+  /** Partly written blocks held in memory now, not yet on their way to the disk. */
+  get heldBlocks(): number {
+    return this.#partials?.openCount ?? 0;
+  }
+
+  /** The block size whose partly written blocks are held in memory, or null when none are (see the header). */
+  get partialBlockSize(): number | null {
+    return this.#partials?.blockSize ?? null;
+  }
+
   async read(buf: Uint8Array, offset: number): Promise<void> {
     for (let done = 0; done < buf.length; ) {
       const n = Math.min(MAX_TRANSFER, buf.length - done);
@@ -180,6 +240,7 @@ export class DirectHostFile implements HostFile {
       const view = bounce.subarray(0, end - start);
       const got = await this.#preadAligned(view, start);
       view.fill(0, got);
+      this.#partials?.overlay(view, start);
       buf.set(view.subarray(offset - start, offset - start + buf.length));
     } finally {
       this.#pool.give(bounce);
@@ -191,7 +252,8 @@ export class DirectHostFile implements HostFile {
     let got = 0;
     try {
       while (got < view.length) {
-        const n = await pread(this.#fd, view.subarray(got), start + got);
+        const piece = view.subarray(got);
+        const n = await (this.#ring ? this.#ring.read(this.#fd, piece, start + got) : pread(this.#fd, piece, start + got));
         if (n === 0 || n % this.#align !== 0) return got + n;
         got += n;
       }
@@ -244,7 +306,149 @@ export class DirectHostFile implements HostFile {
   }
 
   /** Writes the `length` bytes of `parts`, back to back, at `offset`. */
-  async #writePiece(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
+  #writePiece(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
+    const partials = this.#partials;
+    if (partials !== null && offset % this.#align === 0 && length % this.#align === 0) {
+      const bs = partials.blockSize;
+      if (offset % bs !== 0 || (offset + length) % bs !== 0) return this.#writeHolding(partials, parts, length, offset);
+    }
+    return this.#writeExtent(parts, length, offset);
+  }
+
+  /**
+   * A sector-aligned write that leaves blocks partly written: its partial head
+   * and tail blocks are merged into the held blocks (written out once full),
+   * its whole blocks go to the disk.
+   */
+  async #writeHolding(partials: PartialBlocks, parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
+    const bs = partials.blockSize;
+    const end = offset + length;
+    this.#size = Math.max(this.#size, end);
+    const midStart = Math.min(end, Math.ceil(offset / bs) * bs);
+    const midEnd = Math.max(midStart, Math.floor(end / bs) * bs);
+    const held: Array<readonly [number, number]> = [];
+    if (offset < midStart) held.push([offset, midStart]);
+    if (midEnd < end) held.push([midEnd, end]);
+    const full: PartialBlock[] = [];
+    for (const [a, b] of held) {
+      const start = a - (a % bs);
+      let block = partials.get(start);
+      if (block === undefined) {
+        const data = this.#pool.takePooled(bs) ?? (await this.#pool.take(bs));
+        block = partials.get(start);
+        if (block === undefined) {
+          block = { start, born: partials.stamp(), data: data.subarray(0, bs), mask: 0 };
+          partials.add(block);
+          if (partials.openCount > MAX_HELD_BLOCKS) this.#evictOldest(partials);
+        } else {
+          this.#pool.give(data);
+        }
+      }
+      copyParts(parts, a - offset, b - offset, block.data, a - start);
+      partials.hold(block, a, b);
+      if (partials.isFull(block)) {
+        partials.retire(block);
+        full.push(block);
+      }
+    }
+    const writes: Promise<void>[] = full.map((b) => this.#writeOut(partials, b));
+    if (midEnd > midStart) writes.push(this.#writeExtent(sliceParts(parts, midStart - offset, midEnd - offset), midEnd - midStart, midStart));
+    const results = await Promise.allSettled(writes);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  }
+
+  /** Writes a held block to the disk, reading the sectors it does not hold from there first. */
+  async #writeOut(partials: PartialBlocks, block: PartialBlock): Promise<void> {
+    const start = block.start;
+    const end = start + partials.blockSize;
+    let ok = false;
+    try {
+      for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
+        await overlapping;
+      }
+      let finish!: () => void;
+      const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
+      this.#writing.add(entry);
+      try {
+        // Writes that completed while this waited may have made its sectors stale: those come from the disk.
+        if (block.mask !== 0) {
+          if (!partials.isFull(block)) await this.#fillUnheld(partials, block);
+          await this.#pwriteAll(block.data, start, `write ${partials.blockSize} bytes at offset ${start} of`);
+          if (end > this.#size) await this.#inner.truncate(this.#size);
+        }
+        ok = true;
+      } finally {
+        // Not `written`: every other block of this start holds newer data than this one.
+        partials.release(block);
+        this.#writing.delete(entry);
+        finish();
+      }
+    } finally {
+      if (!ok) partials.release(block);
+      this.#pool.give(block.data);
+    }
+  }
+
+  /** Fills the sectors of `block` it does not hold with what the disk has there. */
+  async #fillUnheld(partials: PartialBlocks, block: PartialBlock): Promise<void> {
+    const bs = partials.blockSize;
+    const disk = this.#pool.takePooled(bs) ?? (await this.#pool.take(bs));
+    try {
+      const view = disk.subarray(0, bs);
+      view.fill(0, await this.#preadAligned(view, block.start));
+      const s = partials.sectorSize;
+      for (let i = 0; i * s < bs; i++) {
+        if (((block.mask >>> i) & 1) === 0) block.data.set(view.subarray(i * s, (i + 1) * s), i * s);
+      }
+    } finally {
+      this.#pool.give(disk);
+    }
+  }
+
+  #evictOldest(partials: PartialBlocks): void {
+    const oldest = partials.oldest();
+    if (oldest === undefined) return;
+    partials.retire(oldest);
+    const p: Promise<void> = this.#writeOut(partials, oldest).then(
+      () => void this.#background.delete(p),
+      (e: unknown) => {
+        this.#deferredError ??= e;
+        this.#background.delete(p);
+      },
+    );
+    this.#background.add(p);
+  }
+
+  #giveEmptied(blocks: readonly PartialBlock[]): void {
+    for (const b of blocks) this.#pool.give(b.data);
+  }
+
+  /** Writes every held block to the disk; reports a failed background write-out. */
+  async #writeOutHeld(): Promise<void> {
+    const partials = this.#partials;
+    if (partials === null) return;
+    const open = partials.openBlocks();
+    for (const b of open) partials.retire(b);
+    const results = await Promise.allSettled([...open.map((b) => this.#writeOut(partials, b)), ...this.#background]);
+    const failed = results.find((r) => r.status === 'rejected');
+    const error = this.#deferredError ?? (failed?.status === 'rejected' ? (failed.reason as unknown) : null);
+    this.#deferredError = null;
+    if (error !== null) throw error;
+  }
+
+  async #pwriteAll(view: Uint8Array, start: number, what: string): Promise<void> {
+    try {
+      for (let done = 0; done < view.length; ) {
+        const piece = view.subarray(done);
+        done += await (this.#ring ? this.#ring.write(this.#fd, piece, start + done) : pwrite(this.#fd, piece, start + done));
+      }
+    } catch (e) {
+      throw fromSystemError(e, this.path, what);
+    }
+  }
+
+  /** Writes the `length` bytes of `parts` at `offset` straight to the disk (read-modify-write of unaligned edges). */
+  async #writeExtent(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
     const start = offset - (offset % this.#align);
     const end = Math.ceil((offset + length) / this.#align) * this.#align;
     // Wait for writes overlapping the aligned extent (their edges may be ours).
@@ -254,6 +458,7 @@ export class DirectHostFile implements HostFile {
     let finish!: () => void;
     const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
     this.#writing.add(entry);
+    const issued = this.#partials?.stamp() ?? 0;
     let bounce: Uint8Array;
     try {
       bounce = this.#pool.takePooled(end - start) ?? (await this.#pool.take(end - start));
@@ -277,13 +482,11 @@ export class DirectHostFile implements HostFile {
         view.set(part, at);
         at += part.length;
       }
-      try {
-        for (let done = 0; done < view.length; ) done += await pwrite(this.#fd, view.subarray(done), start + done);
-      } catch (e) {
-        throw fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
-      }
+      await this.#pwriteAll(view, start, `write ${length} bytes at offset ${offset} of`);
       // The padding must not grow the file past what was asked.
       if (end > this.#size) await this.#inner.truncate(this.#size);
+      // What this wrote is newer than anything held for the same sectors.
+      if (this.#partials !== null) this.#giveEmptied(this.#partials.written(start, end, issued));
     } finally {
       this.#pool.give(bounce);
       this.#writing.delete(entry);
@@ -303,34 +506,53 @@ export class DirectHostFile implements HostFile {
   async #edge(block: Uint8Array, at: number): Promise<void> {
     const got = await this.#preadAligned(block, at);
     block.fill(0, got);
+    this.#partials?.overlay(block, at);
   }
 
-  sync(): Promise<void> {
-    return this.#inner.sync();
+  // Calls that read or change what the disk holds first write out the blocks held in memory.
+  async sync(): Promise<void> {
+    await this.#writeOutHeld();
+    await this.#inner.sync();
   }
   async truncate(length: number): Promise<void> {
+    await this.#writeOutHeld();
     this.#size = length;
     await this.#inner.truncate(length);
   }
-  punchHole(offset: number, length: number): Promise<boolean> {
+  async punchHole(offset: number, length: number): Promise<boolean> {
+    await this.#writeOutHeld();
     return this.#inner.punchHole(offset, length);
   }
-  zeroRange(offset: number, length: number): Promise<boolean> {
-    return this.#inner.zeroRange(offset, length);
+  // Both may extend the file (no KEEP_SIZE): the size callers see follows.
+  async zeroRange(offset: number, length: number): Promise<boolean> {
+    await this.#writeOutHeld();
+    const done = await this.#inner.zeroRange(offset, length);
+    if (done) this.#size = Math.max(this.#size, offset + length);
+    return done;
   }
-  allocate(offset: number, length: number): Promise<boolean> {
-    return this.#inner.allocate(offset, length);
+  async allocate(offset: number, length: number): Promise<boolean> {
+    const done = await this.#inner.allocate(offset, length);
+    if (done) this.#size = Math.max(this.#size, offset + length);
+    return done;
   }
-  seekData(offset: number): Promise<number | null> {
+  async seekData(offset: number): Promise<number | null> {
+    await this.#writeOutHeld();
     return this.#inner.seekData(offset);
   }
-  seekHole(offset: number): Promise<number> {
+  async seekHole(offset: number): Promise<number> {
+    await this.#writeOutHeld();
     return this.#inner.seekHole(offset);
   }
-  allocatedSize(): Promise<number> {
+  async allocatedSize(): Promise<number> {
+    await this.#writeOutHeld();
     return this.#inner.allocatedSize();
   }
-  close(): Promise<void> {
-    return this.#inner.close();
+  async close(): Promise<void> {
+    try {
+      if (!this.readOnly) await this.#writeOutHeld();
+    } finally {
+      await this.#ring?.close();
+      await this.#inner.close();
+    }
   }
 }

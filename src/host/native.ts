@@ -42,7 +42,20 @@ export interface NativeHost {
    */
   readonly readNoWait?: (fd: number, buf: Uint8Array, offset: number) => number;
   readonly writeNoWait?: (fd: number, buf: Uint8Array, offset: number) => number;
+  /**
+   * An io_uring (native/host_ring.c): null where the kernel has none. The addon
+   * writes (tag, result) pairs into `results` and then calls `onComplete(count)`;
+   * a result is bytes transferred or a negated errno.
+   */
+  readonly ringOpen?: (entries: number, results: Int32Array, onComplete: (count: number) => void) => object | null;
+  /** op 0 read, 1 write, 2 fdatasync (buf null); throws EAGAIN when the ring is full. */
+  readonly ringSubmit?: (ring: object, op: number, fd: number, buf: Uint8Array | null, offset: number, tag: number) => void;
+  /** Releases the ring; throws EBUSY while requests are in flight. */
+  readonly ringClose?: (ring: object) => void;
 }
+
+/** The ring's three calls, present together. */
+export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringClose'>>;
 
 // Where the built addon lives relative to this module: from dist/src/host/ (the
 // compiled tree) and from src/host/ (should sources ever be run directly).

@@ -15,7 +15,7 @@ import { checkImage } from './check.js';
 import { encodeExtension, parseExtension, planForWriter } from './extension.js';
 import { decodeHeader, HEADER_SIZE, INUSE_MAGIC, SECTOR } from './header.js';
 import { batEntryOffset, layoutOf, type PloopLayout } from './layout.js';
-import { FileGrowth } from './file-growth.js';
+import { FileGrowth } from '../file-growth.js';
 import { setHeader, type PloopState } from './state.js';
 
 /** An image as read from disk: its state, and the BAT entries found bad. */

@@ -5,7 +5,7 @@
  */
 import type { HostFile } from '../../host/host-file.js';
 import type { BatTable } from './bat-table.js';
-import type { FileGrowth } from './file-growth.js';
+import type { FileGrowth } from '../file-growth.js';
 import { encodeHeader, type PloopHeader } from './header.js';
 import type { PloopLayout } from './layout.js';
 

@@ -140,7 +140,8 @@ export class ClusterAllocation {
   #progress(): void {
     if (this.pending > 0 || this.tail === 'issued' || this.#linking) return;
     if (this.tail === 'deferred') {
-      if (this.failure !== null || this.#table.activeWrites === 0) this.finalize();
+      if (this.failure !== null) this.finalize();
+      else if (this.#table.activeWrites === 0) this.#table.finalizeWhenIdle();
       return;
     }
     this.#linking = true;
@@ -160,6 +161,41 @@ export class ClusterAllocation {
   }
 }
 
+/**
+ * A write request's place in the order requests reach planning. Requests plan
+ * in the order they entered: a sequential stream's requests must find the
+ * record of the one before them to cancel its tail COW, and one that overtook
+ * its predecessor (by taking a cached L2 table at once while the predecessor
+ * still queued for it) made the predecessor wait for the tail COW instead.
+ */
+export class PlanTicket {
+  readonly #onPlanned: () => void;
+  #planned = false;
+  #promise: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+
+  constructor(onPlanned: () => void) {
+    this.#onPlanned = onPlanned;
+  }
+
+  get planned(): boolean {
+    return this.#planned;
+  }
+
+  whenPlanned(): Promise<void> {
+    if (this.#planned) return Promise.resolve();
+    this.#promise ??= new Promise<void>((r) => (this.#resolve = r));
+    return this.#promise;
+  }
+
+  markPlanned(): void {
+    if (this.#planned) return;
+    this.#planned = true;
+    this.#onPlanned();
+    this.#resolve?.();
+  }
+}
+
 /** The records of one image. */
 export class InflightTable {
   readonly stats: InflightStats = { allocations: 0, cowCancellations: 0, cowWaits: 0, allocationWaits: 0, tailWrites: 0 };
@@ -176,6 +212,9 @@ export class InflightTable {
   readonly #intents = new Set<{ readonly offset: number; readonly end: number }>();
   #error: unknown = null;
   #zeros: Uint8Array | null = null;
+  #idleCheck: ReturnType<typeof setImmediate> | null = null;
+  /** Per L2 table (L1 index): the ticket of the last request that entered. */
+  readonly #lastTickets = new Map<number, PlanTicket>();
 
   /** A zero buffer for COW of zero ranges; callers only write it to the host. */
   zeroBuffer(length: number): Uint8Array {
@@ -228,8 +267,38 @@ export class InflightTable {
       done = true;
       this.#intents.delete(intent);
       this.activeWrites--;
-      if (this.activeWrites === 0) for (const r of [...this.#deferred]) if (r.pending === 0) r.finalize();
+      if (this.activeWrites === 0) this.finalizeWhenIdle();
     };
+  }
+
+  /**
+   * Writes the deferred tails nobody is writing next to, if no write has
+   * entered by the time the event loop comes round. Not at once: completions
+   * arrive in batches (an io_uring reaps many at a time), so every request of a
+   * sequential stream can finish before the first of the next ones enters; the
+   * guest's next request, which would have cancelled the tail, then had to wait
+   * for it.
+   */
+  finalizeWhenIdle(): void {
+    if (this.#idleCheck !== null) return;
+    this.#idleCheck = setImmediate(() => {
+      this.#idleCheck = null;
+      if (this.activeWrites === 0) for (const r of [...this.#deferred]) if (r.pending === 0) r.finalize();
+    });
+  }
+
+  /**
+   * A new request's ticket for the L2 table `l1Index`, and the ticket to wait
+   * for first (null: plan at once). Per table, so a request stalled on one
+   * table's I/O holds up no other table.
+   */
+  enterPlan(l1Index: number): { readonly ticket: PlanTicket; readonly after: PlanTicket | null } {
+    const prev = this.#lastTickets.get(l1Index);
+    const ticket = new PlanTicket(() => {
+      if (this.#lastTickets.get(l1Index) === ticket) this.#lastTickets.delete(l1Index);
+    });
+    this.#lastTickets.set(l1Index, ticket);
+    return { ticket, after: prev !== undefined && !prev.planned ? prev : null };
   }
 
   /** Another write already entered starts in [from, to). */

@@ -45,6 +45,7 @@ import {
 import { l2OffsetAt, type Qcow2Image } from './image.js';
 import { InflightTable, type InflightStats } from './inflight.js';
 import { cachePolicy, withoutSync, type CachePolicy } from '../cache-mode.js';
+import { FileGrowth } from '../file-growth.js';
 import { writeL1Entry } from './l2-entry.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';
@@ -57,6 +58,12 @@ import { discardGuest, writeCompressedCluster, zeroGuest } from './zero-discard.
 
 const DEFAULT_L2_CACHE_BYTES = 8 * 1024 * 1024;
 const DEFAULT_REFCOUNT_CACHE_BYTES = 2 * 1024 * 1024;
+/**
+ * Space reserved past the last cluster with cache=none/directsync (see file-growth.ts):
+ * one file extension, and so one wait for all direct I/O in flight, per 32 MiB of new
+ * clusters instead of one per allocating write. Trimmed at close.
+ */
+const DIRECT_PREALLOC_BYTES = 32 * 1024 * 1024;
 const HEADER_SIZE_FIELD = 24;
 const HEADER_L1_FIELDS = 36;
 const HEADER_INCOMPAT = 72;
@@ -86,6 +93,8 @@ export class Qcow2Driver implements BlockDriver {
   /** Header changes owed before the first write (autoclear bits). */
   #headerPrepared = false;
   #closed = false;
+  /** The image file's size at open: close never trims below it. */
+  readonly #sizeAtOpen: number;
   #corrupt = false;
   /** Set after check() repaired the file: the caches no longer describe it; reopen to use it. */
   #stale = false;
@@ -98,7 +107,12 @@ export class Qcow2Driver implements BlockDriver {
   readonly snapshots: Qcow2SnapshotOps;
   readonly bitmaps: Qcow2BitmapOps;
 
-  private constructor(img: Qcow2Image, parsed: ParsedHeaderCluster, opts: { readOnly: boolean; checker: Qcow2Checker | undefined; policy?: CachePolicy }) {
+  private constructor(
+    img: Qcow2Image,
+    parsed: ParsedHeaderCluster,
+    opts: { readOnly: boolean; checker: Qcow2Checker | undefined; policy?: CachePolicy; sizeAtOpen?: number },
+  ) {
+    this.#sizeAtOpen = opts.sizeAtOpen ?? 0;
     this.#img = img;
     this.#flushEachWrite = opts.policy?.flushEachWrite ?? false;
     this.#parsed = parsed;
@@ -185,6 +199,7 @@ export class Qcow2Driver implements BlockDriver {
         tableOffset: h.refcountTableOffset,
         tableClusters: h.refcountTableClusters,
         cacheCapacity: Math.max(4, Math.floor((options.refcountCacheSize ?? DEFAULT_REFCOUNT_CACHE_BYTES) / clusterSize)),
+        growth: policy.direct && !options.readOnly ? new FileGrowth(host, fileSize, clusterSize, DIRECT_PREALLOC_BYTES) : null,
       });
       const img: Qcow2Image = {
         file,
@@ -208,7 +223,7 @@ export class Qcow2Driver implements BlockDriver {
         slotLocks: new Map(),
         inflight: new InflightTable(),
       };
-      return new Qcow2Driver(img, parsed, { readOnly: options.readOnly, checker: options.checker, policy });
+      return new Qcow2Driver(img, parsed, { readOnly: options.readOnly, checker: options.checker, policy, sizeAtOpen: fileSize });
     } catch (e) {
       if (dataHost !== host) await dataHost.close();
       await host.close();
@@ -453,10 +468,18 @@ export class Qcow2Driver implements BlockDriver {
     this.#closed = true;
     try {
       await this.flush();
+      await this.#trimReserved();
     } finally {
       if (this.#img.dataHost !== this.#img.host) await this.#img.dataHost.close();
       await this.#img.host.close();
     }
+  }
+
+  /** Drops the space reserved past the last cluster in use (cache=none growth), so the file ends where QEMU's would. */
+  async #trimReserved(): Promise<void> {
+    if (!this.#img.refcounts.reservesSpace || this.#stale) return;
+    const end = Math.max(this.#sizeAtOpen, await this.#img.refcounts.usedEnd());
+    if ((await this.#img.host.size()) > end) await this.#img.host.truncate(end);
   }
 
   /**

@@ -19,6 +19,7 @@ import { AsyncLock } from '../../util/async-lock.js';
 import { hex } from '../../util/int64.js';
 import { getRefcount, setRefcount } from './refcount-block.js';
 import { TableCache } from './table-cache.js';
+import type { FileGrowth } from '../file-growth.js';
 
 export interface RefcountsOptions {
   readonly host: HostFile;
@@ -29,6 +30,8 @@ export interface RefcountsOptions {
   readonly tableClusters: number;
   /** Blocks kept in the cache. */
   readonly cacheCapacity: number;
+  /** Reserves file space ahead of new clusters (cache=none); null: clusters extend the file as they are written. */
+  readonly growth?: FileGrowth | null;
 }
 
 const HEADER_REFCOUNT_TABLE_OFFSET = 48;
@@ -58,6 +61,7 @@ export class Refcounts {
   #epoch = 0;
   /** Where the next compressed blob may go (QEMU free_byte_offset); 0 = none. */
   #freeByteOffset = 0;
+  readonly #growth: FileGrowth | null;
 
   private constructor(options: RefcountsOptions, table: number[]) {
     this.#host = options.host;
@@ -69,6 +73,7 @@ export class Refcounts {
     this.#tableOffset = options.tableOffset;
     this.#tableClusters = options.tableClusters;
     this.#table = table;
+    this.#growth = options.growth ?? null;
     this.cache = new TableCache({ host: options.host, tableSize: this.#clusterSize, capacity: options.cacheCapacity });
   }
 
@@ -126,6 +131,28 @@ export class Refcounts {
     } finally {
       this.cache.release(t);
     }
+  }
+
+  /** Whether clusters land in space reserved ahead of them (the file may extend past the last one in use). */
+  get reservesSpace(): boolean {
+    return this.#growth?.reserved ?? false;
+  }
+
+  /** The end of the last cluster whose refcount is not zero (0 for none): where the image's content ends. */
+  async usedEnd(): Promise<number> {
+    for (let bi = this.#table.length - 1; bi >= 0; bi--) {
+      const blockOffset = this.#table[bi] ?? 0;
+      if (blockOffset === 0) continue;
+      const t = await this.cache.acquire(blockOffset);
+      try {
+        for (let i = this.#blockEntries - 1; i >= 0; i--) {
+          if (getRefcount(t.data, i, this.#order) !== 0) return (bi * this.#blockEntries + i + 1) * this.#clusterSize;
+        }
+      } finally {
+        this.cache.release(t);
+      }
+    }
+    return 0;
   }
 
   /** Allocates `count` contiguous clusters (refcount 1), lowest free first; returns the host offset. */
@@ -221,6 +248,8 @@ export class Refcounts {
 
   /** Adds `delta` to clusters [first, first+count), taking each refcount block once. */
   async #addRun(first: number, count: number, delta: number): Promise<void> {
+    // Every cluster put in use passes here: reserve the file space it will be written to.
+    if (delta > 0 && this.#growth !== null) await this.#growth.ensure((first + count) * this.#clusterSize);
     for (let c = first; c < first + count; ) {
       const bi = Math.floor(c / this.#blockEntries);
       const blockOffset = this.#table[bi] ?? 0;
@@ -362,7 +391,9 @@ export class Refcounts {
    */
   async #growTable(needBlock: number): Promise<void> {
     const oldEntries = this.#table.length;
-    const fileClusters = Math.ceil((await this.#host.size()) / this.#clusterSize);
+    // The new area goes after the clusters in use, not after space merely reserved for them.
+    const fileEnd = this.#growth !== null ? this.#growth.usedEnd : await this.#host.size();
+    const fileClusters = Math.ceil(fileEnd / this.#clusterSize);
     const start = Math.max(oldEntries * this.#blockEntries, fileClusters);
     let blocks = 0;
     let tableClusters = 0;
@@ -387,6 +418,7 @@ export class Refcounts {
     const newTable = this.#table.slice();
     while (newTable.length < entries) newTable.push(0);
     const areaEnd = start + blocks + tableClusters;
+    if (this.#growth !== null) await this.#growth.ensure(areaEnd * this.#clusterSize);
     // Write the new blocks, each counting the area clusters it covers.
     for (let k = 0; k < blocks; k++) {
       const bi = firstNewBlock + k;

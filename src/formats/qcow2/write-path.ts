@@ -20,7 +20,7 @@ import { VdiskError } from '../../errors.js';
 import { writeL1Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
 import { copiedOf, headStart, hostOf, isPlainOverwrite, newMapping, readOld, tailEnd, type CowSource } from './cow.js';
 import { l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
-import { ClusterAllocation, type AllocationHooks } from './inflight.js';
+import { ClusterAllocation, type AllocationHooks, type PlanTicket } from './inflight.js';
 import type { CachedTable } from './table-cache.js';
 
 /** The L2 table for `l1Index`, allocated or copied (if shared) so it can be changed. Lock 1 when it must change. */
@@ -89,6 +89,10 @@ interface ChunkRequest {
   readonly offset: number;
   readonly data: Uint8Array;
   readonly sequential: boolean;
+  /** Marked once this request has planned in its L2 table, so the next one there may. */
+  readonly ticket: PlanTicket;
+  /** The ticket of the request before it in the same table, while that one has not planned. */
+  readonly after: PlanTicket | null;
 }
 
 /**
@@ -103,22 +107,29 @@ export async function writeGuest(img: Qcow2Image, offset: number, data: Uint8Arr
   const span = img.clusterSize * img.l2Entries;
   if (Math.floor(offset / span) === Math.floor((offset + data.length - 1) / span)) {
     // One L2 table (the common case): no fan-out.
+    const l1Index = Math.floor(offset / span);
+    const turn = inflight.enterPlan(l1Index);
     try {
-      await writeChunk(img, { l1Index: Math.floor(offset / span), offset, data, sequential });
+      await writeChunk(img, { l1Index, offset, data, sequential, ...turn });
     } finally {
+      turn.ticket.markPlanned();
       leave();
     }
     return;
   }
   let results: PromiseSettledResult<void>[];
+  const turns: PlanTicket[] = [];
   try {
     const jobs: Promise<void>[] = [];
     for (const c of l2Chunks(img, offset, data.length)) {
       const part = data.subarray(c.offset - offset, c.offset - offset + c.length);
-      jobs.push(writeChunk(img, { l1Index: c.l1Index, offset: c.offset, data: part, sequential }));
+      const turn = inflight.enterPlan(c.l1Index);
+      turns.push(turn.ticket);
+      jobs.push(writeChunk(img, { l1Index: c.l1Index, offset: c.offset, data: part, sequential, ...turn }));
     }
     results = await Promise.allSettled(jobs);
   } finally {
+    for (const t of turns) t.markPlanned();
     leave();
   }
   // The L2 updates follow on their own; their errors are reported by the next flush.
@@ -126,6 +137,7 @@ export async function writeGuest(img: Qcow2Image, offset: number, data: Uint8Arr
 }
 
 async function writeChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
+  if (req.after !== null) await req.after.whenPlanned();
   for (;;) {
     const table = acquireCopiedL2Now(img, req.l1Index) ?? (await acquireL2ForWrite(img, req.l1Index));
     let planned: ClusterPlan[] | Promise<void>;
@@ -133,6 +145,8 @@ async function writeChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
       planned = planChunk(img, table, req);
     } finally {
       img.l2Cache.release(table);
+      // The next request may plan now (even if this one waits for a record first).
+      req.ticket.markPlanned();
     }
     if (planned instanceof Promise) {
       await planned;
@@ -185,7 +199,9 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   const dataFile = img.geometry.externalDataFile;
   const hooks: AllocationHooks = { writeTail: (rec) => writeTail(img, rec), link: (rec) => linkRecord(img, rec) };
   for (const s of spans(img, req.offset, req.data.length)) {
-    const deferTail = s.b < img.clusterSize && (inflight.expectsWriteIn(s.guestCluster + s.b, s.guestCluster + img.clusterSize) || (req.sequential && inflight.activeWrites > 1));
+    // A sequential stream's next request usually starts where this one ends: keep the tail
+    // for it to cancel. If none comes, the tail is written once the writes go idle.
+    const deferTail = s.b < img.clusterSize && (req.sequential || inflight.expectsWriteIn(s.guestCluster + s.b, s.guestCluster + img.clusterSize));
     const joined = inflight.get(s.cluster);
     if (joined) {
       const src: CowSource = { old: joined.old, guestCluster: s.guestCluster, inPlace: joined.inPlace };

@@ -21,7 +21,12 @@ function rand(seed: number): () => number {
   };
 }
 
-test('unaligned concurrent writes and reads through O_DIRECT match a model, and the file size is exact', async () => {
+for (const transport of ['io_uring', 'thread pool'] as const) {
+  test(`unaligned concurrent writes and reads through O_DIRECT match a model, and the file size is exact (${transport})`, () =>
+    modelRun(transport === 'thread pool'));
+}
+
+async function modelRun(withoutRing: boolean): Promise<void> {
   const dir = tmp();
   try {
     const file = path.join(dir, 'f.bin');
@@ -29,7 +34,9 @@ test('unaligned concurrent writes and reads through O_DIRECT match a model, and 
     const model = new Uint8Array(300_000);
     model.fill(7, 0, 100_000);
     let size = 100_000;
-    const h = await DirectHostFile.openDirect(file, { direct: true });
+    // The ring is chosen at open; VDISK_NO_RING=1 makes this file use the thread pool.
+    if (withoutRing) process.env['VDISK_NO_RING'] = '1';
+    const h = await DirectHostFile.openDirect(file, { direct: true }).finally(() => delete process.env['VDISK_NO_RING']);
     const r = rand(5);
     try {
       for (let round = 0; round < 20; round++) {
@@ -60,7 +67,7 @@ test('unaligned concurrent writes and reads through O_DIRECT match a model, and 
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-});
+}
 
 test('a qcow2 image written with cache=none checks clean and reads back in qemu-img', async () => {
   const dir = tmp();

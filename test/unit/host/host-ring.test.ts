@@ -1,0 +1,99 @@
+/** The addon's io_uring: requests complete with the kernel's results, in any number, and the ring never holds the process. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { HostRing } from '../../../src/host/host-ring.js';
+import { withDir } from '../../support/temp-dir.js';
+
+const PAGE = 4096;
+const noRing = HostRing.open() === null ? 'no io_uring on this host (or the addon is not built)' : false;
+
+/** Page-aligned memory, as O_DIRECT wants (a WebAssembly memory starts on a page). */
+function alignedBytes(pages: number): Uint8Array {
+  const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } } }).WebAssembly;
+  const n = Math.ceil((pages * PAGE) / 65536);
+  return new Uint8Array(new wasm.Memory({ initial: n, maximum: n }).buffer, 0, pages * PAGE);
+}
+
+function openDirect(file: string): number {
+  return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+}
+
+function mustOpen(): HostRing {
+  const ring = HostRing.open();
+  assert.ok(ring);
+  return ring;
+}
+
+test('O_DIRECT writes, reads and fdatasync through the ring return what the kernel did', { skip: noRing }, withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  fs.writeFileSync(file, Buffer.alloc(16 * PAGE, 0x11));
+  const fd = openDirect(file);
+  const ring = mustOpen();
+  try {
+    const mem = alignedBytes(4);
+    mem.fill(0x5a, 0, PAGE);
+    assert.equal(await ring.write(fd, mem.subarray(0, PAGE), 3 * PAGE), PAGE);
+    await ring.datasync(fd);
+    assert.equal(await ring.read(fd, mem.subarray(PAGE, 3 * PAGE), 2 * PAGE), 2 * PAGE);
+    assert.ok(mem.subarray(PAGE, 2 * PAGE).every((b) => b === 0x11));
+    assert.ok(mem.subarray(2 * PAGE, 3 * PAGE).every((b) => b === 0x5a));
+    // A read that runs past the end of the file is short, as pread is.
+    assert.equal(await ring.read(fd, mem.subarray(0, 2 * PAGE), 15 * PAGE), PAGE);
+  } finally {
+    await ring.close();
+    fs.closeSync(fd);
+  }
+  const back = fs.readFileSync(file);
+  assert.ok(back.subarray(3 * PAGE, 4 * PAGE).every((b) => b === 0x5a));
+}));
+
+test('a failed request rejects with the errno name as its code', { skip: noRing }, withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  fs.writeFileSync(file, Buffer.alloc(4 * PAGE));
+  const fd = openDirect(file);
+  const ring = mustOpen();
+  try {
+    const mem = alignedBytes(2);
+    // O_DIRECT refuses a buffer that is not block aligned.
+    await assert.rejects(ring.read(fd, mem.subarray(1, PAGE + 1), 0), { code: 'EINVAL' });
+    // A descriptor far above any this process has open.
+    await assert.rejects(ring.read(999_999, mem.subarray(0, PAGE), 0), { code: 'EBADF' });
+    // The ring still works after failures.
+    assert.equal(await ring.read(fd, mem.subarray(0, PAGE), 0), PAGE);
+  } finally {
+    await ring.close();
+    fs.closeSync(fd);
+  }
+}));
+
+test('more requests than the ring holds all complete with the right bytes, and close waits for them', { skip: noRing }, withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  const blocks = 300;
+  const content = Buffer.alloc(blocks * PAGE);
+  for (let b = 0; b < blocks; b++) content.fill(b & 0xff, b * PAGE, (b + 1) * PAGE);
+  fs.writeFileSync(file, content);
+  const fd = openDirect(file);
+  const ring = mustOpen();
+  const mem = alignedBytes(blocks);
+  const reads: Promise<number>[] = [];
+  for (let b = blocks - 1; b >= 0; b--) reads.push(ring.read(fd, mem.subarray(b * PAGE, (b + 1) * PAGE), b * PAGE));
+  const closed = ring.close();
+  await assert.rejects(ring.read(fd, mem.subarray(0, PAGE), 0), { code: 'EBADF' });
+  assert.deepEqual(await Promise.all(reads), new Array<number>(blocks).fill(PAGE));
+  await closed;
+  fs.closeSync(fd);
+  assert.ok(Buffer.from(mem).equals(content));
+}));
+
+test('an idle ring does not keep the process alive', { skip: noRing }, () => {
+  const ringModule = fileURLToPath(new URL('../../../src/host/host-ring.js', import.meta.url));
+  const script = `import(${JSON.stringify(ringModule)}).then((m) => { globalThis.r = m.HostRing.open(); console.log(globalThis.r ? 'open' : 'none'); });`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(r.error, undefined, 'the child process exited on its own');
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout.trim(), 'open');
+});
