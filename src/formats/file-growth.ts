@@ -61,6 +61,11 @@ export class FileGrowth {
     return this.#used;
   }
 
+  /** Whether appended clusters land in reserved space (false once the host refused to reserve). */
+  get reserving(): boolean {
+    return this.#enabled;
+  }
+
   /** Whether space past `usedEnd` may have been reserved (and should be trimmed at close). */
   get reserved(): boolean {
     return this.#end > this.#used;

@@ -77,12 +77,17 @@ export function tailEnd(img: Qcow2Image, src: CowSource, b: number): number {
   return end;
 }
 
+/** Every byte of the old cluster reads as zero (so COW from it copies zeros). */
+export function cowReadsZero(img: Qcow2Image, old: L2Mapping): boolean {
+  return img.backing === null && (old.kind === 'unallocated' || old.kind === 'zero-plain' || old.kind === 'zero-alloc');
+}
+
 /** Intra-cluster [x, y) of the cluster as the guest reads it now (before the write). */
 export async function readOld(img: Qcow2Image, src: CowSource, range: { x: number; y: number }): Promise<Uint8Array> {
   const m = src.old;
   const length = range.y - range.x;
   if (length <= 0) return new Uint8Array(0);
-  if (img.backing === null && (m.kind === 'unallocated' || m.kind === 'zero-plain' || m.kind === 'zero-alloc')) return zeros(img, length);
+  if (cowReadsZero(img, m)) return zeros(img, length);
   const out = new Uint8Array(length);
   if (m.kind === 'compressed') {
     const cluster = await readCompressed(img, m);

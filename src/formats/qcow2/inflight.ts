@@ -62,6 +62,12 @@ export class ClusterAllocation {
   /** Host offset of the cluster; valid once `hostReady` resolved. */
   host = -1;
   hostReady: Promise<void> = Promise.resolve();
+  /**
+   * The new host cluster already reads as zeros and so does the old cluster:
+   * COW would only write zeros over zeros, and is skipped (as QEMU's
+   * handle_alloc_space zeroes such a cluster instead of writing its COW).
+   */
+  cowIsNoop = false;
   /** Intra-cluster start of the first participant's data. */
   readonly dataStart: number;
   /** Intra-cluster end of the last participant's data: the tail COW starts here. */

@@ -157,9 +157,21 @@ export class Refcounts {
 
   /** Allocates `count` contiguous clusters (refcount 1), lowest free first; returns the host offset. */
   async allocClusters(count: number): Promise<number> {
+    return (await this.allocRun(count)).offset;
+  }
+
+  /**
+   * As `allocClusters`, and says whether the run is fresh: past every cluster
+   * the file has held since it was opened, so it reads as zeros (reserved or
+   * past the end). Known only where file space is reserved ahead (cache=none);
+   * false elsewhere.
+   */
+  async allocRun(count: number): Promise<{ readonly offset: number; readonly fresh: boolean }> {
     return this.allocLock.run(async () => {
       for (;;) {
         const start = await this.#findFreeRun(count, this.#freeHint);
+        // Only while reserving: then the file reaches past the run, and close trims to a whole cluster.
+        const fresh = this.#growth !== null && this.#growth.reserving && start * this.#clusterSize >= this.#growth.usedEnd;
         if (!(await this.#ensureBlocks(start, count))) continue;
         await this.#addRun(start, count, 1);
         // Like QEMU's free_cluster_index, the hint moves past the run even when
@@ -167,7 +179,7 @@ export class Refcounts {
         // (Leaving it at such a gap made every search rescan all clusters
         // allocated since: quadratic in a large convert.)
         this.#freeHint = start + count;
-        return start * this.#clusterSize;
+        return { offset: start * this.#clusterSize, fresh };
       }
     });
   }

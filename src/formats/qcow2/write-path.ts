@@ -18,7 +18,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import { writeL1Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
-import { copiedOf, headStart, hostOf, isPlainOverwrite, newMapping, readOld, tailEnd, type CowSource } from './cow.js';
+import { copiedOf, cowReadsZero, headStart, hostOf, isPlainOverwrite, newMapping, readOld, tailEnd, type CowSource } from './cow.js';
 import { l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
 import { ClusterAllocation, type AllocationHooks, type PlanTicket } from './inflight.js';
 import type { CachedTable } from './table-cache.js';
@@ -244,10 +244,11 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   }
   if (fresh.length > 0) {
     // One contiguous run for the chunk's new clusters, so their writes merge.
-    const alloc = img.refcounts.allocClusters(fresh.length);
+    const alloc = img.refcounts.allocRun(fresh.length);
     fresh.forEach((rec, k) => {
-      rec.hostReady = alloc.then((base) => {
-        rec.host = base + k * img.clusterSize;
+      rec.hostReady = alloc.then((run) => {
+        rec.host = run.offset + k * img.clusterSize;
+        rec.cowIsNoop = run.fresh && cowReadsZero(img, rec.old);
       });
       rec.hostReady.catch(() => undefined);
     });
@@ -273,10 +274,11 @@ async function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkReq
       } else {
         if (p.rec.host < 0) await p.rec.hostReady;
         host = p.rec.host;
-        start = p.cowFrom;
-        if (p.cowFrom < p.a) bufs.push(await readOld(img, p.src, { x: p.cowFrom, y: p.a }));
+        const cow = !p.rec.cowIsNoop;
+        start = cow ? p.cowFrom : p.a;
+        if (cow && p.cowFrom < p.a) bufs.push(await readOld(img, p.src, { x: p.cowFrom, y: p.a }));
         bufs.push(data);
-        if (p.withTail) {
+        if (cow && p.withTail) {
           const end = tailEnd(img, p.src, p.b);
           if (end > p.b) bufs.push(await readOld(img, p.src, { x: p.b, y: end }));
         }
@@ -333,6 +335,7 @@ function settlePlan(p: ClusterPlan, error: unknown): void {
 /** Writes a record's deferred tail COW (nobody joined to overwrite it). */
 async function writeTail(img: Qcow2Image, rec: ClusterAllocation): Promise<void> {
   await rec.hostReady;
+  if (rec.cowIsNoop) return;
   const src: CowSource = { old: rec.old, guestCluster: rec.cluster * img.clusterSize, inPlace: rec.inPlace };
   const end = tailEnd(img, src, rec.tailStart);
   if (end <= rec.tailStart) return;
