@@ -82,8 +82,19 @@ function commitOnce(which) {
 
 /** A minimal QMP client: line-delimited JSON, replies matched by id, every message kept. */
 async function qmpConnect(sock) {
-  const socket = net.createConnection(sock);
-  await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  // The socket file appears when the server binds it, a moment before it listens: retry a refused connect.
+  let socket;
+  for (let tries = 0; ; tries++) {
+    socket = net.createConnection(sock);
+    try {
+      await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      break;
+    } catch (e) {
+      socket.destroy();
+      if (e.code !== 'ECONNREFUSED' || tries >= 100) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
   const messages = [];
   let waiters = [];
   let buf = '';

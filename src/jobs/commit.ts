@@ -21,7 +21,7 @@ import type { BlockNode } from '../block/node.js';
 import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
-import { COPY_CHUNK, CopyPool, copyAllDirty, copyNextDirty, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyPool, copyAllDirty, copyRange, statusOf, trackWrites, WriteBehind, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 /** Switches every user of `from` over to `to` (the daemon's NodeGraph.replace). */
@@ -45,8 +45,11 @@ export interface CommitOptions extends BlockJobOptions {
   readonly granularity?: number;
 }
 
-/** Copy steps in flight during the first pass. */
+/** Copy steps in flight, in the first pass and when copying dirty ranges. */
 const IN_FLIGHT = 4;
+
+/** Bytes copied between two background flushes of the base (see WriteBehind). */
+const WRITE_BEHIND = 64 * 1024 * 1024;
 
 /** How long a ready job sleeps when nothing is dirty before looking again (ms). */
 const READY_POLL_MS = 20;
@@ -75,7 +78,6 @@ export class CommitJob extends BlockCopyJob {
   #bitmap: DirtyBitmap | null = null;
   #detach: (() => void) | null = null;
   #baseWasReadOnly = false;
-  #cursor = 0;
 
   constructor(options: CommitOptions) {
     super(options);
@@ -114,12 +116,13 @@ export class CommitJob extends BlockCopyJob {
       await base.flush();
       return;
     }
-    await this.#drainDirty();
+    await this.#copyDirty(() => false);
     await base.flush();
     this.markReady();
-    while (!this.completeRequested && !this.cancelRequested) {
+    const stop = (): boolean => this.completeRequested || this.cancelRequested;
+    while (!stop()) {
       await this.pausePoint();
-      if (!(await this.#copyDirtyStep())) await this.idle(READY_POLL_MS);
+      if (!(await this.#copyDirty(stop))) await this.idle(READY_POLL_MS);
     }
     await this.pausePoint();
   }
@@ -132,6 +135,7 @@ export class CommitJob extends BlockCopyJob {
   async #firstPass(): Promise<void> {
     const { top, base } = this;
     const pool = new CopyPool(IN_FLIGHT, this.#chunk);
+    const behind = new WriteBehind(base, WRITE_BEHIND);
     try {
       for (let pos = 0; pos < top.length; ) {
         await this.pausePoint();
@@ -151,6 +155,10 @@ export class CommitJob extends BlockCopyJob {
                 if (!ok) this.#bitmap?.set(at, n);
               });
               await this.throttle(n);
+              if (behind.due(n)) {
+                await pool.drain();
+                behind.start();
+              }
             }
             off += n;
           }
@@ -159,34 +167,16 @@ export class CommitJob extends BlockCopyJob {
       }
     } finally {
       await pool.drain();
+      await behind.settle();
     }
   }
 
-  async #drainDirty(): Promise<void> {
-    while (this.#bitmap && this.#bitmap.count > 0) {
-      await this.pausePoint();
-      await this.#copyDirtyStep();
-    }
-  }
-
-  /** One dirty chunk from top to base; false when nothing was dirty. */
-  async #copyDirtyStep(): Promise<boolean> {
+  /** Active commit: copies what the guest dirtied, several chunks at once (BlockCopyJob.copyDirty). */
+  async #copyDirty(stop: () => boolean): Promise<boolean> {
     const bitmap = this.#bitmap;
-    if (!bitmap || bitmap.count === 0) return false;
-    let copied = 0;
-    await this.guarded(async () => {
-      const range = await copyNextDirty(bitmap, { read: (o, b) => this.top.read(o, b), target: this.base }, { from: this.#cursor, chunk: this.#chunk });
-      if (range) {
-        this.#cursor = range.offset + range.length;
-        copied = range.length;
-      }
-    });
-    if (copied > 0) {
-      // Dirty data is work found on the way: QEMU grows len as it grows.
-      this.addTotal(copied);
-      await this.throttle(copied);
-    }
-    return true;
+    if (!bitmap) return false;
+    const top = this.top;
+    return this.copyDirty({ bitmap, read: (o, b) => top.read(o, b), target: this.base, chunk: this.#chunk, inFlight: IN_FLIGHT, stop });
   }
 
   protected override async commitChanges(): Promise<void> {

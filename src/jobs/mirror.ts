@@ -22,7 +22,7 @@ import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import type { PivotFn } from './commit.js';
-import { COPY_CHUNK, CopyError, CopyPool, copyAllDirty, copyDirtyWithin, copyRange, statusOf, trackWrites, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyError, CopyPool, copyAllDirty, copyDirtyWithin, copyRange, statusOf, trackWrites, WriteBehind, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -57,6 +57,8 @@ export function defaultGranularity(clusterSize: number | undefined): number {
 const READY_POLL_MS = 20;
 /** Copy chunks of the first pass in flight at once. */
 const IN_FLIGHT = 4;
+/** Bytes copied between two background flushes of the target (see WriteBehind). */
+const WRITE_BEHIND = 64 * 1024 * 1024;
 
 export class MirrorJob extends BlockCopyJob {
   override readonly type: JobType = 'mirror';
@@ -125,10 +127,9 @@ export class MirrorJob extends BlockCopyJob {
 
   /**
    * Copies dirty chunks until the bitmap is clean with no copy in flight, or
-   * `stop` says so; false when nothing was dirty. In background mode up to
-   * IN_FLIGHT chunks go at once, as in the first pass: one at a time, a guest
-   * writing 4 KiB at random kept the job copying single 64 KiB granules, each
-   * waiting for the last, and READY came 4x later than QEMU's.
+   * `stop` says so; false when nothing was dirty. Background mode copies
+   * several chunks at once (BlockCopyJob.copyDirty); write-blocking mode one
+   * at a time under a range lock (see #copyDirtyStep).
    */
   async #drainDirty(stop: () => boolean): Promise<boolean> {
     if (this.#bitmap.count === 0) return false;
@@ -141,33 +142,7 @@ export class MirrorJob extends BlockCopyJob {
     }
     this.#activelySynced = false;
     const { source, target } = this;
-    const bitmap = this.#bitmap;
-    const pool = new CopyPool(IN_FLIGHT, this.#chunk);
-    try {
-      while (!stop()) {
-        await this.pausePoint();
-        const range = bitmap.nextDirty(this.#cursor, this.#chunk) ?? (this.#cursor > 0 ? bitmap.nextDirty(0, this.#chunk) : null);
-        if (!range) {
-          if (pool.size === 0) break;
-          // A failed copy marks its range dirty again: look once more after the last one.
-          await pool.drain();
-          continue;
-        }
-        this.#cursor = range.offset + range.length;
-        // add waits for copies in flight over the same range (a guest write dirtied it again).
-        await pool.add(async (buf) => {
-          // Cleared as the copy starts: a guest write from now on marks it again.
-          bitmap.clear(range.offset, range.length);
-          const ok = await this.guarded(() => copyRange((o, b) => source.read(o, b), target, { offset: range.offset, buf: buf.subarray(0, range.length) }));
-          if (!ok) bitmap.set(range.offset, range.length);
-        }, range);
-        this.addTotal(range.length);
-        await this.throttle(range.length);
-      }
-    } finally {
-      await pool.drain();
-    }
-    return true;
+    return this.copyDirty({ bitmap: this.#bitmap, read: (o, b) => source.read(o, b), target, chunk: this.#chunk, inFlight: IN_FLIGHT, stop });
   }
 
   async #firstPass(): Promise<void> {
@@ -178,6 +153,7 @@ export class MirrorJob extends BlockCopyJob {
     // Several chunks in flight (distinct ranges), as QEMU's mirror keeps up to 16 operations going:
     // one at a time leaves the disk idle between each read and write.
     const pool = new CopyPool(IN_FLIGHT, this.#chunk);
+    const behind = new WriteBehind(target, WRITE_BEHIND);
     try {
       for (let pos = 0; pos < source.length; ) {
         await this.pausePoint();
@@ -204,6 +180,10 @@ export class MirrorJob extends BlockCopyJob {
                 if (!ok) this.#bitmap.set(at, n);
               });
               await this.throttle(n);
+              if (behind.due(n)) {
+                await pool.drain();
+                behind.start();
+              }
             }
             off += n;
           }
@@ -212,6 +192,7 @@ export class MirrorJob extends BlockCopyJob {
       }
     } finally {
       await pool.drain();
+      await behind.settle();
     }
   }
 

@@ -43,3 +43,28 @@ test('small reads of cached data, reads across the end of the file and small wri
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('whole 1 MiB reads (a block job chunk) of cached data and across the end of the file give the bytes of the file', async () => {
+  const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
+  try {
+    const file = path.join(dir, 'f');
+    const MiB = 1024 * 1024;
+    const content = Buffer.alloc(MiB + MiB / 2);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 13 + 5) & 0xff;
+    fs.writeFileSync(file, content);
+    const host = await NodeHostFile.open(file);
+    try {
+      const whole = new Uint8Array(MiB);
+      await host.read(whole, 4096);
+      assert.deepEqual(Buffer.from(whole), content.subarray(4096, 4096 + MiB));
+      const across = new Uint8Array(MiB).fill(0xee);
+      await host.read(across, MiB);
+      assert.deepEqual(Buffer.from(across.subarray(0, MiB / 2)), content.subarray(MiB));
+      assert.ok(across.subarray(MiB / 2).every((b) => b === 0), 'bytes past the end of the file read as zeros');
+    } finally {
+      await host.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
