@@ -211,6 +211,24 @@ export async function layerStatus(img: Qcow2Image, offset: number, length: numbe
   };
   // Status must describe completed writes: link the allocations in flight over the range first.
   await img.inflight.settle(Math.floor(offset / img.clusterSize), Math.floor((offset + length - 1) / img.clusterSize));
+  // Where a piece's bytes are on the host, when it has a host cluster (QEMU reports it for zero and unallocated subclusters too).
+  const at = (host: number | null | undefined): { hostOffset?: number; hostFile?: string } =>
+    host === null || host === undefined ? {} : { hostOffset: host, ...(hostFile ? { hostFile } : {}) };
+  const toExtents = (pieces: readonly Piece[]): void => {
+    for (const p of pieces) {
+      if (p.kind === 'data') push({ length: p.length, allocated: true, zero: false, data: true, ...at(p.host) });
+      else if (p.kind === 'zero') push({ length: p.length, allocated: true, zero: true, data: false, ...at(p.host) });
+      else if (p.kind === 'unallocated') push({ length: p.length, allocated: false, zero: false, data: false, ...at(p.host) });
+      else push({ length: p.length, allocated: true, zero: false, data: true, compressed: true });
+    }
+  };
+  const span = img.clusterSize * img.l2Entries;
+  const l1Index = Math.floor(offset / span);
+  if (l1Index === Math.floor((offset + length - 1) / span)) {
+    // One L2 table (every NBD READ of a sequential copy asks this): nothing to load ahead.
+    toExtents(await mapChunk(img, { l1Index, offset, length }));
+    return out;
+  }
   // The L2 tables of the next chunks load in parallel while this one is mapped.
   const chunks = [...l2Chunks(img, offset, length)];
   const ahead = new Map<number, Promise<CachedTable | null>>();
@@ -225,30 +243,7 @@ export async function layerStatus(img: Qcow2Image, offset: number, length: numbe
       const pinned = await ahead.get(k);
       ahead.delete(k);
       if (pinned) img.l2Cache.release(pinned);
-      for (const p of pieces) {
-        switch (p.kind) {
-          case 'data':
-            push({ length: p.length, allocated: true, zero: false, data: true, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) });
-            break;
-          case 'zero':
-            push(
-              p.host === null
-                ? { length: p.length, allocated: true, zero: true, data: false }
-                : { length: p.length, allocated: true, zero: true, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
-            );
-            break;
-          case 'unallocated':
-            push(
-              p.host === undefined
-                ? { length: p.length, allocated: false, zero: false, data: false }
-                : { length: p.length, allocated: false, zero: false, data: false, hostOffset: p.host, ...(hostFile ? { hostFile } : {}) },
-            );
-            break;
-          case 'compressed':
-            push({ length: p.length, allocated: true, zero: false, data: true, compressed: true });
-            break;
-        }
-      }
+      toExtents(pieces);
     }
   } finally {
     for (const t of ahead.values()) void t.then((pinned) => pinned && img.l2Cache.release(pinned));
