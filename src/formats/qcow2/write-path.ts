@@ -228,13 +228,14 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   }
   if (fresh.length > 0) {
     // One contiguous run for the chunk's new clusters, so their writes merge.
-    const alloc = img.refcounts.allocClusters(fresh.length);
-    fresh.forEach((rec, k) => {
-      rec.hostReady = alloc.then((base) => {
+    // One promise for the whole run (not one per cluster: this is the copy hot path).
+    const ready = img.refcounts.allocClusters(fresh.length).then((base) => {
+      fresh.forEach((rec, k) => {
         rec.host = base + k * img.clusterSize;
       });
-      rec.hostReady.catch(() => undefined);
     });
+    ready.catch(() => undefined);
+    for (const rec of fresh) rec.hostReady = ready;
   }
   return plans;
 }
