@@ -326,6 +326,7 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
     s->fsync_flags = IORING_FSYNC_DATASYNC;
   } else {
     s->opcode = op == OP_READ ? IORING_OP_READ : IORING_OP_WRITE;
+    if (op == OP_WRITE && getenv("VDISK_RING_ASYNC_WRITES")) s->flags |= IOSQE_ASYNC;
     s->addr = (uint64_t)(uintptr_t)data;
     s->len = (uint32_t)length;
     s->off = (uint64_t)offset;

@@ -151,6 +151,7 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
     ...(options.cache !== undefined ? { cache: options.cache } : {}),
     ...(options.forceShare !== undefined ? { forceShare: options.forceShare } : {}),
     ...(options.noRepair !== undefined ? { noRepair: options.noRepair } : {}),
+    ...(options.inlineIo !== undefined ? { inlineIo: options.inlineIo } : {}),
   };
   const backingOptions: DriverOpenOptions = { ...topOptions, readOnly: true };
   const layers: OpenedLayer[] = [];

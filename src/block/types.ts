@@ -39,6 +39,11 @@ export interface OpenOptions {
   readonly readOnly?: boolean;
   readonly cache?: CacheMode;
   readonly forceShare?: boolean;
+  /**
+   * The image's only user is one copy loop (qemu-img convert): cached reads and
+   * buffered writes are done on the JS thread (see HostOpenOptions.inlineIo).
+   */
+  readonly inlineIo?: boolean;
   /** Do not open the backing chain (qemu-img's -u / unsafe cases). */
   readonly noBacking?: boolean;
   /** Leave a dirty/in-use image as found instead of repairing it on open (what `check` needs). */

@@ -6,6 +6,8 @@ export interface DriverOpenOptions {
   readonly cache?: CacheMode;
   /** Open even if another process holds the image (qemu-img -U). */
   readonly forceShare?: boolean;
+  /** The image's only user is one copy loop: see HostOpenOptions.inlineIo (ignored with O_DIRECT). */
+  readonly inlineIo?: boolean;
   /** qcow2: skip the repair a dirty/lazy-refcount image would get on a read-write open. */
   readonly noRepair?: boolean;
   /** qcow2 l2-cache-size / refcount-cache-size in bytes, when given. */

@@ -24,6 +24,7 @@ import { fromSystemError, VdiskError } from '../errors.js';
 import type { HostFile, HostOpenOptions } from './host-file.js';
 import { HostRing } from './host-ring.js';
 import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
+import { pageAlignedBytes } from '../util/page-aligned.js';
 import { NodeHostFile } from './node-file.js';
 
 const SLAB_BYTES = 4 * 1024 * 1024;
@@ -44,18 +45,6 @@ function pread(fd: number, buf: Uint8Array, offset: number): Promise<number> {
 
 function pwrite(fd: number, buf: Uint8Array, offset: number): Promise<number> {
   return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-/**
- * Memory whose start is page aligned. A WebAssembly memory is mapped by V8's
- * page allocator, so its buffer starts on a page; ext4 treats direct I/O from
- * memory that is not block aligned as unaligned and serialises it.
- */
-function pageAlignedBytes(length: number): Uint8Array {
-  const pages = Math.ceil(length / 65536);
-  // The compiler's lib has no WebAssembly types (no DOM lib); Node has the global.
-  const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } } }).WebAssembly;
-  return new Uint8Array(new wasm.Memory({ initial: pages, maximum: pages }).buffer, 0, length);
 }
 
 /** Aligned bounce buffers, by power-of-two size class (4 KiB .. MAX_TRANSFER + alignment). */

@@ -43,4 +43,11 @@ export interface HostOpenOptions {
   readonly direct?: boolean;
   /** Each write is durable on return (O_DSYNC). */
   readonly dsync?: boolean;
+  /**
+   * The file's only user is one copy loop (convert), which waits for each request
+   * anyway: page-cache hits of any size are served on the JS thread, and buffered
+   * writes stay on it even after a slow one. A server leaves this off: its other
+   * requests must not wait behind a long copy.
+   */
+  readonly inlineIo?: boolean;
 }

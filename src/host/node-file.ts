@@ -51,6 +51,14 @@ const NOWAIT_READ_MAX = 1024 * 1024;
  */
 const SYNC_WRITE_MAX = 1024 * 1024;
 
+/**
+ * With `inlineIo`, the largest request kept on the JS thread: a copy loop's
+ * whole chunk (convert's are 2 MiB; a qcow2 write of one may add its COW).
+ * On 2 busy cores a page-cache copy done here costs less CPU than the pool's
+ * thread hand-offs, and an in-order write never queues behind reads.
+ */
+const INLINE_MAX = 4 * 1024 * 1024;
+
 function cb<T>(fn: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
     fn((err, value) => (err ? reject(err) : resolve(value as T)));
@@ -68,12 +76,17 @@ export class NodeHostFile implements HostFile {
   #writeNoWait = true;
   /** Null when writes must never block the JS thread (O_DSYNC: each one waits for the device). */
   readonly #syncWrites: SyncWritePolicy | null;
+  /** Largest read first tried with RWF_NOWAIT on the JS thread. */
+  readonly #noWaitReadMax: number;
 
-  private constructor(path: string, fd: number, readOnly: boolean, dsync: boolean) {
+  private constructor(path: string, fd: number, options: HostOpenOptions) {
     this.path = path;
     this.#fd = fd;
-    this.readOnly = readOnly;
-    this.#syncWrites = readOnly || dsync ? null : new SyncWritePolicy(SYNC_WRITE_MAX);
+    this.readOnly = options.readOnly ?? false;
+    const inline = options.inlineIo ?? false;
+    this.#noWaitReadMax = inline ? INLINE_MAX : NOWAIT_READ_MAX;
+    this.#syncWrites =
+      this.readOnly || options.dsync === true ? null : new SyncWritePolicy(inline ? INLINE_MAX : SYNC_WRITE_MAX, { backOff: !inline });
   }
 
   static async open(path: string, options: HostOpenOptions = {}): Promise<NodeHostFile> {
@@ -84,7 +97,7 @@ export class NodeHostFile implements HostFile {
     if (options.direct && fs.constants.O_DIRECT !== undefined) flags |= fs.constants.O_DIRECT;
     try {
       const fd = await cb<number>((done) => fs.open(path, flags, 0o644, done));
-      return new NodeHostFile(path, fd, readOnly, options.dsync ?? false);
+      return new NodeHostFile(path, fd, options);
     } catch (e) {
       throw fromSystemError(e, path, 'open');
     }
@@ -116,7 +129,7 @@ export class NodeHostFile implements HostFile {
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
     let done = 0;
-    if (this.#readNoWait && buf.length <= NOWAIT_READ_MAX && buf.length > 0) {
+    if (this.#readNoWait && buf.length <= this.#noWaitReadMax && buf.length > 0) {
       const n = this.#tryNoWait('read', buf, offset);
       if (n === buf.length) return;
       if (n === 0) {

@@ -18,6 +18,17 @@ export const SLOW_SYNC_WRITE_MS = 2;
 const BACKOFF_FIRST_MS = 50;
 const BACKOFF_MAX_MS = 2000;
 
+export interface SyncWritePolicyOptions {
+  /** Milliseconds, monotonic (tests pass a fake). */
+  readonly clock?: () => number;
+  /**
+   * False for a file whose only user is one copy loop (convert): a throttled
+   * write then stalls nothing but that loop, which would wait for the write
+   * anyway, and on the pool an in-order write would queue behind the loop's reads.
+   */
+  readonly backOff?: boolean;
+}
+
 export class SyncWritePolicy {
   /** Largest write done synchronously; larger ones overlap better on the pool. */
   readonly maxBytes: number;
@@ -25,18 +36,23 @@ export class SyncWritePolicy {
   #backoff = BACKOFF_FIRST_MS;
   readonly #clock: () => number;
 
-  constructor(maxBytes: number, clock: () => number = () => performance.now()) {
+  readonly #backOff: boolean;
+
+  constructor(maxBytes: number, options: SyncWritePolicyOptions = {}) {
     this.maxBytes = maxBytes;
-    this.#clock = clock;
+    this.#clock = options.clock ?? (() => performance.now());
+    this.#backOff = options.backOff ?? true;
   }
 
   /** True when a write of `length` bytes should be done synchronously now. */
   allows(length: number): boolean {
-    return length > 0 && length <= this.maxBytes && this.#clock() >= this.#resumeAt;
+    return length > 0 && length <= this.maxBytes && (!this.#backOff || this.#clock() >= this.#resumeAt);
   }
 
   /** Times `write` (a synchronous call) and adapts to how long it took. */
   timed<T>(write: () => T): T {
+    // Without back-off there is nothing to adapt: spare the two clock reads.
+    if (!this.#backOff) return write();
     const start = this.#clock();
     try {
       return write();

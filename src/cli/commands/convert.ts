@@ -148,7 +148,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
   let target: ImageNode | undefined;
   try {
     for (const name of sourceNames) {
-      const node = await openForReading(ctx, name, { format: args.sourceFormat, forceShare: args.forceShare, cache: args.sourceCache });
+      // The copy loop is the sources' and the target's only user: do their cached I/O inline.
+      const node = await openForReading(ctx, name, { format: args.sourceFormat, forceShare: args.forceShare, cache: args.sourceCache, inlineIo: true });
       if (!node) return 1;
       sources.push(node);
     }
@@ -215,7 +216,7 @@ async function prepareTarget(ctx: CliContext, args: ConvertArgs, name: string, s
     }
   }
   try {
-    return await ctx.engine.openImage(name, { format, readOnly: false, cache: args.targetCache });
+    return await ctx.engine.openImage(name, { format, readOnly: false, cache: args.targetCache, inlineIo: true });
   } catch (e) {
     reportError(ctx, `Could not open '${name}': ${openErrorText(name, e)}`);
     return undefined;

@@ -20,7 +20,7 @@ export function parseOutputFormat(ctx: CliContext, value: string | undefined): '
 export async function openForReading(
   ctx: CliContext,
   path: string,
-  options: { readonly format: string | undefined; readonly forceShare: boolean; readonly noBacking?: boolean; readonly cache?: CacheMode },
+  options: { readonly format: string | undefined; readonly forceShare: boolean; readonly noBacking?: boolean; readonly cache?: CacheMode; readonly inlineIo?: boolean },
 ): Promise<ImageNode | undefined> {
   let format: FormatName | undefined;
   if (options.format !== undefined) {
@@ -37,6 +37,7 @@ export async function openForReading(
       forceShare: options.forceShare,
       ...(options.noBacking ? { noBacking: true } : {}),
       ...(options.cache ? { cache: options.cache } : {}),
+      ...(options.inlineIo ? { inlineIo: true } : {}),
       onWarning: (message) => reportError(ctx, message),
     });
   } catch (e) {

@@ -145,7 +145,7 @@ export class Qcow2Driver implements BlockDriver {
     const openHost = options.openHost ?? ((p: string, o: HostOpenOptions) => (o.direct ? DirectHostFile.openDirect(p, o) : NodeHostFile.open(p, o)));
     const policy = cachePolicy(options.cache);
     const openData = async (p: string): Promise<HostFile> => {
-      const h = await openHost(p, { readOnly: options.readOnly, ...(policy.direct ? { direct: true } : {}) });
+      const h = await openHost(p, { readOnly: options.readOnly, ...(policy.direct ? { direct: true } : { inlineIo: options.inlineIo ?? false }) });
       return policy.syncOnFlush ? h : withoutSync(h);
     };
     let parsed = await Qcow2Driver.#readHeader(file, openHost);

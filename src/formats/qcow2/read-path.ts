@@ -16,6 +16,9 @@ export type Piece =
   | { readonly kind: 'unallocated'; readonly guest: number; readonly length: number; readonly host?: number }
   | { readonly kind: 'compressed'; readonly guest: number; readonly length: number; readonly mapping: Extract<L2Mapping, { kind: 'compressed' }> };
 
+/** `T` with its fields writable (distributes over a union). */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
 /** Guest bytes written by a completed write whose cluster is not linked yet: read them at `host`. */
 interface Overlay {
   readonly guest: number;
@@ -49,25 +52,27 @@ function overlaysOf(img: Qcow2Image, offset: number, length: number, out: Overla
  * collects the landed data of allocations in flight over the range.
  */
 export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset: number; length: number }, overlays?: Overlay[]): Promise<Piece[]> {
-  const pieces: Piece[] = [];
+  // Every piece pushed is a fresh object of this call, so a merge may grow the
+  // last one in place (a copy per cluster was a hot spot of reading a whole disk).
+  const pieces: Mutable<Piece>[] = [];
   const push = (p: Piece): void => {
     const last = pieces[pieces.length - 1];
     if (last && last.kind === p.kind && last.guest + last.length === p.guest) {
       if (p.kind === 'data' && last.kind === 'data' && last.host + last.length === p.host) {
-        pieces[pieces.length - 1] = { ...last, length: last.length + p.length };
+        last.length += p.length;
         return;
       }
       if (p.kind === 'zero' && last.kind === 'zero') {
         const contiguous = last.host !== null && p.host !== null && last.host + last.length === p.host;
         if (contiguous || (last.host === null && p.host === null)) {
-          pieces[pieces.length - 1] = { ...last, length: last.length + p.length };
+          last.length += p.length;
           return;
         }
       }
       if (p.kind === 'unallocated' && last.kind === 'unallocated') {
         const contiguous = last.host !== undefined && p.host !== undefined && last.host + last.length === p.host;
         if (contiguous || (last.host === undefined && p.host === undefined)) {
-          pieces[pieces.length - 1] = { ...last, length: last.length + p.length };
+          last.length += p.length;
           return;
         }
       }

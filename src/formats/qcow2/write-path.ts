@@ -244,14 +244,15 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   }
   if (fresh.length > 0) {
     // One contiguous run for the chunk's new clusters, so their writes merge.
-    const alloc = img.refcounts.allocRun(fresh.length);
-    fresh.forEach((rec, k) => {
-      rec.hostReady = alloc.then((run) => {
+    // One promise for the whole run (not one per cluster: this is the copy hot path).
+    const ready = img.refcounts.allocRun(fresh.length).then((run) => {
+      fresh.forEach((rec, k) => {
         rec.host = run.offset + k * img.clusterSize;
         rec.cowIsNoop = run.fresh && cowReadsZero(img, rec.old);
       });
-      rec.hostReady.catch(() => undefined);
     });
+    ready.catch(() => undefined);
+    for (const rec of fresh) rec.hostReady = ready;
   }
   return plans;
 }

@@ -19,7 +19,7 @@ async function openRaw(path: string, options: DriverOpenOptions): Promise<BlockD
   // writethrough/directsync: O_DSYNC makes every write durable; unsafe: flush never syncs.
   const opened = policy.direct
     ? await DirectHostFile.openDirect(path, { readOnly: options.readOnly, direct: true, dsync: policy.flushEachWrite })
-    : await NodeHostFile.open(path, { readOnly: options.readOnly, dsync: policy.flushEachWrite });
+    : await NodeHostFile.open(path, { readOnly: options.readOnly, dsync: policy.flushEachWrite, inlineIo: options.inlineIo ?? false });
   const host = policy.syncOnFlush ? opened : withoutSync(opened);
   try {
     return await RawDriver.fromHost(host);

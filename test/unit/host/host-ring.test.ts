@@ -7,15 +7,14 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { HostRing } from '../../../src/host/host-ring.js';
 import { withDir } from '../../support/temp-dir.js';
+import { pageAlignedBytes } from '../../../src/util/page-aligned.js';
 
 const PAGE = 4096;
 const noRing = HostRing.open() === null ? 'no io_uring on this host (or the addon is not built)' : false;
 
-/** Page-aligned memory, as O_DIRECT wants (a WebAssembly memory starts on a page). */
+/** Page-aligned memory, as O_DIRECT wants. */
 function alignedBytes(pages: number): Uint8Array {
-  const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } } }).WebAssembly;
-  const n = Math.ceil((pages * PAGE) / 65536);
-  return new Uint8Array(new wasm.Memory({ initial: n, maximum: n }).buffer, 0, pages * PAGE);
+  return pageAlignedBytes(pages * PAGE);
 }
 
 function openDirect(file: string): number {

@@ -44,6 +44,49 @@ test('small reads of cached data, reads across the end of the file and small wri
   }
 });
 
+// With inlineIo (convert's files) requests of a whole copy chunk take the
+// synchronous paths: they must give the bytes the pool path gives.
+test('an inlineIo file reads and writes 2 MiB requests, across the end of the file too, as the pool path does', async () => {
+  const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
+  try {
+    const file = path.join(dir, 'f');
+    const MiB = 1024 * 1024;
+    const content = Buffer.alloc(3 * MiB);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 13 + 5) & 0xff;
+    fs.writeFileSync(file, content);
+    const inline = await NodeHostFile.open(file, { inlineIo: true });
+    const pooled = await NodeHostFile.open(file, { readOnly: true });
+    try {
+      const a = new Uint8Array(2 * MiB);
+      const b = new Uint8Array(2 * MiB);
+      await inline.read(a, 12345);
+      await pooled.read(b, 12345);
+      assert.deepEqual(a, b);
+
+      const tail = new Uint8Array(2 * MiB).fill(0xee);
+      await inline.read(tail, 2 * MiB);
+      assert.deepEqual(Buffer.from(tail.subarray(0, MiB)), content.subarray(2 * MiB));
+      assert.ok(tail.subarray(MiB).every((x) => x === 0), 'bytes past the end of the file read as zeros');
+
+      const data = new Uint8Array(2 * MiB).fill(0xa5);
+      await inline.writev([data.subarray(0, MiB), data.subarray(MiB)], 3 * MiB + 512);
+      await inline.write(data, 512);
+      const back = new Uint8Array(5 * MiB + 512);
+      await pooled.read(back, 0);
+      const expected = Buffer.alloc(back.length);
+      content.copy(expected);
+      expected.fill(0xa5, 512, 2 * MiB + 512);
+      expected.fill(0xa5, 3 * MiB + 512);
+      assert.deepEqual(Buffer.from(back), expected);
+    } finally {
+      await inline.close();
+      await pooled.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('whole 1 MiB reads (a block job chunk) of cached data and across the end of the file give the bytes of the file', async () => {
   const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
   try {

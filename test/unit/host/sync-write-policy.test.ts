@@ -8,7 +8,7 @@ import { withDir } from '../../support/temp-dir.js';
 
 test('synchronous writes stop after a slow one, for longer after each consecutive slow one, and resume after a fast one', () => {
   let now = 0;
-  const policy = new SyncWritePolicy(1024, () => now);
+  const policy = new SyncWritePolicy(1024, { clock: () => now });
   assert.equal(policy.allows(0), false, 'an empty write is never worth a syscall on the JS thread');
   assert.equal(policy.allows(1025), false, 'larger than the limit');
   assert.equal(policy.allows(1024), true);
@@ -36,9 +36,19 @@ test('synchronous writes stop after a slow one, for longer after each consecutiv
   assert.equal(policy.allows(512), true, 'a fast write resets the back-off');
 });
 
+test('without back-off a slow write leaves later writes synchronous (a copy loop that waits for each write anyway)', () => {
+  let now = 0;
+  const policy = new SyncWritePolicy(1024, { clock: () => now, backOff: false });
+  policy.timed(() => {
+    now += SLOW_SYNC_WRITE_MS * 100;
+  });
+  assert.equal(policy.allows(1024), true);
+  assert.equal(policy.allows(1025), false, 'the size limit still holds');
+});
+
 test('a write that throws is still timed, and its error reaches the caller', () => {
   let now = 0;
-  const policy = new SyncWritePolicy(1024, () => now);
+  const policy = new SyncWritePolicy(1024, { clock: () => now });
   assert.throws(() =>
     policy.timed(() => {
       now += 10;
