@@ -91,6 +91,16 @@ static void ring_unmap(struct host_ring *r) {
   r->ring_fd = -1;
 }
 
+/* Drops the requests queued but not taken by the kernel (after a failed enter). */
+static void ring_unqueue(struct host_ring *r) {
+  unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+  unsigned dropped = *r->sq_tail - head;
+  if (dropped == 0) return;
+  __atomic_store_n(r->sq_tail, head, __ATOMIC_RELEASE);
+  r->in_flight -= dropped;
+  if (r->in_flight == 0) uv_unref((uv_handle_t *)&r->poll);
+}
+
 /* Sets up the ring and its eventfd; 0, or an errno with nothing left open. */
 static int ring_init(struct host_ring *r, unsigned entries) {
   struct io_uring_params p;
@@ -282,12 +292,19 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* ringSubmit(ring, op, fd, buf: Uint8Array | null, offset, tag) — queues and submits one request. */
+enum { SUBMIT_DEFER = 1, SUBMIT_ASYNC = 2 };
+
+/*
+ * ringSubmit(ring, op, fd, buf: Uint8Array | null, offset, tag, flags) — queues
+ * one request; without SUBMIT_DEFER it is submitted at once, with it the next
+ * ringEnter submits every queued request in one syscall. SUBMIT_ASYNC sends it
+ * straight to io_uring's workers instead of first trying it inline.
+ */
 static napi_value ring_submit(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 6) return throw_code(env, "EINVAL", "ringSubmit(ring, op, fd, buf, offset, tag)");
+  if (argc < 6) return throw_code(env, "EINVAL", "ringSubmit(ring, op, fd, buf, offset, tag, flags)");
   struct host_ring *r = get_ring(env, argv[0]);
   if (r == NULL) return NULL;
   uint32_t op, tag;
@@ -299,6 +316,8 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
       napi_get_value_uint32(env, argv[5], &tag) != napi_ok) {
     return throw_code(env, "EINVAL", "ringSubmit: bad op, fd, offset or tag");
   }
+  uint32_t flags = 0;
+  if (argc >= 7 && napi_get_value_uint32(env, argv[6], &flags) != napi_ok) return throw_code(env, "EINVAL", "ringSubmit: bad flags");
   void *data = NULL;
   size_t length = 0;
   if (op != OP_DATASYNC) {
@@ -326,13 +345,15 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
     s->fsync_flags = IORING_FSYNC_DATASYNC;
   } else {
     s->opcode = op == OP_READ ? IORING_OP_READ : IORING_OP_WRITE;
-    if (op == OP_WRITE && getenv("VDISK_RING_ASYNC_WRITES")) s->flags |= IOSQE_ASYNC;
     s->addr = (uint64_t)(uintptr_t)data;
     s->len = (uint32_t)length;
     s->off = (uint64_t)offset;
   }
+  if (flags & SUBMIT_ASYNC) s->flags |= IOSQE_ASYNC;
   r->sq_array[idx] = idx;
   __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+  if (r->in_flight++ == 0) uv_ref((uv_handle_t *)&r->poll);
+  if (flags & SUBMIT_DEFER) return NULL;
   int n;
   do {
     n = ring_enter(r->ring_fd, 1);
@@ -340,11 +361,37 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
   if (n < 0) {
     /* Not consumed: take the entry back so the queue stays as the JS side knows it. */
     int err = errno;
-    if (__atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE) == tail) __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
+    ring_unqueue(r);
     return throw_code(env, err == EAGAIN || err == EBUSY ? "EAGAIN" : "EIO", "io_uring_enter failed");
   }
-  if (r->in_flight++ == 0) uv_ref((uv_handle_t *)&r->poll);
   return NULL;
+}
+
+/*
+ * ringEnter(ring) → how many queued requests the kernel took (the rest stay
+ * queued for the next call), or a negated errno when it took none: those are
+ * then dropped from the queue and the caller fails them.
+ */
+static napi_value ring_enter_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1) return throw_code(env, "EINVAL", "ringEnter(ring)");
+  struct host_ring *r = get_ring(env, argv[0]);
+  if (r == NULL) return NULL;
+  unsigned queued = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+  int n = 0;
+  if (queued > 0) {
+    do {
+      n = ring_enter(r->ring_fd, queued);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      n = -errno;
+      ring_unqueue(r);
+    }
+  }
+  napi_create_int32(env, n, &result);
+  return result;
 }
 
 /* ringClose(ring): the JS side calls it once nothing is in flight. */
@@ -369,6 +416,7 @@ void host_ring_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"ringOpen", NULL, ring_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"ringSubmit", NULL, ring_submit, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ringEnter", NULL, ring_enter_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"ringClose", NULL, ring_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

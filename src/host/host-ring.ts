@@ -2,8 +2,9 @@
  * Requests to the kernel through an io_uring of the addon's (native/host_ring.c)
  * instead of libuv's thread pool: for O_DIRECT files, where every request is a
  * trip to the device and the pool's per-request cost (two thread wake-ups and a
- * completion hop, ~30 µs on 2 vCPUs) was the bound. One syscall submits a
- * request; the completions of a burst arrive in one callback.
+ * completion hop, ~30 µs on 2 vCPUs) was the bound. The requests issued in
+ * one burst of promise callbacks go to the kernel in one syscall; the
+ * completions of a burst arrive in one callback.
  *
  * Buffers handed to `read` / `write` must stay alive and unmoved until the
  * returned promise settles: the kernel writes into them after the call returns.
@@ -14,6 +15,8 @@ import { nativeHost, type NativeRing } from './native.js';
 
 /** Requests the ring holds at once; more wait in a queue here. */
 const RING_ENTRIES = 64;
+/** ringSubmit flag: queue only; the next ringEnter submits the batch. */
+const SUBMIT_DEFER = 1;
 
 const enum Op {
   Read = 0,
@@ -61,6 +64,9 @@ export class HostRing {
   readonly #freeTags: number[] = [];
   readonly #queue: Queued[] = [];
   #inFlight = 0;
+  /** Tags queued in the ring but not yet submitted, oldest first. */
+  #unsubmitted: number[] = [];
+  #enterScheduled = false;
   #closed = false;
   #drained: (() => void) | null = null;
 
@@ -78,8 +84,8 @@ export class HostRing {
   static open(): HostRing | null {
     if (process.env['VDISK_NO_RING'] === '1') return null;
     const native = nativeHost();
-    if (!native?.ringOpen || !native.ringSubmit || !native.ringClose) return null;
-    const ringNative: NativeRing = { ringOpen: native.ringOpen, ringSubmit: native.ringSubmit, ringClose: native.ringClose };
+    if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
+    const ringNative: NativeRing = { ringOpen: native.ringOpen, ringSubmit: native.ringSubmit, ringEnter: native.ringEnter, ringClose: native.ringClose };
     // The completion queue holds twice the ring's entries; a callback reports at most that many.
     const results = new Int32Array(2 * 2 * RING_ENTRIES);
     let self: HostRing | null = null;
@@ -131,7 +137,7 @@ export class HostRing {
       return;
     }
     try {
-      this.#native.ringSubmit(this.#handle, op, fd, buf, offset, tag);
+      this.#native.ringSubmit(this.#handle, op, fd, buf, offset, tag, SUBMIT_DEFER);
     } catch (e) {
       this.#freeTags.push(tag);
       waiter.reject(e instanceof Error ? e : new Error(String(e)));
@@ -139,6 +145,38 @@ export class HostRing {
     }
     this.#waiters[tag] = waiter;
     this.#inFlight++;
+    this.#unsubmitted.push(tag);
+    if (!this.#enterScheduled) {
+      // Once the current burst of promise callbacks has run: every request it
+      // issued goes to the kernel in one syscall.
+      this.#enterScheduled = true;
+      process.nextTick(() => this.#enter());
+    }
+  }
+
+  #enter(): void {
+    this.#enterScheduled = false;
+    if (this.#unsubmitted.length === 0) return;
+    const taken = this.#native.ringEnter(this.#handle);
+    if (taken >= 0) {
+      this.#unsubmitted.splice(0, taken);
+      if (this.#unsubmitted.length > 0 && !this.#enterScheduled) {
+        this.#enterScheduled = true;
+        setImmediate(() => this.#enter());
+      }
+      return;
+    }
+    // The kernel took none of them and they were dropped from the ring: fail them.
+    const dropped = this.#unsubmitted;
+    this.#unsubmitted = [];
+    for (const tag of dropped) {
+      const waiter = this.#waiters[tag];
+      this.#waiters[tag] = undefined;
+      this.#freeTags.push(tag);
+      this.#inFlight--;
+      waiter?.reject(new HostRingError(-taken, 'io_uring_enter'));
+    }
+    this.#drainQueue();
   }
 
   #complete(count: number): void {
@@ -154,6 +192,11 @@ export class HostRing {
       if (result < 0) waiter.reject(new HostRingError(-result, 'io_uring request'));
       else waiter.resolve(result);
     }
+    this.#drainQueue();
+  }
+
+  /** Submits waiting requests into freed slots; settles `close` once all are done. */
+  #drainQueue(): void {
     while (this.#queue.length > 0 && this.#freeTags.length > 0) {
       const q = this.#queue.shift();
       if (q) this.#submit(q.op, q.fd, q.buf, q.offset, q.waiter);

@@ -48,14 +48,20 @@ export interface NativeHost {
    * a result is bytes transferred or a negated errno.
    */
   readonly ringOpen?: (entries: number, results: Int32Array, onComplete: (count: number) => void) => object | null;
-  /** op 0 read, 1 write, 2 fdatasync (buf null); throws EAGAIN when the ring is full. */
-  readonly ringSubmit?: (ring: object, op: number, fd: number, buf: Uint8Array | null, offset: number, tag: number) => void;
+  /**
+   * Queues a request: op 0 read, 1 write, 2 fdatasync (buf null); flags bit 0:
+   * leave it for `ringEnter` (else it is submitted at once), bit 1: straight to
+   * io_uring's workers. Throws EAGAIN when the ring is full.
+   */
+  readonly ringSubmit?: (ring: object, op: number, fd: number, buf: Uint8Array | null, offset: number, tag: number, flags: number) => void;
+  /** Submits the queued requests: how many the kernel took, or a negated errno (none taken, all dropped). */
+  readonly ringEnter?: (ring: object) => number;
   /** Releases the ring; throws EBUSY while requests are in flight. */
   readonly ringClose?: (ring: object) => void;
 }
 
 /** The ring's three calls, present together. */
-export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringClose'>>;
+export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringEnter' | 'ringClose'>>;
 
 // Where the built addon lives relative to this module: from dist/src/host/ (the
 // compiled tree) and from src/host/ (should sources ever be run directly).
