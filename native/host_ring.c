@@ -19,6 +19,7 @@
  * each buffer alive (and unmoved: WebAssembly memory) until its completion.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,8 @@ struct host_ring {
   size_t results_pairs;
   napi_async_context async_ctx;
   unsigned in_flight;
+  int sqpoll;
+  unsigned *sq_flags;
   int closed;        /* ringClose ran (or the ring was collected unclosed) */
   int poll_closed;   /* libuv finished closing the poll handle */
   int external_gone; /* the JS handle was collected */
@@ -71,6 +74,10 @@ static int ring_setup(unsigned entries, struct io_uring_params *p) {
 
 static int ring_enter(int fd, unsigned to_submit) {
   return (int)syscall(__NR_io_uring_enter, fd, to_submit, 0, 0, NULL, 0);
+}
+
+static int ring_wake(int fd) {
+  return (int)syscall(__NR_io_uring_enter, fd, 0, 0, IORING_ENTER_SQ_WAKEUP, NULL, 0);
 }
 
 static int ring_register_eventfd(int fd, int efd) {
@@ -107,7 +114,20 @@ static int ring_init(struct host_ring *r, unsigned entries) {
   memset(&p, 0, sizeof p);
   r->ring_fd = -1;
   r->event_fd = -1;
-  r->ring_fd = ring_setup(entries, &p);
+  /*
+   * Opt-in: a kernel thread polls the queue, so submitting costs no syscall.
+   * Measured on 2 vCPUs: 4 KiB O_DIRECT overwrites at depth 32 0.93 -> 0.55 s,
+   * but depth-1 writes up to 3x slower (the thread competes with the JS thread
+   * for the CPUs). Idles after 2 ms without requests.
+   */
+  if (getenv("VDISK_RING_SQPOLL") != NULL) {
+    p.flags = IORING_SETUP_SQPOLL;
+    p.sq_thread_idle = 2;
+    r->ring_fd = ring_setup(entries, &p);
+    if (r->ring_fd >= 0) r->sqpoll = 1;
+    else memset(&p, 0, sizeof p);
+  }
+  if (r->ring_fd < 0) r->ring_fd = ring_setup(entries, &p);
   if (r->ring_fd < 0) return errno;
   int err = 0;
   r->sq_entries = p.sq_entries;
@@ -133,6 +153,7 @@ static int ring_init(struct host_ring *r, unsigned entries) {
   r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
   r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
   r->sq_array = (unsigned *)(sq + p.sq_off.array);
+  r->sq_flags = (unsigned *)(sq + p.sq_off.flags);
   r->cq_head = (unsigned *)(cq + p.cq_off.head);
   r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
   r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
@@ -381,6 +402,14 @@ static napi_value ring_enter_js(napi_env env, napi_callback_info info) {
   if (r == NULL) return NULL;
   unsigned queued = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
   int n = 0;
+  if (r->sqpoll) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(r->sq_flags, __ATOMIC_RELAXED) & IORING_SQ_NEED_WAKEUP) ring_wake(r->ring_fd);
+    /* The kernel's thread takes every queued request (some already have): all count as taken. */
+    (void)queued;
+    napi_create_int32(env, INT32_MAX, &result);
+    return result;
+  }
   if (queued > 0) {
     do {
       n = ring_enter(r->ring_fd, queued);

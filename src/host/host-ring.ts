@@ -157,6 +157,11 @@ export class HostRing {
   #enter(): void {
     this.#enterScheduled = false;
     if (this.#unsubmitted.length === 0) return;
+    if (this.#inFlight === 0) {
+      // Completed already (a polling ring's kernel thread took them): nothing left to submit.
+      this.#unsubmitted = [];
+      return;
+    }
     const taken = this.#native.ringEnter(this.#handle);
     if (taken >= 0) {
       this.#unsubmitted.splice(0, taken);

@@ -69,14 +69,22 @@ test('a failed request rejects with the errno name as its code', { skip: noRing 
   }
 }));
 
-test('more requests than the ring holds all complete with the right bytes, and close waits for them', { skip: noRing }, withDir(async (dir) => {
+for (const polling of [false, true]) {
+  test(`more requests than the ring holds all complete with the right bytes, and close waits for them${polling ? ' (kernel polling thread, VDISK_RING_SQPOLL=1)' : ''}`, { skip: noRing }, withDir(async (dir) => {
   const file = path.join(dir, 'f.raw');
   const blocks = 300;
   const content = Buffer.alloc(blocks * PAGE);
   for (let b = 0; b < blocks; b++) content.fill(b & 0xff, b * PAGE, (b + 1) * PAGE);
   fs.writeFileSync(file, content);
   const fd = openDirect(file);
-  const ring = mustOpen();
+  // The addon reads the variable when it sets a ring up.
+  if (polling) process.env['VDISK_RING_SQPOLL'] = '1';
+  let ring: HostRing;
+  try {
+    ring = mustOpen();
+  } finally {
+    delete process.env['VDISK_RING_SQPOLL'];
+  }
   const mem = alignedBytes(blocks);
   const reads: Promise<number>[] = [];
   for (let b = blocks - 1; b >= 0; b--) reads.push(ring.read(fd, mem.subarray(b * PAGE, (b + 1) * PAGE), b * PAGE));
@@ -87,6 +95,7 @@ test('more requests than the ring holds all complete with the right bytes, and c
   fs.closeSync(fd);
   assert.ok(Buffer.from(mem).equals(content));
 }));
+}
 
 test('an idle ring does not keep the process alive', { skip: noRing }, () => {
   const ringModule = fileURLToPath(new URL('../../../src/host/host-ring.js', import.meta.url));
