@@ -4,16 +4,27 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openImage } from '../../src/block/index.js';
 import { normalised, qemu, tempDir, vdisk } from './cli-oracle.js';
 
-/** Starts qemu-io holding `file` open and waits until its locks are visible to qemu-img. */
+/**
+ * Starts qemu-io holding `file` open and waits until its locks are visible to qemu-img.
+ * The probe (qemu-img info) itself locks the image for a moment; a qemu-io that starts
+ * during a probe cannot take its write lock and exits, so it is started again.
+ */
 async function holdWithQemuIo(dir: string, args: readonly string[]): Promise<ChildProcess> {
-  const child = spawn('qemu-io', [...args, '-c', 'sleep 20000'], { cwd: dir, stdio: 'ignore' });
+  const start = (): { child: ChildProcess; exited: () => boolean } => {
+    const child = spawn('qemu-io', [...args, '-c', 'sleep 20000'], { cwd: dir, stdio: 'ignore' });
+    let gone = false;
+    child.once('exit', () => (gone = true));
+    return { child, exited: () => gone };
+  };
+  let running = start();
   const file = args[args.length - 1] ?? '';
   for (let i = 0; i < 200; i++) {
-    const probe = qemu('qemu-img', dir, ['info', '--output=json', file]);
-    if (probe.status !== 0 && probe.stderr.includes('lock')) return child;
+    if (running.exited()) running = start();
     await new Promise((r) => setTimeout(r, 25));
+    const probe = qemu('qemu-img', dir, ['info', '--output=json', file]);
+    if (probe.status !== 0 && probe.stderr.includes('lock') && !running.exited()) return running.child;
   }
-  child.kill();
+  running.child.kill();
   throw new Error('qemu-io did not take its locks');
 }
 
