@@ -249,6 +249,18 @@ static struct host_ring *get_ring(napi_env env, napi_value v) {
   return r;
 }
 
+/* Reads up to `max` arguments into argv; the ring is argv[0]. NULL (with a JS error) when fewer than `min` came or the ring is bad. */
+static struct host_ring *ring_call(napi_env env, napi_callback_info info, napi_value *argv, size_t max, size_t min, const char *usage) {
+  size_t argc = max;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < min) {
+    throw_code(env, "EINVAL", usage);
+    return NULL;
+  }
+  for (size_t i = argc; i < max; i++) napi_get_undefined(env, &argv[i]);
+  return get_ring(env, argv[0]);
+}
+
 static void finalize_ring(napi_env env, void *data, void *hint) {
   (void)hint;
   struct host_ring *r = data;
@@ -322,11 +334,8 @@ enum { SUBMIT_DEFER = 1, SUBMIT_ASYNC = 2 };
  * straight to io_uring's workers instead of first trying it inline.
  */
 static napi_value ring_submit(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
   napi_value argv[7];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 6) return throw_code(env, "EINVAL", "ringSubmit(ring, op, fd, buf, offset, tag, flags)");
-  struct host_ring *r = get_ring(env, argv[0]);
+  struct host_ring *r = ring_call(env, info, argv, 7, 6, "ringSubmit(ring, op, fd, buf, offset, tag, flags)");
   if (r == NULL) return NULL;
   uint32_t op, tag;
   int32_t fd;
@@ -338,7 +347,9 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
     return throw_code(env, "EINVAL", "ringSubmit: bad op, fd, offset or tag");
   }
   uint32_t flags = 0;
-  if (argc >= 7 && napi_get_value_uint32(env, argv[6], &flags) != napi_ok) return throw_code(env, "EINVAL", "ringSubmit: bad flags");
+  napi_valuetype flags_type;
+  napi_typeof(env, argv[6], &flags_type);
+  if (flags_type != napi_undefined && napi_get_value_uint32(env, argv[6], &flags) != napi_ok) return throw_code(env, "EINVAL", "ringSubmit: bad flags");
   void *data = NULL;
   size_t length = 0;
   if (op != OP_DATASYNC) {
@@ -394,11 +405,8 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
  * then dropped from the queue and the caller fails them.
  */
 static napi_value ring_enter_js(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1], result;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1) return throw_code(env, "EINVAL", "ringEnter(ring)");
-  struct host_ring *r = get_ring(env, argv[0]);
+  struct host_ring *r = ring_call(env, info, argv, 1, 1, "ringEnter(ring)");
   if (r == NULL) return NULL;
   unsigned queued = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
   int n = 0;
@@ -425,11 +433,8 @@ static napi_value ring_enter_js(napi_env env, napi_callback_info info) {
 
 /* ringClose(ring): the JS side calls it once nothing is in flight. */
 static napi_value ring_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1) return throw_code(env, "EINVAL", "ringClose(ring)");
-  struct host_ring *r = get_ring(env, argv[0]);
+  struct host_ring *r = ring_call(env, info, argv, 1, 1, "ringClose(ring)");
   if (r == NULL) return NULL;
   if (r->in_flight != 0) return throw_code(env, "EBUSY", "host ring still has requests in flight");
   r->closed = 1;

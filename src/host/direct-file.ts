@@ -25,6 +25,8 @@ import type { HostFile, HostOpenOptions } from './host-file.js';
 import { HostRing } from './host-ring.js';
 import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
 import { pageAlignedBytes } from '../util/page-aligned.js';
+import { copyParts, sliceParts } from '../util/byte-parts.js';
+import { BouncePool } from './bounce-pool.js';
 import { NodeHostFile } from './node-file.js';
 
 const SLAB_BYTES = 4 * 1024 * 1024;
@@ -47,75 +49,6 @@ function pwrite(fd: number, buf: Uint8Array, offset: number): Promise<number> {
   return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
-/** Aligned bounce buffers, by power-of-two size class (4 KiB .. MAX_TRANSFER + alignment). */
-class BouncePool {
-  readonly #free = new Map<number, Uint8Array[]>();
-  #slab: Uint8Array | null = null;
-  #used = 0;
-  readonly #newSlab: () => Promise<Uint8Array>;
-
-  constructor(newSlab: () => Promise<Uint8Array>) {
-    this.#newSlab = newSlab;
-  }
-
-  static classOf(length: number): number {
-    let c = PAGE;
-    while (c < length) c *= 2;
-    return c;
-  }
-
-  /** A pooled buffer of `length`'s class, or null when a new one must be cut (see `take`). */
-  takePooled(length: number): Uint8Array | null {
-    return this.#free.get(BouncePool.classOf(length))?.pop() ?? null;
-  }
-
-  async take(length: number): Promise<Uint8Array> {
-    const cls = BouncePool.classOf(length);
-    const hit = this.#free.get(cls)?.pop();
-    if (hit) return hit;
-    if (this.#slab === null || this.#used + cls > this.#slab.length) {
-      this.#slab = await this.#newSlab();
-      this.#used = 0;
-    }
-    const b = this.#slab.subarray(this.#used, this.#used + cls);
-    this.#used += cls;
-    return b;
-  }
-
-  give(b: Uint8Array): void {
-    const cls = b.length;
-    let list = this.#free.get(cls);
-    if (!list) this.#free.set(cls, (list = []));
-    list.push(b);
-  }
-}
-
-/** Copies bytes [from, to) of the concatenation of `parts` into `dst` at `at`. */
-function copyParts(parts: readonly Uint8Array[], from: number, to: number, dst: Uint8Array, at: number): void {
-  let pos = 0;
-  for (const p of parts) {
-    const a = Math.max(from, pos);
-    const b = Math.min(to, pos + p.length);
-    if (a < b) dst.set(p.subarray(a - pos, b - pos), at + (a - from));
-    pos += p.length;
-    if (pos >= to) return;
-  }
-}
-
-/** Views of bytes [from, to) of the concatenation of `parts`. */
-function sliceParts(parts: readonly Uint8Array[], from: number, to: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let pos = 0;
-  for (const p of parts) {
-    const a = Math.max(from, pos);
-    const b = Math.min(to, pos + p.length);
-    if (a < b) out.push(p.subarray(a - pos, b - pos));
-    pos += p.length;
-    if (pos >= to) break;
-  }
-  return out;
-}
-
 export class DirectHostFile implements HostFile {
   readonly path: string;
   readonly readOnly: boolean;
@@ -129,6 +62,8 @@ export class DirectHostFile implements HostFile {
   readonly #partials: PartialBlocks | null;
   /** Write-outs of evicted partial blocks nobody awaits; sync and close do. */
   readonly #background = new Set<Promise<void>>();
+  /** Reads from the disk in flight, with when each began (a PartialBlocks stamp). */
+  readonly #reads = new Set<{ readonly began: number }>();
   /** A background write-out failed: the next sync reports it (the write it held had completed). */
   #deferredError: unknown = null;
   /** Aligned extents of writes in progress: [start, end, done]. */
@@ -225,6 +160,9 @@ export class DirectHostFile implements HostFile {
     const start = offset - (offset % this.#align);
     const end = Math.ceil((offset + buf.length) / this.#align) * this.#align;
     const bounce = this.#pool.takePooled(end - start) ?? (await this.#pool.take(end - start));
+    // Held blocks that land while this read runs stay laid over it (see PartialBlocks.landed).
+    const read = this.#partials === null ? null : { began: this.#partials.stamp() };
+    if (read !== null) this.#reads.add(read);
     try {
       const view = bounce.subarray(0, end - start);
       const got = await this.#preadAligned(view, start);
@@ -233,7 +171,19 @@ export class DirectHostFile implements HostFile {
       buf.set(view.subarray(offset - start, offset - start + buf.length));
     } finally {
       this.#pool.give(bounce);
+      if (read !== null) {
+        this.#reads.delete(read);
+        this.#purgeLanded();
+      }
     }
+  }
+
+  /** Gives back the memory of landed blocks no read in flight began before. */
+  #purgeLanded(): void {
+    if (this.#partials === null) return;
+    let oldest: number | null = null;
+    for (const r of this.#reads) if (oldest === null || r.began < oldest) oldest = r.began;
+    this.#giveEmptied(this.#partials.purge(oldest));
   }
 
   /** Reads an aligned extent; returns the bytes before the end of the file. */
@@ -259,38 +209,10 @@ export class DirectHostFile implements HostFile {
   async writev(bufs: readonly Uint8Array[], offset: number): Promise<void> {
     if (this.readOnly) throw new VdiskError('EPERM', `'${this.path}' is open read-only`, { file: this.path });
     const total = bufs.reduce((n, b) => n + b.length, 0);
-    let pos = 0;
-    let bi = 0;
-    let within = 0;
-    // Pieces of at most MAX_TRANSFER bytes, each gathered from the buffers straight into
-    // its bounce buffer (a piece inside one buffer is that buffer's view: no extra copy).
-    while (pos < total) {
+    // Pieces of at most MAX_TRANSFER bytes, each gathered from the buffers straight into its bounce buffer.
+    for (let pos = 0; pos < total; pos += MAX_TRANSFER) {
       const n = Math.min(MAX_TRANSFER, total - pos);
-      const first = bufs[bi];
-      if (first && first.length - within >= n) {
-        await this.#writePiece([first.subarray(within, within + n)], n, offset + pos);
-        within += n;
-        if (within === first.length) {
-          bi++;
-          within = 0;
-        }
-      } else {
-        const parts: Uint8Array[] = [];
-        for (let filled = 0; filled < n; ) {
-          const b = bufs[bi];
-          if (!b) break;
-          const take = Math.min(b.length - within, n - filled);
-          parts.push(b.subarray(within, within + take));
-          filled += take;
-          within += take;
-          if (within === b.length) {
-            bi++;
-            within = 0;
-          }
-        }
-        await this.#writePiece(parts, n, offset + pos);
-      }
-      pos += n;
+      await this.#writePiece(sliceParts(bufs, pos, pos + n), n, offset + pos);
     }
   }
 
@@ -350,31 +272,19 @@ export class DirectHostFile implements HostFile {
   async #writeOut(partials: PartialBlocks, block: PartialBlock): Promise<void> {
     const start = block.start;
     const end = start + partials.blockSize;
-    let ok = false;
+    const { done } = await this.#claim(start, end);
     try {
-      for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
-        await overlapping;
-      }
-      let finish!: () => void;
-      const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
-      this.#writing.add(entry);
-      try {
-        // Writes that completed while this waited may have made its sectors stale: those come from the disk.
-        if (block.mask !== 0) {
-          if (!partials.isFull(block)) await this.#fillUnheld(partials, block);
-          await this.#pwriteAll(block.data, start, `write ${partials.blockSize} bytes at offset ${start} of`);
-          if (end > this.#size) await this.#inner.truncate(this.#size);
-        }
-        ok = true;
-      } finally {
-        // Not `written`: every other block of this start holds newer data than this one.
-        partials.release(block);
-        this.#writing.delete(entry);
-        finish();
+      // Writes that completed while this waited may have made its sectors stale: those come from the disk.
+      if (block.mask !== 0) {
+        if (!partials.isFull(block)) await this.#fillUnheld(partials, block);
+        await this.#pwriteAll(block.data, start, `write ${partials.blockSize} bytes at offset ${start} of`);
+        if (end > this.#size) await this.#inner.truncate(this.#size);
       }
     } finally {
-      if (!ok) partials.release(block);
-      this.#pool.give(block.data);
+      // Not `written`: every other block of this start holds newer data than this one.
+      partials.landed(block, partials.stamp());
+      done();
+      this.#purgeLanded();
     }
   }
 
@@ -440,20 +350,13 @@ export class DirectHostFile implements HostFile {
   async #writeExtent(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
     const start = offset - (offset % this.#align);
     const end = Math.ceil((offset + length) / this.#align) * this.#align;
-    // Wait for writes overlapping the aligned extent (their edges may be ours).
-    for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
-      await overlapping;
-    }
-    let finish!: () => void;
-    const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
-    this.#writing.add(entry);
-    const issued = this.#partials?.stamp() ?? 0;
+    // The aligned extent's edges may be another write's: they go one after the other.
+    const { done, issued } = await this.#claim(start, end);
     let bounce: Uint8Array;
     try {
       bounce = this.#pool.takePooled(end - start) ?? (await this.#pool.take(end - start));
     } catch (e) {
-      this.#writing.delete(entry);
-      finish();
+      done();
       throw e;
     }
     try {
@@ -478,9 +381,27 @@ export class DirectHostFile implements HostFile {
       if (this.#partials !== null) this.#giveEmptied(this.#partials.written(start, end, issued));
     } finally {
       this.#pool.give(bounce);
+      done();
+    }
+  }
+
+  /**
+   * Waits until no write in progress overlaps the aligned extent [start, end),
+   * then registers one there; returns the function that ends it and the
+   * moment it was issued (in the order of held blocks' openings).
+   */
+  async #claim(start: number, end: number): Promise<{ readonly done: () => void; readonly issued: number }> {
+    for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
+      await overlapping;
+    }
+    let finish!: () => void;
+    const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
+    this.#writing.add(entry);
+    const done = (): void => {
       this.#writing.delete(entry);
       finish();
-    }
+    };
+    return { done, issued: this.#partials?.stamp() ?? 0 };
   }
 
   /** What to wait for before writing the aligned extent [start, end), or null when nothing overlaps it. */
@@ -501,7 +422,12 @@ export class DirectHostFile implements HostFile {
   // Calls that read or change what the disk holds first write out the blocks held in memory.
   async sync(): Promise<void> {
     await this.#writeOutHeld();
-    await this.#inner.sync();
+    if (this.#ring === null || this.readOnly) return this.#inner.sync();
+    try {
+      await this.#ring.datasync(this.#fd);
+    } catch (e) {
+      throw fromSystemError(e, this.path, 'sync');
+    }
   }
   async truncate(length: number): Promise<void> {
     await this.#writeOutHeld();

@@ -34,6 +34,8 @@ export class PartialBlocks {
   readonly #open = new Map<number, PartialBlock>();
   /** Blocks on their way to the disk: reads still lay them over the disk's bytes. */
   readonly #retired = new Set<PartialBlock>();
+  /** Retired blocks already on the disk, with when they landed. */
+  readonly #landed = new Map<PartialBlock, number>();
   #clock = 0;
 
   /** `blockSize / sectorSize` must be at most 32 (the mask is a 32-bit number). */
@@ -79,8 +81,25 @@ export class PartialBlocks {
     this.#retired.add(block);
   }
 
-  release(block: PartialBlock): void {
-    this.#retired.delete(block);
+  /**
+   * The block's write-out reached the disk at `at` (a `stamp`). It stays laid
+   * over reads until `purge` says no read that began before then is still
+   * running: such a read may have fetched the disk's bytes before they landed.
+   */
+  landed(block: PartialBlock, at: number): void {
+    this.#landed.set(block, at);
+  }
+
+  /** Drops the landed blocks no read in flight can still need (`oldestRead`: the stamp of the oldest, or null); returns them. */
+  purge(oldestRead: number | null): PartialBlock[] {
+    const gone: PartialBlock[] = [];
+    for (const [b, at] of this.#landed) {
+      if (oldestRead !== null && at > oldestRead) continue;
+      this.#landed.delete(b);
+      this.#retired.delete(b);
+      gone.push(b);
+    }
+    return gone;
   }
 
   oldest(): PartialBlock | undefined {

@@ -41,7 +41,9 @@ test('held sectors are laid over reads, retired blocks under open ones, and a la
   assert.equal(b.mask, 0b1000);
   assert.deepEqual(p.written(8192 + 1536, 8192 + 2048, p.stamp()), [b], 'an open block left empty is handed back');
   assert.equal(p.openCount, 0);
-  p.release(a);
+  // Landed, and no read in flight began before: gone from reads.
+  p.landed(a, p.stamp());
+  assert.deepEqual(p.purge(null), [a]);
   const v3 = new Uint8Array(4096).fill(7);
   p.overlay(v3, 8192);
   assert.ok(v3.every((x) => x === 7));
@@ -51,6 +53,24 @@ test('held sectors are laid over reads, retired blocks under open ones, and a la
   p.hold(c, 0, 4096);
   assert.ok(p.isFull(c));
   assert.equal(p.oldest(), c);
+});
+
+test('a landed block stays laid over reads that began before it landed, and goes once they end', () => {
+  const p = new PartialBlocks(4096, 512);
+  const a = block(p, 0, 0x42);
+  p.add(a);
+  p.hold(a, 0, 512);
+  p.retire(a);
+  const readBegan = p.stamp();
+  p.landed(a, p.stamp());
+  assert.deepEqual(p.purge(readBegan), [], 'the read may have fetched the disk before the block landed');
+  const v = new Uint8Array(512);
+  p.overlay(v, 0);
+  assert.ok(v.every((x) => x === 0x42));
+  assert.deepEqual(p.purge(null), [a]);
+  const w = new Uint8Array(512);
+  p.overlay(w, 0);
+  assert.ok(w.every((x) => x === 0));
 });
 
 test('block geometries the 32-bit mask cannot describe are refused', () => {
