@@ -83,6 +83,10 @@ test('convert errors match qemu-img', async () => {
       ['convert', '-O', 'raw', 's.img'],
       ['convert', '-O', 'raw', '-o', 'help'],
       ['convert', '-O', 'qcow2', '-B', 's.img', 's.img', 'x.qcow2'],
+      // Copy offloading never sees the bytes: no compression, no -S, no salvaging.
+      ['convert', '-C', '-c', '-O', 'qcow2', 's.img', 'x.qcow2'],
+      ['convert', '-C', '-S', '4k', '-O', 'raw', 's.img', 'x.img'],
+      ['convert', '-C', '--salvage', '-O', 'raw', 's.img', 'x.img'],
     ]) {
       assert.deepEqual(normalised(await vdisk(t.dir, argv)), normalised(qemu('qemu-img', t.dir, argv)), argv.join(' '));
     }

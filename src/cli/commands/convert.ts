@@ -32,6 +32,11 @@ interface ConvertArgs {
   parallel: number;
   /** -W: writes may complete out of order. */
   outOfOrder: boolean;
+  /** -C: copy data between host files in the kernel (copy_file_range), not through memory. */
+  copyOffload: boolean;
+  /** -S was given (-C cannot honour it: the copy never sees the bytes). */
+  sparseGiven: boolean;
+  salvage: boolean;
   /** -t: qemu-img convert writes with cache=unsafe unless told otherwise (no sync at the end). */
   targetCache: CacheMode;
   /** -T */
@@ -69,6 +74,9 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     targetIsZero: false,
     parallel: 8,
     outOfOrder: false,
+    copyOffload: false,
+    sparseGiven: false,
+    salvage: false,
     targetCache: 'unsafe',
     sourceCache: 'writeback',
   };
@@ -98,6 +106,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
           return 1;
         }
         args.sparseSize = n;
+        args.sparseGiven = true;
         break;
       }
       case 'm': {
@@ -110,6 +119,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
         break;
       }
       case 'W': args.outOfOrder = true; break;
+      case 'C': args.copyOffload = true; break;
+      case 'salvage': args.salvage = true; break;
       case 't':
       case 'T': {
         const mode = parseCacheMode(value);
@@ -122,8 +133,22 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
         break;
       }
       case 'h': return reportUsage(ctx, 'see qemu-img(1) for the convert options');
-      default: break; // -C, -l, -r: accepted; vdisk's copy needs no tuning by them
+      default: break; // -l, -r: accepted; vdisk's copy needs no tuning by them
     }
+  }
+  // qemu-img's checks, in its order: a kernel copy never sees the bytes it copies.
+  const conflict = args.copyOffload
+    ? args.compress
+      ? 'Cannot enable copy offloading when -c is used'
+      : args.sparseGiven
+        ? 'Cannot enable copy offloading when -S is used'
+        : args.salvage
+          ? 'Cannot use copy offloading in salvaging mode'
+          : undefined
+    : undefined;
+  if (conflict !== undefined) {
+    reportError(ctx, conflict);
+    return 1;
   }
   if (args.optionStrings.some(wantsHelp)) {
     if (!formatOptions(args.targetFormat)) {
