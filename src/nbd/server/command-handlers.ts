@@ -30,14 +30,22 @@ export interface ReadPiecesOptions {
 }
 
 /**
+ * Whether a READ is answered as one piece of data without asking the map: a
+ * read no longer than the smallest hole we would send cannot gain from it (the
+ * 4 KiB random-read hot path), DF forbids splitting, or the range is known data.
+ */
+export function readsAsOnePiece(range: { readonly offset: number; readonly length: number }, oneChunk: boolean, known?: KnownData): boolean {
+  return range.length <= MIN_HOLE || oneChunk || (known?.covers(range.offset, range.length) ?? false);
+}
+
+/**
  * Reads [offset, offset+length) for a structured reply: ranges the chain says
  * read as zeros become holes, the rest is read in one buffer.
  */
 export async function readPieces(node: ImageNode, range: { offset: number; length: number }, options: ReadPiecesOptions): Promise<ReadPiece[]> {
   const { offset, length } = range;
   const { known, alloc } = options;
-  // A read no longer than the smallest hole we would send cannot gain from the map: skip the chain walk (the 4 KiB random-read hot path).
-  if (length <= MIN_HOLE || options.oneChunk || known?.covers(offset, length)) return [await readData(node, offset, alloc(length))];
+  if (readsAsOnePiece(range, options.oneChunk, known)) return [await readData(node, offset, alloc(length))];
   const span = known ? Math.max(length, Math.min(STATUS_AHEAD, node.length - offset)) : length;
   // Holes are an optimisation: if the map cannot be had, the read still succeeds as plain data.
   const extents = await node.blockStatus(offset, span).catch((): ChainExtent[] => []);

@@ -5,13 +5,7 @@ import {
   encodeBlockStatusExtChunk,
   encodeErrorChunk,
   encodeNoneChunk,
-  encodeOffsetDataHeader,
-  encodeOffsetHoleChunk,
   encodeSimpleReply,
-  offsetDataHeaderLength,
-  SIMPLE_REPLY_LENGTH,
-  writeOffsetDataHeader,
-  writeSimpleReply,
   type ReplyTo,
 } from '../protocol/replies.js';
 import {
@@ -24,11 +18,12 @@ import {
   type RequestHeader,
   type ValidRequest,
 } from '../protocol/requests.js';
-import { blockStatusReplies, readPieces, type ReadPiece } from './command-handlers.js';
+import { blockStatusReplies } from './command-handlers.js';
 import { InFlightBudget } from './in-flight.js';
 import type { Agreement } from './negotiation.js';
 import { KnownData } from './known-data.js';
 import { PayloadBuffers } from './payload-buffers.js';
+import { ReadReplies } from './read-replies.js';
 import type { ReplyWriter } from './reply-writer.js';
 import { EndOfStream, type SocketReader } from './socket-reader.js';
 
@@ -77,6 +72,8 @@ export class Transmission {
   readonly #onError: RequestErrorSink;
   /** READ reply and WRITE payload buffers, reused within the connection's in-flight byte budget. */
   readonly #buffers: PayloadBuffers;
+  readonly #reads: ReadReplies;
+  /** Forgotten by zeroing requests, so that the READs after them are told of new holes. */
   readonly #known = new KnownData();
 
   constructor(io: { reader: SocketReader; writer: ReplyWriter }, agreement: Agreement, options: { limits?: TransmissionLimits; onError?: RequestErrorSink } = {}) {
@@ -87,6 +84,13 @@ export class Transmission {
     this.#budget = new InFlightBudget({ maxBytes: limits.maxBytesInFlight, maxRequests: limits.maxRequestsInFlight });
     this.#onError = options.onError ?? (() => undefined);
     this.#buffers = new PayloadBuffers(Math.min(limits.maxBytesInFlight, IDLE_BUFFER_BYTES));
+    this.#reads = new ReadReplies({
+      export: agreement.export,
+      structured: agreement.structuredReplies,
+      buffers: this.#buffers,
+      known: this.#known,
+      send: (parts, released) => this.#sendReply(parts, released),
+    });
     const exp = agreement.export;
     this.#ctx = {
       exportSize: exp.size,
@@ -204,7 +208,7 @@ export class Transmission {
   #dispatch(req: ValidRequest, payload: Buffer | null): Promise<void> {
     switch (req.type) {
       case Cmd.READ:
-        return this.#read(req);
+        return this.#reads.answer(req, this.#to(req));
       case Cmd.BLOCK_STATUS:
         return this.#blockStatus(req);
       case Cmd.CACHE:
@@ -242,57 +246,6 @@ export class Transmission {
       default:
         return this.#replyError(req, NbdErrno.EINVAL, `unknown ${commandName(req.type)}`);
     }
-  }
-
-  /**
-   * The reply header goes in front of the data in one pooled buffer, so a
-   * READ's reply is one socket write with no separate header allocation.
-   */
-  async #read(req: ValidRequest): Promise<void> {
-    const node = this.#agreement.export.node;
-    const buffers = this.#buffers;
-    if (!this.#agreement.structuredReplies) {
-      const buf = buffers.take(SIMPLE_REPLY_LENGTH + req.length);
-      try {
-        await node.read(req.offset, buf.subarray(SIMPLE_REPLY_LENGTH));
-      } catch (e) {
-        buffers.give(buf);
-        throw e;
-      }
-      writeSimpleReply(buf, req.cookie, 0);
-      return this.#sendReply([buf], () => buffers.give(buf));
-    }
-    const to = this.#to(req);
-    if (req.length === 0) return this.#sendReply([encodeNoneChunk(to)]);
-    const headerLength = offsetDataHeaderLength(to);
-    const taken: { buf: Uint8Array | null } = { buf: null };
-    const giveBack = (): void => {
-      if (taken.buf) buffers.give(taken.buf);
-    };
-    const alloc = (n: number): Uint8Array => {
-      taken.buf = buffers.take(headerLength + n);
-      return taken.buf.subarray(headerLength);
-    };
-    let pieces: ReadPiece[];
-    try {
-      pieces = await readPieces(node, req, { oneChunk: (req.flags & CmdFlag.DF) !== 0, alloc, known: this.#known });
-    } catch (e) {
-      giveBack();
-      throw e;
-    }
-    const only = pieces.length === 1 ? pieces[0] : undefined;
-    const whole = taken.buf;
-    if (only?.kind === 'data' && whole && only.data.byteOffset === whole.byteOffset + headerLength) {
-      writeOffsetDataHeader(whole, to, { offset: only.offset, dataLength: only.data.byteLength, done: true });
-      return this.#sendReply([whole.subarray(0, headerLength + only.data.byteLength)], giveBack);
-    }
-    const parts: Uint8Array[] = [];
-    pieces.forEach((p, i) => {
-      const done = i === pieces.length - 1;
-      if (p.kind === 'hole') parts.push(encodeOffsetHoleChunk(to, { offset: p.offset, holeLength: p.length, done }));
-      else parts.push(encodeOffsetDataHeader(to, { offset: p.offset, dataLength: p.data.byteLength, done }), p.data);
-    });
-    return this.#sendReply(parts, giveBack);
   }
 
   /** Queues a reply; a promise only when the socket is full and the request must wait before it counts as answered. */
