@@ -39,6 +39,14 @@ export const DEFAULT_LIMITS: TransmissionLimits = { maxBytesInFlight: 64 * 1024 
 /** Idle payload buffers a connection keeps for reuse: nbdcopy's 64 requests of 256 KiB. */
 const IDLE_BUFFER_BYTES = 16 * 1024 * 1024;
 
+/**
+ * Requests that arrived together are started without a pause; after this many
+ * bytes of them the loop lets the replies of those done go out first (sent
+ * only once their promise callbacks run), so the client is fed while the rest
+ * are read.
+ */
+const YIELD_AFTER_BYTES = 1024 * 1024;
+
 /** What an accepted request holds until it is answered: its share of the budget and its payload buffer, if pooled. */
 interface Lease {
   readonly cost: number;
@@ -113,6 +121,7 @@ export class Transmission {
     const reader = this.#reader;
     const extended = this.#agreement.extendedHeaders;
     const headerLength = extended ? EXTENDED_REQUEST_HEADER_LENGTH : REQUEST_HEADER_LENGTH;
+    let burst = 0;
     for (;;) {
       let header: RequestHeader;
       try {
@@ -149,6 +158,11 @@ export class Transmission {
         continue;
       }
       void this.#execute(checked, payload, lease);
+      burst += cost;
+      if (burst >= YIELD_AFTER_BYTES) {
+        burst = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
     }
   }
 
