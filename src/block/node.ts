@@ -118,7 +118,7 @@ export class BlockNode implements ImageNode {
   async read(offset: number, buf: Uint8Array): Promise<void> {
     this.#check(offset, buf.length);
     if (buf.length === 0) return;
-    const ticket = await this.#tracker.begin(offset, buf.length, false);
+    const ticket = this.#tracker.tryBegin(offset, buf.length, false) ?? (await this.#tracker.begin(offset, buf.length, false));
     try {
       if (this.#forward) await this.#forward.read(offset, buf);
       else await this.#driver.read(offset, buf);
@@ -263,7 +263,7 @@ export class BlockNode implements ImageNode {
   }
 
   async #tracked(event: WriteEvent, op: (driver: BlockDriver) => Promise<void>): Promise<void> {
-    const ticket = await this.#tracker.begin(event.offset, event.length, true);
+    const ticket = this.#tracker.tryBegin(event.offset, event.length, true) ?? (await this.#tracker.begin(event.offset, event.length, true));
     try {
       const forward = this.#forward;
       if (forward) {

@@ -40,19 +40,27 @@ export class RequestTracker {
   /** Admits a request: waits while the node is quiesced or (for writes) while a lock covers the range. */
   async begin(offset: number, length: number, write: boolean): Promise<RequestTicket> {
     for (;;) {
+      const t = this.tryBegin(offset, length, write);
+      if (t) return t;
       if (this.#gate) {
         await this.#gate;
         continue;
       }
-      const lock = write ? this.#overlappingLock(offset, offset + length) : undefined;
-      if (lock) {
-        await lock.released;
-        continue;
-      }
-      const t: Tracked = { offset, end: offset + length, write, waiters: null };
-      this.#inFlight.add(t);
-      return t;
+      const lock = this.#overlappingLock(offset, offset + length);
+      if (lock) await lock.released;
     }
+  }
+
+  /**
+   * Admits a request now, or returns null when `begin` would wait. Every guest
+   * request passes here: the common case costs no promise.
+   */
+  tryBegin(offset: number, length: number, write: boolean): RequestTicket | null {
+    if (this.#gate) return null;
+    if (write && this.#locks.size > 0 && this.#overlappingLock(offset, offset + length)) return null;
+    const t: Tracked = { offset, end: offset + length, write, waiters: null };
+    this.#inFlight.add(t);
+    return t;
   }
 
   end(ticket: RequestTicket): void {
@@ -60,11 +68,6 @@ export class RequestTracker {
     const waiters = ticket.waiters;
     ticket.waiters = null;
     if (waiters) for (const w of waiters) w();
-  }
-
-  /** Whether admitting a request now would not wait (the fast path skips `begin`'s promise when idle). */
-  get idle(): boolean {
-    return this.#gate === null && this.#locks.size === 0;
   }
 
   /**

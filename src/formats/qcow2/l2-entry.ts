@@ -208,6 +208,20 @@ function decodeCompressedWords(hi: number, lo: number, clusterBits: number): L2M
 }
 
 /**
+ * The host offset of a standard (not extended) L2 entry that maps a plain data
+ * cluster: allocated, not compressed, no zero flag, no reserved bits, aligned,
+ * in range and not 0. -1 for every other entry, which `decodeL2Words` then
+ * decodes and checks. Reading a whole disk maps every cluster: this path
+ * creates no object per entry.
+ */
+export function plainDataOffset(hi: number, lo: number, clusterBits: number): number {
+  if ((hi & (COMPRESSED_HI | L2_RESERVED_HI)) !== 0 || (lo & (L2_RESERVED_LO | 1)) !== 0) return -1;
+  const host = offsetOf(hi, lo);
+  if (host === 0 || host > Number.MAX_SAFE_INTEGER || host % 2 ** clusterBits !== 0) return -1;
+  return host;
+}
+
+/**
  * Decodes an L2 entry. `bitmap` is the second word of an extended L2 entry
  * (null for standard entries).
  */

@@ -4,7 +4,7 @@
  */
 import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import type { LayerExtent } from '../driver.js';
-import { subclusterState, type L2Mapping } from './l2-entry.js';
+import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireL2, l2Chunks, l2IndexOf, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 
@@ -87,6 +87,8 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
     const sc = img.clusterSize / img.subclusters;
     const words = new Uint32Array(table.data.buffer, table.data.byteOffset, table.data.byteLength / 4);
     const wordsPerEntry = img.geometry.extendedL2 ? 4 : 2;
+    // Standard entries of plain data clusters are decoded from their words here, the rest through mappingAt.
+    const plain = img.geometry.extendedL2 ? null : new DataView(table.data.buffer, table.data.byteOffset, table.data.byteLength);
     let bytes: Buffer | undefined;
     let pos = chunk.offset;
     while (pos < end) {
@@ -104,8 +106,14 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
         pos = runEnd;
         continue;
       }
-      const m = mappingAt(img, table, index);
       const clusterEnd = Math.min(end, clusterStart + img.clusterSize);
+      const host = plain ? plainDataOffset(plain.getUint32(index * 8), plain.getUint32(index * 8 + 4), img.geometry.clusterBits) : -1;
+      if (host >= 0) {
+        push({ kind: 'data', guest: pos, length: clusterEnd - pos, host: host + (pos - clusterStart) });
+        pos = clusterEnd;
+        continue;
+      }
+      const m = mappingAt(img, table, index);
       if (m.kind !== 'subclusters') {
         pushUniform(m, pos, clusterEnd - pos, clusterStart, push);
         pos = clusterEnd;

@@ -9,14 +9,22 @@ import {
 } from './constants.js';
 import { encodeString, protocolError, viewOf } from './wire.js';
 
+/** Length of a simple reply header. */
+export const SIMPLE_REPLY_LENGTH = 16;
+
 /** Simple reply header: magic, error, cookie. Read data (if any, and only on success) follows. */
 export function encodeSimpleReply(cookie: bigint, error: number): Uint8Array {
-  const buf = new Uint8Array(16);
-  const v = viewOf(buf);
+  const buf = new Uint8Array(SIMPLE_REPLY_LENGTH);
+  writeSimpleReply(buf, cookie, error);
+  return buf;
+}
+
+/** Writes a simple reply header into the first 16 bytes of `into` (a READ reply's data can then follow in the same buffer). */
+export function writeSimpleReply(into: Uint8Array, cookie: bigint, error: number): void {
+  const v = viewOf(into);
   v.setUint32(0, SIMPLE_REPLY_MAGIC);
   v.setUint32(4, error);
   v.setBigUint64(8, cookie);
-  return buf;
 }
 
 /**
@@ -67,19 +75,35 @@ export function encodeNoneChunk(to: ReplyTo): Uint8Array {
   return chunk({ to, type: ReplyType.NONE, done: true, payloadLength: 0 }).buf;
 }
 
+/** An OFFSET_DATA chunk as its header sees it. */
+interface OffsetData {
+  readonly offset: number;
+  readonly dataLength: number;
+  readonly done: boolean;
+}
+
+/** Length of what precedes an OFFSET_DATA chunk's data: the chunk header and the u64 offset. */
+export function offsetDataHeaderLength(to: ReplyTo): number {
+  return chunkHeaderLength(to) + 8;
+}
+
 /**
- * The 28 bytes in front of an OFFSET_DATA chunk's data (chunk header + u64 offset).
+ * The bytes in front of an OFFSET_DATA chunk's data (chunk header + u64 offset).
  * The data itself is written after it without being copied.
  */
-export function encodeOffsetDataHeader(to: ReplyTo, piece: { readonly offset: number; readonly dataLength: number; readonly done: boolean }): Uint8Array {
+export function encodeOffsetDataHeader(to: ReplyTo, piece: OffsetData): Uint8Array {
+  const buf = new Uint8Array(offsetDataHeaderLength(to));
+  writeOffsetDataHeader(buf, to, piece);
+  return buf;
+}
+
+/** Writes the OFFSET_DATA header into the start of `into`, so the data can follow in the same buffer (one write per reply). */
+export function writeOffsetDataHeader(into: Uint8Array, to: ReplyTo, piece: OffsetData): void {
   const { offset, dataLength, done } = piece;
   if (dataLength < 1 || dataLength > 0xffffffff - 8) throw protocolError(`OFFSET_DATA chunk of ${dataLength} bytes`);
-  const at = chunkHeaderLength(to);
-  const buf = new Uint8Array(at + 8);
-  const v = viewOf(buf);
+  const v = viewOf(into);
   writeChunkHeader(v, { to, type: ReplyType.OFFSET_DATA, done, payloadLength: 8 + dataLength });
-  v.setBigUint64(at, BigInt(offset));
-  return buf;
+  v.setBigUint64(chunkHeaderLength(to), BigInt(offset));
 }
 
 /** OFFSET_HOLE chunk: u64 offset, u32 hole size (non-zero). */

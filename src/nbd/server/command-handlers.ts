@@ -2,6 +2,7 @@ import type { ChainExtent, ImageNode } from '../../block/types.js';
 import { CmdFlag, META_ALLOCATION_DEPTH, META_BASE_ALLOCATION, StateFlag } from '../protocol/constants.js';
 import type { StatusDescriptor } from '../protocol/replies.js';
 import { bitmapExtents } from './bitmap-context.js';
+import type { KnownData } from './known-data.js';
 import type { MetaContext } from './meta-context.js';
 
 /** A piece of a READ answer: bytes to send, or a run of zeros the client can skip. */
@@ -13,33 +14,48 @@ export type ReadPiece =
 const MIN_HOLE = 4096;
 
 /**
- * Reads [offset, offset+length) for a structured reply: ranges the chain says
- * read as zeros become holes, the rest is read in one buffer. With `oneChunk`
- * (DF) the answer is a single piece. `alloc` gives the buffer the data pieces
- * are views of (possibly reused: every byte sent is read first).
+ * Block status for a READ looks this far ahead, so the READs that follow
+ * (nbdcopy's are 256 KiB, in order) find their range known as data and skip
+ * the map: one map of 8 MiB costs about what one of 256 KiB does.
  */
-export async function readPieces(
-  node: ImageNode,
-  range: { offset: number; length: number },
-  oneChunk: boolean,
-  alloc: (length: number) => Uint8Array = (n) => new Uint8Array(n),
-): Promise<ReadPiece[]> {
+const STATUS_AHEAD = 8 * 1024 * 1024;
+
+export interface ReadPiecesOptions {
+  /** DF: the answer must be a single piece. */
+  readonly oneChunk: boolean;
+  /** Gives the buffer the data pieces are views of (possibly reused: every byte sent is read first). */
+  readonly alloc: (length: number) => Uint8Array;
+  /** Where block status lately found data; read, and updated by this call. */
+  readonly known?: KnownData;
+}
+
+/**
+ * Whether a READ is answered as one piece of data without asking the map: a
+ * read no longer than the smallest hole we would send cannot gain from it (the
+ * 4 KiB random-read hot path), DF forbids splitting, or the range is known data.
+ */
+export function readsAsOnePiece(range: { readonly offset: number; readonly length: number }, oneChunk: boolean, known?: KnownData): boolean {
+  return range.length <= MIN_HOLE || oneChunk || (known?.covers(range.offset, range.length) ?? false);
+}
+
+/**
+ * Reads [offset, offset+length) for a structured reply: ranges the chain says
+ * read as zeros become holes, the rest is read in one buffer.
+ */
+export async function readPieces(node: ImageNode, range: { offset: number; length: number }, options: ReadPiecesOptions): Promise<ReadPiece[]> {
   const { offset, length } = range;
-  // A read no longer than the smallest hole we would send cannot gain from the map: skip the chain walk (the 4 KiB random-read hot path).
-  if (length <= MIN_HOLE || oneChunk) {
-    const data = alloc(length);
-    await node.read(offset, data);
-    return [{ kind: 'data', offset, data }];
-  }
+  const { known, alloc } = options;
+  if (readsAsOnePiece(range, options.oneChunk, known)) return [await readData(node, offset, alloc(length))];
+  const span = known ? Math.max(length, Math.min(STATUS_AHEAD, node.length - offset)) : length;
   // Holes are an optimisation: if the map cannot be had, the read still succeeds as plain data.
-  const extents = await node.blockStatus(offset, length).catch((): ChainExtent[] => []);
+  const extents = await node.blockStatus(offset, span).catch((): ChainExtent[] => []);
+  if (known && span > length) {
+    const lead = zeroRuns(extents, offset, span)[0];
+    if (lead && !lead.zero) known.remember(lead.offset, lead.length);
+  }
   const runs = zeroRuns(extents, offset, length);
   if (runs.length === 1 && runs[0]?.zero) return [{ kind: 'hole', offset, length }];
-  if (oneChunk || runs.every((r) => !r.zero)) {
-    const data = alloc(length);
-    await node.read(offset, data);
-    return [{ kind: 'data', offset, data }];
-  }
+  if (runs.every((r) => !r.zero)) return [await readData(node, offset, alloc(length))];
   // Only the views of data runs are read and sent; the rest of a reused buffer is never sent.
   const data = alloc(length);
   const pieces: ReadPiece[] = [];
@@ -55,6 +71,11 @@ export async function readPieces(
   }
   await Promise.all(reads);
   return pieces;
+}
+
+async function readData(node: ImageNode, offset: number, data: Uint8Array): Promise<ReadPiece> {
+  await node.read(offset, data);
+  return { kind: 'data', offset, data };
 }
 
 interface Run {

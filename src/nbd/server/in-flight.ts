@@ -25,11 +25,15 @@ export class InFlightBudget {
     return this.#bytes;
   }
 
+  /** Takes `cost` now if it fits and nobody waits; false means call `acquire`. Saves a promise per request. */
+  tryAcquire(cost: number): boolean {
+    if (this.#waiters.length > 0 || !this.#fits(cost)) return false;
+    this.#take(cost);
+    return true;
+  }
+
   async acquire(cost: number): Promise<void> {
-    if (this.#waiters.length === 0 && this.#fits(cost)) {
-      this.#take(cost);
-      return;
-    }
+    if (this.tryAcquire(cost)) return;
     await new Promise<void>((resolve) => this.#waiters.push({ cost, resolve }));
   }
 

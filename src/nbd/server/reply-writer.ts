@@ -25,12 +25,21 @@ export class ReplyWriter {
   /**
    * Queues one message. `released` runs once the socket no longer refers to any
    * of the parts (written out, or dropped with a closed socket), so their
-   * buffers may be reused.
+   * buffers may be reused. Resolves once the socket has room again.
    */
   async send(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
+    if (!this.queue(parts, released)) await this.drained();
+  }
+
+  /**
+   * `send` without the promise: queues the message and returns false when the
+   * socket is full, so the caller waits for `drained()` before it counts the
+   * reply as sent (the hot path of a reply that fits costs no promise).
+   */
+  queue(parts: readonly Uint8Array[], released?: () => void): boolean {
     if (this.closed) {
       released?.();
-      return;
+      return true;
     }
     let full = false;
     // Corked, the parts of one reply (header and data) leave in one writev
@@ -48,10 +57,11 @@ export class ReplyWriter {
     }
     if (cork) this.#stream.uncork();
     if (last < 0) released?.();
-    if (full) await this.#drained();
+    return !full;
   }
 
-  #drained(): Promise<void> {
+  /** After `queue` returned false: resolves once the socket has room again (or is closed). */
+  drained(): Promise<void> {
     this.#drain ??= new Promise<void>((resolve) => {
       const done = (): void => {
         this.#stream.off('drain', done);

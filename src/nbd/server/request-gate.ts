@@ -16,12 +16,19 @@ export class RequestGate {
     return this.#active;
   }
 
+  /**
+   * Admits a request now if nothing holds or waits (pair with `leave()`);
+   * false means call `enter()`. Saves the per-request promise on the hot path.
+   */
+  tryEnter(): boolean {
+    if (this.#held || this.#waiting.length > 0) return false;
+    this.#active += 1;
+    return true;
+  }
+
   /** Resolves when the request may run; pair with `leave()`. */
   enter(): Promise<void> {
-    if (!this.#held && this.#waiting.length === 0) {
-      this.#active += 1;
-      return Promise.resolve();
-    }
+    if (this.tryEnter()) return Promise.resolve();
     return new Promise<void>((resolve) =>
       this.#waiting.push(() => {
         this.#active += 1;
@@ -50,7 +57,7 @@ export class RequestGate {
 
   /** Runs `fn` as one admitted request. */
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    await this.enter();
+    if (!this.tryEnter()) await this.enter();
     try {
       return await fn();
     } finally {

@@ -19,7 +19,7 @@ export class SocketReader {
   readonly #highWater: number;
   readonly #chunks: Buffer[] = [];
   #buffered = 0;
-  #pending: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
+  #pending: { n: number; into: Uint8Array | undefined; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   #ended: EndOfStream | null = null;
 
   constructor(stream: Duplex, highWater = 1024 * 1024) {
@@ -57,15 +57,27 @@ export class SocketReader {
     return this.#buffered;
   }
 
-  /** Resolves with exactly `n` bytes. Only one read may be pending at a time. */
-  read(n: number): Promise<Buffer> {
+  /**
+   * Resolves with exactly `n` bytes. Only one read may be pending at a time.
+   * Bytes that arrived in several chunks are gathered into `into` (its first
+   * `n` bytes) when given, else into a fresh buffer; bytes within one chunk are
+   * returned as a view of it, without a copy.
+   */
+  read(n: number, into?: Uint8Array): Promise<Buffer> {
     if (this.#pending) return Promise.reject(new VdiskError('EINVAL', 'SocketReader: concurrent reads'));
-    if (this.#buffered >= n) return Promise.resolve(this.#take(n));
+    const now = this.tryRead(n, into);
+    if (now) return Promise.resolve(now);
     if (this.#ended) return Promise.reject(this.#ended);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { n, resolve, reject };
+      this.#pending = { n, into, resolve, reject };
       this.#stream.resume();
     });
+  }
+
+  /** `read` without the promise: the bytes if they are all here already, else null. */
+  tryRead(n: number, into?: Uint8Array): Buffer | null {
+    if (this.#pending || this.#buffered < n) return null;
+    return this.#take(n, into);
   }
 
   /** Reads and drops `n` bytes, holding at most one chunk of them in memory. */
@@ -91,7 +103,7 @@ export class SocketReader {
     const p = this.#pending;
     if (p && this.#buffered >= p.n) {
       this.#pending = null;
-      p.resolve(this.#take(p.n));
+      p.resolve(this.#take(p.n, p.into));
     }
     const need = this.#pending ? Math.max(this.#pending.n, this.#highWater) : this.#highWater;
     if (this.#buffered >= need) this.#stream.pause();
@@ -107,7 +119,7 @@ export class SocketReader {
     }
   }
 
-  #take(n: number): Buffer {
+  #take(n: number, into: Uint8Array | undefined): Buffer {
     let out: Buffer;
     const first = this.#chunks[0];
     if (first && first.byteLength >= n) {
@@ -115,7 +127,7 @@ export class SocketReader {
       if (first.byteLength === n) this.#chunks.shift();
       else this.#chunks[0] = first.subarray(n);
     } else {
-      out = Buffer.allocUnsafe(n);
+      out = into && into.byteLength >= n ? Buffer.from(into.buffer, into.byteOffset, n) : Buffer.allocUnsafe(n);
       let pos = 0;
       while (pos < n) {
         const c = this.#chunks[0];

@@ -5,8 +5,6 @@ import {
   encodeBlockStatusExtChunk,
   encodeErrorChunk,
   encodeNoneChunk,
-  encodeOffsetDataHeader,
-  encodeOffsetHoleChunk,
   encodeSimpleReply,
   type ReplyTo,
 } from '../protocol/replies.js';
@@ -20,10 +18,12 @@ import {
   type RequestHeader,
   type ValidRequest,
 } from '../protocol/requests.js';
-import { blockStatusReplies, readPieces, type ReadPiece } from './command-handlers.js';
+import { blockStatusReplies } from './command-handlers.js';
 import { InFlightBudget } from './in-flight.js';
 import type { Agreement } from './negotiation.js';
-import { ReadBuffers } from './read-buffers.js';
+import { KnownData } from './known-data.js';
+import { PayloadBuffers } from './payload-buffers.js';
+import { ReadReplies } from './read-replies.js';
 import type { ReplyWriter } from './reply-writer.js';
 import { EndOfStream, type SocketReader } from './socket-reader.js';
 
@@ -36,8 +36,22 @@ export interface TransmissionLimits {
 
 export const DEFAULT_LIMITS: TransmissionLimits = { maxBytesInFlight: 64 * 1024 * 1024, maxRequestsInFlight: 64 };
 
-/** Idle READ buffers a connection keeps for reuse: nbdcopy's 64 requests of 256 KiB. */
-const IDLE_READ_BUFFER_BYTES = 16 * 1024 * 1024;
+/** Idle payload buffers a connection keeps for reuse: nbdcopy's 64 requests of 256 KiB. */
+const IDLE_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Requests that arrived together are started without a pause; after this many
+ * bytes of them the loop lets the replies of those done go out first (sent
+ * only once their promise callbacks run), so the client is fed while the rest
+ * are read.
+ */
+const YIELD_AFTER_BYTES = 1024 * 1024;
+
+/** What an accepted request holds until it is answered: its share of the budget and its payload buffer, if pooled. */
+interface Lease {
+  readonly cost: number;
+  buffer: Uint8Array | null;
+}
 
 /** What a reply needs to know about its request. */
 interface Answering {
@@ -64,8 +78,11 @@ export class Transmission {
   readonly #budget: InFlightBudget;
   readonly #ctx: RequestContext;
   readonly #onError: RequestErrorSink;
-  /** READ reply buffers, reused within the connection's in-flight byte budget. */
-  readonly #buffers: ReadBuffers;
+  /** READ reply and WRITE payload buffers, reused within the connection's in-flight byte budget. */
+  readonly #buffers: PayloadBuffers;
+  readonly #reads: ReadReplies;
+  /** Forgotten by zeroing requests, so that the READs after them are told of new holes. */
+  readonly #known = new KnownData();
 
   constructor(io: { reader: SocketReader; writer: ReplyWriter }, agreement: Agreement, options: { limits?: TransmissionLimits; onError?: RequestErrorSink } = {}) {
     this.#reader = io.reader;
@@ -74,7 +91,14 @@ export class Transmission {
     const limits = options.limits ?? DEFAULT_LIMITS;
     this.#budget = new InFlightBudget({ maxBytes: limits.maxBytesInFlight, maxRequests: limits.maxRequestsInFlight });
     this.#onError = options.onError ?? (() => undefined);
-    this.#buffers = new ReadBuffers(Math.min(limits.maxBytesInFlight, IDLE_READ_BUFFER_BYTES));
+    this.#buffers = new PayloadBuffers(Math.min(limits.maxBytesInFlight, IDLE_BUFFER_BYTES));
+    this.#reads = new ReadReplies({
+      export: agreement.export,
+      structured: agreement.structuredReplies,
+      buffers: this.#buffers,
+      known: this.#known,
+      send: (parts, released) => this.#sendReply(parts, released),
+    });
     const exp = agreement.export;
     this.#ctx = {
       exportSize: exp.size,
@@ -94,12 +118,16 @@ export class Transmission {
   }
 
   async #loop(): Promise<void> {
+    const reader = this.#reader;
+    const extended = this.#agreement.extendedHeaders;
+    const headerLength = extended ? EXTENDED_REQUEST_HEADER_LENGTH : REQUEST_HEADER_LENGTH;
+    let burst = 0;
     for (;;) {
       let header: RequestHeader;
       try {
-        header = this.#agreement.extendedHeaders
-          ? decodeExtendedRequestHeader(await this.#reader.read(EXTENDED_REQUEST_HEADER_LENGTH))
-          : decodeRequestHeader(await this.#reader.read(REQUEST_HEADER_LENGTH));
+        // Requests that arrived already are taken without a promise each: nbdcopy sends dozens in one burst.
+        const raw = reader.tryRead(headerLength) ?? (await reader.read(headerLength));
+        header = extended ? decodeExtendedRequestHeader(raw) : decodeRequestHeader(raw);
       } catch (e) {
         if (e instanceof EndOfStream) return;
         throw e;
@@ -108,15 +136,16 @@ export class Transmission {
       const payloadLen = payloadLength(header);
       if (payloadLen > MAX_PAYLOAD) {
         // Too big to take in: read it through in bounded steps and refuse the request.
-        await this.#reader.skip(payloadLen);
+        await reader.skip(payloadLen);
         await this.#replyError(header, NbdErrno.EINVAL, `WRITE of ${payloadLen} bytes exceeds the maximum payload ${MAX_PAYLOAD}`);
         continue;
       }
       const cost = header.type === Cmd.READ ? Math.min(header.length, MAX_PAYLOAD) : payloadLen;
-      await this.#budget.acquire(cost);
+      if (!this.#budget.tryAcquire(cost)) await this.#budget.acquire(cost);
+      const lease: Lease = { cost, buffer: null };
       let payload: Buffer | null = null;
       try {
-        if (payloadLen > 0) payload = await this.#reader.read(payloadLen);
+        if (payloadLen > 0) payload = this.#readPayload(payloadLen, lease) ?? (await this.#awaitPayload(payloadLen, lease));
       } catch (e) {
         this.#budget.release(cost);
         if (e instanceof EndOfStream) return;
@@ -124,31 +153,91 @@ export class Transmission {
       }
       const checked = validateRequest(header, this.#ctx);
       if (!checked.ok) {
-        this.#budget.release(cost);
+        this.#end(lease, true);
         await this.#replyError(header, checked.errno, checked.message);
         continue;
       }
-      void this.#execute(checked, payload).finally(() => this.#budget.release(cost));
+      void this.#execute(checked, payload, lease);
+      burst += cost;
+      if (burst >= YIELD_AFTER_BYTES) {
+        burst = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
     }
   }
 
-  async #execute(req: ValidRequest, payload: Buffer | null): Promise<void> {
+  /**
+   * A WRITE payload that has arrived, or null. A payload spread over several
+   * socket chunks is gathered into a reused buffer (a fresh 256 KiB one per
+   * WRITE cost as much in allocation and garbage collection as the copy).
+   */
+  #readPayload(length: number, lease: Lease): Buffer | null {
+    lease.buffer = this.#buffers.takePooled(length);
+    const payload = this.#reader.tryRead(length, lease.buffer ?? undefined);
+    if (payload) this.#keepIfUsed(payload, lease);
+    return payload;
+  }
+
+  async #awaitPayload(length: number, lease: Lease): Promise<Buffer> {
+    const payload = await this.#reader.read(length, lease.buffer ?? undefined);
+    this.#keepIfUsed(payload, lease);
+    return payload;
+  }
+
+  /** A payload within one socket chunk is a view of it: the pooled buffer goes back unused. */
+  #keepIfUsed(payload: Buffer, lease: Lease): void {
+    if (lease.buffer && payload.buffer !== lease.buffer.buffer) {
+      this.#buffers.give(lease.buffer);
+      lease.buffer = null;
+    }
+  }
+
+  /** Ends a request's claim on the budget; its payload buffer is reused unless the request failed (a failed driver call may still hold it). */
+  #end(lease: Lease, reuse: boolean): void {
+    if (lease.buffer && reuse) this.#buffers.give(lease.buffer);
+    this.#budget.release(lease.cost);
+  }
+
+  async #execute(req: ValidRequest, payload: Buffer | null, lease: Lease): Promise<void> {
+    const gate = this.#agreement.export.gate;
+    let ok = false;
     try {
       // The gate lets the export switch nodes between requests, never during one.
-      await this.#agreement.export.gate.run(() => this.#dispatch(req, payload));
+      if (!gate.tryEnter()) await gate.enter();
+      try {
+        await this.#dispatch(req, payload);
+        ok = true;
+      } finally {
+        gate.leave();
+      }
     } catch (e) {
       this.#onError(commandName(req.type), e);
       const message = e instanceof Error ? e.message : String(e);
       await this.#replyError(req, nbdErrnoOf(e), message);
+    } finally {
+      this.#end(lease, ok);
     }
   }
 
-  async #dispatch(req: ValidRequest, payload: Buffer | null): Promise<void> {
+  #dispatch(req: ValidRequest, payload: Buffer | null): Promise<void> {
+    switch (req.type) {
+      case Cmd.READ:
+        return this.#reads.answer(req, this.#to(req));
+      case Cmd.BLOCK_STATUS:
+        return this.#blockStatus(req);
+      case Cmd.CACHE:
+        // A prefetch hint with no effect on data: vdisk keeps no data cache to warm.
+        return this.#replyOk(req);
+      default:
+        return this.#change(req, payload);
+    }
+  }
+
+  /** The requests that change the disk (or flush it). */
+  async #change(req: ValidRequest, payload: Buffer | null): Promise<void> {
     const node = this.#agreement.export.node;
     const fua = (req.flags & CmdFlag.FUA) !== 0;
     switch (req.type) {
-      case Cmd.READ:
-        return this.#read(req);
       case Cmd.WRITE:
         await node.write(req.offset, payload ?? new Uint8Array(0), { fua });
         return this.#replyOk(req);
@@ -156,59 +245,26 @@ export class Transmission {
         await node.flush();
         return this.#replyOk(req);
       case Cmd.TRIM:
+        this.#known.forget();
         await node.discard(req.offset, req.length);
         if (fua) await node.flush();
         return this.#replyOk(req);
       case Cmd.WRITE_ZEROES:
+        this.#known.forget();
         await node.writeZeroes(req.offset, req.length, {
           fua,
           mayUnmap: (req.flags & CmdFlag.NO_HOLE) === 0,
           fastZero: (req.flags & CmdFlag.FAST_ZERO) !== 0,
         });
         return this.#replyOk(req);
-      case Cmd.CACHE:
-        // A prefetch hint with no effect on data: vdisk keeps no data cache to warm.
-        return this.#replyOk(req);
-      case Cmd.BLOCK_STATUS:
-        return this.#blockStatus(req);
       default:
         return this.#replyError(req, NbdErrno.EINVAL, `unknown ${commandName(req.type)}`);
     }
   }
 
-  async #read(req: ValidRequest): Promise<void> {
-    const node = this.#agreement.export.node;
-    const buffers = this.#buffers;
-    if (!this.#agreement.structuredReplies) {
-      const data = buffers.take(req.length);
-      try {
-        await node.read(req.offset, data);
-      } catch (e) {
-        buffers.give(data);
-        throw e;
-      }
-      return this.#writer.send([encodeSimpleReply(req.cookie, 0), data], () => buffers.give(data));
-    }
-    const to = this.#to(req);
-    if (req.length === 0) return this.#writer.send([encodeNoneChunk(to)]);
-    let taken: Uint8Array | null = null;
-    const giveBack = (): void => {
-      if (taken) buffers.give(taken);
-    };
-    let pieces: ReadPiece[];
-    try {
-      pieces = await readPieces(node, req, (req.flags & CmdFlag.DF) !== 0, (n) => (taken = buffers.take(n)));
-    } catch (e) {
-      giveBack();
-      throw e;
-    }
-    const parts: Uint8Array[] = [];
-    pieces.forEach((p, i) => {
-      const done = i === pieces.length - 1;
-      if (p.kind === 'hole') parts.push(encodeOffsetHoleChunk(to, { offset: p.offset, holeLength: p.length, done }));
-      else parts.push(encodeOffsetDataHeader(to, { offset: p.offset, dataLength: p.data.byteLength, done }), p.data);
-    });
-    return this.#writer.send(parts, giveBack);
+  /** Queues a reply; a promise only when the socket is full and the request must wait before it counts as answered. */
+  #sendReply(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
+    return this.#writer.queue(parts, released) ? Promise.resolve() : this.#writer.drained();
   }
 
   async #blockStatus(req: ValidRequest): Promise<void> {
@@ -219,7 +275,7 @@ export class Transmission {
     // Extended headers allow only the 64-bit form (proto.md).
     const encode = this.#agreement.extendedHeaders ? encodeBlockStatusExtChunk : encodeBlockStatusChunk;
     const parts = replies.map((r, i) => encode(to, { contextId: r.context.id, extents: r.extents, done: i === replies.length - 1 }));
-    return this.#writer.send(parts);
+    return this.#sendReply(parts);
   }
 
   /** The cookie for compact chunks; cookie and request offset for extended ones. */
@@ -229,13 +285,13 @@ export class Transmission {
 
   /** Simple replies are forbidden with extended headers: success is then a NONE chunk. */
   #replyOk(req: Answering): Promise<void> {
-    if (this.#agreement.extendedHeaders) return this.#writer.send([encodeNoneChunk(this.#to(req))]);
-    return this.#writer.send([encodeSimpleReply(req.cookie, 0)]);
+    if (this.#agreement.extendedHeaders) return this.#sendReply([encodeNoneChunk(this.#to(req))]);
+    return this.#sendReply([encodeSimpleReply(req.cookie, 0)]);
   }
 
   /** READ and BLOCK_STATUS answer in structured form once it is agreed (everything does with extended headers); the rest may use a simple reply. */
   #replyError(req: Answering, errno: number, message: string): Promise<void> {
     const structured = this.#agreement.extendedHeaders || (this.#agreement.structuredReplies && (req.type === Cmd.READ || req.type === Cmd.BLOCK_STATUS));
-    return this.#writer.send([structured ? encodeErrorChunk(this.#to(req), errno, message) : encodeSimpleReply(req.cookie, errno)]);
+    return this.#sendReply([structured ? encodeErrorChunk(this.#to(req), errno, message) : encodeSimpleReply(req.cookie, errno)]);
   }
 }

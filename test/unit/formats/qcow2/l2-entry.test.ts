@@ -7,6 +7,7 @@ import {
   encodeCompressedEntry,
   encodeL1Entry,
   encodeL2Entry,
+  plainDataOffset,
   readL2Entry,
   subclusterState,
   writeL2Entry,
@@ -97,4 +98,31 @@ test('writeL2Entry and readL2Entry round-trip in table buffers', () => {
 test('L1 entries encode and decode the L2 offset and COPIED', () => {
   assert.deepEqual(decodeL1Entry(encodeL1Entry(0x40000, true), { clusterBits: 16, loc }), { l2Offset: 0x40000, copied: true });
   assert.equal(encodeL1Entry(0, true), 0n);
+});
+
+test('plainDataOffset takes exactly the entries decodeL2Entry maps as plain data, at the same host offset', () => {
+  const half = (e: bigint): [number, number] => [Number(e >> 32n), Number(e & 0xffffffffn)];
+  const entries = [
+    0n,
+    1n,
+    0x50000n,
+    0x50000n | COPIED,
+    0x50000n | 1n,
+    0x50000n | 1n | COPIED,
+    0x50200n, // not cluster aligned
+    0x50000n | 0x2n, // a reserved bit
+    (1n << 62n) | 0x50000n, // compressed
+    0xff_ffff_ffff_0000n, // past MAX_SAFE_INTEGER
+  ];
+  for (const e of entries) {
+    let m: L2Mapping | null = null;
+    try {
+      m = dec(e);
+    } catch {
+      m = null;
+    }
+    const [hi, lo] = half(e);
+    const expected = m?.kind === 'normal' && m.hostOffset !== 0 ? m.hostOffset : -1;
+    assert.equal(plainDataOffset(hi, lo, std.clusterBits), expected, `entry 0x${e.toString(16)}`);
+  }
 });

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ReadBuffers } from '../../../src/nbd/server/read-buffers.js';
+import { PayloadBuffers } from '../../../src/nbd/server/payload-buffers.js';
 
-test('large READ buffers are reused by exact size up to the idle cap; small ones are always fresh and zeroed', () => {
-  const pool = new ReadBuffers(256 * 1024);
+test('large payload buffers are reused by exact size up to the idle cap; small ones are always fresh and zeroed', () => {
+  const pool = new PayloadBuffers(256 * 1024);
   const a = pool.take(128 * 1024);
   pool.give(a);
   assert.equal(pool.pooledBytes, 128 * 1024);
