@@ -36,6 +36,57 @@ export async function copyRange(read: ReadFn, target: ImageNode, range: { readon
   }
 }
 
+/**
+ * The copy step of a job whose source and target are nodes: between their
+ * host files inside the kernel where both sides allow it (copy_file_range:
+ * the bytes never enter JS, one page-cache copy instead of a read into a
+ * buffer and a write out of it, and on the thread pool, so the event loop
+ * does the job's bookkeeping meanwhile), the rest through the step's buffer.
+ * Once the target refuses a host range (another file system, no addon, a
+ * format without the path), this job copies through memory only.
+ * VDISK_NO_HOST_COPY=1 turns the kernel path off (A/B measurements).
+ */
+export class NodeCopier {
+  readonly #source: ImageNode;
+  readonly #target: ImageNode;
+  #viaHost: boolean;
+  /** Reads the source through its node (tracked). */
+  readonly read: ReadFn;
+
+  constructor(source: ImageNode, target: ImageNode) {
+    this.#source = source;
+    this.#target = target;
+    this.#viaHost = source.copyViaHost !== undefined && target.writeFromHost !== undefined && process.env['VDISK_NO_HOST_COPY'] !== '1';
+    this.read = (o, b) => source.read(o, b);
+  }
+
+  /** Copies [offset, offset+buf.length); errors say which side failed (a failed kernel copy counts as the target's). */
+  async copy(offset: number, buf: Uint8Array): Promise<void> {
+    const done = this.#viaHost ? await this.#copyViaHost(offset, buf.length) : 0;
+    if (done < buf.length) await copyRange(this.read, this.#target, { offset: offset + done, buf: buf.subarray(done) });
+  }
+
+  async #copyViaHost(offset: number, length: number): Promise<number> {
+    const target = this.#target;
+    try {
+      return (
+        (await this.#source.copyViaHost?.(offset, length, async (at, src) => {
+          let ok: boolean;
+          try {
+            ok = (await target.writeFromHost?.(at, src)) ?? false;
+          } catch (e) {
+            throw new CopyError('write', e);
+          }
+          if (!ok) this.#viaHost = false;
+          return ok;
+        })) ?? 0
+      );
+    } catch (e) {
+      throw e instanceof CopyError ? e : new CopyError('read', e);
+    }
+  }
+}
+
 /** Writes zeros to `target` over a range, allowing it to unmap. */
 export async function zeroRange(target: ImageNode, offset: number, length: number): Promise<void> {
   try {
