@@ -5,7 +5,7 @@
  */
 import type { DirtyBitmap } from '../block/dirty-bitmap.js';
 import { isVdiskError } from '../errors.js';
-import { CopyError, CopyPool, type NodeCopier } from './copy.js';
+import { CopyError, CopyPool, HOST_COPY_STEP, type NodeCopier } from './copy.js';
 import { Job, type JobOptions } from './job.js';
 
 /** QMP's BlockdevOnError. `auto` behaves as `report` for jobs. */
@@ -90,7 +90,7 @@ export abstract class BlockCopyJob extends Job {
         await pool.add(async (buf) => {
           // Cleared as the copy starts: a guest write from now on marks it again.
           bitmap.clear(range.offset, range.length);
-          const ok = await this.guarded(() => copier.copy(range.offset, buf.subarray(0, range.length)));
+          const ok = await this.guarded(() => copier.copy(range.offset, range.length, buf));
           if (!ok) bitmap.set(range.offset, range.length);
         }, range);
         this.addTotal(range.length);
@@ -100,6 +100,11 @@ export abstract class BlockCopyJob extends Job {
       await pool.drain();
     }
     return true;
+  }
+
+  /** Bytes of one first-pass step: HOST_COPY_STEP while the kernel copies and no speed limit is set, else `chunk`. */
+  protected firstPassStep(copier: NodeCopier, chunk: number): number {
+    return this.speed === 0 && copier.viaHost ? Math.max(chunk, HOST_COPY_STEP) : chunk;
   }
 
   /**

@@ -145,14 +145,14 @@ export class CommitJob extends BlockCopyJob {
         const extents = await statusOf(top, { offset: pos, length }, base);
         for (const e of extents) {
           for (let off = e.offset; off < e.offset + e.length; ) {
-            const n = Math.min(this.#chunk, e.offset + e.length - off);
+            const n = Math.min(this.firstPassStep(this.#copier, this.#chunk), e.offset + e.length - off);
             if (!e.present) {
               this.advance(n);
             } else {
               const at = off;
               await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
-                  e.zero ? zeroRange(base, at, n) : this.#copier.copy(at, buf.subarray(0, n)),
+                  e.zero ? zeroRange(base, at, n) : this.#copier.copy(at, n, buf),
                 );
                 if (!ok) this.#bitmap?.set(at, n);
               });

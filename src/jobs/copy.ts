@@ -9,6 +9,16 @@ import type { ChainExtent, ImageNode } from '../block/types.js';
 /** Default size of one copy step (QEMU's mirror uses up to 1 MiB per request). */
 export const COPY_CHUNK = 1024 * 1024;
 
+/**
+ * Size of a first-pass step when the kernel copies between the host files and
+ * no speed limit is set: the step's cost is its bookkeeping (block status,
+ * planning, one pool trip), not its bytes, so fewer, larger steps cost less
+ * (1 GiB commit, CPU 1.25 s with 1 MiB steps, 1.02 s with 4 MiB, 0.97 s with
+ * 8 MiB; medians of 3). A cancel still waits for at most a few milliseconds
+ * of copying. Parts the kernel cannot copy go through the 1 MiB buffer.
+ */
+export const HOST_COPY_STEP = 8 * 1024 * 1024;
+
 /** What a job reads the source through: the node (tracked) or its driver under a quiesce. */
 export type ReadFn = (offset: number, buf: Uint8Array) => Promise<void>;
 
@@ -60,10 +70,27 @@ export class NodeCopier {
     this.read = (o, b) => source.read(o, b);
   }
 
-  /** Copies [offset, offset+buf.length); errors say which side failed (a failed kernel copy counts as the target's). */
-  async copy(offset: number, buf: Uint8Array): Promise<void> {
-    const done = this.#viaHost ? await this.#copyViaHost(offset, buf.length) : 0;
-    if (done < buf.length) await copyRange(this.read, this.#target, { offset: offset + done, buf: buf.subarray(done) });
+  /** True while the kernel path is on (the job may take larger steps: HOST_COPY_STEP). */
+  get viaHost(): boolean {
+    return this.#viaHost;
+  }
+
+  /**
+   * Copies [offset, offset+length): the kernel copies what it can, `buf` (any
+   * size) carries the rest a piece at a time, and the kernel is tried again
+   * after each piece. Errors say which side failed (a failed kernel copy
+   * counts as the target's).
+   */
+  async copy(offset: number, length: number, buf: Uint8Array): Promise<void> {
+    for (let done = 0; done < length; ) {
+      if (this.#viaHost) {
+        done += await this.#copyViaHost(offset + done, length - done);
+        if (done >= length) return;
+      }
+      const n = Math.min(buf.length, length - done);
+      await copyRange(this.read, this.#target, { offset: offset + done, buf: buf.subarray(0, n) });
+      done += n;
+    }
   }
 
   async #copyViaHost(offset: number, length: number): Promise<number> {

@@ -162,7 +162,7 @@ export class MirrorJob extends BlockCopyJob {
         const extents = await statusOf(source, { offset: pos, length }, base);
         for (const e of extents) {
           for (let off = e.offset; off < e.offset + e.length; ) {
-            const n = Math.min(this.#chunk, e.offset + e.length - off);
+            const n = Math.min(this.firstPassStep(this.#copier, this.#chunk), e.offset + e.length - off);
             // sync=top: what the top does not define comes from the target's own backing.
             const fromBelow = this.sync === 'top' && !e.present;
             if (fromBelow || (e.zero && skipHoles)) {
@@ -175,7 +175,7 @@ export class MirrorJob extends BlockCopyJob {
               await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
                   this.#excludingWriteThrough(at, n, () =>
-                    e.zero ? zeroRange(target, at, n) : this.#copier.copy(at, buf.subarray(0, n)),
+                    e.zero ? zeroRange(target, at, n) : this.#copier.copy(at, n, buf),
                   ),
                 );
                 if (!ok) this.#bitmap.set(at, n);
