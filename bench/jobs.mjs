@@ -20,7 +20,7 @@
 //                       [--only commit|mirror|converge]
 //   VDISK_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node bench/jobs.mjs ...  (flags for vdisk's node)
 //   VDISK_MAIN=/elsewhere/dist/src/cli/main.js node bench/jobs.mjs ...  (another vdisk build)
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -84,8 +84,10 @@ function commitOnce(which) {
   const t0 = process.hrtime.bigint();
   let cpu = NaN;
   if (gnuTime) {
-    const out = execFileSync(gnuTime, ['-f', 'CPU %U %S', cmd, ...argv], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-    const m = /CPU ([\d.]+) ([\d.]+)/.exec(out);
+    // GNU time reports on stderr, after the command's own stderr.
+    const r = spawnSync(gnuTime, ['-f', 'CPU %U %S', cmd, ...argv], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+    if (r.status !== 0) throw new Error(`${which} commit failed: ${r.stderr}`);
+    const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
     if (m) cpu = Number(m[1]) + Number(m[2]);
   } else {
     sh(cmd, argv);

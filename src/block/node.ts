@@ -178,7 +178,9 @@ export class BlockNode implements ImageNode {
   /**
    * `write` of `src.length` bytes taken from a host range; false, having
    * written nothing, where the driver cannot copy from that file (or the
-   * probed-raw guard must see the bytes).
+   * probed-raw guard must see the bytes). Observers see the attempt even when
+   * the driver refuses (at worst a dirty bit set in vain); a job stops trying
+   * after the first refusal.
    */
   async writeFromHost(offset: number, src: HostRange): Promise<boolean> {
     this.#checkWrite(offset, src.length);
