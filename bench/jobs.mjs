@@ -2,6 +2,8 @@
 // Block-job benchmark, vdisk vs QEMU in the same run, alternating tools, median of N, ratio = QEMU time /
 // vdisk time (higher is better for vdisk):
 //  - commit: `vdisk commit` vs `qemu-img commit` of an overlay holding --commit-mib of data (default 1024);
+//  Each row also gives the CPU seconds (user + system) of the tool: the whole command for commit (with GNU
+//  time installed), the server process from its start to READY (mirror) or to COMPLETED (converge).
 //  - mirror to READY: `vdisk serve --qmp` vs `qemu-storage-daemon`, each freshly started with the source
 //    added by blockdev-add (not timed); timed from sending drive-mirror (sync=full, new qcow2 target) to
 //    BLOCK_JOB_READY; then job-cancel and quit. Source: --mirror-gib virtual size with --data-mib of data
@@ -18,7 +20,7 @@
 //                       [--only commit|mirror|converge]
 //   VDISK_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node bench/jobs.mjs ...  (flags for vdisk's node)
 //   VDISK_MAIN=/elsewhere/dist/src/cli/main.js node bench/jobs.mjs ...  (another vdisk build)
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -43,6 +45,14 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 const nodeFlags = (process.env.VDISK_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const fmt = (xs) => xs.map((t) => t.toFixed(2)).join(' ');
+// CPU seconds (user + system, all threads) a live process has used so far, from /proc (Linux).
+const clockTicks = Number(sh('getconf', ['CLK_TCK']).trim()) || 100;
+const cpuOf = (pid) => {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+};
+// GNU time, where installed, gives a finished command's CPU seconds.
+const gnuTime = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
 if (only === '' || only === 'converge') {
   let engines = '';
   try {
@@ -72,10 +82,19 @@ function commitOnce(which) {
   const { base, top } = prepareCommit();
   const [cmd, argv] = which === 'vdisk' ? [process.execPath, [...nodeFlags, vdiskMain, 'commit', '-q', '-f', 'qcow2', top]] : ['qemu-img', ['commit', '-q', '-f', 'qcow2', top]];
   const t0 = process.hrtime.bigint();
-  sh(cmd, argv);
+  let cpu = NaN;
+  if (gnuTime) {
+    // GNU time reports on stderr, after the command's own stderr.
+    const r = spawnSync(gnuTime, ['-f', 'CPU %U %S', cmd, ...argv], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+    if (r.status !== 0) throw new Error(`${which} commit failed: ${r.stderr}`);
+    const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
+    if (m) cpu = Number(m[1]) + Number(m[2]);
+  } else {
+    sh(cmd, argv);
+  }
   const t = seconds(t0);
   sh('qemu-io', ['-f', 'qcow2', '-c', `read -P 0x22 0 ${commitMiB}M`, base]);
-  return t;
+  return { time: t, cpu };
 }
 
 // ---- mirror ----------------------------------------------------------------------------------------
@@ -149,7 +168,7 @@ async function startDaemon(which, qmpSock) {
     await exited;
     clearTimeout(timer);
   };
-  return { stop };
+  return { stop, cpu: () => cpuOf(proc.pid) };
 }
 
 function prepareMirrorSource() {
@@ -178,11 +197,12 @@ async function mirrorOnce(which, src) {
     await qmp.execute('drive-mirror', { device: 'src', 'job-id': 'm', target, format: 'qcow2', sync: 'full' });
     const ev = await qmp.next((m) => m.event === 'BLOCK_JOB_READY' || m.event === 'BLOCK_JOB_COMPLETED');
     const t = seconds(t0);
+    const cpu = daemon.cpu();
     if (ev.event !== 'BLOCK_JOB_READY') throw new Error(`${which}: mirror ended before READY: ${JSON.stringify(ev)}`);
     await qmp.execute('job-cancel', { id: 'm' });
     await qmp.next((m) => m.event === 'JOB_STATUS_CHANGE' && m.data.status === 'null');
     await qmp.execute('quit').catch(() => {});
-    return t;
+    return { ready: t, cpu };
   } finally {
     qmp?.close();
     await daemon.stop();
@@ -236,6 +256,7 @@ async function convergeOnce(which, src) {
     await qmp.execute('job-complete', { id: 'm' });
     const completed = await qmp.next((m) => m.event === 'BLOCK_JOB_COMPLETED');
     const tComplete = seconds(t1);
+    const cpu = daemon.cpu();
     if (completed.data.error) throw new Error(`${which}: mirror failed: ${completed.data.error}`);
     const report = await load.stop();
     load = null;
@@ -244,7 +265,7 @@ async function convergeOnce(which, src) {
     const errors = report.jobs[0].error;
     if (errors) throw new Error(`${which}: fio failed with error ${errors}`);
     await qmp.execute('quit').catch(() => {});
-    return { ready: tReady, complete: tComplete, iops };
+    return { ready: tReady, complete: tComplete, cpu, iops };
   } finally {
     load?.kill();
     qmp?.close();

@@ -21,11 +21,12 @@
 #include <linux/falloc.h>
 #include <node_api.h>
 
+#include "copy_range.h"
 #include "host_ring.h"
 
 #define MAX_SAFE_INT 9007199254740991LL
 
-static const char *errno_name(int err) {
+const char *errno_name(int err) {
   switch (err) {
     case EBADF: return "EBADF";
     case EINVAL: return "EINVAL";
@@ -46,12 +47,14 @@ static const char *errno_name(int err) {
     case ENOLCK: return "ENOLCK";
     case EDEADLK: return "EDEADLK";
     case EOVERFLOW: return "EOVERFLOW";
+    case EXDEV: return "EXDEV";
+    case ENOMEM: return "ENOMEM";
     default: return "EIO";
   }
 }
 
 /* Throws an Error with code = errno name and a message naming the call. */
-static napi_value throw_errno(napi_env env, const char *what, int err) {
+napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[160];
   snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
   napi_throw_error(env, errno_name(err), msg);
@@ -63,7 +66,7 @@ static int is_unsupported(int err) {
 }
 
 /* Reads argument `i` as a non-negative safe integer; throws a TypeError otherwise. */
-static int get_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int64_t *out) {
+int get_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int64_t *out) {
   napi_valuetype t;
   double d;
   if (i >= argc || napi_typeof(env, argv[i], &t) != napi_ok || t != napi_number) {
@@ -298,6 +301,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   host_ring_register(env, exports);
+  copy_range_register(env, exports);
   return exports;
 }
 

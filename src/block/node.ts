@@ -17,6 +17,8 @@ import type {
   ChainExtent,
   CheckReport,
   FormatInfo,
+  HostRange,
+  HostSink,
   ImageNode,
   LayerExtent,
   ProgressCallback,
@@ -45,8 +47,10 @@ export interface WriteEvent {
   readonly kind: 'write' | 'zero' | 'discard';
   readonly offset: number;
   readonly length: number;
-  /** The bytes written (kind 'write' only). */
+  /** The bytes written (kind 'write' only), unless they came from a host range. */
   readonly data?: Uint8Array;
+  /** Where the bytes came from when a job copied them between host files (kind 'write' only). */
+  readonly source?: HostRange;
 }
 
 /**
@@ -146,6 +150,49 @@ export class BlockNode implements ImageNode {
   }
 
   // ---- what jobs use -------------------------------------------------------------
+
+  /**
+   * Hands `sink` the host ranges holding [offset, offset+length) of this chain
+   * (see hostRangeInChain), in order, under one read ticket, until one is not
+   * a plain host range or the sink refuses it; returns the bytes handed over.
+   */
+  async copyViaHost(offset: number, length: number, sink: HostSink): Promise<number> {
+    this.#check(offset, length);
+    if (length === 0) return 0;
+    const ticket = await this.#tracker.begin(offset, length, false);
+    try {
+      if (this.#forward) return 0;
+      const end = offset + length;
+      let pos = offset;
+      while (pos < end) {
+        const range = await hostRangeInChain(this, pos, end - pos);
+        if (!range || !(await sink(pos, range))) break;
+        pos += range.length;
+      }
+      return pos - offset;
+    } finally {
+      this.#tracker.end(ticket);
+    }
+  }
+
+  /**
+   * `write` of `src.length` bytes taken from a host range; false, having
+   * written nothing, where the driver cannot copy from that file (or the
+   * probed-raw guard must see the bytes). Observers see the attempt even when
+   * the driver refuses (at worst a dirty bit set in vain); a job stops trying
+   * after the first refusal.
+   */
+  async writeFromHost(offset: number, src: HostRange): Promise<boolean> {
+    this.#checkWrite(offset, src.length);
+    const driver = this.#driver;
+    if (src.length === 0) return true;
+    if (!driver.writeFromHost || (this.#probedRaw && offset < PROBE_GUARD)) return false;
+    let written = false;
+    await this.#tracked({ kind: 'write', offset, length: src.length, source: src }, async (d) => {
+      written = (await d.writeFromHost?.(offset, src)) ?? false;
+    });
+    return written;
+  }
 
   /** Watches writes, zeroes and discards on this node; returns the detach function. */
   addWriteObserver(observer: WriteObserver): () => void {
@@ -268,6 +315,7 @@ export class BlockNode implements ImageNode {
       const forward = this.#forward;
       if (forward) {
         if (event.kind === 'write' && event.data) await forward.write(event.offset, event.data);
+        else if (event.kind === 'write' && event.source) await forward.write(event.offset, await readHostRange(event.source));
         else if (event.kind === 'zero') await forward.writeZeroes(event.offset, event.length);
         else await forward.discard(event.offset, event.length);
         return;
@@ -442,6 +490,30 @@ export class BlockNode implements ImageNode {
   #checkOpen(): void {
     if (this.#closed) throw new VdiskError('EINVAL', `'${this.filename}' is closed`, { file: this.filename });
   }
+}
+
+/**
+ * The host range holding the start of [offset, offset+length) in the chain
+ * from `top`: the first layer that defines it must keep it as plain data on
+ * its host; ranges a layer leaves to its backing are looked up below (within
+ * the backing's length). Null: read it the usual way.
+ */
+async function hostRangeInChain(top: BlockNode, offset: number, length: number): Promise<HostRange | null> {
+  for (let n: BlockNode | null = top; n; n = n.backing) {
+    const ext = await n.driver.hostExtent?.(offset, length);
+    if (!ext || ext.kind === 'other') return null;
+    if (ext.kind === 'host') return ext.range;
+    length = Math.min(ext.length, (n.backing?.length ?? 0) - offset);
+    if (length <= 0) return null;
+  }
+  return null;
+}
+
+/** The bytes of a host range, read into memory. */
+async function readHostRange(src: HostRange): Promise<Uint8Array> {
+  const buf = new Uint8Array(src.length);
+  await src.file.read(buf, src.offset);
+  return buf;
 }
 
 /**

@@ -11,6 +11,12 @@ import type {
   CheckReport,
   RepairMode,
 } from '../formats/driver.js';
+import type { HostRange } from '../host/host-file.js';
+
+export type { HostRange };
+
+/** Takes a host range holding guest bytes at `offset` (a target's writeFromHost); false: it cannot. */
+export type HostSink = (offset: number, src: HostRange) => Promise<boolean>;
 
 /** One extent of a whole chain's allocation map, as `qemu-img map` reports it. */
 export interface ChainExtent {
@@ -77,6 +83,14 @@ export interface ImageNode {
   write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void>;
   writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void>;
   discard(offset: number, length: number): Promise<void>;
+  /**
+   * Hands the host ranges that hold [offset, offset+length) of this chain to
+   * `sink`, in order, while it takes them; the bytes handed over (a prefix of
+   * the range). Absent where the node cannot name its bytes on the host.
+   */
+  copyViaHost?(offset: number, length: number, sink: HostSink): Promise<number>;
+  /** `write` of bytes taken from a host range (copy_file_range); false, having written nothing, when this node cannot. */
+  writeFromHost?(offset: number, src: HostRange): Promise<boolean>;
   /** Compressed write of whole clusters (ENOTSUP where the format has no compression). */
   writeCompressed(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;

@@ -4,6 +4,7 @@
  * format's tables. A driver never imports `block/`: what it needs from the
  * image below it (its backing) it sees through `BackingSource`.
  */
+import type { HostRange } from '../host/host-file.js';
 
 /**
  * Formats vdisk can open. `parallels` is accepted as an alias of `ploop` by the probe.
@@ -64,6 +65,18 @@ export interface LayerExtent {
   readonly hostFile?: string;
   readonly compressed?: boolean;
 }
+
+/**
+ * Where a layer keeps the start of a guest range, for a copy between host
+ * files (BlockDriver.hostExtent):
+ * - host: the first `range.length` bytes lie as they are at `range`;
+ * - backing: this layer does not define the first `length` bytes;
+ * - other: zeros, compressed or in flight: read them the usual way.
+ */
+export type HostExtent =
+  | { readonly kind: 'host'; readonly range: HostRange }
+  | { readonly kind: 'backing'; readonly length: number }
+  | { readonly kind: 'other' };
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -190,6 +203,18 @@ export interface BlockDriver {
   write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void>;
   writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void>;
   discard(offset: number, length: number): Promise<void>;
+  /**
+   * Where this layer keeps the start of [offset, offset+length) (see
+   * HostExtent). A block job copies such a range into another image with
+   * `writeFromHost`, without the bytes passing through JS.
+   */
+  hostExtent?(offset: number, length: number): Promise<HostExtent>;
+  /**
+   * Writes `src.length` bytes at `offset` as `write` would, taking them from a
+   * host range (copied by the kernel); false, having written nothing, when
+   * this layer's host file cannot copy from that file.
+   */
+  writeFromHost?(offset: number, src: HostRange, flags?: WriteFlags): Promise<boolean>;
   /** Writes whole clusters compressed; only formats that support it define it. */
   writeCompressed?(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;

@@ -31,7 +31,25 @@ export interface HostFile {
   seekHole(offset: number): Promise<number>;
   /** Bytes actually allocated on the host (st_blocks * 512). */
   allocatedSize(): Promise<number>;
+  /**
+   * True when `copyFrom` can copy from `src` inside the kernel, without the
+   * bytes passing through JS. Absent: the file has no such path.
+   */
+  canCopyFrom?(src: HostFile): boolean;
+  /**
+   * Copies a range of another host file to `offset` of this one (as a read of
+   * `src` then a write here would: past the source's end it reads zeros). In
+   * the kernel where it can (copy_file_range), else through memory.
+   */
+  copyFrom?(src: HostRange, offset: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A range of a host file: where a format keeps some guest bytes, as a copy between host files takes them. */
+export interface HostRange {
+  readonly file: HostFile;
+  readonly offset: number;
+  readonly length: number;
 }
 
 export interface HostOpenOptions {

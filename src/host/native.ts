@@ -58,6 +58,20 @@ export interface NativeHost {
   readonly ringEnter?: (ring: object) => number;
   /** Releases the ring; throws EBUSY while requests are in flight. */
   readonly ringClose?: (ring: object) => void;
+  /**
+   * copy_file_range from (fdIn, offIn) to (fdOut, offOut) on the thread pool,
+   * looping over short copies; calls `done(errnoName | null, result)`: bytes
+   * copied (short only where the source ends), or -2 when the two files cannot
+   * be copied this way and nothing was copied. Absent in older addons.
+   */
+  readonly copyRangeAsync?: (
+    fdIn: number,
+    offIn: number,
+    fdOut: number,
+    offOut: number,
+    length: number,
+    done: (err: string | null, result: number) => void,
+  ) => void;
 }
 
 /** The ring's three calls, present together. */

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
-import type { HostFile, HostOpenOptions } from './host-file.js';
-import { nativeHost } from './native.js';
+import type { HostFile, HostOpenOptions, HostRange } from './host-file.js';
+import { nativeHost, type NativeHost } from './native.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
 
 // The callback fs API with reused buffers is several times faster per 4 KiB
@@ -59,6 +59,24 @@ const SYNC_WRITE_MAX = 1024 * 1024;
  */
 const INLINE_MAX = 4 * 1024 * 1024;
 
+/** Bounce buffer size of a copy between host files done through memory. */
+const BOUNCE = 1024 * 1024;
+
+/** copy_file_range on the thread pool, as a promise: bytes copied, or -2 (not possible between these files). */
+function copyRangeCb(
+  call: NonNullable<NativeHost['copyRangeAsync']>,
+  from: { readonly fd: number; readonly offset: number },
+  to: { readonly fd: number; readonly offset: number },
+  length: number,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    call(from.fd, from.offset, to.fd, to.offset, length, (err, n) => {
+      if (err === null) resolve(n);
+      else reject(Object.assign(new Error(`copy_file_range: ${err}`), { code: err }));
+    });
+  });
+}
+
 function cb<T>(fn: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
     fn((err, value) => (err ? reject(err) : resolve(value as T)));
@@ -78,6 +96,12 @@ export class NodeHostFile implements HostFile {
   readonly #syncWrites: SyncWritePolicy | null;
   /** Largest read first tried with RWF_NOWAIT on the JS thread. */
   readonly #noWaitReadMax: number;
+  /** Plain buffered I/O (no O_DIRECT, no O_DSYNC): what copy_file_range may write to. */
+  readonly #buffered: boolean;
+  /** Cleared once the kernel refused copy_file_range for this file. */
+  #kernelCopy = true;
+  /** The last kernel copy into this file queued: the next one waits for it. */
+  #copyQueue: Promise<unknown> = Promise.resolve();
 
   private constructor(path: string, fd: number, options: HostOpenOptions) {
     this.path = path;
@@ -85,6 +109,7 @@ export class NodeHostFile implements HostFile {
     this.readOnly = options.readOnly ?? false;
     const inline = options.inlineIo ?? false;
     this.#noWaitReadMax = inline ? INLINE_MAX : NOWAIT_READ_MAX;
+    this.#buffered = options.direct !== true && options.dsync !== true;
     this.#syncWrites =
       this.readOnly || options.dsync === true ? null : new SyncWritePolicy(inline ? INLINE_MAX : SYNC_WRITE_MAX, { backOff: !inline });
   }
@@ -248,6 +273,50 @@ export class NodeHostFile implements HostFile {
     const native = nativeHost();
     if (native) return native.seekHole(this.#fd, offset);
     return Math.max(offset, await this.size());
+  }
+
+  canCopyFrom(src: HostFile): boolean {
+    return this.#kernelCopy && this.#buffered && src instanceof NodeHostFile && src.#buffered && nativeHost()?.copyRangeAsync !== undefined;
+  }
+
+  /**
+   * copy_file_range on the thread pool: on one ext4 it is a page-cache copy in
+   * the kernel (no reflink), one copy instead of a read into JS and a write
+   * out of it, and the event loop does the job's bookkeeping meanwhile. Where
+   * the kernel refuses (two file systems), this file copies through memory
+   * from then on.
+   *
+   * One copy into this file at a time: copies run under the inode's lock, and
+   * four of them at once (a job's steps in flight) left three pool threads
+   * spinning on it (1 GiB commit: 1.29 s CPU against 1.18 s one at a time;
+   * on the JS thread instead, 1.15 s CPU but the event loop stalls and the
+   * wall time was worse, 1.49 s against 0.99 s; medians of 5 on 2 busy vCPUs).
+   */
+  async copyFrom(src: HostRange, offset: number): Promise<void> {
+    this.#assertWritable();
+    let done = 0;
+    const call = nativeHost()?.copyRangeAsync;
+    if (call && this.canCopyFrom(src.file) && src.file instanceof NodeHostFile) {
+      let n: number;
+      try {
+        const from = { fd: src.file.#fd, offset: src.offset };
+        const run = this.#copyQueue.then(() => copyRangeCb(call, from, { fd: this.#fd, offset }, src.length));
+        this.#copyQueue = run.catch(() => undefined);
+        n = await run;
+      } catch (e) {
+        throw fromSystemError(e, this.path, `copy ${src.length} bytes from '${src.file.path}' to offset ${offset} of`);
+      }
+      if (n === -2) this.#kernelCopy = false;
+      else done = n;
+    }
+    // Through memory: what the kernel would not copy, and past the source's end (zeros, as read gives them).
+    for (let buf: Uint8Array | null = null; done < src.length; ) {
+      const n = Math.min(BOUNCE, src.length - done);
+      buf = buf && buf.length >= n ? buf.subarray(0, n) : new Uint8Array(n);
+      await src.file.read(buf, src.offset + done);
+      await this.write(buf, offset + done);
+      done += n;
+    }
   }
 
   async close(): Promise<void> {

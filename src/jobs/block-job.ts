@@ -4,9 +4,8 @@
  * the bookkeeping of a node claimed by a job.
  */
 import type { DirtyBitmap } from '../block/dirty-bitmap.js';
-import type { ImageNode } from '../block/types.js';
 import { isVdiskError } from '../errors.js';
-import { CopyError, CopyPool, copyRange, type ReadFn } from './copy.js';
+import { CopyError, CopyPool, HOST_COPY_STEP, type NodeCopier } from './copy.js';
 import { Job, type JobOptions } from './job.js';
 
 /** QMP's BlockdevOnError. `auto` behaves as `report` for jobs. */
@@ -22,8 +21,7 @@ export interface BlockJobOptions extends JobOptions {
 /** How a job drains its dirty bitmap: see BlockCopyJob.copyDirty. */
 export interface DirtyDrain {
   readonly bitmap: DirtyBitmap;
-  readonly read: ReadFn;
-  readonly target: ImageNode;
+  readonly copier: NodeCopier;
   /** Bytes per copy step at most. */
   readonly chunk: number;
   /** Copy steps in flight at most. */
@@ -74,7 +72,7 @@ export abstract class BlockCopyJob extends Job {
    * data is work found on the way, so the total grows with it as QEMU's does.
    */
   protected async copyDirty(drain: DirtyDrain): Promise<boolean> {
-    const { bitmap, chunk, read, target } = drain;
+    const { bitmap, chunk, copier } = drain;
     if (bitmap.count === 0) return false;
     const pool = new CopyPool(drain.inFlight, chunk);
     try {
@@ -92,7 +90,7 @@ export abstract class BlockCopyJob extends Job {
         await pool.add(async (buf) => {
           // Cleared as the copy starts: a guest write from now on marks it again.
           bitmap.clear(range.offset, range.length);
-          const ok = await this.guarded(() => copyRange(read, target, { offset: range.offset, buf: buf.subarray(0, range.length) }));
+          const ok = await this.guarded(() => copier.copy(range.offset, range.length, buf));
           if (!ok) bitmap.set(range.offset, range.length);
         }, range);
         this.addTotal(range.length);
@@ -102,6 +100,11 @@ export abstract class BlockCopyJob extends Job {
       await pool.drain();
     }
     return true;
+  }
+
+  /** Bytes of one first-pass step: HOST_COPY_STEP while the kernel copies and no speed limit is set, else `chunk`. */
+  protected firstPassStep(copier: NodeCopier, chunk: number): number {
+    return this.speed === 0 && copier.viaHost ? Math.max(chunk, HOST_COPY_STEP) : chunk;
   }
 
   /**

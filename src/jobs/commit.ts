@@ -21,7 +21,7 @@ import type { BlockNode } from '../block/node.js';
 import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
-import { COPY_CHUNK, CopyPool, copyAllDirty, copyRange, statusOf, trackWrites, WriteBehind, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyPool, copyAllDirty, NodeCopier, statusOf, trackWrites, WriteBehind, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 /** Switches every user of `from` over to `to` (the daemon's NodeGraph.replace). */
@@ -75,6 +75,7 @@ export class CommitJob extends BlockCopyJob {
   readonly #options: CommitOptions;
   readonly #dropped: BlockNode[];
   readonly #chunk: number;
+  readonly #copier: NodeCopier;
   #bitmap: DirtyBitmap | null = null;
   #detach: (() => void) | null = null;
   #baseWasReadOnly = false;
@@ -96,6 +97,7 @@ export class CommitJob extends BlockCopyJob {
     this.active = options.active;
     this.#options = options;
     this.#chunk = options.chunkSize ?? COPY_CHUNK;
+    this.#copier = new NodeCopier(top, base);
   }
 
   protected override async body(): Promise<void> {
@@ -143,14 +145,14 @@ export class CommitJob extends BlockCopyJob {
         const extents = await statusOf(top, { offset: pos, length }, base);
         for (const e of extents) {
           for (let off = e.offset; off < e.offset + e.length; ) {
-            const n = Math.min(this.#chunk, e.offset + e.length - off);
+            const n = Math.min(this.firstPassStep(this.#copier, this.#chunk), e.offset + e.length - off);
             if (!e.present) {
               this.advance(n);
             } else {
               const at = off;
               await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
-                  e.zero ? zeroRange(base, at, n) : copyRange((o, b) => top.read(o, b), base, { offset: at, buf: buf.subarray(0, n) }),
+                  e.zero ? zeroRange(base, at, n) : this.#copier.copy(at, n, buf),
                 );
                 if (!ok) this.#bitmap?.set(at, n);
               });
@@ -175,8 +177,7 @@ export class CommitJob extends BlockCopyJob {
   async #copyDirty(stop: () => boolean): Promise<boolean> {
     const bitmap = this.#bitmap;
     if (!bitmap) return false;
-    const top = this.top;
-    return this.copyDirty({ bitmap, read: (o, b) => top.read(o, b), target: this.base, chunk: this.#chunk, inFlight: IN_FLIGHT, stop });
+    return this.copyDirty({ bitmap, copier: this.#copier, chunk: this.#chunk, inFlight: IN_FLIGHT, stop });
   }
 
   protected override async commitChanges(): Promise<void> {

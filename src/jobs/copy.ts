@@ -9,6 +9,16 @@ import type { ChainExtent, ImageNode } from '../block/types.js';
 /** Default size of one copy step (QEMU's mirror uses up to 1 MiB per request). */
 export const COPY_CHUNK = 1024 * 1024;
 
+/**
+ * Size of a first-pass step when the kernel copies between the host files and
+ * no speed limit is set: the step's cost is its bookkeeping (block status,
+ * planning, one pool trip), not its bytes, so fewer, larger steps cost less
+ * (1 GiB commit, CPU 1.25 s with 1 MiB steps, 1.02 s with 4 MiB, 0.97 s with
+ * 8 MiB; medians of 3). A cancel still waits for at most a few milliseconds
+ * of copying. Parts the kernel cannot copy go through the 1 MiB buffer.
+ */
+export const HOST_COPY_STEP = 8 * 1024 * 1024;
+
 /** What a job reads the source through: the node (tracked) or its driver under a quiesce. */
 export type ReadFn = (offset: number, buf: Uint8Array) => Promise<void>;
 
@@ -33,6 +43,74 @@ export async function copyRange(read: ReadFn, target: ImageNode, range: { readon
     await target.write(range.offset, range.buf);
   } catch (e) {
     throw new CopyError('write', e);
+  }
+}
+
+/**
+ * The copy step of a job whose source and target are nodes: between their
+ * host files inside the kernel where both sides allow it (copy_file_range:
+ * the bytes never enter JS, one page-cache copy instead of a read into a
+ * buffer and a write out of it, and on the thread pool, so the event loop
+ * does the job's bookkeeping meanwhile), the rest through the step's buffer.
+ * Once the target refuses a host range (another file system, no addon, a
+ * format without the path), this job copies through memory only.
+ * VDISK_NO_HOST_COPY=1 turns the kernel path off (A/B measurements).
+ */
+export class NodeCopier {
+  readonly #source: ImageNode;
+  readonly #target: ImageNode;
+  #viaHost: boolean;
+  /** Reads the source through its node (tracked). */
+  readonly read: ReadFn;
+
+  constructor(source: ImageNode, target: ImageNode) {
+    this.#source = source;
+    this.#target = target;
+    this.#viaHost = source.copyViaHost !== undefined && target.writeFromHost !== undefined && process.env['VDISK_NO_HOST_COPY'] !== '1';
+    this.read = (o, b) => source.read(o, b);
+  }
+
+  /** True while the kernel path is on (the job may take larger steps: HOST_COPY_STEP). */
+  get viaHost(): boolean {
+    return this.#viaHost;
+  }
+
+  /**
+   * Copies [offset, offset+length): the kernel copies what it can, `buf` (any
+   * size) carries the rest a piece at a time, and the kernel is tried again
+   * after each piece. Errors say which side failed (a failed kernel copy
+   * counts as the target's).
+   */
+  async copy(offset: number, length: number, buf: Uint8Array): Promise<void> {
+    for (let done = 0; done < length; ) {
+      if (this.#viaHost) {
+        done += await this.#copyViaHost(offset + done, length - done);
+        if (done >= length) return;
+      }
+      const n = Math.min(buf.length, length - done);
+      await copyRange(this.read, this.#target, { offset: offset + done, buf: buf.subarray(0, n) });
+      done += n;
+    }
+  }
+
+  async #copyViaHost(offset: number, length: number): Promise<number> {
+    const target = this.#target;
+    try {
+      return (
+        (await this.#source.copyViaHost?.(offset, length, async (at, src) => {
+          let ok: boolean;
+          try {
+            ok = (await target.writeFromHost?.(at, src)) ?? false;
+          } catch (e) {
+            throw new CopyError('write', e);
+          }
+          if (!ok) this.#viaHost = false;
+          return ok;
+        })) ?? 0
+      );
+    } catch (e) {
+      throw e instanceof CopyError ? e : new CopyError('read', e);
+    }
   }
 }
 

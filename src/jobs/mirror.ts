@@ -22,7 +22,7 @@ import type { ImageNode } from '../block/types.js';
 import { VdiskError } from '../errors.js';
 import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import type { PivotFn } from './commit.js';
-import { COPY_CHUNK, CopyError, CopyPool, copyAllDirty, copyDirtyWithin, copyRange, statusOf, trackWrites, WriteBehind, zeroRange } from './copy.js';
+import { COPY_CHUNK, CopyError, CopyPool, copyAllDirty, copyDirtyWithin, NodeCopier, statusOf, trackWrites, WriteBehind, zeroRange } from './copy.js';
 import type { JobType } from './job.js';
 
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -71,6 +71,7 @@ export class MirrorJob extends BlockCopyJob {
   readonly #options: MirrorOptions;
   readonly #chunk: number;
   readonly #bitmap: DirtyBitmap;
+  readonly #copier: NodeCopier;
   #detach: Array<() => void> = [];
   #cursor = 0;
   /** Source and target are identical and new writes reach both (QMP actively-synced). */
@@ -93,6 +94,7 @@ export class MirrorJob extends BlockCopyJob {
     this.copyMode = options.copyMode ?? 'background';
     this.#options = options;
     this.#bitmap = new DirtyBitmap(options.source.length, this.granularity);
+    this.#copier = new NodeCopier(options.source, options.target);
     this.#chunk = Math.max(this.granularity, Math.min(COPY_CHUNK, this.bufSize || COPY_CHUNK));
   }
 
@@ -141,8 +143,7 @@ export class MirrorJob extends BlockCopyJob {
       return true;
     }
     this.#activelySynced = false;
-    const { source, target } = this;
-    return this.copyDirty({ bitmap: this.#bitmap, read: (o, b) => source.read(o, b), target, chunk: this.#chunk, inFlight: IN_FLIGHT, stop });
+    return this.copyDirty({ bitmap: this.#bitmap, copier: this.#copier, chunk: this.#chunk, inFlight: IN_FLIGHT, stop });
   }
 
   async #firstPass(): Promise<void> {
@@ -161,7 +162,7 @@ export class MirrorJob extends BlockCopyJob {
         const extents = await statusOf(source, { offset: pos, length }, base);
         for (const e of extents) {
           for (let off = e.offset; off < e.offset + e.length; ) {
-            const n = Math.min(this.#chunk, e.offset + e.length - off);
+            const n = Math.min(this.firstPassStep(this.#copier, this.#chunk), e.offset + e.length - off);
             // sync=top: what the top does not define comes from the target's own backing.
             const fromBelow = this.sync === 'top' && !e.present;
             if (fromBelow || (e.zero && skipHoles)) {
@@ -174,7 +175,7 @@ export class MirrorJob extends BlockCopyJob {
               await pool.add(async (buf) => {
                 const ok = await this.guarded(() =>
                   this.#excludingWriteThrough(at, n, () =>
-                    e.zero ? zeroRange(target, at, n) : copyRange((o, b) => source.read(o, b), target, { offset: at, buf: buf.subarray(0, n) }),
+                    e.zero ? zeroRange(target, at, n) : this.#copier.copy(at, n, buf),
                   ),
                 );
                 if (!ok) this.#bitmap.set(at, n);

@@ -6,7 +6,8 @@
  */
 import * as path from 'node:path';
 import { VdiskError } from '../../errors.js';
-import type { HostFile, HostOpenOptions } from '../../host/host-file.js';
+import type { HostFile, HostOpenOptions, HostRange } from '../../host/host-file.js';
+import type { Bytes } from '../../host/host-range.js';
 import { NodeHostFile } from '../../host/node-file.js';
 import { DirectHostFile } from '../../host/direct-file.js';
 import { AsyncLock } from '../../util/async-lock.js';
@@ -18,6 +19,7 @@ import type {
   CheckReport,
   FormatInfo,
   FormatName,
+  HostExtent,
   JsonValue,
   LayerExtent,
   ProgressCallback,
@@ -50,7 +52,7 @@ import { writeL1Entry } from './l2-entry.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';
 import { Qcow2BitmapOps } from './bitmap-ops.js';
-import { layerStatus, readGuest } from './read-path.js';
+import { hostExtentOf, layerStatus, readGuest } from './read-path.js';
 import { Refcounts } from './refcounts.js';
 import { TableCache } from './table-cache.js';
 import { writeGuest } from './write-path.js';
@@ -254,6 +256,21 @@ export class Qcow2Driver implements BlockDriver {
   }
 
   async write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    await this.#writeBytes(offset, data, flags);
+  }
+
+  async hostExtent(offset: number, length: number): Promise<HostExtent> {
+    this.#checkRange(offset, length);
+    return hostExtentOf(this.#img, offset, length);
+  }
+
+  async writeFromHost(offset: number, src: HostRange, flags?: WriteFlags): Promise<boolean> {
+    if (!this.#img.dataHost.canCopyFrom?.(src.file)) return false;
+    await this.#writeBytes(offset, src, flags);
+    return true;
+  }
+
+  async #writeBytes(offset: number, data: Bytes, flags: WriteFlags | undefined): Promise<void> {
     this.#checkWritable();
     this.#checkRange(offset, data.length);
     // Requests keep their arrival order through the first header update (sequential

@@ -3,7 +3,7 @@
  * reads of adjacent guest ranges that are adjacent on the host are merged.
  */
 import { bufferView, skipZeroUnits } from '../../util/zeros.js';
-import type { LayerExtent } from '../driver.js';
+import type { HostExtent, LayerExtent } from '../driver.js';
 import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireL2, l2Chunks, l2IndexOf, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
@@ -196,6 +196,23 @@ export async function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array
   await Promise.all(jobs);
   // Data of completed writes not linked yet wins over what the L2 table said.
   if (overlays.length > 0) await Promise.all(overlays.map((o) => img.dataHost.read(buf.subarray(o.guest - offset, o.guest - offset + o.length), o.host)));
+}
+
+/**
+ * Where this layer keeps the start of [offset, offset+length), within one L2
+ * table: a host-contiguous run of plain data clusters (never compressed), the
+ * run of unallocated clusters that read from the backing, or neither. A range
+ * with an allocation in flight is `other`: its bytes are not where the table says.
+ */
+export async function hostExtentOf(img: Qcow2Image, offset: number, length: number): Promise<HostExtent> {
+  const span = img.clusterSize * img.l2Entries;
+  const l1Index = Math.floor(offset / span);
+  const overlays: Overlay[] = [];
+  const [first] = await mapChunk(img, { l1Index, offset, length: Math.min(length, (l1Index + 1) * span - offset) }, overlays);
+  if (!first || overlays.length > 0) return { kind: 'other' };
+  if (first.kind === 'data') return { kind: 'host', range: { file: img.dataHost, offset: first.host, length: first.length } };
+  if (first.kind === 'unallocated') return { kind: 'backing', length: first.length };
+  return { kind: 'other' };
 }
 
 /** L2 tables loaded ahead of the one being mapped by block status. */

@@ -7,7 +7,7 @@
  * past the end of the file reads as zeros and writing there grows the file.
  */
 import { VdiskError } from '../../errors.js';
-import type { HostFile } from '../../host/host-file.js';
+import type { HostFile, HostRange } from '../../host/host-file.js';
 import { alignUp } from '../../util/size.js';
 import type {
   BackingReference,
@@ -15,6 +15,7 @@ import type {
   BlockDriver,
   CheckReport,
   FormatInfo,
+  HostExtent,
   LayerExtent,
   RepairMode,
   WriteFlags,
@@ -70,6 +71,18 @@ export class RawDriver implements BlockDriver {
   async write(offset: number, data: Uint8Array, flags: WriteFlags = {}): Promise<void> {
     await this.#host.write(data, offset);
     if (flags.fua) await this.#host.sync();
+  }
+
+  /** A raw image's bytes lie at their own offset in the file. */
+  async hostExtent(offset: number, length: number): Promise<HostExtent> {
+    return { kind: 'host', range: { file: this.#host, offset, length } };
+  }
+
+  async writeFromHost(offset: number, src: HostRange, flags: WriteFlags = {}): Promise<boolean> {
+    if (!this.#host.copyFrom || !this.#host.canCopyFrom?.(src.file)) return false;
+    await this.#host.copyFrom(src, offset);
+    if (flags.fua) await this.#host.sync();
+    return true;
   }
 
   /**

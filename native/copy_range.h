@@ -1,0 +1,16 @@
+/* copy_file_range between host files: see copy_range.c. */
+#ifndef VDISK_COPY_RANGE_H
+#define VDISK_COPY_RANGE_H
+#include <stdint.h>
+#include <node_api.h>
+
+/* Adds copyRangeAsync to the addon's exports. */
+void copy_range_register(napi_env env, napi_value exports);
+
+/* From vdisk_native.c: an errno's name, and a thrown Error carrying it as its code. */
+const char *errno_name(int err);
+napi_value throw_errno(napi_env env, const char *what, int err);
+/* Reads argument i as a non-negative safe integer; throws and returns 0 otherwise. */
+int get_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int64_t *out);
+
+#endif

@@ -1,0 +1,82 @@
+/** NodeHostFile.copyFrom: the kernel's copy_file_range between host files, and its fallback through memory. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { FaultHostFile } from '../../../src/host/fault-file.js';
+import { nativeHost } from '../../../src/host/native.js';
+import { NodeHostFile } from '../../../src/host/node-file.js';
+import { writeParts } from '../../../src/host/host-range.js';
+
+function tmp(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-copy-'));
+}
+
+test('copyFrom copies a range between two files in the kernel, and reads zeros past the source end', async () => {
+  assert.ok(nativeHost()?.copyRangeAsync, 'the addon is built with copyRangeAsync');
+  const dir = tmp();
+  try {
+    const data = randomBytes(3 * 65536 + 123);
+    fs.writeFileSync(path.join(dir, 'src'), data);
+    const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    assert.equal(dst.canCopyFrom(src), true);
+    await dst.copyFrom({ file: src, offset: 4096, length: 65536 }, 1000);
+    // Runs 77 bytes past the source's end: those read as zeros.
+    await dst.copyFrom({ file: src, offset: data.length - 100, length: 177 }, 70000);
+    await src.close();
+    await dst.close();
+    const out = fs.readFileSync(path.join(dir, 'dst'));
+    assert.deepEqual(out.subarray(1000, 1000 + 65536), data.subarray(4096, 4096 + 65536));
+    assert.deepEqual(out.subarray(70000, 70100), data.subarray(data.length - 100));
+    assert.deepEqual(out.subarray(70100, 70177), Buffer.alloc(77));
+    assert.equal(out.length, 70177);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a source that is not a plain host file is copied through memory; O_DSYNC targets refuse the kernel path', async () => {
+  const dir = tmp();
+  try {
+    const data = randomBytes(200000);
+    fs.writeFileSync(path.join(dir, 'src'), data);
+    const inner = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
+    const src = new FaultHostFile(inner);
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    assert.equal(dst.canCopyFrom(src), false);
+    const dsync = await NodeHostFile.open(path.join(dir, 'dsync'), { create: true, dsync: true });
+    assert.equal(dsync.canCopyFrom(inner), false);
+    await dst.copyFrom({ file: src, offset: 10, length: 150000 }, 0);
+    await Promise.all([inner.close(), dst.close(), dsync.close()]);
+    assert.deepEqual(fs.readFileSync(path.join(dir, 'dst')), data.subarray(10, 150010));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('writeParts writes buffers and host ranges back to back, merging ranges that continue each other', async () => {
+  const dir = tmp();
+  try {
+    const data = randomBytes(65536 * 4);
+    fs.writeFileSync(path.join(dir, 'src'), data);
+    const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    const copies: number[] = [];
+    const copyFrom = dst.copyFrom.bind(dst);
+    dst.copyFrom = (r, at) => (copies.push(r.length), copyFrom(r, at));
+    const head = new Uint8Array(512).fill(7);
+    const tail = new Uint8Array(100).fill(9);
+    const parts = [head, { file: src, offset: 0, length: 65536 }, { file: src, offset: 65536, length: 65536 }, tail, { file: src, offset: 196608, length: 4096 }];
+    await writeParts(dst, parts, 10);
+    await src.close();
+    await dst.close();
+    assert.deepEqual(copies, [131072, 4096]);
+    const expected = Buffer.concat([Buffer.alloc(10), head, data.subarray(0, 131072), tail, data.subarray(196608, 200704)]);
+    assert.deepEqual(fs.readFileSync(path.join(dir, 'dst')), expected);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
