@@ -8,8 +8,9 @@
  * collect every completion of a burst with none: the kernel signals an
  * eventfd, libuv polls it, and the completions are read from the shared
  * completion queue. Node's own UV_USE_IO_URING uses an SQPOLL ring whose
- * kernel thread competes for the two vCPUs (measured slower here); this ring
- * is a plain one.
+ * kernel thread competes for the two vCPUs (measured slower here at low
+ * depth); a ring is plain unless opened polled, which host-ring.ts does only
+ * for a second ring it uses while many requests are in flight.
  *
  * Requests that the kernel cannot start without blocking (an ext4 O_DIRECT
  * write that extends the file or is not block aligned) are handed by io_uring
@@ -109,23 +110,23 @@ static void ring_unqueue(struct host_ring *r) {
 }
 
 /* Sets up the ring and its eventfd; 0, or an errno with nothing left open. */
-static int ring_init(struct host_ring *r, unsigned entries) {
+static int ring_init(struct host_ring *r, unsigned entries, int polled) {
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
   r->ring_fd = -1;
   r->event_fd = -1;
   /*
-   * Opt-in: a kernel thread polls the queue, so submitting costs no syscall.
-   * Measured on 2 vCPUs: 4 KiB O_DIRECT overwrites at depth 32 0.93 -> 0.55 s,
-   * but depth-1 writes up to 3x slower (the thread competes with the JS thread
-   * for the CPUs). Idles after 2 ms without requests.
+   * A polled ring: a kernel thread takes requests off the queue, so submitting
+   * costs the JS thread no syscall (and no run of ext4's direct-write path).
+   * It idles after 2 ms without requests. Only a polled ring is made here:
+   * the caller decides when one is worth a thread.
    */
-  if (getenv("VDISK_RING_SQPOLL") != NULL) {
+  if (polled) {
     p.flags = IORING_SETUP_SQPOLL;
     p.sq_thread_idle = 2;
     r->ring_fd = ring_setup(entries, &p);
-    if (r->ring_fd >= 0) r->sqpoll = 1;
-    else memset(&p, 0, sizeof p);
+    if (r->ring_fd < 0) return errno;
+    r->sqpoll = 1;
   }
   if (r->ring_fd < 0) r->ring_fd = ring_setup(entries, &p);
   if (r->ring_fd < 0) return errno;
@@ -280,9 +281,13 @@ static void finalize_ring(napi_env env, void *data, void *hint) {
 
 /* ringOpen(entries, results: Int32Array, onComplete) → ring, or null without io_uring. */
 static napi_value ring_open(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], result;
+  size_t argc = 4;
+  napi_value argv[4], result;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool polled = false;
+  if (argc >= 4 && napi_get_value_bool(env, argv[3], &polled) != napi_ok) {
+    return throw_code(env, "EINVAL", "ringOpen: polled must be a boolean");
+  }
   uint32_t entries = 0;
   napi_typedarray_type type;
   size_t length, byte_offset;
@@ -294,12 +299,12 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
       napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
       napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &byte_offset) != napi_ok ||
       type != napi_int32_array || length < 2 || napi_typeof(env, argv[2], &fn_type) != napi_ok || fn_type != napi_function) {
-    return throw_code(env, "EINVAL", "ringOpen(entries 1..4096, results: Int32Array, onComplete: function)");
+    return throw_code(env, "EINVAL", "ringOpen(entries 1..4096, results: Int32Array, onComplete: function, polled?: boolean)");
   }
   struct host_ring *r = calloc(1, sizeof *r);
   if (r == NULL) return throw_code(env, "ENOMEM", "host ring: out of memory");
-  if (ring_init(r, entries) != 0) {
-    /* No io_uring here (old kernel, seccomp, io_uring_disabled): callers fall back. */
+  if (ring_init(r, entries, polled) != 0) {
+    /* No io_uring here (old kernel, seccomp, io_uring_disabled), or no polling thread allowed: callers fall back. */
     free(r);
     napi_get_null(env, &result);
     return result;

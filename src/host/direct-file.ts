@@ -22,7 +22,7 @@
 import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
 import type { HostFile, HostOpenOptions } from './host-file.js';
-import { HostRing } from './host-ring.js';
+import { RingPair } from './ring-pair.js';
 import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
 import { pageAlignedBytes } from '../util/page-aligned.js';
 import { copyParts, sliceParts } from '../util/byte-parts.js';
@@ -57,7 +57,7 @@ export class DirectHostFile implements HostFile {
   /** Offset and length alignment of transfers. */
   readonly #align: number;
   readonly #pool: BouncePool;
-  readonly #ring: HostRing | null;
+  readonly #ring: RingPair | null;
   /** Null: every write goes straight to the disk (directsync, or blocks no larger than sectors). */
   readonly #partials: PartialBlocks | null;
   /** Write-outs of evicted partial blocks nobody awaits; sync and close do. */
@@ -75,7 +75,7 @@ export class DirectHostFile implements HostFile {
    */
   #size: number;
 
-  private constructor(inner: NodeHostFile, align: number, size: number, ring: HostRing | null, partials: PartialBlocks | null) {
+  private constructor(inner: NodeHostFile, align: number, size: number, ring: RingPair | null, partials: PartialBlocks | null) {
     this.#inner = inner;
     this.#ring = ring;
     this.#partials = partials;
@@ -109,7 +109,7 @@ export class DirectHostFile implements HostFile {
       const block = fs.fstatSync(inner.fd).blksize;
       // Holding completed writes in memory is the volatile write cache cache=none offers; directsync promises none.
       const hold = process.env['VDISK_NO_HOLD'] !== '1' && !options.dsync && !inner.readOnly && block > align && block % align === 0 && block / align <= 32 && block <= 64 * 1024;
-      return new DirectHostFile(inner, align, await inner.size(), HostRing.open(), hold ? new PartialBlocks(block, align) : null);
+      return new DirectHostFile(inner, align, await inner.size(), RingPair.open(), hold ? new PartialBlocks(block, align) : null);
     } catch (e) {
       await inner.close();
       throw e;

@@ -80,8 +80,10 @@ export class HostRing {
   /**
    * A ring, or null where there is none: no addon, a kernel without io_uring
    * (or with it disabled), or VDISK_NO_RING=1 (to measure the thread pool).
+   * `polled`: a kernel thread takes requests off the queue, so submitting costs
+   * no syscall (null where such a thread is not allowed).
    */
-  static open(): HostRing | null {
+  static open(options: { readonly polled?: boolean } = {}): HostRing | null {
     if (process.env['VDISK_NO_RING'] === '1') return null;
     const native = nativeHost();
     if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
@@ -89,12 +91,22 @@ export class HostRing {
     // The completion queue holds twice the ring's entries; a callback reports at most that many.
     const results = new Int32Array(2 * 2 * RING_ENTRIES);
     let self: HostRing | null = null;
-    const handle = ringNative.ringOpen(RING_ENTRIES, results, (count) => {
-      if (self !== null) self.#complete(count);
-    });
+    const handle = ringNative.ringOpen(
+      RING_ENTRIES,
+      results,
+      (count) => {
+        if (self !== null) self.#complete(count);
+      },
+      options.polled ?? false,
+    );
     if (handle === null) return null;
     self = new HostRing(ringNative, handle, results);
     return self;
+  }
+
+  /** Requests submitted or queued and not completed. */
+  get inFlight(): number {
+    return this.#inFlight + this.#queue.length;
   }
 
   /** Bytes read into `buf` from `offset` (short at the end of the file). */

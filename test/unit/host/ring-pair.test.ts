@@ -1,0 +1,86 @@
+/** The plain ring serves shallow I/O; the polled one opens once many requests are in flight, and both deliver the right bytes. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { HostRing } from '../../../src/host/host-ring.js';
+import { RingPair } from '../../../src/host/ring-pair.js';
+import { withDir } from '../../support/temp-dir.js';
+import { pageAlignedBytes } from '../../../src/util/page-aligned.js';
+
+const PAGE = 4096;
+const noRing = HostRing.open() === null ? 'no io_uring on this host (or the addon is not built)' : false;
+const noPolled = noRing || (HostRing.open({ polled: true }) === null ? 'no io_uring polling thread allowed here' : false);
+
+function withPollMode<T>(mode: string | undefined, open: () => T): T {
+  const saved = process.env['VDISK_RING_SQPOLL'];
+  if (mode === undefined) delete process.env['VDISK_RING_SQPOLL'];
+  else process.env['VDISK_RING_SQPOLL'] = mode;
+  try {
+    return open();
+  } finally {
+    if (saved === undefined) delete process.env['VDISK_RING_SQPOLL'];
+    else process.env['VDISK_RING_SQPOLL'] = saved;
+  }
+}
+
+/** A file of `blocks` pages, page b filled with b & 0xff, opened O_DIRECT. */
+function patterned(dir: string, blocks: number): { fd: number; content: Buffer } {
+  const file = path.join(dir, 'f.raw');
+  const content = Buffer.alloc(blocks * PAGE);
+  for (let b = 0; b < blocks; b++) content.fill(b & 0xff, b * PAGE, (b + 1) * PAGE);
+  fs.writeFileSync(file, content);
+  return { fd: fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DIRECT), content };
+}
+
+test('one request at a time stays on the plain ring', { skip: noRing }, withDir(async (dir) => {
+  const { fd, content } = patterned(dir, 16);
+  const pair = withPollMode(undefined, () => RingPair.open());
+  assert.ok(pair);
+  const mem = pageAlignedBytes(16 * PAGE);
+  for (let b = 0; b < 16; b++) assert.equal(await pair.read(fd, mem.subarray(b * PAGE, (b + 1) * PAGE), b * PAGE), PAGE);
+  assert.equal(pair.polledOpen, false);
+  await pair.close();
+  fs.closeSync(fd);
+  assert.ok(Buffer.from(mem).equals(content));
+}));
+
+test('a deep burst of reads and writes spills onto the polled ring and every request lands', { skip: noPolled }, withDir(async (dir) => {
+  const blocks = 200;
+  const { fd, content } = patterned(dir, blocks);
+  const pair = withPollMode(undefined, () => RingPair.open());
+  assert.ok(pair);
+  const mem = pageAlignedBytes(blocks * PAGE);
+  const reads: Promise<number>[] = [];
+  for (let b = 0; b < blocks; b++) reads.push(pair.read(fd, mem.subarray(b * PAGE, (b + 1) * PAGE), b * PAGE));
+  assert.deepEqual(await Promise.all(reads), new Array<number>(blocks).fill(PAGE));
+  assert.ok(Buffer.from(mem).equals(content));
+  assert.equal(pair.polledOpen, true);
+  // Writes spread over both rings, then one fdatasync: all of them are in the file.
+  const out = pageAlignedBytes(blocks * PAGE).fill(0xa5);
+  const writes: Promise<number>[] = [];
+  for (let b = 0; b < blocks; b++) writes.push(pair.write(fd, out.subarray(b * PAGE, (b + 1) * PAGE), b * PAGE));
+  assert.deepEqual(await Promise.all(writes), new Array<number>(blocks).fill(PAGE));
+  await pair.datasync(fd);
+  await pair.close();
+  fs.closeSync(fd);
+  assert.ok(fs.readFileSync(path.join(dir, 'f.raw')).every((b) => b === 0xa5));
+}));
+
+test('VDISK_RING_SQPOLL=0 never opens the polled ring; =1 uses it from the first request', { skip: noPolled }, withDir(async (dir) => {
+  const { fd } = patterned(dir, 64);
+  const mem = pageAlignedBytes(64 * PAGE);
+  const burst = (pair: RingPair): Promise<number[]> =>
+    Promise.all(Array.from({ length: 64 }, (_, b) => pair.read(fd, mem.subarray(b * PAGE, (b + 1) * PAGE), b * PAGE)));
+  const never = withPollMode('0', () => RingPair.open());
+  assert.ok(never);
+  await burst(never);
+  assert.equal(never.polledOpen, false);
+  await never.close();
+  const always = withPollMode('1', () => RingPair.open());
+  assert.ok(always);
+  assert.equal(await always.read(fd, mem.subarray(0, PAGE), 0), PAGE);
+  assert.equal(always.polledOpen, true);
+  await always.close();
+  fs.closeSync(fd);
+}));
