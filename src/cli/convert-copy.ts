@@ -31,6 +31,12 @@ export interface CopySettings {
   readonly parallel: number;
   /** Out-of-order writes allowed (-W). */
   readonly outOfOrder: boolean;
+  /**
+   * -C: data goes from the source's host file to the target's inside the kernel
+   * (copy_file_range) where both allow it, unseen, so with no zero detection;
+   * the rest (and everything once the target refuses) through memory.
+   */
+  readonly copyOffload: boolean;
 }
 
 export interface CopyJob {
@@ -158,6 +164,7 @@ export async function copyAll(job: CopyJob): Promise<void> {
   // Async generators queue concurrent next() calls, so workers can share one.
   const nextChunk = (): Promise<IteratorResult<Chunk>> => chunks.next();
 
+  const offload = { on: settings.copyOffload && target.writeFromHost !== undefined };
   const worker = async (): Promise<void> => {
     // Page-aligned: the kernel copies to and from the page cache faster (see page-aligned.ts).
     const buffer = pageAlignedBytes(settings.compress ? clusterSize : CHUNK);
@@ -166,18 +173,20 @@ export async function copyAll(job: CopyJob): Promise<void> {
       const step = await nextChunk();
       if (step.done === true) return;
       const chunk = step.value;
-      const data = buffer.subarray(0, chunk.length);
-      if (chunk.plan === 'data') {
-        try {
-          await chunk.source.read(chunk.offset, data);
-        } catch (e) {
-          throw new VdiskError('EIO', `error while reading at byte ${chunk.targetOffset}: ${ioFailureText(e)}`, { offset: chunk.targetOffset }, { cause: e });
-        }
-      }
+      const viaKernel = chunk.plan === 'data' && offload.on && chunk.source.copyViaHost !== undefined;
+      if (chunk.plan === 'data' && !viaKernel) await readChunk(chunk, buffer);
       await order?.turn(chunk.seq);
       if (failure !== undefined || order?.failed === true) return;
       if (chunk.plan === 'zero') await writeZeroesAt(target, chunk.targetOffset, chunk.length, settings.sparseSize === 0);
-      else await writeData(target, chunk.targetOffset, data, { ...settings, clusterSize });
+      else {
+        // What the kernel did not copy goes through memory, in this chunk's turn.
+        const copied = viaKernel ? await copyInKernel(chunk, target, offload) : 0;
+        if (copied < chunk.length) {
+          const rest: Chunk = { ...chunk, offset: chunk.offset + copied, targetOffset: chunk.targetOffset + copied, length: chunk.length - copied };
+          if (viaKernel) await readChunk(rest, buffer);
+          await writeData(target, rest.targetOffset, buffer.subarray(0, rest.length), { ...settings, clusterSize });
+        }
+      }
       order?.written(chunk.seq);
       done += chunk.length;
       job.progress.bytes(done, toCopy);
@@ -195,6 +204,34 @@ export async function copyAll(job: CopyJob): Promise<void> {
   await Promise.all(Array.from({ length: Math.max(1, settings.parallel) }, guarded));
   if (failure !== undefined) throw failure;
   if (toCopy === 0) job.progress.bytes(0, 0);
+}
+
+async function readChunk(chunk: Chunk, buffer: Uint8Array): Promise<void> {
+  try {
+    await chunk.source.read(chunk.offset, buffer.subarray(0, chunk.length));
+  } catch (e) {
+    throw new VdiskError('EIO', `error while reading at byte ${chunk.targetOffset}: ${ioFailureText(e)}`, { offset: chunk.targetOffset }, { cause: e });
+  }
+}
+
+/**
+ * Copies what it can of a data chunk between the host files (-C): the bytes
+ * copied, a prefix of the chunk. A target that refuses a range turns the
+ * kernel path off for the rest of the copy (`offload.on`).
+ */
+async function copyInKernel(chunk: Chunk, target: ImageNode, offload: { on: boolean }): Promise<number> {
+  const shift = chunk.targetOffset - chunk.offset;
+  try {
+    return (
+      (await chunk.source.copyViaHost?.(chunk.offset, chunk.length, async (at, src) => {
+        const ok = (await target.writeFromHost?.(at + shift, src)) ?? false;
+        if (!ok) offload.on = false;
+        return ok;
+      })) ?? 0
+    );
+  } catch (e) {
+    throw new VdiskError('EIO', `error while copying at byte ${chunk.targetOffset}: ${ioFailureText(e)}`, { offset: chunk.targetOffset }, { cause: e });
+  }
 }
 
 /**

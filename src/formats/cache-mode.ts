@@ -39,7 +39,10 @@ export function cachePolicy(mode: CacheMode | undefined): CachePolicy {
  * included, as QEMU's BDRV_O_NO_FLUSH) do nothing.
  */
 export function withoutSync(host: HostFile): HostFile {
+  // The kernel copy (copy_file_range) goes through too: convert's target is unsafe by default.
+  const copy = host.canCopyFrom && host.copyFrom ? { canCopyFrom: host.canCopyFrom.bind(host), copyFrom: host.copyFrom.bind(host) } : {};
   return {
+    ...copy,
     get path() {
       return host.path;
     },

@@ -190,6 +190,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       targetZeroed: (!args.noCreate || args.targetIsZero) && args.backing === undefined,
       parallel: args.parallel,
       outOfOrder: args.outOfOrder,
+      copyOffload: args.copyOffload,
     };
     await copyAll({ sources, target, settings, progress });
     await target.flush();

@@ -42,7 +42,7 @@ function recordingTarget(log: string[], inFlight: { now: number; max: number }):
   return target as unknown as ImageNode;
 }
 
-const SETTINGS: CopySettings = { sparseSize: 4096, compress: false, hasBacking: false, targetZeroed: true, parallel: 8, outOfOrder: false };
+const SETTINGS: CopySettings = { sparseSize: 4096, compress: false, hasBacking: false, targetZeroed: true, parallel: 8, outOfOrder: false, copyOffload: false };
 
 test('without -W the target is written in disk order even when reads complete out of order', async () => {
   const log: string[] = [];
