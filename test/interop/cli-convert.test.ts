@@ -257,3 +257,31 @@ test('whole-chunk copies (inline I/O into page-aligned buffers) keep data, holes
     d.cleanup();
   }
 });
+
+test('convert -C copies through the kernel: the same image and the same allocation as qemu-img convert -C (zero data copied as data), and falls back for compressed clusters', async () => {
+  const t = tempDir();
+  try {
+    rawSource(t.dir);
+    for (const fmt of ['qcow2', 'raw']) {
+      const argv = ['convert', '-C', '-f', 'raw', '-O', fmt, 's.img'];
+      const v = await vdisk(t.dir, [...argv, `v.${fmt}`]);
+      assert.deepEqual(v, { stdout: '', stderr: '', status: 0 }, fmt);
+      qemu('qemu-img', t.dir, [...argv, `q.${fmt}`]);
+      same(t.dir, 's.img', `v.${fmt}`, ['-f', 'raw', '-F', fmt]);
+      const map = (file: string): string => qemu('qemu-img', t.dir, ['map', '--output=json', '-f', fmt, file]).stdout;
+      assert.equal(map(`v.${fmt}`), map(`q.${fmt}`), `${fmt}: allocation as qemu-img -C leaves it`);
+      if (fmt === 'qcow2') assert.equal(qemu('qemu-img', t.dir, ['check', 'v.qcow2']).status, 0);
+    }
+    // qcow2 sources: plain clusters through the kernel, compressed ones through memory.
+    qemu('qemu-img', t.dir, ['convert', '-c', '-f', 'raw', '-O', 'qcow2', 's.img', 'c.qcow2']);
+    for (const [src, fmt] of [['v.qcow2', 'raw'], ['c.qcow2', 'qcow2'], ['v.qcow2', 'qcow2']] as const) {
+      const out = `from-${src}.${fmt}`;
+      const r = await vdisk(t.dir, ['convert', '-C', '-W', '-f', 'qcow2', '-O', fmt, src, out]);
+      assert.equal(r.status, 0, r.stderr);
+      same(t.dir, src, out, ['-f', 'qcow2', '-F', fmt]);
+      if (fmt === 'qcow2') assert.equal(qemu('qemu-img', t.dir, ['check', out]).status, 0, `check ${out}`);
+    }
+  } finally {
+    t.cleanup();
+  }
+});
