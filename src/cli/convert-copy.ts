@@ -13,6 +13,7 @@ import { pageAlignedBytes } from '../util/page-aligned.js';
 import { bufferView, isZeroRange } from '../util/zeros.js';
 import { VdiskError, isVdiskError } from '../errors.js';
 import { ioFailureText } from './errors-text.js';
+import { CopyError, copyBetweenHosts } from '../jobs/copy.js';
 import type { ProgressPrinter } from './format/progress.js';
 
 /** Largest request one copy step reads and writes (qemu-img's 2 MiB buffer). */
@@ -220,17 +221,18 @@ async function readChunk(chunk: Chunk, buffer: Uint8Array): Promise<void> {
  * kernel path off for the rest of the copy (`offload.on`).
  */
 async function copyInKernel(chunk: Chunk, target: ImageNode, offload: { on: boolean }): Promise<number> {
-  const shift = chunk.targetOffset - chunk.offset;
   try {
-    return (
-      (await chunk.source.copyViaHost?.(chunk.offset, chunk.length, async (at, src) => {
-        const ok = (await target.writeFromHost?.(at + shift, src)) ?? false;
-        if (!ok) offload.on = false;
-        return ok;
-      })) ?? 0
-    );
+    const { copied, refused } = await copyBetweenHosts(chunk.source, target, {
+      offset: chunk.offset,
+      length: chunk.length,
+      shift: chunk.targetOffset - chunk.offset,
+    });
+    if (refused) offload.on = false;
+    return copied;
   } catch (e) {
-    throw new VdiskError('EIO', `error while copying at byte ${chunk.targetOffset}: ${ioFailureText(e)}`, { offset: chunk.targetOffset }, { cause: e });
+    const cause = e instanceof CopyError && e.cause !== undefined ? e.cause : e;
+    const what = e instanceof CopyError && e.operation === 'read' ? 'reading' : 'writing';
+    throw new VdiskError('EIO', `error while ${what} at byte ${chunk.targetOffset}: ${ioFailureText(cause)}`, { offset: chunk.targetOffset }, { cause });
   }
 }
 

@@ -94,23 +94,40 @@ export class NodeCopier {
   }
 
   async #copyViaHost(offset: number, length: number): Promise<number> {
-    const target = this.#target;
-    try {
-      return (
-        (await this.#source.copyViaHost?.(offset, length, async (at, src) => {
-          let ok: boolean;
-          try {
-            ok = (await target.writeFromHost?.(at, src)) ?? false;
-          } catch (e) {
-            throw new CopyError('write', e);
-          }
-          if (!ok) this.#viaHost = false;
-          return ok;
-        })) ?? 0
-      );
-    } catch (e) {
-      throw e instanceof CopyError ? e : new CopyError('read', e);
-    }
+    const { copied, refused } = await copyBetweenHosts(this.#source, this.#target, { offset, length, shift: 0 });
+    if (refused) this.#viaHost = false;
+    return copied;
+  }
+}
+
+/**
+ * Copies [offset, offset+length) of `source` to `target` at `offset + shift`
+ * between their host files, inside the kernel, for as long as both allow it:
+ * the bytes copied (a prefix) and whether the target refused a host range
+ * (the caller then copies through memory). Errors say which side failed (a
+ * failed kernel copy counts as the target's).
+ */
+export async function copyBetweenHosts(
+  source: ImageNode,
+  target: ImageNode,
+  range: { readonly offset: number; readonly length: number; readonly shift: number },
+): Promise<{ copied: number; refused: boolean }> {
+  let refused = false;
+  try {
+    const copied =
+      (await source.copyViaHost?.(range.offset, range.length, async (at, src) => {
+        let ok: boolean;
+        try {
+          ok = (await target.writeFromHost?.(at + range.shift, src)) ?? false;
+        } catch (e) {
+          throw new CopyError('write', e);
+        }
+        refused = !ok;
+        return ok;
+      })) ?? 0;
+    return { copied, refused };
+  } catch (e) {
+    throw e instanceof CopyError ? e : new CopyError('read', e);
   }
 }
 
