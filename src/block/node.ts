@@ -73,6 +73,7 @@ export class BlockNode implements ImageNode {
   /** While set, requests go to this node instead (the moment of a pivot). */
   #forward: ImageNode | null = null;
   #closed = false;
+  #zeroingEpoch = 0;
 
   private constructor(driver: BlockDriver, backing: BlockNode | null, clusterSize: number | undefined, probedRaw: boolean) {
     this.#driver = driver;
@@ -141,12 +142,26 @@ export class BlockNode implements ImageNode {
   async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
     // Zeros cannot create a format signature, so the probed-raw guard is not needed.
     this.#checkWrite(offset, length);
-    if (length > 0) await this.#tracked({ kind: 'zero', offset, length }, (d) => d.writeZeroes(offset, length, flags));
+    if (length > 0) await this.#zeroing(() => this.#tracked({ kind: 'zero', offset, length }, (d) => d.writeZeroes(offset, length, flags)));
   }
 
   async discard(offset: number, length: number): Promise<void> {
     this.#checkWrite(offset, length);
-    if (length > 0) await this.#tracked({ kind: 'discard', offset, length }, (d) => d.discard(offset, length));
+    if (length > 0) await this.#zeroing(() => this.#tracked({ kind: 'discard', offset, length }, (d) => d.discard(offset, length)));
+  }
+
+  get zeroingEpoch(): number {
+    return this.#zeroingEpoch;
+  }
+
+  /** Counts a request that may leave holes, at its start and at its end (a reader's map may fall in between). */
+  async #zeroing(op: () => Promise<void>): Promise<void> {
+    this.#zeroingEpoch++;
+    try {
+      await op();
+    } finally {
+      this.#zeroingEpoch++;
+    }
   }
 
   // ---- what jobs use -------------------------------------------------------------
@@ -389,7 +404,7 @@ export class BlockNode implements ImageNode {
     this.#checkOpen();
     this.#checkWritable();
     checkSize(this.filename, newLength);
-    await this.#driver.resize(newLength, options);
+    await this.#zeroing(() => this.#driver.resize(newLength, options));
   }
 
   /** The driver's internal snapshots (qcow2), passed through. */

@@ -78,6 +78,12 @@ export interface ImageNode {
   readonly requestAlignment: number;
   /** Cluster size of the format, when it has clusters. */
   readonly clusterSize: number | undefined;
+  /**
+   * Changes whenever a range may have become a hole (a discard or zero write
+   * starts or ends, a resize): lets a reader that remembered ranges as data
+   * know the memory is stale. Absent where the node does not count them.
+   */
+  readonly zeroingEpoch?: number;
 
   read(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void>;

@@ -34,8 +34,8 @@ export interface ReadPiecesOptions {
  * read no longer than the smallest hole we would send cannot gain from it (the
  * 4 KiB random-read hot path), DF forbids splitting, or the range is known data.
  */
-export function readsAsOnePiece(range: { readonly offset: number; readonly length: number }, oneChunk: boolean, known?: KnownData): boolean {
-  return range.length <= MIN_HOLE || oneChunk || (known?.covers(range.offset, range.length) ?? false);
+export function readsAsOnePiece(range: { readonly offset: number; readonly length: number }, oneChunk: boolean, known?: KnownData, epoch?: number): boolean {
+  return range.length <= MIN_HOLE || oneChunk || (known?.covers(range.offset, range.length, epoch) ?? false);
 }
 
 /**
@@ -45,13 +45,14 @@ export function readsAsOnePiece(range: { readonly offset: number; readonly lengt
 export async function readPieces(node: ImageNode, range: { offset: number; length: number }, options: ReadPiecesOptions): Promise<ReadPiece[]> {
   const { offset, length } = range;
   const { known, alloc } = options;
-  if (readsAsOnePiece(range, options.oneChunk, known)) return [await readData(node, offset, alloc(length))];
+  const epoch = node.zeroingEpoch;
+  if (readsAsOnePiece(range, options.oneChunk, known, epoch)) return [await readData(node, offset, alloc(length))];
   const span = known ? Math.max(length, Math.min(STATUS_AHEAD, node.length - offset)) : length;
   // Holes are an optimisation: if the map cannot be had, the read still succeeds as plain data.
   const extents = await node.blockStatus(offset, span).catch((): ChainExtent[] => []);
   if (known && span > length) {
     const lead = zeroRuns(extents, offset, span)[0];
-    if (lead && !lead.zero) known.remember(lead.offset, lead.length);
+    if (lead && !lead.zero) known.remember(lead.offset, lead.length, epoch);
   }
   const runs = zeroRuns(extents, offset, length);
   if (runs.length === 1 && runs[0]?.zero) return [{ kind: 'hole', offset, length }];

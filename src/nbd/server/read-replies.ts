@@ -44,7 +44,7 @@ export class ReadReplies {
     if (req.length === 0) return this.#io.send([encodeNoneChunk(to)]);
     const oneChunk = (req.flags & CmdFlag.DF) !== 0;
     const headerLength = offsetDataHeaderLength(to);
-    if (readsAsOnePiece(req, oneChunk, this.#io.known)) {
+    if (readsAsOnePiece(req, oneChunk, this.#io.known, this.#io.export.node.zeroingEpoch)) {
       return this.#readWhole(req, headerLength, (into) => writeOffsetDataHeader(into, to, { offset: req.offset, dataLength: req.length, done: true }));
     }
     return this.#readSparse(req, { to, headerLength, oneChunk });
