@@ -93,12 +93,14 @@ try {
       }
       const v = median(results.vdisk);
       const q = median(results['qemu-nbd']);
-      rows.push({ label, unit: w.unit, v, q });
+      rows.push({ label, unit: w.unit, v, q, vs: results.vdisk, qs: results['qemu-nbd'] });
       console.log(`${label.padEnd(44)} vdisk ${v.toFixed(0).padStart(8)} ${w.unit.padEnd(6)} qemu-nbd ${q.toFixed(0).padStart(8)}   ratio ${(v / q).toFixed(2)}x`);
     }
   }
+  // The range of the runs next to each median: on shared machines a row's spread says how far to trust its ratio.
+  const range = (xs) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
   console.log(`\n| workload | vdisk | qemu-nbd | vdisk/qemu-nbd |\n|---|---:|---:|---:|`);
-  for (const r of rows) console.log(`| ${r.label} | ${r.v.toFixed(0)} ${r.unit} | ${r.q.toFixed(0)} ${r.unit} | ${(r.v / r.q).toFixed(2)}x |`);
+  for (const r of rows) console.log(`| ${r.label} | ${r.v.toFixed(0)} ${r.unit} (${range(r.vs)}) | ${r.q.toFixed(0)} ${r.unit} (${range(r.qs)}) | ${(r.v / r.q).toFixed(2)}x |`);
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });
 }

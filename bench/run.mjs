@@ -270,7 +270,7 @@ try {
     }
     const v = times.vdisk.length ? median(times.vdisk) : NaN;
     const q = times.qemu.length ? median(times.qemu) : NaN;
-    const row = { name: w.name, command: w.command, vdisk: v, qemu: q, ratio: q / v, requests: w.requests, error };
+    const row = { name: w.name, command: w.command, vdisk: v, qemu: q, ratio: q / v, requests: w.requests, error, times };
     rows.push(row);
     const rate = (t) => (w.requests ? ` (${Math.round(w.requests / t)} req/s)` : '');
     console.log(
@@ -281,6 +281,12 @@ try {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 if (markdown) {
+  // The range of the runs next to each median: on shared machines a row's spread says how far to trust its ratio.
+  const range = (xs) => (xs.length ? `${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)}` : '-');
   console.log('\n| workload | command | vdisk (s) | QEMU (s) | vdisk/QEMU |\n|---|---|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.name} | \`${r.command}\` | ${r.vdisk.toFixed(3)} | ${r.qemu.toFixed(3)} | ${r.ratio.toFixed(2)}x${r.error ? ` (${r.error})` : ''} |`);
+  for (const r of rows) {
+    console.log(
+      `| ${r.name} | \`${r.command}\` | ${r.vdisk.toFixed(3)} (${range(r.times.vdisk)}) | ${r.qemu.toFixed(3)} (${range(r.times.qemu)}) | ${r.ratio.toFixed(2)}x${r.error ? ` (${r.error})` : ''} |`,
+    );
+  }
 }
