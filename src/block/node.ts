@@ -7,6 +7,7 @@
 import { VdiskError } from '../errors.js';
 import type { BackingSource, BlockDriver, FormatName } from '../formats/driver.js';
 import { ImageLock, closingWithLock, imageLockRequest } from '../host/image-lock.js';
+import { readHostRange } from '../host/host-range.js';
 import { formatByName, probeFormat } from '../formats/registry.js';
 import { mergeChainStatus, type StatusLayer } from './chain-status.js';
 import { checkRequest, checkSize } from './request.js';
@@ -522,13 +523,6 @@ async function hostRangeInChain(top: BlockNode, offset: number, length: number):
     if (length <= 0) return null;
   }
   return null;
-}
-
-/** The bytes of a host range, read into memory. */
-async function readHostRange(src: HostRange): Promise<Uint8Array> {
-  const buf = new Uint8Array(src.length);
-  await src.file.read(buf, src.offset);
-  return buf;
 }
 
 /**

@@ -18,6 +18,13 @@ export function sliceBytes(b: Bytes, from: number, to: number): Bytes {
   return { file: b.file, offset: b.offset + from, length: to - from };
 }
 
+/** The bytes of a host range, read into memory. */
+export async function readHostRange(src: HostRange): Promise<Uint8Array> {
+  const buf = new Uint8Array(src.length);
+  await src.file.read(buf, src.offset);
+  return buf;
+}
+
 /**
  * Writes `parts` back to back from `offset`: buffers gathered into one
  * vectored write per run of them, host ranges copied by the file's copyFrom
@@ -38,13 +45,8 @@ export async function writeParts(file: HostFile, parts: readonly Bytes[], offset
       run.push(p);
     } else {
       await flushRun();
-      if (file.copyFrom) {
-        await file.copyFrom(p, at);
-      } else {
-        const buf = new Uint8Array(p.length);
-        await p.file.read(buf, p.offset);
-        await file.write(buf, at);
-      }
+      if (file.copyFrom) await file.copyFrom(p, at);
+      else await file.write(await readHostRange(p), at);
     }
     at += p.length;
   }

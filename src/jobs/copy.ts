@@ -61,13 +61,13 @@ export class NodeCopier {
   readonly #target: ImageNode;
   #viaHost: boolean;
   /** Reads the source through its node (tracked). */
-  readonly read: ReadFn;
+  readonly #read: ReadFn;
 
   constructor(source: ImageNode, target: ImageNode) {
     this.#source = source;
     this.#target = target;
     this.#viaHost = source.copyViaHost !== undefined && target.writeFromHost !== undefined && process.env['VDISK_NO_HOST_COPY'] !== '1';
-    this.read = (o, b) => source.read(o, b);
+    this.#read = (o, b) => source.read(o, b);
   }
 
   /** True while the kernel path is on (the job may take larger steps: HOST_COPY_STEP). */
@@ -88,7 +88,7 @@ export class NodeCopier {
         if (done >= length) return;
       }
       const n = Math.min(buf.length, length - done);
-      await copyRange(this.read, this.#target, { offset: offset + done, buf: buf.subarray(0, n) });
+      await copyRange(this.#read, this.#target, { offset: offset + done, buf: buf.subarray(0, n) });
       done += n;
     }
   }

@@ -331,8 +331,7 @@ async function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkReq
 function writeGroup(img: Qcow2Image, g: { readonly host: number; readonly bufs: readonly Bytes[] }): Promise<void> {
   const [first] = g.bufs;
   if (g.bufs.length === 1 && first && !isHostRange(first)) return img.dataHost.write(first, g.host);
-  if (g.bufs.some(isHostRange)) return writeParts(img.dataHost, g.bufs, g.host);
-  return img.dataHost.writev(g.bufs as Uint8Array[], g.host);
+  return writeParts(img.dataHost, g.bufs, g.host);
 }
 
 function settlePlan(p: ClusterPlan, error: unknown): void {

@@ -25,18 +25,15 @@ export class ReplyWriter {
   /**
    * Queues one message. `released` runs once the socket no longer refers to any
    * of the parts (written out, or dropped with a closed socket), so their
-   * buffers may be reused. Resolves once the socket has room again.
+   * buffers may be reused. Resolves once the socket has room again (a reply
+   * that fits costs no pending promise: the hot path).
    */
-  async send(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
-    if (!this.queue(parts, released)) await this.drained();
+  send(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
+    return this.#queue(parts, released) ? Promise.resolve() : this.#drained();
   }
 
-  /**
-   * `send` without the promise: queues the message and returns false when the
-   * socket is full, so the caller waits for `drained()` before it counts the
-   * reply as sent (the hot path of a reply that fits costs no promise).
-   */
-  queue(parts: readonly Uint8Array[], released?: () => void): boolean {
+  /** Queues the message; false when the socket is full. */
+  #queue(parts: readonly Uint8Array[], released?: () => void): boolean {
     if (this.closed) {
       released?.();
       return true;
@@ -60,8 +57,8 @@ export class ReplyWriter {
     return !full;
   }
 
-  /** After `queue` returned false: resolves once the socket has room again (or is closed). */
-  drained(): Promise<void> {
+  /** After `#queue` returned false: resolves once the socket has room again (or is closed). */
+  #drained(): Promise<void> {
     this.#drain ??= new Promise<void>((resolve) => {
       const done = (): void => {
         this.#stream.off('drain', done);

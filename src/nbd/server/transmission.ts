@@ -81,7 +81,7 @@ export class Transmission {
   /** READ reply and WRITE payload buffers, reused within the connection's in-flight byte budget. */
   readonly #buffers: PayloadBuffers;
   readonly #reads: ReadReplies;
-  /** Forgotten by zeroing requests, so that the READs after them are told of new holes. */
+  /** Where block status lately found data (see KnownData: it lapses with the node's zeroing epoch). */
   readonly #known = new KnownData();
 
   constructor(io: { reader: SocketReader; writer: ReplyWriter }, agreement: Agreement, options: { limits?: TransmissionLimits; onError?: RequestErrorSink } = {}) {
@@ -97,7 +97,7 @@ export class Transmission {
       structured: agreement.structuredReplies,
       buffers: this.#buffers,
       known: this.#known,
-      send: (parts, released) => this.#sendReply(parts, released),
+      send: (parts, released) => this.#writer.send(parts, released),
     });
     const exp = agreement.export;
     this.#ctx = {
@@ -262,11 +262,6 @@ export class Transmission {
     }
   }
 
-  /** Queues a reply; a promise only when the socket is full and the request must wait before it counts as answered. */
-  #sendReply(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
-    return this.#writer.queue(parts, released) ? Promise.resolve() : this.#writer.drained();
-  }
-
   async #blockStatus(req: ValidRequest): Promise<void> {
     if (req.length === 0) return this.#replyError(req, NbdErrno.EINVAL, 'BLOCK_STATUS of length 0');
     const node = this.#agreement.export.node;
@@ -275,7 +270,7 @@ export class Transmission {
     // Extended headers allow only the 64-bit form (proto.md).
     const encode = this.#agreement.extendedHeaders ? encodeBlockStatusExtChunk : encodeBlockStatusChunk;
     const parts = replies.map((r, i) => encode(to, { contextId: r.context.id, extents: r.extents, done: i === replies.length - 1 }));
-    return this.#sendReply(parts);
+    return this.#writer.send(parts);
   }
 
   /** The cookie for compact chunks; cookie and request offset for extended ones. */
@@ -285,13 +280,13 @@ export class Transmission {
 
   /** Simple replies are forbidden with extended headers: success is then a NONE chunk. */
   #replyOk(req: Answering): Promise<void> {
-    if (this.#agreement.extendedHeaders) return this.#sendReply([encodeNoneChunk(this.#to(req))]);
-    return this.#sendReply([encodeSimpleReply(req.cookie, 0)]);
+    if (this.#agreement.extendedHeaders) return this.#writer.send([encodeNoneChunk(this.#to(req))]);
+    return this.#writer.send([encodeSimpleReply(req.cookie, 0)]);
   }
 
   /** READ and BLOCK_STATUS answer in structured form once it is agreed (everything does with extended headers); the rest may use a simple reply. */
   #replyError(req: Answering, errno: number, message: string): Promise<void> {
     const structured = this.#agreement.extendedHeaders || (this.#agreement.structuredReplies && (req.type === Cmd.READ || req.type === Cmd.BLOCK_STATUS));
-    return this.#sendReply([structured ? encodeErrorChunk(this.#to(req), errno, message) : encodeSimpleReply(req.cookie, errno)]);
+    return this.#writer.send([structured ? encodeErrorChunk(this.#to(req), errno, message) : encodeSimpleReply(req.cookie, errno)]);
   }
 }
