@@ -11,7 +11,7 @@ import { readHostRange } from '../host/host-range.js';
 import { formatByName, probeFormat } from '../formats/registry.js';
 import { mergeChainStatus, type StatusLayer } from './chain-status.js';
 import { checkRequest, checkSize } from './request.js';
-import { RequestTracker } from './request-tracker.js';
+import { RequestTracker, type RequestTicket } from './request-tracker.js';
 import { seekChain } from './seek.js';
 import type {
   BitmapOps,
@@ -121,10 +121,23 @@ export class BlockNode implements ImageNode {
     return this.#driver.requestAlignment;
   }
 
-  async read(offset: number, buf: Uint8Array): Promise<void> {
-    this.#check(offset, buf.length);
-    if (buf.length === 0) return;
-    const ticket = this.#tracker.tryBegin(offset, buf.length, false) ?? (await this.#tracker.begin(offset, buf.length, false));
+  // read and write are not async functions: the common request (admitted at
+  // once, nobody watching) is one call into the driver and one callback, not
+  // two more promise layers per request.
+  read(offset: number, buf: Uint8Array): Promise<void> {
+    try {
+      this.#check(offset, buf.length);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (buf.length === 0) return Promise.resolve();
+    const ticket = this.#tracker.tryBegin(offset, buf.length, false);
+    if (ticket === null) return this.#readAdmitted(offset, buf);
+    return this.#ending(ticket, () => (this.#forward ? this.#forward.read(offset, buf) : this.#driver.read(offset, buf)));
+  }
+
+  async #readAdmitted(offset: number, buf: Uint8Array): Promise<void> {
+    const ticket = await this.#tracker.begin(offset, buf.length, false);
     try {
       if (this.#forward) await this.#forward.read(offset, buf);
       else await this.#driver.read(offset, buf);
@@ -133,11 +146,41 @@ export class BlockNode implements ImageNode {
     }
   }
 
-  async write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
-    this.#checkWrite(offset, data.length);
-    if (data.length === 0) return;
+  write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    try {
+      this.#checkWrite(offset, data.length);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (data.length === 0) return Promise.resolve();
+    if (this.#forward === null && this.#observers.size === 0 && !(this.#probedRaw && offset < PROBE_GUARD)) {
+      const ticket = this.#tracker.tryBegin(offset, data.length, true);
+      if (ticket !== null) return this.#ending(ticket, () => this.#driver.write(offset, data, flags));
+    }
+    return this.#writeWatched(offset, data, flags);
+  }
+
+  async #writeWatched(offset: number, data: Uint8Array, flags: WriteFlags | undefined): Promise<void> {
     if (this.#probedRaw && offset < PROBE_GUARD) await this.#guardProbedHead(offset, data);
     await this.#tracked({ kind: 'write', offset, length: data.length, data }, (d) => d.write(offset, data, flags));
+  }
+
+  /** Runs `op` for an admitted request and ends its ticket when it settles. */
+  #ending(ticket: RequestTicket, op: () => Promise<void>): Promise<void> {
+    let p: Promise<void>;
+    try {
+      p = op();
+    } catch (e) {
+      this.#tracker.end(ticket);
+      return Promise.reject(e);
+    }
+    return p.then(
+      () => this.#tracker.end(ticket),
+      (e: unknown) => {
+        this.#tracker.end(ticket);
+        throw e;
+      },
+    );
   }
 
   async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {

@@ -49,6 +49,13 @@ function pwrite(fd: number, buf: Uint8Array, offset: number): Promise<number> {
   return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
+/** The aligned extent [start, end) of a write in progress; `waiters` run when it ends (made only when someone waits). */
+interface WriteClaim {
+  readonly start: number;
+  readonly end: number;
+  waiters: (() => void)[] | null;
+}
+
 export class DirectHostFile implements HostFile {
   readonly path: string;
   readonly readOnly: boolean;
@@ -67,7 +74,7 @@ export class DirectHostFile implements HostFile {
   /** A background write-out failed: the next sync reports it (the write it held had completed). */
   #deferredError: unknown = null;
   /** Aligned extents of writes in progress: [start, end, done]. */
-  readonly #writing = new Set<{ readonly start: number; readonly end: number; readonly done: Promise<void> }>();
+  readonly #writing = new Set<WriteClaim>();
 
   /**
    * The file's size as callers see it. Padded writes may extend the file past
@@ -203,7 +210,39 @@ export class DirectHostFile implements HostFile {
   }
 
   write(buf: Uint8Array, offset: number): Promise<void> {
+    // The common request: aligned, one transfer, no block to hold, nothing overlapping, a bounce
+    // buffer free. It goes to the kernel in this call, with no await before it.
+    const length = buf.length;
+    const end = offset + length;
+    if (
+      length > 0 &&
+      length <= MAX_TRANSFER &&
+      offset % this.#align === 0 &&
+      length % this.#align === 0 &&
+      !this.readOnly &&
+      (this.#partials === null || (offset % this.#partials.blockSize === 0 && length % this.#partials.blockSize === 0)) &&
+      this.#overlapping(offset, end) === null
+    ) {
+      const bounce = this.#pool.takePooled(length);
+      if (bounce !== null) return this.#writeAlignedNow(buf, offset, bounce);
+    }
     return this.writev([buf], offset);
+  }
+
+  async #writeAlignedNow(buf: Uint8Array, offset: number, bounce: Uint8Array): Promise<void> {
+    const end = offset + buf.length;
+    const claim = this.#claimNow(offset, end);
+    const issued = this.#partials?.stamp() ?? 0;
+    try {
+      const view = bounce.subarray(0, buf.length);
+      view.set(buf);
+      this.#size = Math.max(this.#size, end);
+      await this.#pwriteAll(view, offset, `write ${buf.length} bytes at offset ${offset} of`);
+      if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
+    } finally {
+      this.#pool.give(bounce);
+      this.#release(claim);
+    }
   }
 
   async writev(bufs: readonly Uint8Array[], offset: number): Promise<void> {
@@ -394,21 +433,29 @@ export class DirectHostFile implements HostFile {
     for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
       await overlapping;
     }
-    let finish!: () => void;
-    const entry = { start, end, done: new Promise<void>((r) => (finish = r)) };
-    this.#writing.add(entry);
-    const done = (): void => {
-      this.#writing.delete(entry);
-      finish();
-    };
-    return { done, issued: this.#partials?.stamp() ?? 0 };
+    const claim = this.#claimNow(start, end);
+    return { done: () => this.#release(claim), issued: this.#partials?.stamp() ?? 0 };
+  }
+
+  /** Registers a write on [start, end) that nothing in progress overlaps. */
+  #claimNow(start: number, end: number): WriteClaim {
+    const claim: WriteClaim = { start, end, waiters: null };
+    this.#writing.add(claim);
+    return claim;
+  }
+
+  #release(claim: WriteClaim): void {
+    this.#writing.delete(claim);
+    const waiters = claim.waiters;
+    claim.waiters = null;
+    if (waiters !== null) for (const w of waiters) w();
   }
 
   /** What to wait for before writing the aligned extent [start, end), or null when nothing overlaps it. */
   #overlapping(start: number, end: number): Promise<unknown> | null {
     let waits: Promise<void>[] | null = null;
     for (const w of this.#writing) {
-      if (w.start < end && w.end > start) (waits ??= []).push(w.done);
+      if (w.start < end && w.end > start) (waits ??= []).push(new Promise<void>((r) => (w.waiters ??= []).push(r)));
     }
     return waits === null ? null : Promise.all(waits);
   }

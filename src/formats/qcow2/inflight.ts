@@ -202,6 +202,22 @@ export class PlanTicket {
   }
 }
 
+/** The plain in-place writers of one cluster; the promise of their end is made only when someone waits. */
+class DirectWriters {
+  count = 0;
+  #promise: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+
+  whenIdle(): Promise<void> {
+    this.#promise ??= new Promise<void>((r) => (this.#resolve = r));
+    return this.#promise;
+  }
+
+  idle(): void {
+    this.#resolve?.();
+  }
+}
+
 /** The records of one image. */
 export class InflightTable {
   readonly stats: InflightStats = { allocations: 0, cowCancellations: 0, cowWaits: 0, allocationWaits: 0, tailWrites: 0 };
@@ -213,7 +229,7 @@ export class InflightTable {
   /** Records whose tail is deferred, oldest first. */
   readonly #deferred = new Set<ClusterAllocation>();
   /** Plain in-place writers per guest cluster (no record; they must finish before the cluster is freed). */
-  readonly #direct = new Map<number, { count: number; idle: Promise<void>; resolve: () => void }>();
+  readonly #direct = new Map<number, DirectWriters>();
   /** Guest ranges of write requests that have entered but not landed: [offset, end). */
   readonly #intents = new Set<{ readonly offset: number; readonly end: number }>();
   #error: unknown = null;
@@ -307,6 +323,11 @@ export class InflightTable {
     return { ticket, after: prev !== undefined && !prev.planned ? prev : null };
   }
 
+  /** No request waits to plan in the L2 table `l1Index`. */
+  planIdle(l1Index: number): boolean {
+    return !this.#lastTickets.has(l1Index);
+  }
+
   /** Another write already entered starts in [from, to). */
   expectsWriteIn(from: number, to: number): boolean {
     for (const i of this.#intents) if (i.offset >= from && i.offset < to) return true;
@@ -317,9 +338,7 @@ export class InflightTable {
   enterDirect(cluster: number): () => void {
     let d = this.#direct.get(cluster);
     if (!d) {
-      let resolve!: () => void;
-      const idle = new Promise<void>((r) => (resolve = r));
-      d = { count: 0, idle, resolve };
+      d = new DirectWriters();
       this.#direct.set(cluster, d);
     }
     d.count++;
@@ -328,7 +347,7 @@ export class InflightTable {
       entry.count--;
       if (entry.count === 0) {
         this.#direct.delete(cluster);
-        entry.resolve();
+        entry.idle();
       }
     };
   }
@@ -347,7 +366,7 @@ export class InflightTable {
         waits.push(rec.settled);
       }
       const d = this.#direct.get(c);
-      if (d) waits.push(d.idle);
+      if (d) waits.push(d.whenIdle());
     };
     if (last - first < this.#records.size + this.#direct.size) {
       for (let c = first; c <= last; c++) visit(c);

@@ -102,7 +102,53 @@ interface ChunkRequest {
  * `data` may be a range of another host file (a block job's copy): it then
  * goes to the host by copyFrom, COW and all else as for a buffer.
  */
-export async function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
+export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
+  return overwriteInPlace(img, offset, data) ?? writePlanned(img, offset, data);
+}
+
+/**
+ * A write inside one cluster that is plain data in place already, with no
+ * allocation in flight on that cluster and no request waiting to plan in its
+ * L2 table: it goes straight to the host, with no plan, ticket or record (the
+ * per-request path of a VM overwriting its disk). Null when any of that does
+ * not hold, or the table is not cached; the planned path then takes it.
+ */
+function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
+  if (isHostRange(data)) return null;
+  const intra = offset % img.clusterSize;
+  if (intra + data.length > img.clusterSize) return null;
+  const inflight = img.inflight;
+  const cluster = (offset - intra) / img.clusterSize;
+  const l1Index = Math.floor(cluster / img.l2Entries);
+  if (inflight.get(cluster) !== undefined || !inflight.planIdle(l1Index)) return null;
+  const table = acquireCopiedL2Now(img, l1Index);
+  if (table === null) return null;
+  let host: number | null;
+  try {
+    const old = mappingAt(img, table, cluster % img.l2Entries);
+    host = hostOf(old);
+    const src: CowSource = { old, guestCluster: offset - intra, inPlace: copiedOf(old) };
+    if (host === null || !isPlainOverwrite(img, src, { a: intra, b: intra + data.length })) return null;
+  } finally {
+    img.l2Cache.release(table);
+  }
+  const leave = inflight.enterWrite(offset, data.length);
+  inflight.lastWriteEnd = offset + data.length;
+  const leaveDirect = inflight.enterDirect(cluster);
+  return img.dataHost.write(data, host + intra).then(
+    () => {
+      leaveDirect();
+      leave();
+    },
+    (e: unknown) => {
+      leaveDirect();
+      leave();
+      throw e;
+    },
+  );
+}
+
+async function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
   const inflight = img.inflight;
   const leave = inflight.enterWrite(offset, data.length);
   const sequential = inflight.lastWriteEnd === offset;

@@ -84,3 +84,19 @@ test('a probed raw node refuses writes that would make its first sector probe as
   const explicit = await BlockNode.attach(new FakeDriver({ filename: 'x.img', length: 8192, format: 'raw' }));
   await explicit.write(0, qcow2Magic);
 });
+
+test('a request whose driver call throws or rejects is refused and leaves nothing in flight', async () => {
+  const driver = new FakeDriver({ filename: 'a.img', length: 8192 });
+  const node = await BlockNode.attach(driver);
+  const boom = new Error('boom');
+  driver.write = () => Promise.reject(boom);
+  driver.read = () => {
+    throw boom;
+  };
+  await assert.rejects(node.write(0, new Uint8Array(512)), (e) => e === boom);
+  await assert.rejects(node.read(0, new Uint8Array(512)), (e) => e === boom);
+  // A quiesce waits for every request in flight: it is granted at once only if both ended.
+  const release = await Promise.race([node.quiesce(), new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+  assert.ok(release, 'no request stayed in flight');
+  release();
+});

@@ -43,8 +43,10 @@ async function modelRun(withoutRing: boolean): Promise<void> {
         const jobs: Promise<void>[] = [];
         const taken: Array<[number, number]> = [];
         for (let k = 0; k < 8; k++) {
-          const off = Math.floor(r() * 250_000);
-          const len = 1 + Math.floor(r() * 9000);
+          // Every fourth write is block-aligned (the path that goes to the kernel with no wait).
+          const aligned = k % 4 === 3;
+          const off = aligned ? Math.floor(r() * 60) * 4096 : Math.floor(r() * 250_000);
+          const len = aligned ? 4096 * (1 + Math.floor(r() * 3)) : 1 + Math.floor(r() * 9000);
           // Disjoint byte ranges that may share 512-byte blocks.
           if (taken.some(([a, b]) => off < b && off + len > a)) continue;
           taken.push([off, off + len]);

@@ -44,6 +44,29 @@ function qemuRaw(file: string): Buffer {
   return data;
 }
 
+/** Opens `file` for writing with its host file wrapped in a FaultHostFile (`f`). */
+async function openWithFaults(file: string): Promise<{ d: Qcow2Driver; f: FaultHostFile }> {
+  let fault: FaultHostFile | null = null;
+  const d = await Qcow2Driver.open(file, {
+    readOnly: false,
+    openHost: async (p: string, o: HostOpenOptions) => {
+      const h = await NodeHostFile.open(p, o);
+      if (o.readOnly) return h;
+      fault = new FaultHostFile(h, { record: false });
+      return fault;
+    },
+  });
+  assert.ok(fault);
+  return { d, f: fault };
+}
+
+/** qemu-img check finds nothing wrong with `file` and qemu-img reads `expected` from it. */
+function assertCleanWith(file: string, expected: Uint8Array): void {
+  const c = qemuCheck(file);
+  assert.deepEqual({ corruptions: c.corruptions, leaks: c.leaks, checkErrors: c.checkErrors }, { corruptions: 0, leaks: 0, checkErrors: 0 });
+  assert.ok(qemuRaw(file).equals(Buffer.from(expected)), 'qemu-img reads what was written');
+}
+
 for (const ext of [false, true]) {
   test(`sequential unaligned allocating writes at depth 16 never wait on a COW they overwrite${ext ? ' (extended L2)' : ''}`, async () => {
     const dir = tmpDir();
@@ -68,9 +91,7 @@ for (const ext of [false, true]) {
       } finally {
         await d.close();
       }
-      const c = qemuCheck(file);
-      assert.deepEqual({ corruptions: c.corruptions, leaks: c.leaks, checkErrors: c.checkErrors }, { corruptions: 0, leaks: 0, checkErrors: 0 });
-      assert.ok(qemuRaw(file).equals(Buffer.from(expected)), 'qemu-img reads what was written');
+      assertCleanWith(file, expected);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -82,19 +103,8 @@ test('a read in the window before the L2 update returns the joined write data', 
   try {
     const file = path.join(dir, 'w.qcow2');
     await createQcow2(file, { size: 1024 * 1024, options: {} });
-    let fault: FaultHostFile | null = null;
-    const d = await Qcow2Driver.open(file, {
-      readOnly: false,
-      openHost: async (p: string, o: HostOpenOptions) => {
-        const h = await NodeHostFile.open(p, o);
-        if (o.readOnly) return h;
-        fault = new FaultHostFile(h, { record: false });
-        return fault;
-      },
-    });
+    const { d, f } = await openWithFaults(file);
     try {
-      assert.ok(fault);
-      const f: FaultHostFile = fault;
       // Fresh image, 64 KiB clusters: L2 table at 0x40000, first data cluster at 0x50000.
       const stall = f.stall({ offset: 0x50000, length: 512 }, ['write']);
       const a = pattern(1, 4096);
@@ -124,6 +134,63 @@ test('a read in the window before the L2 update returns the joined write data', 
   }
 });
 
+test('overwrites of data in place take no allocation record; a discard of their cluster waits for them', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'o.qcow2');
+    const C = 65536;
+    await createQcow2(file, { size: 16 * C, options: {} });
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 ${4 * C}`, file]);
+    const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' })) as { start: number; length: number; data: boolean; offset?: number }[];
+    const hostOfCluster2 = (map.find((e) => e.data && e.start <= 2 * C && e.start + e.length > 2 * C)?.offset ?? -1) + 2 * C;
+    assert.ok(hostOfCluster2 > 2 * C);
+    const { d, f } = await openWithFaults(file);
+    const expected = new Uint8Array(16 * C);
+    expected.fill(1, 0, 4 * C);
+    try {
+      // Sixteen overwrites in flight at once, inside clusters and across a cluster boundary.
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 16; i++) {
+        const at = i === 15 ? C - 700 : i * 13_001 + 17;
+        const data = pattern(i + 10, 1400);
+        expected.set(data, at);
+        writes.push(d.write(at, data));
+      }
+      await Promise.all(writes);
+      assert.equal(d.stats().allocations, 0, 'no overwrite in place allocated');
+      const fresh = pattern(40, 3000);
+      expected.set(fresh, 5 * C + 100);
+      await d.write(5 * C + 100, fresh);
+      assert.equal(d.stats().allocations, 1, 'the write to an empty cluster did');
+
+      // An overwrite whose host write is held, then a discard of the same cluster: the discard
+      // waits for it (else it could free the cluster under the write), and ends last.
+      const stall = f.stall({ offset: hostOfCluster2 + 4096, length: 4096 }, ['write']);
+      const order: string[] = [];
+      const overwrite = d.write(2 * C + 4096, pattern(50, 4096)).then(() => order.push('write'));
+      const discard = d.discard(2 * C, C).then(() => order.push('discard'));
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(order, [], 'both wait for the held host write');
+      assert.ok(stall.hits() >= 1);
+      const still = new Uint8Array(512);
+      await d.read(2 * C + 20_000, still);
+      assert.ok(still.every((x) => x === 1), 'the discard has not changed the mapping under the write');
+      stall.release();
+      await Promise.all([overwrite, discard]);
+      assert.deepEqual(order, ['write', 'discard']);
+      expected.fill(0, 2 * C, 3 * C);
+      const back = new Uint8Array(16 * C);
+      await d.read(0, back);
+      assert.ok(Buffer.from(back).equals(Buffer.from(expected)), 'the engine reads back every write and the discard');
+    } finally {
+      await d.close();
+    }
+    assertCleanWith(file, expected);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** L2 table offsets of an image, from its L1 table. */
 function l2Tables(file: string): number[] {
   const buf = fs.readFileSync(file);
@@ -145,19 +212,8 @@ test('with I/O stalled on one L2 table, requests touching other L2 tables comple
     const tables = l2Tables(file);
     const t0 = tables[0];
     assert.ok(t0 !== undefined && t0 > 0);
-    let fault: FaultHostFile | null = null;
-    const d = await Qcow2Driver.open(file, {
-      readOnly: false,
-      openHost: async (p: string, o: HostOpenOptions) => {
-        const h = await NodeHostFile.open(p, o);
-        if (o.readOnly) return h;
-        fault = new FaultHostFile(h, { record: false });
-        return fault;
-      },
-    });
+    const { d, f } = await openWithFaults(file);
     try {
-      assert.ok(fault);
-      const f: FaultHostFile = fault;
       const stall = f.stall({ offset: t0, length: 4096 }, ['read', 'write']);
       let stalledDone = false;
       const stalledRead = d.read(0, new Uint8Array(4096)).then(() => (stalledDone = true));
@@ -191,19 +247,8 @@ test('an injected EIO fails the write; ENOSPC on metadata fails cleanly; the ima
   try {
     const file = path.join(dir, 'e.qcow2');
     await createQcow2(file, { size: 8 * 1024 * 1024, options: {} });
-    let fault: FaultHostFile | null = null;
-    const d = await Qcow2Driver.open(file, {
-      readOnly: false,
-      openHost: async (p: string, o: HostOpenOptions) => {
-        const h = await NodeHostFile.open(p, o);
-        if (o.readOnly) return h;
-        fault = new FaultHostFile(h, { record: false });
-        return fault;
-      },
-    });
+    const { d, f } = await openWithFaults(file);
     try {
-      assert.ok(fault);
-      const f: FaultHostFile = fault;
       await d.write(0, pattern(1, 65536));
       await d.flush();
       // The next data cluster (after L2 at 0x40000, data at 0x50000) is 0x60000.
