@@ -250,9 +250,13 @@ export class Qcow2Driver implements BlockDriver {
     this.#img.backing = backing;
   }
 
-  async read(offset: number, buf: Uint8Array): Promise<void> {
-    this.#checkRange(offset, buf.length);
-    await readGuest(this.#img, offset, buf);
+  read(offset: number, buf: Uint8Array): Promise<void> {
+    try {
+      this.#checkRange(offset, buf.length);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return readGuest(this.#img, offset, buf);
   }
 
   write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {

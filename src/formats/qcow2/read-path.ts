@@ -6,7 +6,7 @@ import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import type { HostExtent, LayerExtent } from '../driver.js';
 import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
-import { acquireL2, l2Chunks, l2IndexOf, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
+import { acquireL2, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 
 /** A piece of a guest range with one way of reading it. */
 export type Piece =
@@ -166,7 +166,41 @@ function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: numbe
 }
 
 /** Reads guest bytes [offset, offset+buf.length) into `buf`. */
-export async function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
+export function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
+  return readPlainNow(img, offset, buf) ?? readMapped(img, offset, buf);
+}
+
+/** The big-endian 32-bit word of `data` at byte `at`. */
+function wordAt(data: Uint8Array, at: number): number {
+  return ((data[at] ?? 0) * 0x1000000 + (((data[at + 1] ?? 0) << 16) | ((data[at + 2] ?? 0) << 8) | (data[at + 3] ?? 0))) >>> 0;
+}
+
+/**
+ * A read inside one plain data cluster (standard L2 entry) whose table is
+ * cached, with no allocation in flight on the cluster: one host read, issued
+ * in this call. Null for anything else; the mapped path takes it.
+ */
+function readPlainNow(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> | null {
+  if (img.geometry.extendedL2 || buf.length === 0) return null;
+  const intra = offset % img.clusterSize;
+  if (intra + buf.length > img.clusterSize) return null;
+  const cluster = (offset - intra) / img.clusterSize;
+  if (img.inflight.size > 0 && img.inflight.get(cluster) !== undefined) return null;
+  const { l2Offset } = l2OffsetAt(img, Math.floor(cluster / img.l2Entries));
+  if (l2Offset === 0) return null;
+  const table = img.l2Cache.acquireCached(l2Offset);
+  if (table === null) return null;
+  let host: number;
+  try {
+    const at = (cluster % img.l2Entries) * 8;
+    host = plainDataOffset(wordAt(table.data, at), wordAt(table.data, at + 4), img.geometry.clusterBits);
+  } finally {
+    img.l2Cache.release(table);
+  }
+  return host < 0 ? null : img.dataHost.read(buf, host + intra);
+}
+
+async function readMapped(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
   const jobs: Promise<void>[] = [];
   const overlays: Overlay[] = [];
   for (const chunk of l2Chunks(img, offset, buf.length)) {

@@ -158,6 +158,10 @@ test('overwrites of data in place take no allocation record; a discard of their 
       }
       await Promise.all(writes);
       assert.equal(d.stats().allocations, 0, 'no overwrite in place allocated');
+      // Reads inside one cluster of plain data take the direct path too.
+      const one = new Uint8Array(1400);
+      await d.read(13_018, one);
+      assert.ok(Buffer.from(one).equals(Buffer.from(expected.subarray(13_018, 14_418))));
       const fresh = pattern(40, 3000);
       expected.set(fresh, 5 * C + 100);
       await d.write(5 * C + 100, fresh);
