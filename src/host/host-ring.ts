@@ -81,9 +81,11 @@ export class HostRing {
    * A ring, or null where there is none: no addon, a kernel without io_uring
    * (or with it disabled), or VDISK_NO_RING=1 (to measure the thread pool).
    * `polled`: a kernel thread takes requests off the queue, so submitting costs
-   * no syscall (null where such a thread is not allowed).
+   * no syscall (null where such a thread is not allowed). `spinMicros`: before
+   * the event loop would sleep with requests in flight, watch the completion
+   * queue for up to this long (adapted to how fast completions come; 0: never).
    */
-  static open(options: { readonly polled?: boolean } = {}): HostRing | null {
+  static open(options: { readonly polled?: boolean; readonly spinMicros?: number } = {}): HostRing | null {
     if (process.env['VDISK_NO_RING'] === '1') return null;
     const native = nativeHost();
     if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
@@ -98,6 +100,7 @@ export class HostRing {
         if (self !== null) self.#complete(count);
       },
       options.polled ?? false,
+      options.spinMicros ?? 0,
     );
     if (handle === null) return null;
     self = new HostRing(ringNative, handle, results);

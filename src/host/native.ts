@@ -48,7 +48,7 @@ export interface NativeHost {
    * a result is bytes transferred or a negated errno. `polled`: a kernel thread
    * takes requests off the queue (IORING_SETUP_SQPOLL); null where not allowed.
    */
-  readonly ringOpen?: (entries: number, results: Int32Array, onComplete: (count: number) => void, polled?: boolean) => object | null;
+  readonly ringOpen?: (entries: number, results: Int32Array, onComplete: (count: number) => void, polled?: boolean, spinMicros?: number) => object | null;
   /**
    * Queues a request: op 0 read, 1 write, 2 fdatasync (buf null); flags bit 0:
    * leave it for `ringEnter` (else it is submitted at once), bit 1: straight to

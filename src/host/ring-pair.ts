@@ -14,11 +14,26 @@
  * after its last request.
  *
  * VDISK_RING_SQPOLL=0 never uses the polled ring, =1 always does.
+ *
+ * The plain ring watches its completion queue for a moment before the event
+ * loop sleeps (see on_prepare in native/host_ring.c): at depth 1 most of a
+ * request's latency past the device was the sleep and wake-up of the JS
+ * thread. The window adapts between 0 and SPIN_MICROS, so a device slower
+ * than that is not watched for nothing; VDISK_RING_SPIN_US sets the bound
+ * (0: never watch).
  */
 import { HostRing } from './host-ring.js';
 
 /** Requests in flight on the file from which new ones go to the polled ring. */
 const POLL_DEPTH = 8;
+/** Longest watch of the plain ring's completion queue (µs): a virtio disk's 4 KiB write takes ~100-150. */
+const SPIN_MICROS = 200;
+
+function spinMicros(): number {
+  const v = process.env['VDISK_RING_SPIN_US'];
+  const n = v === undefined || v === '' ? SPIN_MICROS : Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 10_000 ? n : SPIN_MICROS;
+}
 
 type PollMode = 'never' | 'always' | 'deep';
 
@@ -41,7 +56,7 @@ export class RingPair {
 
   /** Null where there is no ring at all (see HostRing.open). */
   static open(): RingPair | null {
-    const plain = HostRing.open();
+    const plain = HostRing.open({ spinMicros: spinMicros() });
     return plain === null ? null : new RingPair(plain, pollMode());
   }
 

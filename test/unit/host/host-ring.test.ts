@@ -101,3 +101,39 @@ test('an idle ring does not keep the process alive', { skip: noRing }, () => {
   assert.equal(r.status, 0);
   assert.equal(r.stdout.trim(), 'open');
 });
+
+test('a ring that watches its completion queue completes depth-1 requests with the right bytes, and timers still run meanwhile', { skip: noRing }, withDir(async (dir) => {
+  const file = path.join(dir, 'w.raw');
+  fs.writeFileSync(file, Buffer.alloc(64 * PAGE));
+  const fd = openDirect(file);
+  const ring = HostRing.open({ spinMicros: 2000 });
+  assert.ok(ring);
+  // A timer every millisecond: the watch may delay it by its window and budget, never hold it.
+  let ticks = 0;
+  let longestGap = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longestGap = Math.max(longestGap, now - last);
+    last = now;
+    ticks++;
+  }, 1);
+  try {
+    const mem = alignedBytes(2);
+    const started = performance.now();
+    for (let i = 0; i < 400; i++) {
+      const at = (i % 64) * PAGE;
+      mem.fill(i & 0xff, 0, PAGE);
+      assert.equal(await ring.write(fd, mem.subarray(0, PAGE), at), PAGE);
+      assert.equal(await ring.read(fd, mem.subarray(PAGE), at), PAGE);
+      assert.ok(mem.subarray(PAGE).every((x) => x === (i & 0xff)), `request ${i} read back`);
+    }
+    const elapsed = performance.now() - started;
+    assert.ok(ticks >= Math.min(5, elapsed / 20), `the timer ran ${ticks} times in ${elapsed.toFixed(0)} ms`);
+    assert.ok(longestGap < 200, `longest gap between timer runs ${longestGap.toFixed(1)} ms`);
+  } finally {
+    clearInterval(timer);
+    await ring.close();
+    fs.closeSync(fd);
+  }
+}));
