@@ -73,7 +73,7 @@ export class DirectHostFile implements HostFile {
   readonly #reads = new Set<{ readonly began: number }>();
   /** A background write-out failed: the next sync reports it (the write it held had completed). */
   #deferredError: unknown = null;
-  /** Aligned extents of writes in progress: [start, end, done]. */
+  /** Aligned extents of writes in progress. */
   readonly #writing = new Set<WriteClaim>();
 
   /**
@@ -221,7 +221,7 @@ export class DirectHostFile implements HostFile {
       length % this.#align === 0 &&
       !this.readOnly &&
       (this.#partials === null || (offset % this.#partials.blockSize === 0 && length % this.#partials.blockSize === 0)) &&
-      this.#overlapping(offset, end) === null
+      !this.#overlaps(offset, end)
     ) {
       const bounce = this.#pool.takePooled(length);
       if (bounce !== null) return this.#writeAlignedNow(buf, offset, bounce);
@@ -449,6 +449,11 @@ export class DirectHostFile implements HostFile {
     const waiters = claim.waiters;
     claim.waiters = null;
     if (waiters !== null) for (const w of waiters) w();
+  }
+
+  #overlaps(start: number, end: number): boolean {
+    for (const w of this.#writing) if (w.start < end && w.end > start) return true;
+    return false;
   }
 
   /** What to wait for before writing the aligned extent [start, end), or null when nothing overlaps it. */
