@@ -267,15 +267,6 @@ static int cq_ready(struct host_ring *r) {
 /* The smallest window worth watching; below it the window is 0 until a fast completion grows it again. */
 #define SPIN_MIN_NS 8000u
 
-/*
- * Runs once per loop iteration, just before libuv would block for events.
- * With requests in flight and nothing else due, it watches the completion
- * queue for up to spin_ns instead of sleeping: a fast device's completion is
- * then handled without the sleep and wake-up of the eventfd path (30-60 µs of
- * a 4 KiB direct write's ~150 µs at depth 1 on a 2 vCPU VM). QEMU's event
- * loop polls its handlers the same way (aio_poll's adaptive polling). A
- * completion that comes later takes the eventfd path as before.
- */
 /* Whether any handle of the loop has an event waiting (its epoll descriptor is readable then). */
 static int loop_has_events(uv_loop_t *loop) {
   struct pollfd p = {.fd = uv_backend_fd(loop), .events = POLLIN, .revents = 0};
@@ -285,6 +276,15 @@ static int loop_has_events(uv_loop_t *loop) {
 /* How often a watch looks at the rest of the loop (a socket's request must not wait for the whole window). */
 #define SPIN_LOOK_NS 10000u
 
+/*
+ * Runs once per loop iteration, just before libuv would block for events.
+ * With requests in flight and nothing else due, it watches the completion
+ * queue for up to spin_ns instead of sleeping: a fast device's completion is
+ * then handled without the sleep and wake-up of the eventfd path (30-60 µs of
+ * a 4 KiB direct write's ~150 µs at depth 1 on a 2 vCPU VM). QEMU's event
+ * loop polls its handlers the same way (aio_poll's adaptive polling). A
+ * completion that comes later takes the eventfd path as before.
+ */
 static void on_prepare(uv_prepare_t *h) {
   struct host_ring *r = h->data;
   r->wait_start = 0;
