@@ -3,7 +3,10 @@
 // same run, alternating servers, median of N runs, ratio vdisk/qemu-nbd
 // (throughput or IOPS; higher is better).
 //
-//   node bench/nbd.mjs [--runs N] [--size-mib N] [--seconds N] [--only substring]
+//   node bench/nbd.mjs [--runs N] [--size-mib N] [--seconds N] [--only substring] [--warm]
+//
+// --warm: each server first runs the workload once untimed (a long-running server's steady
+// state: vdisk's JIT has compiled its request path; the same pass for qemu-nbd).
 //
 // Workloads, for a raw and a qcow2 image (fully written, so nothing is skipped as a hole):
 //   seq-read   nbdcopy URI null:                  (MiB/s)
@@ -22,6 +25,7 @@ const runs = Number(opt('--runs', 3));
 const sizeMiB = Number(opt('--size-mib', 1024));
 const seconds = Number(opt('--seconds', 5));
 const only = opt('--only', null);
+const warm = args.includes('--warm');
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-nbd-'));
 
@@ -88,7 +92,12 @@ try {
           // A fresh, fully written image per run: no run profits from another's allocations.
           fs.rmSync(image, { force: true });
           sh('qemu-img', ['convert', '-f', 'raw', '-O', fmt, src, image]);
-          results[which].push(await withServer(which, image, fmt, (uri) => w.run(uri, src)));
+          results[which].push(
+            await withServer(which, image, fmt, (uri) => {
+              if (warm) w.run(uri, src);
+              return w.run(uri, src);
+            }),
+          );
         }
       }
       const v = median(results.vdisk);
