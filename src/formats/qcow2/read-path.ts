@@ -176,28 +176,35 @@ function wordAt(data: Uint8Array, at: number): number {
 }
 
 /**
- * A read inside one plain data cluster (standard L2 entry) whose table is
- * cached, with no allocation in flight on the cluster: one host read, issued
- * in this call. Null for anything else; the mapped path takes it.
+ * A read of plain data clusters (standard L2 entries) that follow each other
+ * on the host, within one cached L2 table, with no allocation in flight on any
+ * of them: one host read, issued in this call. Null for anything else; the
+ * mapped path takes it.
  */
 function readPlainNow(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> | null {
   if (img.geometry.extendedL2 || buf.length === 0) return null;
-  const intra = offset % img.clusterSize;
-  if (intra + buf.length > img.clusterSize) return null;
-  const cluster = (offset - intra) / img.clusterSize;
-  if (img.inflight.size > 0 && img.inflight.get(cluster) !== undefined) return null;
-  const { l2Offset } = l2OffsetAt(img, Math.floor(cluster / img.l2Entries));
+  const cs = img.clusterSize;
+  const first = Math.floor(offset / cs);
+  const last = Math.floor((offset + buf.length - 1) / cs);
+  const l1Index = Math.floor(first / img.l2Entries);
+  if (Math.floor(last / img.l2Entries) !== l1Index) return null;
+  if (img.inflight.size > 0) for (let c = first; c <= last; c++) if (img.inflight.get(c) !== undefined) return null;
+  const { l2Offset } = l2OffsetAt(img, l1Index);
   if (l2Offset === 0) return null;
   const table = img.l2Cache.acquireCached(l2Offset);
   if (table === null) return null;
-  let host: number;
+  let host0 = -1;
   try {
-    const at = (cluster % img.l2Entries) * 8;
-    host = plainDataOffset(wordAt(table.data, at), wordAt(table.data, at + 4), img.geometry.clusterBits);
+    for (let c = first; c <= last; c++) {
+      const at = (c % img.l2Entries) * 8;
+      const host = plainDataOffset(wordAt(table.data, at), wordAt(table.data, at + 4), img.geometry.clusterBits);
+      if (host < 0 || (c > first && host !== host0 + (c - first) * cs)) return null;
+      if (c === first) host0 = host;
+    }
   } finally {
     img.l2Cache.release(table);
   }
-  return host < 0 ? null : img.dataHost.read(buf, host + intra);
+  return img.dataHost.read(buf, host0 + (offset - first * cs));
 }
 
 async function readMapped(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {

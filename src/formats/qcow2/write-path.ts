@@ -107,45 +107,51 @@ export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promis
 }
 
 /**
- * A write inside one cluster that is plain data in place already, with no
- * allocation in flight on that cluster and no request waiting to plan in its
- * L2 table: it goes straight to the host, with no plan, ticket or record (the
- * per-request path of a VM overwriting its disk). Null when any of that does
+ * A write within one L2 table onto clusters that are all plain data in place
+ * already and follow each other on the host, with no allocation in flight on
+ * any of them and no request waiting to plan in the table: it goes straight to
+ * the host as one write, with no plan, ticket or record (the per-request path
+ * of a VM or an NBD client overwriting its disk). Null when any of that does
  * not hold, or the table is not cached; the planned path then takes it.
  */
 function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
-  if (isHostRange(data)) return null;
-  const intra = offset % img.clusterSize;
-  if (intra + data.length > img.clusterSize) return null;
+  if (isHostRange(data) || data.length === 0) return null;
+  const cs = img.clusterSize;
+  const first = Math.floor(offset / cs);
+  const last = Math.floor((offset + data.length - 1) / cs);
+  const l1Index = Math.floor(first / img.l2Entries);
   const inflight = img.inflight;
-  const cluster = (offset - intra) / img.clusterSize;
-  const l1Index = Math.floor(cluster / img.l2Entries);
-  if (inflight.get(cluster) !== undefined || !inflight.planIdle(l1Index)) return null;
+  if (Math.floor(last / img.l2Entries) !== l1Index || !inflight.planIdle(l1Index)) return null;
+  for (let c = first; c <= last; c++) if (inflight.get(c) !== undefined) return null;
   const table = acquireCopiedL2Now(img, l1Index);
   if (table === null) return null;
-  let host: number | null;
+  let start = -1;
   try {
-    const old = mappingAt(img, table, cluster % img.l2Entries);
-    host = hostOf(old);
-    const src: CowSource = { old, guestCluster: offset - intra, inPlace: copiedOf(old) };
-    if (host === null || !isPlainOverwrite(img, src, { a: intra, b: intra + data.length })) return null;
+    for (let c = first; c <= last; c++) {
+      const old = mappingAt(img, table, c % img.l2Entries);
+      const host = hostOf(old);
+      const guestCluster = c * cs;
+      const a = Math.max(offset, guestCluster) - guestCluster;
+      const b = Math.min(offset + data.length, guestCluster + cs) - guestCluster;
+      if (host === null || !isPlainOverwrite(img, { old, guestCluster, inPlace: copiedOf(old) }, { a, b })) return null;
+      if (c === first) start = host + a;
+      else if (host !== start - (offset - first * cs) + (c - first) * cs) return null;
+    }
   } finally {
     img.l2Cache.release(table);
   }
   const leave = inflight.enterWrite(offset, data.length);
   inflight.lastWriteEnd = offset + data.length;
-  const leaveDirect = inflight.enterDirect(cluster);
-  return img.dataHost.write(data, host + intra).then(
-    () => {
-      leaveDirect();
-      leave();
-    },
-    (e: unknown) => {
-      leaveDirect();
-      leave();
-      throw e;
-    },
-  );
+  const leaveDirect: (() => void)[] = [];
+  for (let c = first; c <= last; c++) leaveDirect.push(inflight.enterDirect(c));
+  const done = (): void => {
+    for (const l of leaveDirect) l();
+    leave();
+  };
+  return img.dataHost.write(data, start).then(done, (e: unknown) => {
+    done();
+    throw e;
+  });
 }
 
 async function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {

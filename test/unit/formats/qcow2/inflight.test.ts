@@ -140,13 +140,15 @@ test('overwrites of data in place take no allocation record; a discard of their 
     const file = path.join(dir, 'o.qcow2');
     const C = 65536;
     await createQcow2(file, { size: 16 * C, options: {} });
-    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 ${4 * C}`, file]);
+    // Clusters 0-3 back to back on the host; 7 then 6, so 6 and 7 are not in host order.
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 ${4 * C}`, '-c', `write -P 1 ${7 * C} ${C}`, '-c', `write -P 1 ${6 * C} ${C}`, file]);
     const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' })) as { start: number; length: number; data: boolean; offset?: number }[];
     const hostOfCluster2 = (map.find((e) => e.data && e.start <= 2 * C && e.start + e.length > 2 * C)?.offset ?? -1) + 2 * C;
     assert.ok(hostOfCluster2 > 2 * C);
     const { d, f } = await openWithFaults(file);
     const expected = new Uint8Array(16 * C);
     expected.fill(1, 0, 4 * C);
+    expected.fill(1, 6 * C, 8 * C);
     try {
       // Sixteen overwrites in flight at once, inside clusters and across a cluster boundary.
       const writes: Promise<void>[] = [];
@@ -158,20 +160,33 @@ test('overwrites of data in place take no allocation record; a discard of their 
       }
       await Promise.all(writes);
       assert.equal(d.stats().allocations, 0, 'no overwrite in place allocated');
-      // Reads inside one cluster of plain data take the direct path too.
+      // Across clusters that are not in host order the planned path takes the write: still no record.
+      const across = pattern(45, 5000);
+      expected.set(across, 7 * C - 2000);
+      await d.write(7 * C - 2000, across);
+      assert.equal(d.stats().allocations, 0, 'no overwrite in place allocated');
+      // Reads of plain data take the direct path too, inside one cluster and across host-contiguous ones.
       const one = new Uint8Array(1400);
       await d.read(13_018, one);
       assert.ok(Buffer.from(one).equals(Buffer.from(expected.subarray(13_018, 14_418))));
+      const three = new Uint8Array(3 * C);
+      await d.read(1000, three);
+      assert.ok(Buffer.from(three).equals(Buffer.from(expected.subarray(1000, 1000 + 3 * C))));
+      const split = new Uint8Array(4000);
+      await d.read(7 * C - 1000, split);
+      assert.ok(Buffer.from(split).equals(Buffer.from(expected.subarray(7 * C - 1000, 7 * C + 3000))));
       const fresh = pattern(40, 3000);
       expected.set(fresh, 5 * C + 100);
       await d.write(5 * C + 100, fresh);
       assert.equal(d.stats().allocations, 1, 'the write to an empty cluster did');
 
-      // An overwrite whose host write is held, then a discard of the same cluster: the discard
-      // waits for it (else it could free the cluster under the write), and ends last.
-      const stall = f.stall({ offset: hostOfCluster2 + 4096, length: 4096 }, ['write']);
+      // An overwrite across clusters 1 and 2 whose host write is held, then a discard of cluster 2:
+      // the discard waits for it (else it could free the cluster under the write), and ends last.
+      const stall = f.stall({ offset: hostOfCluster2, length: 4096 }, ['write']);
       const order: string[] = [];
-      const overwrite = d.write(2 * C + 4096, pattern(50, 4096)).then(() => order.push('write'));
+      const held = pattern(50, 8192);
+      expected.set(held, 2 * C - 4096);
+      const overwrite = d.write(2 * C - 4096, held).then(() => order.push('write'));
       const discard = d.discard(2 * C, C).then(() => order.push('discard'));
       for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
       assert.deepEqual(order, [], 'both wait for the held host write');
