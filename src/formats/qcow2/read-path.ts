@@ -167,7 +167,14 @@ function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: numbe
 
 /** Reads guest bytes [offset, offset+buf.length) into `buf`. */
 export function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
-  return readPlainNow(img, offset, buf) ?? readMapped(img, offset, buf);
+  let direct: Promise<void> | null;
+  try {
+    direct = readPlainNow(img, offset, buf);
+  } catch (e) {
+    // A corrupt L1 entry met on the way: a rejection, as from the mapped path.
+    return Promise.reject(e);
+  }
+  return direct ?? readMapped(img, offset, buf);
 }
 
 /** The big-endian 32-bit word of `data` at byte `at`. */

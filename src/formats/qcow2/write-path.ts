@@ -103,7 +103,14 @@ interface ChunkRequest {
  * goes to the host by copyFrom, COW and all else as for a buffer.
  */
 export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
-  return overwriteInPlace(img, offset, data) ?? writePlanned(img, offset, data);
+  let direct: Promise<void> | null;
+  try {
+    direct = overwriteInPlace(img, offset, data);
+  } catch (e) {
+    // A corrupt L1 or L2 entry met on the way: a rejection, as from the planned path.
+    return Promise.reject(e);
+  }
+  return direct ?? writePlanned(img, offset, data);
 }
 
 /**

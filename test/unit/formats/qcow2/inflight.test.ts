@@ -289,3 +289,39 @@ test('an injected EIO fails the write; ENOSPC on metadata fails cleanly; the ima
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a corrupt table entry met on the direct paths rejects the request (never throws) and marks the image corrupt', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'c.qcow2');
+    const C = 65536;
+    await createQcow2(file, { size: 16 * C, options: {} });
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 ${2 * C}`, file]);
+    // A reserved bit in the L2 entry of cluster 0.
+    const [l2] = l2Tables(file);
+    assert.ok(l2 !== undefined && l2 > 0);
+    const fd = fs.openSync(file, 'r+');
+    const entry = Buffer.alloc(8);
+    fs.readSync(fd, entry, 0, 8, l2);
+    entry[7] = (entry[7] ?? 0) | 0x02;
+    fs.writeSync(fd, entry, 0, 8, l2);
+    fs.closeSync(fd);
+    const d = await Qcow2Driver.open(file, { readOnly: false });
+    try {
+      // Cluster 1 is fine: its write loads the table, so the next write takes the direct path.
+      await d.write(C + 100, pattern(1, 1000));
+      let pending: Promise<void> | undefined;
+      assert.doesNotThrow(() => {
+        pending = d.write(100, pattern(2, 1000));
+      });
+      await assert.rejects(pending ?? Promise.resolve(), (e: unknown) => (e as { code?: string }).code === 'ECORRUPT');
+      await assert.rejects(d.write(C + 200, pattern(3, 10)), (e: unknown) => (e as { code?: string }).code === 'EPERM', 'writes are refused once corrupt');
+    } finally {
+      await d.close();
+    }
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', file], { encoding: 'utf8' })) as { 'format-specific': { data: { corrupt?: boolean } } };
+    assert.equal(info['format-specific'].data.corrupt, true);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
