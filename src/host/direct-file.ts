@@ -27,6 +27,7 @@ import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
 import { pageAlignedBytes } from '../util/page-aligned.js';
 import { copyParts, sliceParts } from '../util/byte-parts.js';
 import { BouncePool } from './bounce-pool.js';
+import { WriteClaims } from './write-claims.js';
 import { NodeHostFile } from './node-file.js';
 
 const SLAB_BYTES = 4 * 1024 * 1024;
@@ -49,13 +50,6 @@ function pwrite(fd: number, buf: Uint8Array, offset: number): Promise<number> {
   return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
-/** The aligned extent [start, end) of a write in progress; `waiters` run when it ends (made only when someone waits). */
-interface WriteClaim {
-  readonly start: number;
-  readonly end: number;
-  waiters: (() => void)[] | null;
-}
-
 export class DirectHostFile implements HostFile {
   readonly path: string;
   readonly readOnly: boolean;
@@ -74,7 +68,7 @@ export class DirectHostFile implements HostFile {
   /** A background write-out failed: the next sync reports it (the write it held had completed). */
   #deferredError: unknown = null;
   /** Aligned extents of writes in progress. */
-  readonly #writing = new Set<WriteClaim>();
+  readonly #writing = new WriteClaims();
 
   /**
    * The file's size as callers see it. Padded writes may extend the file past
@@ -221,7 +215,7 @@ export class DirectHostFile implements HostFile {
       length % this.#align === 0 &&
       !this.readOnly &&
       (this.#partials === null || (offset % this.#partials.blockSize === 0 && length % this.#partials.blockSize === 0)) &&
-      !this.#overlaps(offset, end)
+      !this.#writing.overlaps(offset, end)
     ) {
       const bounce = this.#pool.takePooled(length);
       if (bounce !== null) return this.#writeAlignedNow(buf, offset, bounce);
@@ -231,7 +225,7 @@ export class DirectHostFile implements HostFile {
 
   async #writeAlignedNow(buf: Uint8Array, offset: number, bounce: Uint8Array): Promise<void> {
     const end = offset + buf.length;
-    const claim = this.#claimNow(offset, end);
+    const claim = this.#writing.claim(offset, end);
     const issued = this.#partials?.stamp() ?? 0;
     try {
       const view = bounce.subarray(0, buf.length);
@@ -241,7 +235,7 @@ export class DirectHostFile implements HostFile {
       if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
     } finally {
       this.#pool.give(bounce);
-      this.#release(claim);
+      this.#writing.release(claim);
     }
   }
 
@@ -430,39 +424,11 @@ export class DirectHostFile implements HostFile {
    * moment it was issued (in the order of held blocks' openings).
    */
   async #claim(start: number, end: number): Promise<{ readonly done: () => void; readonly issued: number }> {
-    for (let overlapping = this.#overlapping(start, end); overlapping !== null; overlapping = this.#overlapping(start, end)) {
+    for (let overlapping = this.#writing.overlapping(start, end); overlapping !== null; overlapping = this.#writing.overlapping(start, end)) {
       await overlapping;
     }
-    const claim = this.#claimNow(start, end);
-    return { done: () => this.#release(claim), issued: this.#partials?.stamp() ?? 0 };
-  }
-
-  /** Registers a write on [start, end) that nothing in progress overlaps. */
-  #claimNow(start: number, end: number): WriteClaim {
-    const claim: WriteClaim = { start, end, waiters: null };
-    this.#writing.add(claim);
-    return claim;
-  }
-
-  #release(claim: WriteClaim): void {
-    this.#writing.delete(claim);
-    const waiters = claim.waiters;
-    claim.waiters = null;
-    if (waiters !== null) for (const w of waiters) w();
-  }
-
-  #overlaps(start: number, end: number): boolean {
-    for (const w of this.#writing) if (w.start < end && w.end > start) return true;
-    return false;
-  }
-
-  /** What to wait for before writing the aligned extent [start, end), or null when nothing overlaps it. */
-  #overlapping(start: number, end: number): Promise<unknown> | null {
-    let waits: Promise<void>[] | null = null;
-    for (const w of this.#writing) {
-      if (w.start < end && w.end > start) (waits ??= []).push(new Promise<void>((r) => (w.waiters ??= []).push(r)));
-    }
-    return waits === null ? null : Promise.all(waits);
+    const claim = this.#writing.claim(start, end);
+    return { done: () => this.#writing.release(claim), issued: this.#partials?.stamp() ?? 0 };
   }
 
   async #edge(block: Uint8Array, at: number): Promise<void> {

@@ -126,6 +126,14 @@ export function* l2Chunks(img: Qcow2Image, offset: number, length: number): Gene
   }
 }
 
+/** The clusters [first, last] of a non-empty guest range, when one L2 table maps them all; else null. */
+export function clustersInOneTable(img: Qcow2Image, offset: number, length: number): { first: number; last: number; l1Index: number } | null {
+  const first = Math.floor(offset / img.clusterSize);
+  const last = Math.floor((offset + length - 1) / img.clusterSize);
+  const l1Index = Math.floor(first / img.l2Entries);
+  return Math.floor(last / img.l2Entries) === l1Index ? { first, last, l1Index } : null;
+}
+
 export function l2IndexOf(img: Qcow2Image, guestOffset: number): number {
   return Math.floor(guestOffset / img.clusterSize) % img.l2Entries;
 }

@@ -252,6 +252,13 @@ export class InflightTable {
     return this.#records.size;
   }
 
+  /** Some cluster of [first, last] has an allocation in flight. */
+  hasRecordIn(first: number, last: number): boolean {
+    if (this.#records.size === 0) return false;
+    for (let c = first; c <= last; c++) if (this.#records.has(c)) return true;
+    return false;
+  }
+
   add(rec: ClusterAllocation): void {
     this.#records.set(rec.cluster, rec);
     this.stats.allocations++;

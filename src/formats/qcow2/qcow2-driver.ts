@@ -260,9 +260,10 @@ export class Qcow2Driver implements BlockDriver {
   }
 
   write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
-    // The common write (header already marked, no FUA, nothing odd): straight into the write path.
-    if (this.#headerPrepared && this.#headerPreparing === null && flags?.fua !== true && !this.#flushEachWrite && !this.#corrupt && !this.#closed && !this.readOnly) {
+    // The common write (header already marked, no FUA, no flush after it): straight into the write path.
+    if (this.#headerPrepared && this.#headerPreparing === null && flags?.fua !== true && !this.#flushEachWrite) {
       try {
+        this.#checkWritable();
         this.#checkRange(offset, data.length);
       } catch (e) {
         return Promise.reject(e);

@@ -3,10 +3,11 @@
  * reads of adjacent guest ranges that are adjacent on the host are merged.
  */
 import { bufferView, skipZeroUnits } from '../../util/zeros.js';
+import { fastOrSlow } from '../../util/fast-path.js';
 import type { HostExtent, LayerExtent } from '../driver.js';
 import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
-import { acquireL2, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
+import { acquireL2, clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 
 /** A piece of a guest range with one way of reading it. */
 export type Piece =
@@ -167,14 +168,11 @@ function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: numbe
 
 /** Reads guest bytes [offset, offset+buf.length) into `buf`. */
 export function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
-  let direct: Promise<void> | null;
-  try {
-    direct = readPlainNow(img, offset, buf);
-  } catch (e) {
-    // A corrupt L1 entry met on the way: a rejection, as from the mapped path.
-    return Promise.reject(e);
-  }
-  return direct ?? readMapped(img, offset, buf);
+  // A corrupt L1 entry met by the direct path rejects, as in the mapped path.
+  return fastOrSlow(
+    () => readPlainNow(img, offset, buf),
+    () => readMapped(img, offset, buf),
+  );
 }
 
 /** The big-endian 32-bit word of `data` at byte `at`. */
@@ -190,13 +188,11 @@ function wordAt(data: Uint8Array, at: number): number {
  */
 function readPlainNow(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> | null {
   if (img.geometry.extendedL2 || buf.length === 0) return null;
+  const span = clustersInOneTable(img, offset, buf.length);
+  if (span === null || img.inflight.hasRecordIn(span.first, span.last)) return null;
+  const { first, last } = span;
   const cs = img.clusterSize;
-  const first = Math.floor(offset / cs);
-  const last = Math.floor((offset + buf.length - 1) / cs);
-  const l1Index = Math.floor(first / img.l2Entries);
-  if (Math.floor(last / img.l2Entries) !== l1Index) return null;
-  if (img.inflight.size > 0) for (let c = first; c <= last; c++) if (img.inflight.get(c) !== undefined) return null;
-  const { l2Offset } = l2OffsetAt(img, l1Index);
+  const { l2Offset } = l2OffsetAt(img, span.l1Index);
   if (l2Offset === 0) return null;
   const table = img.l2Cache.acquireCached(l2Offset);
   if (table === null) return null;

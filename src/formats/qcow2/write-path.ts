@@ -16,11 +16,12 @@
  * pointing at them). Old clusters are dereferenced after their L2 entry changed
  * (the refcount cache then depends on the L2 cache).
  */
+import { fastOrSlow } from '../../util/fast-path.js';
 import { VdiskError } from '../../errors.js';
 import { isHostRange, sliceBytes, writeParts, type Bytes } from '../../host/host-range.js';
 import { writeL1Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
 import { copiedOf, cowReadsZero, headStart, hostOf, isPlainOverwrite, newMapping, readOld, tailEnd, type CowSource } from './cow.js';
-import { l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
+import { clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
 import { ClusterAllocation, type AllocationHooks, type PlanTicket } from './inflight.js';
 import type { CachedTable } from './table-cache.js';
 
@@ -103,14 +104,11 @@ interface ChunkRequest {
  * goes to the host by copyFrom, COW and all else as for a buffer.
  */
 export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
-  let direct: Promise<void> | null;
-  try {
-    direct = overwriteInPlace(img, offset, data);
-  } catch (e) {
-    // A corrupt L1 or L2 entry met on the way: a rejection, as from the planned path.
-    return Promise.reject(e);
-  }
-  return direct ?? writePlanned(img, offset, data);
+  // A corrupt L1 or L2 entry met by the direct path rejects, as in the planned path.
+  return fastOrSlow(
+    () => overwriteInPlace(img, offset, data),
+    () => writePlanned(img, offset, data),
+  );
 }
 
 /**
@@ -123,16 +121,14 @@ export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promis
  */
 function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
   if (isHostRange(data) || data.length === 0) return null;
-  const cs = img.clusterSize;
-  const first = Math.floor(offset / cs);
-  const last = Math.floor((offset + data.length - 1) / cs);
-  const l1Index = Math.floor(first / img.l2Entries);
+  const span = clustersInOneTable(img, offset, data.length);
   const inflight = img.inflight;
-  if (Math.floor(last / img.l2Entries) !== l1Index || !inflight.planIdle(l1Index)) return null;
-  for (let c = first; c <= last; c++) if (inflight.get(c) !== undefined) return null;
-  const table = acquireCopiedL2Now(img, l1Index);
+  if (span === null || !inflight.planIdle(span.l1Index) || inflight.hasRecordIn(span.first, span.last)) return null;
+  const { first, last } = span;
+  const table = acquireCopiedL2Now(img, span.l1Index);
   if (table === null) return null;
-  let start = -1;
+  const cs = img.clusterSize;
+  let host0 = -1;
   try {
     for (let c = first; c <= last; c++) {
       const old = mappingAt(img, table, c % img.l2Entries);
@@ -141,12 +137,13 @@ function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise
       const a = Math.max(offset, guestCluster) - guestCluster;
       const b = Math.min(offset + data.length, guestCluster + cs) - guestCluster;
       if (host === null || !isPlainOverwrite(img, { old, guestCluster, inPlace: copiedOf(old) }, { a, b })) return null;
-      if (c === first) start = host + a;
-      else if (host !== start - (offset - first * cs) + (c - first) * cs) return null;
+      if (c === first) host0 = host;
+      else if (host !== host0 + (c - first) * cs) return null;
     }
   } finally {
     img.l2Cache.release(table);
   }
+  const start = host0 + (offset - first * cs);
   const leave = inflight.enterWrite(offset, data.length);
   inflight.lastWriteEnd = offset + data.length;
   const leaveDirect: (() => void)[] = [];
