@@ -22,6 +22,7 @@
  * than that is not watched for nothing; VDISK_RING_SPIN_US sets the bound
  * (0: never watch).
  */
+import { VdiskError } from '../errors.js';
 import { HostRing } from './host-ring.js';
 
 /** Requests in flight on the file from which new ones go to the polled ring. */
@@ -31,15 +32,21 @@ const SPIN_MICROS = 200;
 
 function spinMicros(): number {
   const v = process.env['VDISK_RING_SPIN_US'];
-  const n = v === undefined || v === '' ? SPIN_MICROS : Number(v);
-  return Number.isInteger(n) && n >= 0 && n <= 10_000 ? n : SPIN_MICROS;
+  if (v === undefined || v === '') return SPIN_MICROS;
+  const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
+  if (!(n <= 10_000)) {
+    throw new VdiskError('EINVAL', `VDISK_RING_SPIN_US must be a whole number of microseconds from 0 to 10000, not '${v}'`, { field: 'VDISK_RING_SPIN_US' });
+  }
+  return n;
 }
 
 type PollMode = 'never' | 'always' | 'deep';
 
 function pollMode(): PollMode {
   const v = process.env['VDISK_RING_SQPOLL'];
-  return v === '0' ? 'never' : v === '1' ? 'always' : 'deep';
+  if (v === undefined || v === '') return 'deep';
+  if (v !== '0' && v !== '1') throw new VdiskError('EINVAL', `VDISK_RING_SQPOLL must be 0 or 1, not '${v}'`, { field: 'VDISK_RING_SQPOLL' });
+  return v === '0' ? 'never' : 'always';
 }
 
 export class RingPair {

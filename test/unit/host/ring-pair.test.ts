@@ -12,16 +12,20 @@ const PAGE = 4096;
 const noRing = HostRing.open() === null ? 'no io_uring on this host (or the addon is not built)' : false;
 const noPolled = noRing || (HostRing.open({ polled: true }) === null ? 'no io_uring polling thread allowed here' : false);
 
-function withPollMode<T>(mode: string | undefined, open: () => T): T {
-  const saved = process.env['VDISK_RING_SQPOLL'];
-  if (mode === undefined) delete process.env['VDISK_RING_SQPOLL'];
-  else process.env['VDISK_RING_SQPOLL'] = mode;
+function withEnv<T>(name: string, value: string | undefined, open: () => T): T {
+  const saved = process.env[name];
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
   try {
     return open();
   } finally {
-    if (saved === undefined) delete process.env['VDISK_RING_SQPOLL'];
-    else process.env['VDISK_RING_SQPOLL'] = saved;
+    if (saved === undefined) delete process.env[name];
+    else process.env[name] = saved;
   }
+}
+
+function withPollMode<T>(mode: string | undefined, open: () => T): T {
+  return withEnv('VDISK_RING_SQPOLL', mode, open);
 }
 
 /** A file of `blocks` pages, page b filled with b & 0xff, opened O_DIRECT. */
@@ -84,3 +88,20 @@ test('VDISK_RING_SQPOLL=0 never opens the polled ring; =1 uses it from the first
   await always.close();
   fs.closeSync(fd);
 }));
+
+test('a ring knob with a value it cannot take is refused, naming the variable and the value', async () => {
+  for (const [name, value, expect] of [
+    ['VDISK_RING_SPIN_US', 'abc', /VDISK_RING_SPIN_US must be a whole number of microseconds from 0 to 10000, not 'abc'/],
+    ['VDISK_RING_SPIN_US', '20000', /not '20000'/],
+    ['VDISK_RING_SQPOLL', '2', /VDISK_RING_SQPOLL must be 0 or 1, not '2'/],
+  ] as const) {
+    assert.throws(
+      () => withEnv(name, value, () => RingPair.open()),
+      (e: unknown) => (e as { code?: string }).code === 'EINVAL' && expect.test((e as Error).message),
+    );
+  }
+  for (const ok of ['0', '150']) {
+    const pair = withEnv('VDISK_RING_SPIN_US', ok, () => RingPair.open());
+    await pair?.close();
+  }
+});
