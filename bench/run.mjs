@@ -3,7 +3,14 @@
 // on the same machine in the same run, alternating, median of N runs, and
 // prints both figures and the ratio vdisk/QEMU (throughput; higher is better).
 //
-//   node bench/run.mjs [--full] [--runs N] [--only substring] [--markdown]
+//   node bench/run.mjs [--full] [--runs N] [--only substring] [--markdown] [--prime-mib N]
+//
+// --prime-mib N: before each timed convert or commit, write N MiB to a scratch
+// file and delete it. On VMs whose free memory the host takes back (free page
+// reporting: virtio-balloon), a command that fills the page cache otherwise
+// pays for the host handing that memory back, at a cost that depends on how
+// long the machine was idle before (the same convert took 1-7 s); priming
+// makes both tools start from memory the guest already holds.
 //
 // Quick mode (default) uses small images so the whole suite takes a few
 // minutes; --full uses the sizes of issue 4 (8 GiB read image, 4 GiB convert,
@@ -22,6 +29,8 @@ const full = args.includes('--full');
 const runs = Number(args[args.indexOf('--runs') + 1] ?? 0) || 3;
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
 const markdown = args.includes('--markdown');
+const primeMiB = args.includes('--prime-mib') ? Number(args[args.indexOf('--prime-mib') + 1]) : 0;
+if (!(primeMiB >= 0)) throw new Error('--prime-mib takes a number of MiB');
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VDISK = [process.execPath, path.join(root, 'dist/src/cli/main.js')];
 const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-'));
@@ -51,6 +60,26 @@ function benchSeconds(out) {
   const m = /Run completed in ([0-9.]+) seconds/.exec(out);
   if (!m) throw new Error(`no timing in: ${out}`);
   return Number(m[1]);
+}
+/**
+ * Before a timed command that writes gigabytes into the page cache: the dirty
+ * data of the previous run goes to the disk first (`sync`), so that neither
+ * tool has the other's writeback competing with it, or is throttled by it;
+ * with --prime-mib, the guest's free memory is primed first (see above).
+ */
+function settle() {
+  if (primeMiB > 0) {
+    const scratch = f('prime.tmp');
+    const block = Buffer.alloc(MiB, 0x5a);
+    const fd = fs.openSync(scratch, 'w');
+    try {
+      for (let i = 0; i < primeMiB; i++) fs.writeSync(fd, block);
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(scratch, { force: true });
+    }
+  }
+  sh('sync', []);
 }
 function wall(fn) {
   const t = process.hrtime.bigint();
@@ -180,6 +209,7 @@ for (const extra of [[], ['-W', '-m', '8']]) {
     run(tool) {
       const out = f('conv-out.qcow2');
       fs.rmSync(out, { force: true });
+      settle();
       const argv = ['convert', '-f', 'raw', '-O', 'qcow2', ...extra, halfDataRaw(), out];
       return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
     },
@@ -190,6 +220,7 @@ for (const extra of [[], ['-W', '-m', '8']]) {
     run(tool) {
       const out = f('conv-out.raw');
       fs.rmSync(out, { force: true });
+      settle();
       const argv = ['convert', '-f', 'qcow2', '-O', 'raw', ...extra, halfDataQcow2(), out];
       return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
     },
@@ -247,6 +278,7 @@ workloads.push({
     qemuImg(['create', '-q', '-f', 'qcow2', base, String(S.commit * 2)]);
     qemuImg(['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
     sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x33 0 ${S.commit}`, top]);
+    settle();
     const argv = ['commit', '-f', 'qcow2', top];
     return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
   },

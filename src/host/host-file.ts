@@ -63,9 +63,10 @@ export interface HostOpenOptions {
   readonly dsync?: boolean;
   /**
    * The file's only user is one copy loop (convert), which waits for each request
-   * anyway: page-cache hits of any size are served on the JS thread, and buffered
-   * writes stay on it even after a slow one. A server leaves this off: its other
-   * requests must not wait behind a long copy.
+   * anyway: buffered writes of any size are done on the JS thread, even after a
+   * slow one, and so are small page-cache reads; reads from 128 KiB go to
+   * io_uring's kernel workers where there is a ring (worker-reads.ts). A server
+   * leaves this off: its other requests must not wait behind a long copy.
    */
   readonly inlineIo?: boolean;
 }

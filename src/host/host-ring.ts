@@ -17,6 +17,8 @@ import { nativeHost, type NativeRing } from './native.js';
 const RING_ENTRIES = 64;
 /** ringSubmit flag: queue only; the next ringEnter submits the batch. */
 const SUBMIT_DEFER = 1;
+/** ringSubmit flag: straight to io_uring's kernel workers, not tried in io_uring_enter first. */
+const SUBMIT_ASYNC = 2;
 
 const enum Op {
   Read = 0,
@@ -34,6 +36,7 @@ interface Queued {
   readonly fd: number;
   readonly buf: Uint8Array | null;
   readonly offset: number;
+  readonly flags: number;
   readonly waiter: Waiter;
 }
 
@@ -70,11 +73,11 @@ export class HostRing {
   #closed = false;
   #drained: (() => void) | null = null;
 
-  private constructor(native: NativeRing, handle: object, results: Int32Array) {
+  private constructor(native: NativeRing, handle: object, results: Int32Array, tags: number) {
     this.#native = native;
     this.#handle = handle;
     this.#results = results;
-    for (let t = RING_ENTRIES - 1; t >= 0; t--) this.#freeTags.push(t);
+    for (let t = tags - 1; t >= 0; t--) this.#freeTags.push(t);
   }
 
   /**
@@ -84,8 +87,10 @@ export class HostRing {
    * no syscall (null where such a thread is not allowed). `spinMicros`: before
    * the event loop would sleep with requests in flight, watch the completion
    * queue for up to this long (adapted to how fast completions come; 0: never).
+   * `maxInFlight`: requests the kernel holds at once (more wait here); each
+   * request sent to io_uring's workers may take a kernel thread of its own.
    */
-  static open(options: { readonly polled?: boolean; readonly spinMicros?: number } = {}): HostRing | null {
+  static open(options: { readonly polled?: boolean; readonly spinMicros?: number; readonly maxInFlight?: number } = {}): HostRing | null {
     if (process.env['VDISK_NO_RING'] === '1') return null;
     const native = nativeHost();
     if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
@@ -103,7 +108,7 @@ export class HostRing {
       options.spinMicros ?? 0,
     );
     if (handle === null) return null;
-    self = new HostRing(ringNative, handle, results);
+    self = new HostRing(ringNative, handle, results, Math.max(1, Math.min(RING_ENTRIES, options.maxInFlight ?? RING_ENTRIES)));
     return self;
   }
 
@@ -112,18 +117,22 @@ export class HostRing {
     return this.#inFlight + this.#queue.length;
   }
 
-  /** Bytes read into `buf` from `offset` (short at the end of the file). */
-  read(fd: number, buf: Uint8Array, offset: number): Promise<number> {
-    return this.#request(Op.Read, fd, buf, offset);
+  /**
+   * Bytes read into `buf` from `offset` (short at the end of the file).
+   * `onWorker`: the read runs on one of io_uring's kernel threads, not in the
+   * submitting syscall, so a page-cache copy leaves the JS thread.
+   */
+  read(fd: number, buf: Uint8Array, offset: number, onWorker = false): Promise<number> {
+    return this.#request(Op.Read, fd, buf, offset, onWorker ? SUBMIT_DEFER | SUBMIT_ASYNC : SUBMIT_DEFER);
   }
 
   /** Bytes written from `buf` at `offset`. */
   write(fd: number, buf: Uint8Array, offset: number): Promise<number> {
-    return this.#request(Op.Write, fd, buf, offset);
+    return this.#request(Op.Write, fd, buf, offset, SUBMIT_DEFER);
   }
 
   async datasync(fd: number): Promise<void> {
-    await this.#request(Op.Datasync, fd, null, 0);
+    await this.#request(Op.Datasync, fd, null, 0, SUBMIT_DEFER);
   }
 
   /** Waits for the requests in flight, then releases the ring. */
@@ -134,25 +143,27 @@ export class HostRing {
     this.#native.ringClose(this.#handle);
   }
 
-  #request(op: Op, fd: number, buf: Uint8Array | null, offset: number): Promise<number> {
+  #request(op: Op, fd: number, buf: Uint8Array | null, offset: number, flags: number): Promise<number> {
     if (this.#closed) {
       return Promise.reject(new HostRingError(osConstants.errno.EBADF, 'request on a closed host ring'));
     }
     return new Promise<number>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject };
-      if (this.#freeTags.length === 0) this.#queue.push({ op, fd, buf, offset, waiter });
-      else this.#submit(op, fd, buf, offset, waiter);
+      const q: Queued = { op, fd, buf, offset, flags, waiter };
+      if (this.#freeTags.length === 0) this.#queue.push(q);
+      else this.#submit(q);
     });
   }
 
-  #submit(op: Op, fd: number, buf: Uint8Array | null, offset: number, waiter: Waiter): void {
+  #submit(q: Queued): void {
+    const { op, fd, buf, offset, flags, waiter } = q;
     const tag = this.#freeTags.pop();
     if (tag === undefined) {
-      this.#queue.push({ op, fd, buf, offset, waiter });
+      this.#queue.push(q);
       return;
     }
     try {
-      this.#native.ringSubmit(this.#handle, op, fd, buf, offset, tag, SUBMIT_DEFER);
+      this.#native.ringSubmit(this.#handle, op, fd, buf, offset, tag, flags);
     } catch (e) {
       this.#freeTags.push(tag);
       waiter.reject(e instanceof Error ? e : new Error(String(e)));
@@ -219,7 +230,7 @@ export class HostRing {
   #drainQueue(): void {
     while (this.#queue.length > 0 && this.#freeTags.length > 0) {
       const q = this.#queue.shift();
-      if (q) this.#submit(q.op, q.fd, q.buf, q.offset, q.waiter);
+      if (q) this.#submit(q);
     }
     if (this.#inFlight === 0 && this.#queue.length === 0 && this.#drained !== null) {
       const drained = this.#drained;

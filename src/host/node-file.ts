@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
 import type { HostFile, HostOpenOptions, HostRange } from './host-file.js';
 import { nativeHost, type NativeHost } from './native.js';
+import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
+import { WORKER_READ_MIN, workerReadRing } from './worker-reads.js';
 
 // The callback fs API with reused buffers is several times faster per 4 KiB
 // operation than FileHandle (see DEPENDENCIES.md), so it is wrapped here by hand.
@@ -98,6 +100,8 @@ export class NodeHostFile implements HostFile {
   readonly #noWaitReadMax: number;
   /** Plain buffered I/O (no O_DIRECT, no O_DSYNC): what copy_file_range may write to. */
   readonly #buffered: boolean;
+  /** A copy loop's buffered file: large reads go to io_uring's workers (see worker-reads.ts). */
+  readonly #workerReads: boolean;
   /** Cleared once the kernel refused copy_file_range for this file. */
   #kernelCopy = true;
   /** The last kernel copy into this file queued: the next one waits for it. */
@@ -110,6 +114,7 @@ export class NodeHostFile implements HostFile {
     const inline = options.inlineIo ?? false;
     this.#noWaitReadMax = inline ? INLINE_MAX : NOWAIT_READ_MAX;
     this.#buffered = options.direct !== true && options.dsync !== true;
+    this.#workerReads = inline && this.#buffered;
     this.#syncWrites =
       this.readOnly || options.dsync === true ? null : new SyncWritePolicy(inline ? INLINE_MAX : SYNC_WRITE_MAX, { backOff: !inline });
   }
@@ -154,6 +159,8 @@ export class NodeHostFile implements HostFile {
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
     let done = 0;
+    const ring = this.#workerReads && buf.length >= WORKER_READ_MIN ? workerReadRing() : null;
+    if (ring !== null) return this.#readOnWorker(ring, buf, offset);
     if (this.#readNoWait && buf.length <= this.#noWaitReadMax && buf.length > 0) {
       const n = this.#tryNoWait('read', buf, offset);
       if (n === buf.length) return;
@@ -326,6 +333,22 @@ export class NodeHostFile implements HostFile {
       await cb<void>((done) => fs.close(this.#fd, done));
     } catch (e) {
       throw fromSystemError(e, this.path, 'close');
+    }
+  }
+
+  /** A read done by io_uring's kernel workers (see worker-reads.ts); zeros past the end of the file. */
+  async #readOnWorker(ring: HostRing, buf: Uint8Array, offset: number): Promise<void> {
+    try {
+      for (let done = 0; done < buf.length; ) {
+        const n = await ring.read(this.#fd, done === 0 ? buf : buf.subarray(done), offset + done, true);
+        if (n === 0) {
+          buf.fill(0, done);
+          return;
+        }
+        done += n;
+      }
+    } catch (e) {
+      throw fromSystemError(e, this.path, `read ${buf.length} bytes at offset ${offset} of`);
     }
   }
 

@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { NodeHostFile } from '../../../src/host/node-file.js';
+import { workerReadRing } from '../../../src/host/worker-reads.js';
 
 // Small requests first try preadv2/pwritev2(RWF_NOWAIT) on the JS thread; these
 // check that the fast path and its fallbacks give the same bytes as the pool path.
@@ -104,6 +105,47 @@ test('whole 1 MiB reads (a block job chunk) of cached data and across the end of
       await host.read(across, MiB);
       assert.deepEqual(Buffer.from(across.subarray(0, MiB / 2)), content.subarray(MiB));
       assert.ok(across.subarray(MiB / 2).every((b) => b === 0), 'bytes past the end of the file read as zeros');
+    } finally {
+      await host.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Large reads of an inlineIo file go to io_uring's kernel workers, a few at a
+// time (worker-reads.ts): many at once, some past the end of the file, must
+// each get their own bytes.
+test("an inlineIo file's concurrent large reads go to the worker ring and each gets its own bytes, zeros past the end", async (t) => {
+  const ring = workerReadRing();
+  if (ring === null) {
+    t.skip('no io_uring here (or VDISK_WORKER_READS=0)');
+    return;
+  }
+  const dir = fs.mkdtempSync(os.tmpdir() + '/vdisk-');
+  try {
+    const file = path.join(dir, 'f');
+    const KiB = 1024;
+    const content = Buffer.alloc(2048 * KiB + 1000);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 31 + (i >> 12)) & 0xff;
+    fs.writeFileSync(file, content);
+    const host = await NodeHostFile.open(file, { inlineIo: true, readOnly: true });
+    try {
+      const offsets = [0, 4096, 100_000, 512 * KiB, 1024 * KiB + 7, 1792 * KiB, 1900 * KiB, 2048 * KiB, 3000 * KiB, 1];
+      const bufs = offsets.map(() => new Uint8Array(256 * KiB).fill(0xee));
+      const before = ring.inFlight;
+      const reads = offsets.map((off, i) => host.read(bufs[i] ?? new Uint8Array(0), off));
+      assert.equal(ring.inFlight - before, offsets.length, 'every read was handed to the ring');
+      await Promise.all(reads);
+      offsets.forEach((off, i) => {
+        const expected = Buffer.alloc(256 * KiB);
+        if (off < content.length) content.copy(expected, 0, off, Math.min(content.length, off + expected.length));
+        assert.deepEqual(Buffer.from(bufs[i] ?? []), expected, `read at ${off}`);
+      });
+      const small = new Uint8Array(4096);
+      await host.read(small, 8);
+      assert.equal(ring.inFlight, before, 'nothing left in flight');
+      assert.deepEqual(Buffer.from(small), content.subarray(8, 8 + 4096));
     } finally {
       await host.close();
     }
