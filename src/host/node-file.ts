@@ -170,9 +170,17 @@ export class NodeHostFile implements HostFile {
       }
       if (n > 0) done = n;
     }
+    return this.#readRest(buf, offset, done, (at) => preadCb(this.#fd, buf, at, offset + at, buf.length - at));
+  }
+
+  /**
+   * Fills `buf` from byte `done` on, `readSome(at)` reading into it from byte
+   * `at` and returning how many bytes it read; zeros past the end of the file.
+   */
+  async #readRest(buf: Uint8Array, offset: number, done: number, readSome: (at: number) => Promise<number>): Promise<void> {
     try {
       while (done < buf.length) {
-        const n = await preadCb(this.#fd, buf, done, offset + done, buf.length - done);
+        const n = await readSome(done);
         if (n === 0) {
           buf.fill(0, done);
           return;
@@ -336,20 +344,9 @@ export class NodeHostFile implements HostFile {
     }
   }
 
-  /** A read done by io_uring's kernel workers (see worker-reads.ts); zeros past the end of the file. */
-  async #readOnWorker(ring: HostRing, buf: Uint8Array, offset: number): Promise<void> {
-    try {
-      for (let done = 0; done < buf.length; ) {
-        const n = await ring.read(this.#fd, done === 0 ? buf : buf.subarray(done), offset + done, true);
-        if (n === 0) {
-          buf.fill(0, done);
-          return;
-        }
-        done += n;
-      }
-    } catch (e) {
-      throw fromSystemError(e, this.path, `read ${buf.length} bytes at offset ${offset} of`);
-    }
+  /** A read done by io_uring's kernel workers (see worker-reads.ts). */
+  #readOnWorker(ring: HostRing, buf: Uint8Array, offset: number): Promise<void> {
+    return this.#readRest(buf, offset, 0, (at) => ring.read(this.#fd, at === 0 ? buf : buf.subarray(at), offset + at, true));
   }
 
   /** Bytes moved without blocking, or a negative number when the caller must use the thread pool. */
