@@ -23,6 +23,7 @@
 
 #include "copy_range.h"
 #include "host_ring.h"
+#include "socket_send.h"
 
 #define MAX_SAFE_INT 9007199254740991LL
 
@@ -302,6 +303,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   host_ring_register(env, exports);
   copy_range_register(env, exports);
+  socket_send_register(env, exports);
   return exports;
 }
 

@@ -235,6 +235,26 @@ export class BlockNode implements ImageNode {
   }
 
   /**
+   * Calls `send` with the host range holding [offset, offset+length) when the
+   * range is plain data of this layer in one run of one host file, and returns
+   * what `send` returns; returns null, without calling it, otherwise (or while
+   * requests are held back). It counts as one read request, begun and ended
+   * within this call: `send` must take the bytes before it returns (a socket's
+   * sendfile does).
+   */
+  sendFromHost<T>(offset: number, length: number, send: (range: HostRange) => T): T | null {
+    if (this.#forward !== null || !this.#driver.hostRangeNow || length <= 0 || offset < 0 || offset + length > this.length) return null;
+    const ticket = this.#tracker.tryBegin(offset, length, false);
+    if (ticket === null) return null;
+    try {
+      const range = this.#driver.hostRangeNow(offset, length);
+      return range === null ? null : send(range);
+    } finally {
+      this.#tracker.end(ticket);
+    }
+  }
+
+  /**
    * `write` of `src.length` bytes taken from a host range; false, having
    * written nothing, where the driver cannot copy from that file (or the
    * probed-raw guard must see the bytes). Observers see the attempt even when

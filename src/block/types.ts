@@ -95,6 +95,12 @@ export interface ImageNode {
    * the range). Absent where the node cannot name its bytes on the host.
    */
   copyViaHost?(offset: number, length: number, sink: HostSink): Promise<number>;
+  /**
+   * Calls `send` with the host range holding [offset, offset+length) when it is
+   * plain data in one run of one host file, as one read request within this
+   * call; null (not called) otherwise. Absent where the node cannot name its bytes.
+   */
+  sendFromHost?<T>(offset: number, length: number, send: (range: HostRange) => T): T | null;
   /** `write` of bytes taken from a host range (copy_file_range); false, having written nothing, when this node cannot. */
   writeFromHost?(offset: number, src: HostRange): Promise<boolean>;
   /** Compressed write of whole clusters (ENOTSUP where the format has no compression). */

@@ -210,6 +210,15 @@ export interface BlockDriver {
    */
   hostExtent?(offset: number, length: number): Promise<HostExtent>;
   /**
+   * The host range holding all of [offset, offset+length) right now, when it
+   * is plain data of this layer in one run of one host file, with no write in
+   * flight that would change where it is; null for anything else (zeros,
+   * backing, compressed, metadata not cached, a corrupt entry: `read` deals
+   * with those). Synchronous and without I/O, so a caller can hand the range
+   * to the kernel (a socket's sendfile) before anything moves.
+   */
+  hostRangeNow?(offset: number, length: number): HostRange | null;
+  /**
    * Writes `src.length` bytes at `offset` as `write` would, taking them from a
    * host range (copied by the kernel); false, having written nothing, when
    * this layer's host file cannot copy from that file.

@@ -42,6 +42,15 @@ export interface HostFile {
    * the kernel where it can (copy_file_range), else through memory.
    */
   copyFrom?(src: HostRange, offset: number): Promise<void>;
+  /**
+   * Sends `header` and then [offset, offset+length) of this file to a
+   * non-blocking stream socket straight from the page cache (sendfile: the
+   * socket takes references to the cached pages, no copy through memory),
+   * without waiting. Returns the bytes the socket took, header first: fewer
+   * than all when it is full or the file ends. Null when this file has no such
+   * path (opened O_DIRECT or O_DSYNC, no addon). Throws on a socket error.
+   */
+  sendToSocket?(socketFd: number, header: Uint8Array, offset: number, length: number): number | null;
   close(): Promise<void>;
 }
 

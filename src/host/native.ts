@@ -73,6 +73,16 @@ export interface NativeHost {
     length: number,
     done: (err: string | null, result: number) => void,
   ) => void;
+  /**
+   * Sends `header` and then [offset, offset+length) of `fileFd` to a stream
+   * socket without waiting and without copying the data through user memory
+   * (send, then sendfile): the bytes the socket took, in order (fewer than
+   * all when it is full or the file ends). Throws on a socket error. Absent in
+   * older addons.
+   */
+  readonly sendFileNoWait?: (socketFd: number, header: Uint8Array, fileFd: number, offset: number, length: number) => number;
+  /** Raises a unix-domain socket's SO_SNDBUF to `bytes` (capped by the kernel): the size after, or -1 for other sockets. */
+  readonly enlargeUnixSendBuffer?: (socketFd: number, bytes: number) => number;
 }
 
 /** The ring's three calls, present together. */

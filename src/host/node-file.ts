@@ -294,6 +294,12 @@ export class NodeHostFile implements HostFile {
     return this.#kernelCopy && this.#buffered && src instanceof NodeHostFile && src.#buffered && nativeHost()?.copyRangeAsync !== undefined;
   }
 
+  sendToSocket(socketFd: number, header: Uint8Array, offset: number, length: number): number | null {
+    const call = nativeHost()?.sendFileNoWait;
+    if (!this.#buffered || this.#closed || !call) return null;
+    return call(socketFd, header, this.#fd, offset, length);
+  }
+
   /**
    * copy_file_range on the thread pool: on one ext4 it is a page-cache copy in
    * the kernel (no reflink), one copy instead of a read into JS and a write

@@ -232,7 +232,18 @@ test('whole-chunk copies (inline I/O into page-aligned buffers) keep data, holes
     return;
   }
   const d = tempDir();
-  const mapOf = (file: string): string => qemu('qemu-img', d.dir, ['map', '--output=json', file]).stdout.replace(/, "offset": \d+/g, '');
+  // Where each range is on the host is left out, and neighbours alike in all else merged: with -W the
+  // chunks are written out of order, so their clusters need not follow each other on the host (nor do qemu-img's).
+  const mapOf = (file: string): string => {
+    const extents = JSON.parse(qemu('qemu-img', d.dir, ['map', '--output=json', file]).stdout) as { start: number; length: number; depth: number; present: boolean; zero: boolean; data: boolean }[];
+    const merged: (typeof extents)[number][] = [];
+    for (const { start, length, depth, present, zero, data } of extents) {
+      const last = merged[merged.length - 1];
+      if (last && last.depth === depth && last.present === present && last.zero === zero && last.data === data) last.length += length;
+      else merged.push({ start, length, depth, present, zero, data });
+    }
+    return JSON.stringify(merged);
+  };
   try {
     // 1 MiB data / 1 MiB hole (the bench's pattern), a 3 MiB data run (more than one 2 MiB chunk),
     // a zero-filled data range and a range written with zeros.

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { spawn } from 'node:child_process';
 import { run, runStatus, startServer } from './support/serve-process.js';
 
 function tmp(): string {
@@ -215,6 +216,41 @@ test('serving over TCP works with nbd:// URIs', async () => {
     run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri, `${dir}/a.raw`]);
     proc.kill('SIGTERM');
     assert.equal(await exited, 0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('nbdcopy reading a qcow2 chain into a slow pipe gets the bytes qemu-img reads (data replies sent from the page cache, between zero, backing and hole replies)', async () => {
+  const dir = tmp();
+  try {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/base.qcow2`, '32M']);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 12M', '-c', 'write -P 0x22 20M 4M', `${dir}/base.qcow2`]);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', `${dir}/top.qcow2`]);
+    const writes = [1, 3, 5, 7, 9, 13, 17, 21].map((m) => ['-c', `write -P ${m} ${m}M 768k`]).flat();
+    run('qemu-io', ['-f', 'qcow2', ...writes, '-c', 'write -z 4M 1M', '-c', 'write -P 0x33 6291968 70000', `${dir}/top.qcow2`]);
+    run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', `${dir}/top.qcow2`, `${dir}/want.raw`]);
+    const v = await startServer(['vdisk', '-k', `${dir}/v.sock`, '-f', 'qcow2', '-t', '-e', '4', `${dir}/top.qcow2`], `${dir}/v.sock`);
+    try {
+      for (const requestSize of ['262144', '65536']) {
+        const copy = spawn('nbdcopy', [`--request-size=${requestSize}`, v.uri, '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const chunks: Buffer[] = [];
+        let n = 0;
+        copy.stdout.on('data', (c: Buffer) => {
+          chunks.push(c);
+          // Stall now and then, as a consumer slower than the server would.
+          if (++n % 8 === 0) {
+            copy.stdout.pause();
+            setTimeout(() => copy.stdout.resume(), 3);
+          }
+        });
+        const status = await new Promise<number | null>((r) => copy.once('close', r));
+        assert.equal(status, 0, `nbdcopy --request-size=${requestSize}`);
+        assert.ok(Buffer.concat(chunks).equals(fs.readFileSync(`${dir}/want.raw`)), `request size ${requestSize}: bytes as qemu-img reads them`);
+      }
+    } finally {
+      assert.equal(await v.stop(), 0);
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

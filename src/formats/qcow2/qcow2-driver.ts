@@ -52,7 +52,7 @@ import { writeL1Entry } from './l2-entry.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';
 import { Qcow2BitmapOps } from './bitmap-ops.js';
-import { hostExtentOf, layerStatus, readGuest } from './read-path.js';
+import { hostExtentOf, layerStatus, plainHostOffsetNow, readGuest } from './read-path.js';
 import { Refcounts } from './refcounts.js';
 import { TableCache } from './table-cache.js';
 import { writeGuest } from './write-path.js';
@@ -276,6 +276,17 @@ export class Qcow2Driver implements BlockDriver {
   async hostExtent(offset: number, length: number): Promise<HostExtent> {
     this.#checkRange(offset, length);
     return hostExtentOf(this.#img, offset, length);
+  }
+
+  hostRangeNow(offset: number, length: number): HostRange | null {
+    if (offset < 0 || length <= 0 || offset + length > this.#img.size) return null;
+    let host: number;
+    try {
+      host = plainHostOffsetNow(this.#img, offset, length);
+    } catch {
+      return null; // a corrupt entry: `read` reports it
+    }
+    return host < 0 ? null : { file: this.#img.dataHost, offset: host, length };
   }
 
   async writeFromHost(offset: number, src: HostRange, flags?: WriteFlags): Promise<boolean> {

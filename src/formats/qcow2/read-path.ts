@@ -187,27 +187,38 @@ function wordAt(data: Uint8Array, at: number): number {
  * mapped path takes it.
  */
 function readPlainNow(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> | null {
-  if (img.geometry.extendedL2 || buf.length === 0) return null;
-  const span = clustersInOneTable(img, offset, buf.length);
-  if (span === null || img.inflight.hasRecordIn(span.first, span.last)) return null;
+  const host = plainHostOffsetNow(img, offset, buf.length);
+  return host < 0 ? null : img.dataHost.read(buf, host);
+}
+
+/**
+ * Where guest bytes [offset, offset+length) are on the data file, when they are
+ * plain data clusters (standard L2 entries) that follow each other on the host
+ * within one cached L2 table, with no allocation in flight on any of them; -1
+ * for anything else. Looks only at what is cached: no I/O, no wait.
+ */
+export function plainHostOffsetNow(img: Qcow2Image, offset: number, length: number): number {
+  if (img.geometry.extendedL2 || length === 0) return -1;
+  const span = clustersInOneTable(img, offset, length);
+  if (span === null || img.inflight.hasRecordIn(span.first, span.last)) return -1;
   const { first, last } = span;
   const cs = img.clusterSize;
   const { l2Offset } = l2OffsetAt(img, span.l1Index);
-  if (l2Offset === 0) return null;
+  if (l2Offset === 0) return -1;
   const table = img.l2Cache.acquireCached(l2Offset);
-  if (table === null) return null;
+  if (table === null) return -1;
   let host0 = -1;
   try {
     for (let c = first; c <= last; c++) {
       const at = (c % img.l2Entries) * 8;
       const host = plainDataOffset(wordAt(table.data, at), wordAt(table.data, at + 4), img.geometry.clusterBits);
-      if (host < 0 || (c > first && host !== host0 + (c - first) * cs)) return null;
+      if (host < 0 || (c > first && host !== host0 + (c - first) * cs)) return -1;
       if (c === first) host0 = host;
     }
   } finally {
     img.l2Cache.release(table);
   }
-  return img.dataHost.read(buf, host0 + (offset - first * cs));
+  return host0 + (offset - first * cs);
 }
 
 async function readMapped(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {

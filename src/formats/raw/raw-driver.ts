@@ -78,6 +78,10 @@ export class RawDriver implements BlockDriver {
     return { kind: 'host', range: { file: this.#host, offset, length } };
   }
 
+  hostRangeNow(offset: number, length: number): HostRange | null {
+    return { file: this.#host, offset, length };
+  }
+
   async writeFromHost(offset: number, src: HostRange, flags: WriteFlags = {}): Promise<boolean> {
     if (!this.#host.copyFrom || !this.#host.canCopyFrom?.(src.file)) return false;
     await this.#host.copyFrom(src, offset);

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { protocolError } from '../protocol/wire.js';
+import { DirectSocket } from './direct-socket.js';
 import type { NbdExport } from './export.js';
 import { negotiate, type ExportTable, type NegotiationIo, type NegotiationTls } from './negotiation.js';
 import { ReplyWriter } from './reply-writer.js';
@@ -32,7 +33,7 @@ export class NbdConnection {
     this.#stream = socket;
     this.#options = options;
     socket.setNoDelay?.(true);
-    this.#io = { reader: new SocketReader(socket), writer: new ReplyWriter(socket) };
+    this.#io = { reader: new SocketReader(socket), writer: new ReplyWriter(socket, DirectSocket.of(socket)) };
   }
 
   /** The export this client is attached to, once the handshake chose one. */

@@ -98,6 +98,7 @@ export class Transmission {
       buffers: this.#buffers,
       known: this.#known,
       send: (parts, released) => this.#writer.send(parts, released),
+      sendDirect: this.#writer.direct ? (total, transfer, rest) => this.#writer.trySendDirect(total, transfer, rest) : undefined,
     });
     const exp = agreement.export;
     this.#ctx = {
