@@ -12,5 +12,7 @@ const char *errno_name(int err);
 napi_value throw_errno(napi_env env, const char *what, int err);
 /* Reads argument i as a non-negative safe integer; throws and returns 0 otherwise. */
 int get_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int64_t *out);
+/* Reads argument i as a Uint8Array (its bytes and length); throws and returns 0 otherwise. */
+int get_bytes(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, void **data, size_t *length);
 
 #endif

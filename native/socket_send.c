@@ -35,20 +35,6 @@ static napi_value number_of(napi_env env, int64_t v) {
   return r;
 }
 
-/* Reads argument i as a Uint8Array; throws a TypeError otherwise. */
-static int get_bytes(napi_env env, napi_value *argv, size_t argc, size_t i, void **data, size_t *length) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t byte_offset;
-  if (i >= argc || napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[i], &type, length, data, &ab, &byte_offset) != napi_ok || type != napi_uint8_array) {
-    napi_throw_type_error(env, "EINVAL", "header must be a Uint8Array");
-    return 0;
-  }
-  return 1;
-}
-
 static napi_value send_file_nowait(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -56,7 +42,7 @@ static napi_value send_file_nowait(napi_env env, napi_callback_info info) {
   void *header;
   size_t header_length;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!get_int(env, argv, argc, 0, "socketFd", &sock) || !get_bytes(env, argv, argc, 1, &header, &header_length) ||
+  if (!get_int(env, argv, argc, 0, "socketFd", &sock) || !get_bytes(env, argv, argc, 1, "header", &header, &header_length) ||
       !get_int(env, argv, argc, 2, "fileFd", &fd) || !get_int(env, argv, argc, 3, "offset", &offset) ||
       !get_int(env, argv, argc, 4, "length", &length))
     return NULL;

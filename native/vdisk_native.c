@@ -62,6 +62,22 @@ napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
+/* Reads argument `i` as a Uint8Array (its bytes and length); throws a TypeError otherwise. */
+int get_bytes(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, void **data, size_t *length) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t byte_offset;
+  if (i >= argc || napi_is_typedarray(env, argv[i], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[i], &type, length, data, &ab, &byte_offset) != napi_ok || type != napi_uint8_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array", name);
+    napi_throw_type_error(env, "EINVAL", msg);
+    return 0;
+  }
+  return 1;
+}
+
 static int is_unsupported(int err) {
   return err == EOPNOTSUPP || err == ENOSYS;
 }
@@ -248,20 +264,12 @@ static napi_value do_nowait(napi_env env, napi_callback_info info, int write) {
   size_t argc = 3;
   napi_value argv[3];
   int64_t fd, off;
-  napi_typedarray_type type;
   size_t length;
   void *data;
-  napi_value ab;
-  size_t byte_offset;
-  bool is_ta = false;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!get_int(env, argv, argc, 0, "fd", &fd) || !get_int(env, argv, argc, 2, "offset", &off)) return NULL;
-  if (argc < 2 || napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &byte_offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, "EINVAL", "buffer must be a Uint8Array");
+  if (!get_int(env, argv, argc, 0, "fd", &fd) || !get_bytes(env, argv, argc, 1, "buffer", &data, &length) ||
+      !get_int(env, argv, argc, 2, "offset", &off))
     return NULL;
-  }
 #ifdef RWF_NOWAIT
   struct iovec iov = {data, length};
   ssize_t r;

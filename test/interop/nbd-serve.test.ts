@@ -255,3 +255,21 @@ test('nbdcopy reading a qcow2 chain into a slow pipe gets the bytes qemu-img rea
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a raw file whose size is not a multiple of 512 reads as zeros past its end through the export (sendfile stops at the end of the file, the rest is read)', async () => {
+  const dir = tmp();
+  try {
+    const bytes = Buffer.alloc(1000);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + 3) & 0xff;
+    fs.writeFileSync(`${dir}/odd.raw`, bytes);
+    const v = await startServer(['vdisk', '-k', `${dir}/v.sock`, '-f', 'raw', '-t', `${dir}/odd.raw`], `${dir}/v.sock`);
+    try {
+      run('nbdcopy', [v.uri, `${dir}/out.bin`]);
+    } finally {
+      assert.equal(await v.stop(), 0);
+    }
+    assert.ok(fs.readFileSync(`${dir}/out.bin`).equals(Buffer.concat([bytes, Buffer.alloc(24)])), 'the file, then zeros to 1024');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
