@@ -115,3 +115,49 @@ test(
     }
   }),
 );
+
+test(
+  'hostRangeNow names the host bytes of plain data in one host run of a cached table, and nothing for zero, backing, split or uncached ranges',
+  withDir(async (dir) => {
+    const base = path.join(dir, 'base.raw');
+    const top = path.join(dir, 'top.qcow2');
+    qemuImg('create', '-q', '-f', 'raw', base, '1M');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', base, '-F', 'raw', top, '1M');
+    // Clusters 0-1 data (host neighbours), 2 zero, 3 unallocated (backing), 7 written before 4-5 (5 and 7 apart on the host).
+    qemuIo(top, 'write -P 0x71 448k 64k', 'write -P 0x11 0 128k', 'write -z 128k 64k', 'write -P 0x44 256k 128k');
+    const expected = qemuRaw(top);
+    const { driver } = await openLogged(top);
+    try {
+      assert.equal(driver.hostRangeNow(0, 4096), null, 'the L2 table is not cached yet: no I/O to find out');
+      await driver.read(0, new Uint8Array(4096));
+      /** The bytes at the host range hostRangeNow names, or null when it names none. */
+      const at = async (offset: number, length: number): Promise<Buffer | null> => {
+        const r = driver.hostRangeNow(offset, length);
+        if (r === null) return null;
+        assert.equal(r.length, length);
+        const buf = Buffer.alloc(length);
+        await r.file.read(buf, r.offset);
+        return buf;
+      };
+      for (const [offset, length] of [
+        [0, 128 * KiB],
+        [4 * KiB, 100 * KiB],
+        [256 * KiB + 512, 128 * KiB - 512],
+      ] as const) {
+        const bytes = await at(offset, length);
+        assert.ok(bytes && bytes.equals(expected.subarray(offset, offset + length)), `host bytes of ${offset}+${length}`);
+      }
+      for (const [offset, length, why] of [
+        [64 * KiB, 128 * KiB, 'data then a zero cluster'],
+        [128 * KiB, 4 * KiB, 'a zero cluster'],
+        [192 * KiB, 4 * KiB, 'an unallocated cluster (backing)'],
+        [320 * KiB, 192 * KiB, 'clusters apart on the host'],
+        [1024 * KiB - 512, 1024, 'past the end'],
+      ] as const) {
+        assert.equal(driver.hostRangeNow(offset, length), null, why);
+      }
+    } finally {
+      await driver.close();
+    }
+  }),
+);
