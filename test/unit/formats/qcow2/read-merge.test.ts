@@ -54,6 +54,16 @@ async function readTwice(d: Qcow2Driver, log: ReadLog, offset: number, length: n
   return buf;
 }
 
+/** A 1 MiB qcow2 (64 KiB clusters) over a raw base, the base written by `baseWrite` if given: the top's path. */
+function topOverRawBase(dir: string, baseWrite?: string): string {
+  const base = path.join(dir, 'base.raw');
+  const top = path.join(dir, 'top.qcow2');
+  qemuImg('create', '-q', '-f', 'raw', base, '1M');
+  if (baseWrite) sh('qemu-io', ['-f', 'raw', '-c', baseWrite, base]);
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', base, '-F', 'raw', top, '1M');
+  return top;
+}
+
 const LAYOUTS = [
   { name: 'four host-contiguous 64 KiB clusters is one host read', writes: ['write -P 0x11 0 256k'], hostReads: 1 },
   // Guest clusters 3, 2, 1, 0 land at increasing host offsets: no two neighbours are host-contiguous.
@@ -89,11 +99,7 @@ for (const layout of LAYOUTS) {
 test(
   'a read across data, a zero cluster, an unallocated cluster over a backing file and a partial run returns what qemu-img reads',
   withDir(async (dir) => {
-    const base = path.join(dir, 'base.raw');
-    const top = path.join(dir, 'top.qcow2');
-    qemuImg('create', '-q', '-f', 'raw', base, '1M');
-    sh('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 1M', base]);
-    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', base, '-F', 'raw', top, '1M');
+    const top = topOverRawBase(dir, 'write -P 0x5a 0 1M');
     // Clusters 0-1 data (contiguous), 2 zero, 3 from the backing, 4-5 data, 6 from the backing,
     // 7 data written before 4-5 (so 5 and 7 are not host neighbours), and a 4 KiB write mid-cluster 8.
     qemuIo(top, 'write -P 0x71 448k 64k', 'write -P 0x11 0 128k', 'write -z 128k 64k', 'write -P 0x44 256k 128k', 'write -P 0x99 516k 4k');
@@ -119,10 +125,7 @@ test(
 test(
   'hostRangeNow names the host bytes of plain data in one host run of a cached table, and nothing for zero, backing, split or uncached ranges',
   withDir(async (dir) => {
-    const base = path.join(dir, 'base.raw');
-    const top = path.join(dir, 'top.qcow2');
-    qemuImg('create', '-q', '-f', 'raw', base, '1M');
-    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', base, '-F', 'raw', top, '1M');
+    const top = topOverRawBase(dir);
     // Clusters 0-1 data (host neighbours), 2 zero, 3 unallocated (backing), 7 written before 4-5 (5 and 7 apart on the host).
     qemuIo(top, 'write -P 0x71 448k 64k', 'write -P 0x11 0 128k', 'write -z 128k 64k', 'write -P 0x44 256k 128k');
     const expected = qemuRaw(top);
