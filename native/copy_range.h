@@ -12,6 +12,8 @@ const char *errno_name(int err);
 napi_value throw_errno(napi_env env, const char *what, int err);
 /* Reads argument i as a non-negative safe integer; throws and returns 0 otherwise. */
 int get_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int64_t *out);
+/* A JS number holding v (exact up to 2^53). */
+napi_value make_number(napi_env env, int64_t v);
 /* Reads argument i as a Uint8Array (its bytes and length); throws and returns 0 otherwise. */
 int get_bytes(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, void **data, size_t *length);
 

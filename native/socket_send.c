@@ -29,12 +29,6 @@
 #include "copy_range.h"
 #include "socket_send.h"
 
-static napi_value number_of(napi_env env, int64_t v) {
-  napi_value r;
-  napi_create_int64(env, v, &r);
-  return r;
-}
-
 static napi_value send_file_nowait(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -52,7 +46,7 @@ static napi_value send_file_nowait(napi_env env, napi_callback_info info) {
     ssize_t r = send((int)sock, (char *)header + sent, header_length - sent, MSG_DONTWAIT | MSG_NOSIGNAL | (length > 0 ? MSG_MORE : 0));
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) return number_of(env, (int64_t)sent);
+      if (errno == EAGAIN) return make_number(env, (int64_t)sent);
       return throw_errno(env, "send", errno);
     }
     sent += (size_t)r;
@@ -69,7 +63,7 @@ static napi_value send_file_nowait(napi_env env, napi_callback_info info) {
     if (r == 0) break; /* the file ends here */
     done += r;
   }
-  return number_of(env, (int64_t)sent + done);
+  return make_number(env, (int64_t)sent + done);
 }
 
 static napi_value enlarge_unix_send_buffer(napi_env env, napi_callback_info info) {
@@ -81,7 +75,7 @@ static napi_value enlarge_unix_send_buffer(napi_env env, napi_callback_info info
   int domain = 0;
   socklen_t len = sizeof domain;
   if (getsockopt((int)sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return throw_errno(env, "getsockopt(SO_DOMAIN)", errno);
-  if (domain != AF_UNIX) return number_of(env, -1);
+  if (domain != AF_UNIX) return make_number(env, -1);
   int want = bytes > INT32_MAX / 2 ? INT32_MAX / 2 : (int)bytes;
   int have = 0;
   len = sizeof have;
@@ -89,7 +83,7 @@ static napi_value enlarge_unix_send_buffer(napi_env env, napi_callback_info info
   if (have < want && setsockopt((int)sock, SOL_SOCKET, SO_SNDBUF, &want, sizeof want) != 0) return throw_errno(env, "setsockopt(SO_SNDBUF)", errno);
   len = sizeof have;
   if (getsockopt((int)sock, SOL_SOCKET, SO_SNDBUF, &have, &len) != 0) return throw_errno(env, "getsockopt(SO_SNDBUF)", errno);
-  return number_of(env, have);
+  return make_number(env, have);
 }
 
 void socket_send_register(napi_env env, napi_value exports) {

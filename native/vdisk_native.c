@@ -109,7 +109,7 @@ static napi_value make_bool(napi_env env, int v) {
   return r;
 }
 
-static napi_value make_number(napi_env env, int64_t v) {
+napi_value make_number(napi_env env, int64_t v) {
   napi_value r;
   napi_create_double(env, (double)v, &r);
   return r;

@@ -9,6 +9,7 @@ import {
   writeSimpleReply,
   type ReplyTo,
 } from '../protocol/replies.js';
+import type { HostRange } from '../../host/host-file.js';
 import type { ValidRequest } from '../protocol/requests.js';
 import { readPieces, readsAsOnePiece, type ReadPiece } from './command-handlers.js';
 import type { NbdExport } from './export.js';
@@ -75,11 +76,16 @@ export class ReadReplies {
     const sendDirect = this.#io.sendDirect;
     const node = this.#io.export.node;
     if (!sendDirect || !node.sendFromHost || req.length === 0) return null;
-    const header = new Uint8Array(headerLength);
-    writeHeader(header);
+    // The header is made only once the socket is idle and the range is plain data: most declined replies cost nothing.
+    const send = (socketFd: number, range: HostRange): number | null => {
+      if (!range.file.sendToSocket) return null;
+      const header = new Uint8Array(headerLength);
+      writeHeader(header);
+      return range.file.sendToSocket(socketFd, header, range.offset, range.length);
+    };
     return sendDirect(
       headerLength + req.length,
-      (socketFd) => node.sendFromHost?.(req.offset, req.length, (range) => range.file.sendToSocket?.(socketFd, header, range.offset, range.length) ?? null) ?? null,
+      (socketFd) => node.sendFromHost?.(req.offset, req.length, (range) => send(socketFd, range)) ?? null,
       (sent) => this.#readRest(req, headerLength, writeHeader, sent),
     );
   }
