@@ -5,6 +5,7 @@ import { DirectSocket } from './direct-socket.js';
 import type { NbdExport } from './export.js';
 import { negotiate, type ExportTable, type NegotiationIo, type NegotiationTls } from './negotiation.js';
 import { ReplyWriter } from './reply-writer.js';
+import { ArenaReader } from './arena-reader.js';
 import { SocketReader } from './socket-reader.js';
 import type { TlsUpgrader } from './tls.js';
 import { Transmission, type RequestErrorSink, type TransmissionLimits } from './transmission.js';
@@ -48,6 +49,7 @@ export class NbdConnection {
       if (agreement && this.#phase === 'handshake') {
         this.#phase = 'transmission';
         this.#export = agreement.export;
+        if (this.#stream === this.#socket) this.#readIntoArenas();
         const t = new Transmission(this.#io, agreement, {
           ...(this.#options.limits ? { limits: this.#options.limits } : {}),
           ...(this.#options.onRequestError ? { onError: this.#options.onRequestError } : {}),
@@ -73,6 +75,13 @@ export class NbdConnection {
       this.#stream.destroy();
       this.#socket.destroy();
     }
+  }
+
+  /** A plain socket's requests are read into the reader's arenas (see arena-reader.ts), where this Node allows it. */
+  #readIntoArenas(): void {
+    if (process.env.VDISK_NO_ARENA_READS === '1') return;
+    const early = this.#io.reader.detach();
+    this.#io.reader = ArenaReader.take(this.#socket, early) ?? new SocketReader(this.#socket, undefined, early);
   }
 
   #negotiationTls(): NegotiationTls | undefined {

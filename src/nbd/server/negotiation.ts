@@ -25,7 +25,7 @@ import { decodeString, protocolError } from '../protocol/wire.js';
 import type { NbdExport } from './export.js';
 import { matchListQueries, matchSetQueries, type MetaContext } from './meta-context.js';
 import type { ReplyWriter } from './reply-writer.js';
-import type { SocketReader } from './socket-reader.js';
+import type { RequestReader } from './socket-reader.js';
 
 /** How the server finds exports by name. */
 export interface ExportTable {
@@ -55,7 +55,7 @@ interface State {
 
 /** The current reader and writer of a connection; STARTTLS replaces both. */
 export interface NegotiationIo {
-  reader: SocketReader;
+  reader: RequestReader;
   writer: ReplyWriter;
 }
 

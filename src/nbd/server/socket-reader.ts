@@ -9,12 +9,41 @@ export class EndOfStream extends VdiskError {
 }
 
 /**
+ * What a connection reads its client's bytes from. Bytes from `read` and
+ * `tryRead` are the caller's until its next read; a payload from `readPayload`
+ * or `tryReadPayload` is the caller's until it gives it to `release`. With
+ * `into`, bytes that must be gathered go there (its first `n` bytes).
+ */
+export interface RequestReader {
+  /** Bytes received and not yet read. */
+  readonly buffered: number;
+  read(n: number, into?: Uint8Array): Promise<Buffer>;
+  /** `read` without the promise: the bytes if they are all here already, else null. */
+  tryRead(n: number, into?: Uint8Array): Buffer | null;
+  readPayload(n: number, into?: Uint8Array): Promise<Buffer>;
+  tryReadPayload(n: number, into?: Uint8Array): Buffer | null;
+  /** A payload from `readPayload` is no longer used. */
+  release(payload: Uint8Array): void;
+  /** Reads and drops `n` bytes, holding at most a bounded part of them in memory. */
+  skip(n: number): Promise<void>;
+  /** Stops reading: a pending and every later read fail with EndOfStream. */
+  stop(reason: string): void;
+  /** Stops listening to the stream so another reader can take it over; returns the bytes received and not read. */
+  detach(): Buffer;
+}
+
+/** Reads and drops `n` bytes from `reader`, `step` bytes at a time. */
+export async function skipInSteps(reader: RequestReader, n: number, step: number): Promise<void> {
+  for (let left = n; left > 0; left -= Math.min(left, step)) await reader.read(Math.min(left, step));
+}
+
+/**
  * Reads exact byte counts from a stream. Buffers at most `highWater` bytes (or
  * the size of the pending read, if larger) and pauses the stream beyond that,
  * so a client that sends faster than we work is slowed down by TCP, not by
  * our memory.
  */
-export class SocketReader {
+export class SocketReader implements RequestReader {
   readonly #stream: Duplex;
   readonly #highWater: number;
   readonly #chunks: Buffer[] = [];
@@ -22,9 +51,14 @@ export class SocketReader {
   #pending: { n: number; into: Uint8Array | undefined; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   #ended: EndOfStream | null = null;
 
-  constructor(stream: Duplex, highWater = 1024 * 1024) {
+  /** `early`: bytes another reader received from `stream` and did not read; they come first. */
+  constructor(stream: Duplex, highWater = 1024 * 1024, early?: Buffer) {
     this.#stream = stream;
     this.#highWater = highWater;
+    if (early && early.byteLength > 0) {
+      this.#chunks.push(early);
+      this.#buffered = early.byteLength;
+    }
     stream.on('data', this.#dataListener);
     stream.on('end', this.#endListener);
     stream.on('close', this.#closeListener);
@@ -80,14 +114,21 @@ export class SocketReader {
     return this.#take(n, into);
   }
 
+  /** Every chunk is a fresh buffer, so a payload is simply a read. */
+  readPayload(n: number, into?: Uint8Array): Promise<Buffer> {
+    return this.read(n, into);
+  }
+
+  tryReadPayload(n: number, into?: Uint8Array): Buffer | null {
+    return this.tryRead(n, into);
+  }
+
+  /** Nothing to do: the collector frees a chunk once no payload refers to it. */
+  release(_payload: Uint8Array): void {}
+
   /** Reads and drops `n` bytes, holding at most one chunk of them in memory. */
-  async skip(n: number): Promise<void> {
-    let left = n;
-    while (left > 0) {
-      const step = Math.min(left, this.#highWater);
-      await this.read(step);
-      left -= step;
-    }
+  skip(n: number): Promise<void> {
+    return skipInSteps(this, n, this.#highWater);
   }
 
   /** Stops reading: a pending and every later read fail with EndOfStream. */

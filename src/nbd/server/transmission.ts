@@ -25,7 +25,7 @@ import { KnownData } from './known-data.js';
 import { PayloadBuffers } from './payload-buffers.js';
 import { ReadReplies } from './read-replies.js';
 import type { ReplyWriter } from './reply-writer.js';
-import { EndOfStream, type SocketReader } from './socket-reader.js';
+import { EndOfStream, type RequestReader } from './socket-reader.js';
 
 export interface TransmissionLimits {
   /** Bytes of read and write payload in flight per connection. */
@@ -51,6 +51,8 @@ const YIELD_AFTER_BYTES = 1024 * 1024;
 interface Lease {
   readonly cost: number;
   buffer: Uint8Array | null;
+  /** The WRITE payload, given back to the reader when the request ends. */
+  payload: Uint8Array | null;
 }
 
 /** What a reply needs to know about its request. */
@@ -72,7 +74,7 @@ export type RequestErrorSink = (command: string, error: unknown) => void;
  * case only after all accepted requests were answered.
  */
 export class Transmission {
-  readonly #reader: SocketReader;
+  readonly #reader: RequestReader;
   readonly #writer: ReplyWriter;
   readonly #agreement: Agreement;
   readonly #budget: InFlightBudget;
@@ -84,7 +86,7 @@ export class Transmission {
   /** Where block status lately found data (see KnownData: it lapses with the node's zeroing epoch). */
   readonly #known = new KnownData();
 
-  constructor(io: { reader: SocketReader; writer: ReplyWriter }, agreement: Agreement, options: { limits?: TransmissionLimits; onError?: RequestErrorSink } = {}) {
+  constructor(io: { reader: RequestReader; writer: ReplyWriter }, agreement: Agreement, options: { limits?: TransmissionLimits; onError?: RequestErrorSink } = {}) {
     this.#reader = io.reader;
     this.#writer = io.writer;
     this.#agreement = agreement;
@@ -143,7 +145,7 @@ export class Transmission {
       }
       const cost = header.type === Cmd.READ ? Math.min(header.length, MAX_PAYLOAD) : payloadLen;
       if (!this.#budget.tryAcquire(cost)) await this.#budget.acquire(cost);
-      const lease: Lease = { cost, buffer: null };
+      const lease: Lease = { cost, buffer: null, payload: null };
       let payload: Buffer | null = null;
       try {
         if (payloadLen > 0) payload = this.#readPayload(payloadLen, lease) ?? (await this.#awaitPayload(payloadLen, lease));
@@ -174,19 +176,20 @@ export class Transmission {
    */
   #readPayload(length: number, lease: Lease): Buffer | null {
     lease.buffer = this.#buffers.takePooled(length);
-    const payload = this.#reader.tryRead(length, lease.buffer ?? undefined);
+    const payload = this.#reader.tryReadPayload(length, lease.buffer ?? undefined);
     if (payload) this.#keepIfUsed(payload, lease);
     return payload;
   }
 
   async #awaitPayload(length: number, lease: Lease): Promise<Buffer> {
-    const payload = await this.#reader.read(length, lease.buffer ?? undefined);
+    const payload = await this.#reader.readPayload(length, lease.buffer ?? undefined);
     this.#keepIfUsed(payload, lease);
     return payload;
   }
 
-  /** A payload within one socket chunk is a view of it: the pooled buffer goes back unused. */
+  /** A payload within one socket chunk (or arena) is a view of it: the pooled buffer goes back unused. */
   #keepIfUsed(payload: Buffer, lease: Lease): void {
+    lease.payload = payload;
     if (lease.buffer && payload.buffer !== lease.buffer.buffer) {
       this.#buffers.give(lease.buffer);
       lease.buffer = null;
@@ -195,7 +198,10 @@ export class Transmission {
 
   /** Ends a request's claim on the budget; its payload buffer is reused unless the request failed (a failed driver call may still hold it). */
   #end(lease: Lease, reuse: boolean): void {
-    if (lease.buffer && reuse) this.#buffers.give(lease.buffer);
+    if (reuse) {
+      if (lease.buffer) this.#buffers.give(lease.buffer);
+      if (lease.payload) this.#reader.release(lease.payload);
+    }
     this.#budget.release(lease.cost);
   }
 
