@@ -54,19 +54,38 @@ export async function writeParts(file: HostFile, parts: readonly Bytes[], offset
 }
 
 /**
- * `parts` with host ranges that continue each other in one file merged: a
- * write path slices per cluster, and one copy per 64 KiB cluster cost a
- * system call and a thread-pool trip each.
+ * `parts` with host ranges that continue each other in one file merged, and
+ * views that continue each other in one buffer: a write path slices per
+ * cluster, and one copy per 64 KiB cluster cost a system call and a
+ * thread-pool trip each.
  */
 function coalesce(parts: readonly Bytes[]): Bytes[] {
   const out: Bytes[] = [];
+  // Neighbouring views of one buffer (a chunk sliced per cluster) become one view: one write, not a vectored one.
+  let views: { first: Uint8Array; length: number } | null = null;
+  const endViews = (): void => {
+    if (views === null) return;
+    const { first, length } = views;
+    out.push(length === first.length ? first : new Uint8Array(first.buffer, first.byteOffset, length));
+    views = null;
+  };
   for (const p of parts) {
+    if (!isHostRange(p)) {
+      if (views !== null && views.first.buffer === p.buffer && views.first.byteOffset + views.length === p.byteOffset) views.length += p.length;
+      else {
+        endViews();
+        views = { first: p, length: p.length };
+      }
+      continue;
+    }
+    endViews();
     const last = out[out.length - 1];
-    if (last && isHostRange(last) && isHostRange(p) && last.file === p.file && last.offset + last.length === p.offset) {
+    if (last && isHostRange(last) && last.file === p.file && last.offset + last.length === p.offset) {
       out[out.length - 1] = { file: p.file, offset: last.offset, length: last.length + p.length };
     } else {
       out.push(p);
     }
   }
+  endViews();
   return out;
 }

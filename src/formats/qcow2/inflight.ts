@@ -40,11 +40,14 @@ export interface InflightStats {
 }
 
 /** What a record needs from the write path, supplied when it is created. */
+/** One settled promise for every record that needs no wait. */
+const RESOLVED: Promise<void> = Promise.resolve();
+
 export interface AllocationHooks {
   /** Writes the tail COW [rec.tailStart, end of tail) of the record's host cluster. */
   writeTail(rec: ClusterAllocation): Promise<void>;
-  /** Writes the L2 entry (and frees what it replaced). */
-  link(rec: ClusterAllocation): Promise<void>;
+  /** Writes the L2 entry (and frees what it replaced); null when that was done at once. */
+  link(rec: ClusterAllocation): Promise<void> | null;
 }
 
 export type TailState = 'deferred' | 'issued' | 'done';
@@ -61,7 +64,7 @@ export class ClusterAllocation {
   readonly inPlace: boolean;
   /** Host offset of the cluster; valid once `hostReady` resolved. */
   host = -1;
-  hostReady: Promise<void> = Promise.resolve();
+  hostReady: Promise<void> = RESOLVED;
   /**
    * The new host cluster already reads as zeros and so does the old cluster:
    * COW would only write zeros over zeros, and is skipped (as QEMU's
@@ -83,9 +86,9 @@ export class ClusterAllocation {
   #linking = false;
   readonly #table: InflightTable;
   readonly #hooks: AllocationHooks;
-  /** Resolves once the record is gone (linked or failed); never rejects. */
-  readonly settled: Promise<void>;
-  #resolveSettled!: () => void;
+  #settled: Promise<void> | null = null;
+  #resolveSettled: (() => void) | null = null;
+  #gone = false;
 
   constructor(table: InflightTable, init: {
     cluster: number;
@@ -108,7 +111,17 @@ export class ClusterAllocation {
     this.tail = init.deferTail ? 'deferred' : 'done';
     this.joinable = init.joinable;
     this.#hooks = init.hooks;
-    this.settled = new Promise((resolve) => (this.#resolveSettled = resolve));
+  }
+
+  /**
+   * Resolves once the record is gone (linked or failed); never rejects. Made
+   * only when asked for: most records are never waited on, and a convert
+   * makes one per cluster.
+   */
+  get settled(): Promise<void> {
+    if (this.#gone) return RESOLVED;
+    this.#settled ??= new Promise((resolve) => (this.#resolveSettled = resolve));
+    return this.#settled;
   }
 
   /** A host write on this cluster starts (participant data, gap COW). */
@@ -155,15 +168,25 @@ export class ClusterAllocation {
       this.#finish(this.failure);
       return;
     }
-    this.#hooks.link(this).then(
-      () => this.#finish(null),
-      (e: unknown) => this.#finish(e),
-    );
+    let linking: Promise<void> | null;
+    try {
+      linking = this.#hooks.link(this);
+    } catch (e) {
+      this.#finish(e);
+      return;
+    }
+    if (linking === null) this.#finish(null);
+    else
+      linking.then(
+        () => this.#finish(null),
+        (e: unknown) => this.#finish(e),
+      );
   }
 
   #finish(error: unknown): void {
     this.#table.remove(this, error);
-    this.#resolveSettled();
+    this.#gone = true;
+    this.#resolveSettled?.();
   }
 }
 

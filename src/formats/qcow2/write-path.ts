@@ -223,16 +223,6 @@ interface ClusterSpan {
   readonly b: number;
 }
 
-function* spans(img: Qcow2Image, offset: number, length: number): Generator<ClusterSpan> {
-  const end = offset + length;
-  for (let pos = offset; pos < end; ) {
-    const guestCluster = pos - (pos % img.clusterSize);
-    const cEnd = Math.min(end, guestCluster + img.clusterSize);
-    yield { cluster: guestCluster / img.clusterSize, guestCluster, a: pos - guestCluster, b: cEnd - guestCluster };
-    pos = cEnd;
-  }
-}
-
 function canJoin(rec: ClusterAllocation, a: number): boolean {
   return rec.joinable && rec.tail === 'deferred' && rec.failure === null && a >= rec.tailStart;
 }
@@ -243,12 +233,15 @@ function canJoin(rec: ClusterAllocation, a: number): boolean {
  */
 function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): ClusterPlan[] | Promise<void> {
   const inflight = img.inflight;
-  // Pass 1: conflicts with records we cannot join.
-  for (const s of spans(img, req.offset, req.data.length)) {
-    const rec = inflight.get(s.cluster);
-    if (!rec || canJoin(rec, s.a)) continue;
+  const cs = img.clusterSize;
+  const end = req.offset + req.data.length;
+  // Pass 1: conflicts with records we cannot join. (Index loops, not the spans generator: this is the copy hot path.)
+  for (let pos = req.offset; pos < end; pos = pos - (pos % cs) + cs) {
+    const a = pos % cs;
+    const rec = inflight.get((pos - a) / cs);
+    if (!rec || canJoin(rec, a)) continue;
     inflight.stats.allocationWaits++;
-    if (rec.tail !== 'done' || s.a >= rec.tailStart) inflight.stats.cowWaits++;
+    if (rec.tail !== 'done' || a >= rec.tailStart) inflight.stats.cowWaits++;
     rec.finalize();
     return rec.settled;
   }
@@ -257,7 +250,10 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   const fresh: ClusterAllocation[] = [];
   const dataFile = img.geometry.externalDataFile;
   const hooks: AllocationHooks = { writeTail: (rec) => writeTail(img, rec), link: (rec) => linkRecord(img, rec) };
-  for (const s of spans(img, req.offset, req.data.length)) {
+  for (let pos = req.offset; pos < end; ) {
+    const guestCluster = pos - (pos % cs);
+    const s: ClusterSpan = { cluster: guestCluster / cs, guestCluster, a: pos - guestCluster, b: Math.min(end, guestCluster + cs) - guestCluster };
+    pos = guestCluster + s.b;
     // A sequential stream's next request usually starts where this one ends: keep the tail
     // for it to cancel. If none comes, the tail is written once the writes go idle.
     const deferTail = s.b < img.clusterSize && (req.sequential || inflight.expectsWriteIn(s.guestCluster + s.b, s.guestCluster + img.clusterSize));
@@ -410,24 +406,45 @@ async function writeTail(img: Qcow2Image, rec: ClusterAllocation): Promise<void>
   await img.dataHost.write(bytes, rec.host + rec.tailStart);
 }
 
-/** Writes the record's L2 entry, then drops the cluster it replaced. */
-async function linkRecord(img: Qcow2Image, rec: ClusterAllocation): Promise<void> {
-  // One link per cluster: the cached-table and settled-dependency cases take no await.
+/**
+ * Writes the record's L2 entry, then drops the cluster it replaced. Done at
+ * once (null) in the common case of a convert or a first write: table cached,
+ * refcounts already ordered before it, nothing replaced. One link per cluster,
+ * so the promise and closures of the general path are kept for the rest.
+ */
+function linkRecord(img: Qcow2Image, rec: ClusterAllocation): Promise<void> | null {
+  const replaces = !rec.inPlace && (hostOf(rec.old) !== null || rec.old.kind === 'compressed');
+  const refcountsFirst = !rec.inPlace && !img.geometry.externalDataFile;
+  if (replaces || (refcountsFirst && !img.l2Cache.dependsOnSettled(img.refcounts.cache))) return linkRecordLater(img, rec, refcountsFirst);
+  const table = acquireCopiedL2Now(img, rec.l1Index);
+  if (table === null) return linkRecordLater(img, rec, refcountsFirst);
+  try {
+    writeRecordEntry(img, rec, table);
+  } finally {
+    img.l2Cache.release(table);
+  }
+  return null;
+}
+
+async function linkRecordLater(img: Qcow2Image, rec: ClusterAllocation, refcountsFirst: boolean): Promise<void> {
   const table = acquireCopiedL2Now(img, rec.l1Index) ?? (await acquireL2ForWrite(img, rec.l1Index));
   try {
-    const index = rec.cluster % img.l2Entries;
-    const base = rec.inPlace ? mappingAt(img, table, index) : rec.old;
-    const m = newMapping(img, base, { a: rec.dataStart, b: rec.tailStart, host: rec.host });
     // Refcounts of new clusters (and the COW data) reach the disk before this entry.
-    const refcountsFirst = !rec.inPlace && !img.geometry.externalDataFile;
     if (refcountsFirst && !img.l2Cache.dependsOnSettled(img.refcounts.cache)) await img.l2Cache.setDependency(img.refcounts.cache);
-    img.l2Cache.requireSyncBeforeWrite();
-    writeL2Entry(table.data, index, m, img.geometry);
-    img.l2Cache.markDirty(table);
+    writeRecordEntry(img, rec, table);
   } finally {
     img.l2Cache.release(table);
   }
   if (!rec.inPlace && (hostOf(rec.old) !== null || rec.old.kind === 'compressed')) await releaseMappings(img, [rec.old]);
+}
+
+function writeRecordEntry(img: Qcow2Image, rec: ClusterAllocation, table: CachedTable): void {
+  const index = rec.cluster % img.l2Entries;
+  const base = rec.inPlace ? mappingAt(img, table, index) : rec.old;
+  const m = newMapping(img, base, { a: rec.dataStart, b: rec.tailStart, host: rec.host });
+  img.l2Cache.requireSyncBeforeWrite();
+  writeL2Entry(table.data, index, m, img.geometry);
+  img.l2Cache.markDirty(table);
 }
 
 /** Drops one reference from each old mapping's clusters, after the L2 change. */
