@@ -80,3 +80,29 @@ test('writeParts writes buffers and host ranges back to back, merging ranges tha
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('writeParts writes neighbouring views of one buffer as one write, and views that do not continue each other as a vectored one', async () => {
+  const dir = tmp();
+  try {
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    const calls: string[] = [];
+    const write = dst.write.bind(dst);
+    const writev = dst.writev.bind(dst);
+    dst.write = (b, at) => (calls.push(`write ${b.length}@${at}`), write(b, at));
+    dst.writev = (bs, at) => (calls.push(`writev ${bs.map((b) => b.length).join('+')}@${at}`), writev(bs, at));
+    const chunk = randomBytes(4 * 65536);
+    // A chunk sliced per cluster, as the qcow2 write path does.
+    const slices = [0, 1, 2, 3].map((i) => chunk.subarray(i * 65536, (i + 1) * 65536));
+    await writeParts(dst, slices, 0);
+    // Views of one buffer that skip a range, then another buffer: three pieces.
+    const other = randomBytes(100);
+    await writeParts(dst, [chunk.subarray(0, 100), chunk.subarray(200, 300), other], 300000);
+    await dst.close();
+    assert.deepEqual(calls, ['write 262144@0', 'writev 100+100+100@300000']);
+    const out = fs.readFileSync(path.join(dir, 'dst'));
+    assert.deepEqual(out.subarray(0, chunk.length), chunk);
+    assert.deepEqual(out.subarray(300000), Buffer.concat([chunk.subarray(0, 100), chunk.subarray(200, 300), other]));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
