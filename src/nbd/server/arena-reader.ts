@@ -13,7 +13,7 @@
  */
 import type { Socket } from 'node:net';
 import { VdiskError } from '../../errors.js';
-import { EndOfStream, skipInSteps, type RequestReader } from './socket-reader.js';
+import { PendingRead, skipInSteps, type RequestReader } from './socket-reader.js';
 import { readIntoUserBuffers } from './user-buffer-socket.js';
 
 /** One arena: 4 MiB holds sixteen 256 KiB WRITEs of nbdcopy with their headers. */
@@ -54,8 +54,7 @@ export class ArenaReader implements RequestReader {
   #fill = 0;
   #buffered = 0;
   #pinned = 0;
-  #pending: { n: number; into: Uint8Array | undefined; keep: boolean; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
-  #ended: EndOfStream | null = null;
+  readonly #reads = new PendingRead<{ n: number; into: Uint8Array | undefined; keep: boolean; resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
 
   private constructor(socket: Socket, highWater: number) {
     this.#socket = socket;
@@ -84,16 +83,16 @@ export class ArenaReader implements RequestReader {
     return reader;
   }
 
-  readonly #endListener = (): void => this.#end('the peer closed the connection');
-  readonly #closeListener = (): void => this.#end('the connection was closed');
-  readonly #errorListener = (e: Error): void => this.#end(`connection error: ${e.message}`);
+  readonly #endListener = (): void => this.#reads.end('the peer closed the connection');
+  readonly #closeListener = (): void => this.#reads.end('the connection was closed');
+  readonly #errorListener = (e: Error): void => this.#reads.end(`connection error: ${e.message}`);
 
   get buffered(): number {
     return this.#buffered;
   }
 
   tryRead(n: number, into?: Uint8Array): Buffer | null {
-    if (this.#pending || this.#buffered < n) return null;
+    if (this.#reads.waiting || this.#buffered < n) return null;
     return this.#take(n, into, false);
   }
 
@@ -102,7 +101,7 @@ export class ArenaReader implements RequestReader {
   }
 
   tryReadPayload(n: number, into?: Uint8Array): Buffer | null {
-    if (this.#pending || this.#buffered < n) return null;
+    if (this.#reads.waiting || this.#buffered < n) return null;
     return this.#take(n, into, true);
   }
 
@@ -130,7 +129,7 @@ export class ArenaReader implements RequestReader {
    * end of stream, which the connection waits for to close, would never come.
    */
   stop(reason: string): void {
-    this.#end(reason);
+    this.#reads.end(reason);
   }
 
   /** Arena reading is for the transmission phase only: nothing takes the socket over from it. */
@@ -139,11 +138,11 @@ export class ArenaReader implements RequestReader {
   }
 
   #read(n: number, into: Uint8Array | undefined, keep: boolean): Promise<Buffer> {
-    if (this.#pending) return Promise.reject(new VdiskError('EINVAL', 'ArenaReader: concurrent reads'));
+    if (this.#reads.waiting) return Promise.reject(new VdiskError('EINVAL', 'ArenaReader: concurrent reads'));
     if (this.#buffered >= n) return Promise.resolve(this.#take(n, into, keep));
-    if (this.#ended) return Promise.reject(this.#ended);
+    if (this.#reads.ended) return Promise.reject(this.#reads.ended);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { n, into, keep, resolve, reject };
+      this.#reads.waiting = { n, into, keep, resolve, reject };
       this.#socket.resume();
     });
   }
@@ -162,19 +161,19 @@ export class ArenaReader implements RequestReader {
 
   #onRead(nread: number): boolean {
     // After a stop the client's bytes are dropped, but reading goes on so its end of stream (and the socket's close) arrives.
-    if (this.#ended) return true;
+    if (this.#reads.ended) return true;
     const arena = this.#arena;
     const last = this.#segments[this.#segments.length - 1];
     if (last && last.arena === arena && last.end === this.#fill) last.end += nread;
     else this.#segments.push({ arena, start: this.#fill, end: this.#fill + nread });
     this.#fill += nread;
     this.#buffered += nread;
-    const p = this.#pending;
+    const p = this.#reads.waiting;
     if (p && this.#buffered >= p.n) {
-      this.#pending = null;
+      this.#reads.waiting = null;
       p.resolve(this.#take(p.n, p.into, p.keep));
     }
-    const need = this.#pending ? Math.max(this.#pending.n, this.#highWater) : this.#highWater;
+    const need = this.#reads.waiting ? Math.max(this.#reads.waiting.n, this.#highWater) : this.#highWater;
     return this.#buffered < need;
   }
 
@@ -200,7 +199,7 @@ export class ArenaReader implements RequestReader {
       }
     }
     this.#buffered -= n;
-    if (this.#buffered < this.#highWater && !this.#ended) this.#socket.resume();
+    if (this.#buffered < this.#highWater && !this.#reads.ended) this.#socket.resume();
     return out;
   }
 
@@ -239,13 +238,4 @@ export class ArenaReader implements RequestReader {
     return arena;
   }
 
-  #end(reason: string): void {
-    if (this.#ended) return;
-    this.#ended = new EndOfStream(reason);
-    const p = this.#pending;
-    if (p) {
-      this.#pending = null;
-      p.reject(this.#ended);
-    }
-  }
 }

@@ -32,6 +32,23 @@ export interface RequestReader {
   detach(): Buffer;
 }
 
+/** The one read a reader may have waiting, and the end that fails it and every later read. */
+export class PendingRead<R extends { readonly reject: (e: Error) => void }> {
+  waiting: R | null = null;
+  ended: EndOfStream | null = null;
+
+  /** Fails the waiting read, and every later one, with EndOfStream(reason). */
+  end(reason: string): void {
+    if (this.ended) return;
+    this.ended = new EndOfStream(reason);
+    const p = this.waiting;
+    if (p) {
+      this.waiting = null;
+      p.reject(this.ended);
+    }
+  }
+}
+
 /** Reads and drops `n` bytes from `reader`, `step` bytes at a time. */
 export async function skipInSteps(reader: RequestReader, n: number, step: number): Promise<void> {
   for (let left = n; left > 0; left -= Math.min(left, step)) await reader.read(Math.min(left, step));
@@ -48,8 +65,7 @@ export class SocketReader implements RequestReader {
   readonly #highWater: number;
   readonly #chunks: Buffer[] = [];
   #buffered = 0;
-  #pending: { n: number; into: Uint8Array | undefined; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
-  #ended: EndOfStream | null = null;
+  readonly #reads = new PendingRead<{ n: number; into: Uint8Array | undefined; resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
 
   /** `early`: bytes another reader received from `stream` and did not read; they come first. */
   constructor(stream: Duplex, highWater = 1024 * 1024, early?: Buffer) {
@@ -66,9 +82,9 @@ export class SocketReader implements RequestReader {
   }
 
   readonly #dataListener = (chunk: Buffer | string): void => this.#onData(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-  readonly #endListener = (): void => this.#end('the peer closed the connection');
-  readonly #closeListener = (): void => this.#end('the connection was closed');
-  readonly #errorListener = (e: Error): void => this.#end(`connection error: ${e.message}`);
+  readonly #endListener = (): void => this.#reads.end('the peer closed the connection');
+  readonly #closeListener = (): void => this.#reads.end('the connection was closed');
+  readonly #errorListener = (e: Error): void => this.#reads.end(`connection error: ${e.message}`);
 
   /**
    * Stops listening to the stream (so another reader, e.g. TLS, can take it
@@ -82,7 +98,7 @@ export class SocketReader implements RequestReader {
     this.#stream.off('error', this.#errorListener);
     const rest = Buffer.concat(this.#chunks.splice(0));
     this.#buffered = 0;
-    this.#end('the reader was detached');
+    this.#reads.end('the reader was detached');
     return rest;
   }
 
@@ -98,19 +114,19 @@ export class SocketReader implements RequestReader {
    * returned as a view of it, without a copy.
    */
   read(n: number, into?: Uint8Array): Promise<Buffer> {
-    if (this.#pending) return Promise.reject(new VdiskError('EINVAL', 'SocketReader: concurrent reads'));
+    if (this.#reads.waiting) return Promise.reject(new VdiskError('EINVAL', 'SocketReader: concurrent reads'));
     const now = this.tryRead(n, into);
     if (now) return Promise.resolve(now);
-    if (this.#ended) return Promise.reject(this.#ended);
+    if (this.#reads.ended) return Promise.reject(this.#reads.ended);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { n, into, resolve, reject };
+      this.#reads.waiting = { n, into, resolve, reject };
       this.#stream.resume();
     });
   }
 
   /** `read` without the promise: the bytes if they are all here already, else null. */
   tryRead(n: number, into?: Uint8Array): Buffer | null {
-    if (this.#pending || this.#buffered < n) return null;
+    if (this.#reads.waiting || this.#buffered < n) return null;
     return this.#take(n, into);
   }
 
@@ -134,31 +150,22 @@ export class SocketReader implements RequestReader {
   /** Stops reading: a pending and every later read fail with EndOfStream. */
   stop(reason: string): void {
     this.#stream.pause();
-    this.#end(reason);
+    this.#reads.end(reason);
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#ended) return;
+    if (this.#reads.ended) return;
     this.#chunks.push(chunk);
     this.#buffered += chunk.byteLength;
-    const p = this.#pending;
+    const p = this.#reads.waiting;
     if (p && this.#buffered >= p.n) {
-      this.#pending = null;
+      this.#reads.waiting = null;
       p.resolve(this.#take(p.n, p.into));
     }
-    const need = this.#pending ? Math.max(this.#pending.n, this.#highWater) : this.#highWater;
+    const need = this.#reads.waiting ? Math.max(this.#reads.waiting.n, this.#highWater) : this.#highWater;
     if (this.#buffered >= need) this.#stream.pause();
   }
 
-  #end(reason: string): void {
-    if (this.#ended) return;
-    this.#ended = new EndOfStream(reason);
-    const p = this.#pending;
-    if (p) {
-      this.#pending = null;
-      p.reject(this.#ended);
-    }
-  }
 
   #take(n: number, into: Uint8Array | undefined): Buffer {
     let out: Buffer;
@@ -181,7 +188,7 @@ export class SocketReader implements RequestReader {
       }
     }
     this.#buffered -= n;
-    if (this.#buffered < this.#highWater && !this.#ended) this.#stream.resume();
+    if (this.#buffered < this.#highWater && !this.#reads.ended) this.#stream.resume();
     return out;
   }
 }
