@@ -311,6 +311,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   host_ring_register(env, exports);
   copy_range_register(env, exports);
+  copy_engine_register(env, exports);
   socket_send_register(env, exports);
   return exports;
 }

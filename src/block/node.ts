@@ -18,6 +18,7 @@ import type {
   ChainExtent,
   CheckReport,
   FormatInfo,
+  GuestCopyRun,
   HostRange,
   HostSink,
   ImageNode,
@@ -271,6 +272,26 @@ export class BlockNode implements ImageNode {
       written = (await d.writeFromHost?.(offset, src)) ?? false;
     });
     return written;
+  }
+
+  async writeRunsFromHost(runs: readonly GuestCopyRun[], zeroBlock: number): Promise<number | null> {
+    const driver = this.#driver;
+    if (!driver.writeRunsFromHost || this.#observers.size > 0 || this.#forward !== null || runs.length === 0) return null;
+    let from = Infinity;
+    let to = 0;
+    for (const r of runs) {
+      this.#checkWrite(r.offset, r.src.length);
+      // The probed-raw guard must see what lands on the first sectors.
+      if (this.#probedRaw && r.offset < PROBE_GUARD) return null;
+      from = Math.min(from, r.offset);
+      to = Math.max(to, r.offset + r.src.length);
+    }
+    const ticket = await this.#tracker.begin(from, to - from, true);
+    try {
+      return await driver.writeRunsFromHost(runs, zeroBlock);
+    } finally {
+      this.#tracker.end(ticket);
+    }
   }
 
   /** Watches writes, zeroes and discards on this node; returns the detach function. */

@@ -3,6 +3,7 @@ import type {
   CacheMode,
   FormatInfo,
   FormatName,
+  GuestCopyRun,
   LayerExtent,
   ProgressCallback,
   SnapshotOps,
@@ -12,6 +13,8 @@ import type {
   RepairMode,
 } from '../formats/driver.js';
 import type { HostRange } from '../host/host-file.js';
+
+export type { GuestCopyRun };
 
 export type { HostRange };
 
@@ -103,6 +106,13 @@ export interface ImageNode {
   sendFromHost?<T>(offset: number, length: number, send: (range: HostRange) => T): T | null;
   /** `write` of bytes taken from a host range (copy_file_range); false, having written nothing, when this node cannot. */
   writeFromHost?(offset: number, src: HostRange): Promise<boolean>;
+  /**
+   * Bulk copy into ranges that read as zeros (a fresh convert target), off
+   * the event loop: see BlockDriver.writeRunsFromHost. The bytes written, or
+   * null, having written nothing, when this node cannot (a format without
+   * the path, a host that cannot, observers that must see the data).
+   */
+  writeRunsFromHost?(runs: readonly GuestCopyRun[], zeroBlock: number): Promise<number | null>;
   /** Compressed write of whole clusters (ENOTSUP where the format has no compression). */
   writeCompressed(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;

@@ -8,7 +8,8 @@
  *
  * Holes of the source are never read, and a fresh target is never pre-zeroed.
  */
-import type { ImageNode } from '../block/types.js';
+import type { GuestCopyRun, ImageNode } from '../block/types.js';
+import { HostCopyError } from '../host/host-file.js';
 import { pageAlignedBytes } from '../util/page-aligned.js';
 import { bufferView, isZeroRange } from '../util/zeros.js';
 import { VdiskError, isVdiskError } from '../errors.js';
@@ -150,17 +151,140 @@ class WriteOrder {
   }
 }
 
+/**
+ * Source bytes handed to the target's bulk copy at once: a 50th of the copy,
+ * between one chunk and 64 MiB. Progress moves between batches (qemu-img's
+ * -p moves per 2 MiB chunk; the first and last lines are the same), and the
+ * engine's buffers are reused from one batch to the next.
+ */
+function bulkBatchBytes(total: number): number {
+  return Math.min(64 * 1024 * 1024, Math.max(CHUNK, Math.ceil(total / 50)));
+}
+
+/**
+ * Whether the target can take the data in bulk (writeRunsFromHost: a raw
+ * target copied into on threads of the addon, zero blocks left out): a fresh
+ * target, holes kept (-S), no compression, no backing, no -C.
+ * VDISK_NO_BULK_COPY=1 turns it off.
+ */
+function bulkEligible(job: CopyJob): boolean {
+  const s = job.settings;
+  return (
+    job.target.writeRunsFromHost !== undefined &&
+    s.targetZeroed &&
+    s.sparseSize > 0 &&
+    !s.compress &&
+    !s.hasBacking &&
+    !s.copyOffload &&
+    process.env['VDISK_NO_BULK_COPY'] !== '1'
+  );
+}
+
+/**
+ * Copies what it can of the job in bulk: the data the sources hold as plain
+ * host ranges goes to the target's writeRunsFromHost in batches. Returns the
+ * chunks left for the copy loop (ranges that are not plain host data, such as
+ * compressed clusters; everything once the target declines), numbered anew
+ * in disk order, and the bytes done.
+ */
+async function copyInBulk(job: CopyJob, total: number): Promise<{ rest: Chunk[]; done: number }> {
+  const target = job.target;
+  const rest: Chunk[] = [];
+  let runs: GuestCopyRun[] = [];
+  let batched: Chunk[] = [];
+  let batchBytes = 0;
+  const batchLimit = bulkBatchBytes(total);
+  let done = 0;
+  let on = true;
+  // One batch is copied while the next is listed.
+  let inFlight: Promise<void> = Promise.resolve();
+  const flush = async (): Promise<void> => {
+    await inFlight;
+    if (runs.length === 0) return;
+    const batch = { runs, chunks: batched, bytes: batchBytes };
+    runs = [];
+    batched = [];
+    batchBytes = 0;
+    inFlight = copyBatch(batch);
+    // Settled by the next flush; a failure must not go unhandled meanwhile.
+    inFlight.catch(() => undefined);
+  };
+  const copyBatch = async (batch: { runs: GuestCopyRun[]; chunks: Chunk[]; bytes: number }): Promise<void> => {
+    if (!on) {
+      rest.push(...batch.chunks);
+      return;
+    }
+    let written: number | null;
+    try {
+      written = (await target.writeRunsFromHost?.(batch.runs, job.settings.sparseSize)) ?? null;
+    } catch (e) {
+      if (e instanceof HostCopyError) {
+        const what = e.side === 'read' ? 'reading' : 'writing';
+        throw new VdiskError('EIO', `error while ${what} at byte ${e.at}: ${ioFailureText(e)}`, { offset: e.at }, { cause: e });
+      }
+      const at = batch.runs[0]?.offset ?? 0;
+      throw new VdiskError('EIO', `error while writing at byte ${at}: ${ioFailureText(e)}`, { offset: at }, { cause: e });
+    }
+    if (written === null) {
+      // The target declined (nothing written): this batch and the rest go through the copy loop.
+      on = false;
+      rest.push(...batch.chunks);
+    } else {
+      done += batch.bytes;
+      job.progress.bytes(done, total);
+    }
+  };
+  try {
+    for await (const chunk of chunksOf(job)) {
+      if (!on || chunk.plan !== 'data' || chunk.source.copyViaHost === undefined) {
+        rest.push(chunk);
+        continue;
+      }
+      const shift = chunk.targetOffset - chunk.offset;
+      const taken: GuestCopyRun[] = [];
+      const copied = await chunk.source.copyViaHost(chunk.offset, chunk.length, async (at, src) => {
+        taken.push({ offset: at + shift, src });
+        return true;
+      });
+      if (copied > 0) {
+        runs.push(...taken);
+        batched.push({ ...chunk, length: copied });
+        batchBytes += copied;
+      }
+      if (copied < chunk.length) rest.push({ ...chunk, offset: chunk.offset + copied, targetOffset: chunk.targetOffset + copied, length: chunk.length - copied });
+      if (batchBytes >= batchLimit) await flush();
+    }
+    await flush();
+  } finally {
+    // The engine's threads use the files' descriptors: never let the caller close them under it.
+    await inFlight.catch(() => undefined);
+  }
+  await inFlight;
+  rest.sort((a, b) => a.seq - b.seq || a.offset - b.offset);
+  return { rest: rest.map((c, seq) => ({ ...c, seq })), done };
+}
+
+/** The chunks of a list, as the copy loop takes them. */
+async function* listed(chunks: readonly Chunk[]): AsyncGenerator<Chunk> {
+  yield* chunks;
+}
+
 /** Copies every source into the target (concatenated), `settings.parallel` chunks at a time. */
 export async function copyAll(job: CopyJob): Promise<void> {
   const { settings, target } = job;
   const toCopy = await bytesToCopy(job);
   job.progress.setTotal(toCopy);
   const clusterSize = target.clusterSize ?? 65536;
-  const chunks = chunksOf(job);
+  let done = 0;
+  let chunks: AsyncGenerator<Chunk>;
+  if (bulkEligible(job)) {
+    const bulk = await copyInBulk(job, toCopy);
+    done = bulk.done;
+    chunks = listed(bulk.rest);
+  } else chunks = chunksOf(job);
   // Compressed clusters are packed in the order they are written: keep that order
   // (and so the output) deterministic even with -W.
   const order = settings.outOfOrder && !settings.compress ? undefined : new WriteOrder();
-  let done = 0;
   let failure: unknown;
   // Async generators queue concurrent next() calls, so workers can share one.
   const nextChunk = (): Promise<IteratorResult<Chunk>> => chunks.next();

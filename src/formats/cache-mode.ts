@@ -41,8 +41,11 @@ export function cachePolicy(mode: CacheMode | undefined): CachePolicy {
 export function withoutSync(host: HostFile): HostFile {
   // The kernel copy (copy_file_range) goes through too: convert's target is unsafe by default.
   const copy = host.canCopyFrom && host.copyFrom ? { canCopyFrom: host.canCopyFrom.bind(host), copyFrom: host.copyFrom.bind(host) } : {};
+  // And the bulk copy of a convert (copyRunsFrom).
+  const runs = host.copyRunsFrom ? { copyRunsFrom: host.copyRunsFrom.bind(host) } : {};
   return {
     ...copy,
+    ...runs,
     get path() {
       return host.path;
     },

@@ -6,6 +6,12 @@
  */
 import type { HostRange } from '../host/host-file.js';
 
+/** A host range whose bytes belong at guest `offset` (a bulk copy's unit). */
+export interface GuestCopyRun {
+  readonly offset: number;
+  readonly src: HostRange;
+}
+
 /**
  * Formats vdisk can open. `parallels` is accepted as an alias of `ploop` by the probe.
  * `nbd` is a remote export opened by nbd/client (a daemon node, never in the format registry).
@@ -224,6 +230,13 @@ export interface BlockDriver {
    * this layer's host file cannot copy from that file.
    */
   writeFromHost?(offset: number, src: HostRange, flags?: WriteFlags): Promise<boolean>;
+  /**
+   * Bulk copy into a layer that reads as zeros at every run (a fresh convert
+   * target): each run's host range lands at guest `offset`, aligned blocks of
+   * `zeroBlock` bytes of zeros are left out. The bytes written, or null,
+   * having written nothing, when this layer or its host cannot.
+   */
+  writeRunsFromHost?(runs: readonly GuestCopyRun[], zeroBlock: number): Promise<number | null>;
   /** Writes whole clusters compressed; only formats that support it define it. */
   writeCompressed?(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;

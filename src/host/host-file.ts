@@ -1,3 +1,5 @@
+import { VdiskError } from '../errors.js';
+
 /**
  * The host file: what a format driver stores its image in. Drivers see the host
  * only through this interface, so a fault-injecting twin can stand in for tests.
@@ -43,6 +45,14 @@ export interface HostFile {
    */
   copyFrom?(src: HostRange, offset: number): Promise<void>;
   /**
+   * Copies each run's host range to `run.at` of this file, leaving out blocks
+   * of `zeroBlock` bytes (aligned in this file) that are all zeros: for a file
+   * that reads as zeros there already (a fresh copy target). Runs on threads
+   * of its own, off the event loop. Returns the bytes written, or null, having
+   * written nothing, when this file or a source cannot be copied this way.
+   */
+  copyRunsFrom?(runs: readonly HostCopyRun[], zeroBlock: number): Promise<number | null>;
+  /**
    * Sends `header` and then [offset, offset+length) of this file to a
    * non-blocking stream socket straight from the page cache (sendfile: the
    * socket takes references to the cached pages, no copy through memory),
@@ -59,6 +69,24 @@ export interface HostRange {
   readonly file: HostFile;
   readonly offset: number;
   readonly length: number;
+}
+
+/** A failed `copyRunsFrom`: which side failed, and the offset in the target where. */
+export class HostCopyError extends VdiskError {
+  readonly side: 'read' | 'write';
+  readonly at: number;
+
+  constructor(base: VdiskError, side: 'read' | 'write', at: number) {
+    super(base.code, base.message, { ...base.context, offset: at }, { cause: base.cause });
+    this.side = side;
+    this.at = at;
+  }
+}
+
+/** A host range to be copied to offset `at` of another host file. */
+export interface HostCopyRun {
+  readonly src: HostRange;
+  readonly at: number;
 }
 
 export interface HostOpenOptions {

@@ -81,6 +81,19 @@ export interface NativeHost {
    * older addons.
    */
   readonly sendFileNoWait?: (socketFd: number, header: Uint8Array, fileFd: number, offset: number, length: number) => number;
+  /**
+   * Copies runs of host files into `dstFd` on two threads of the addon's own
+   * (a reader and a writer, see copy_engine.c): `runs` holds quadruples
+   * (srcFd, srcOffset, length, dstOffset); aligned `zeroBlock`-sized blocks of
+   * zeros are not written. Calls `done(null, bytesWritten)`, or
+   * `done(errnoName, 'read' | 'write', dstOffset)`. Absent in older addons.
+   */
+  readonly copyRuns?: (
+    dstFd: number,
+    runs: Float64Array,
+    zeroBlock: number,
+    done: (err: string | null, sideOrWritten: 'read' | 'write' | number, at?: number) => void,
+  ) => void;
   /** Raises a unix-domain socket's SO_SNDBUF to `bytes` (capped by the kernel): the size after, or -1 for other sockets. */
   readonly enlargeUnixSendBuffer?: (socketFd: number, bytes: number) => number;
 }

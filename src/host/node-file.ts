@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
-import type { HostFile, HostOpenOptions, HostRange } from './host-file.js';
+import { HostCopyError, type HostCopyRun, type HostFile, type HostOpenOptions, type HostRange } from './host-file.js';
 import { nativeHost, type NativeHost } from './native.js';
 import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
@@ -292,6 +292,31 @@ export class NodeHostFile implements HostFile {
 
   canCopyFrom(src: HostFile): boolean {
     return this.#kernelCopy && this.#buffered && src instanceof NodeHostFile && src.#buffered && nativeHost()?.copyRangeAsync !== undefined;
+  }
+
+  async copyRunsFrom(runs: readonly HostCopyRun[], zeroBlock: number): Promise<number | null> {
+    this.#assertWritable();
+    const call = nativeHost()?.copyRuns;
+    if (!call || !this.#buffered || this.#closed) return null;
+    const quads = new Float64Array(runs.length * 4);
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i];
+      const src = run?.src.file;
+      if (!run || !(src instanceof NodeHostFile) || !src.#buffered || src.#closed) return null;
+      quads.set([src.#fd, run.src.offset, run.src.length, run.at], i * 4);
+    }
+    const result = await new Promise<{ written: number } | { err: string; side: string; at: number }>((resolve) => {
+      call(this.#fd, quads, zeroBlock, (err, sideOrWritten, at) =>
+        resolve(err === null ? { written: Number(sideOrWritten) } : { err, side: String(sideOrWritten), at: at ?? 0 }),
+      );
+    });
+    if ('written' in result) return result.written;
+    const side = result.side === 'read' ? 'read' : 'write';
+    const cause = Object.assign(new Error(result.err), { code: result.err, syscall: side === 'read' ? 'pread' : 'pwrite' });
+    const from = side === 'read' ? runs.find((r) => result.at >= r.at && result.at < r.at + r.src.length) : undefined;
+    const file = from ? from.src.file.path : this.path;
+    const base = fromSystemError(cause, file, side === 'read' ? 'read' : 'write');
+    throw new HostCopyError(base, side, result.at);
   }
 
   sendToSocket(socketFd: number, header: Uint8Array, offset: number, length: number): number | null {

@@ -296,3 +296,37 @@ test('convert -C copies through the kernel: the same image and the same allocati
     t.cleanup();
   }
 });
+
+test('convert into a fresh raw image in bulk (the addon copy engine) writes what qemu-img writes, through compressed clusters, zero blocks inside data, a backing chain and an odd size, and the same with VDISK_NO_BULK_COPY=1', async () => {
+  const t = tempDir();
+  try {
+    const size = 100 * 1024 * 1024 + 4096 + 512;
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', 'base.qcow2', String(size)]);
+    qemu('qemu-io', t.dir, ['-f', 'qcow2', '-c', 'write -P 7 0 3M', '-c', 'write -P 8 90M 10M', 'base.qcow2']);
+    // A compressed source: its clusters are not plain host ranges and go through the copy loop.
+    qemu('qemu-img', t.dir, ['convert', '-c', '-f', 'qcow2', '-O', 'qcow2', 'base.qcow2', 'comp.qcow2']);
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', '-b', 'comp.qcow2', '-F', 'qcow2', 'top.qcow2']);
+    const writes = ['write -P 1 1M 5M', 'write -P 0 2M 12k', 'write -z 4M 64k', 'write -P 3 70M 66M', `write -P 4 ${size - 4608} 4608`];
+    qemu('qemu-io', t.dir, ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), 'top.qcow2']);
+    const q = qemu('qemu-img', t.dir, ['convert', '-f', 'qcow2', '-O', 'raw', 'top.qcow2', 'q.raw']);
+    assert.equal(q.status, 0, q.stderr);
+    const qmap = qemu('qemu-img', t.dir, ['map', '--output=json', '-f', 'raw', 'q.raw']).stdout;
+    for (const [name, env] of [['v.raw', undefined], ['w.raw', '1']] as const) {
+      const saved = process.env['VDISK_NO_BULK_COPY'];
+      if (env === undefined) delete process.env['VDISK_NO_BULK_COPY'];
+      else process.env['VDISK_NO_BULK_COPY'] = env;
+      try {
+        const r = await vdisk(t.dir, ['convert', '-f', 'qcow2', '-O', 'raw', 'top.qcow2', name]);
+        assert.deepEqual(r, { stdout: '', stderr: '', status: 0 });
+      } finally {
+        if (saved === undefined) delete process.env['VDISK_NO_BULK_COPY'];
+        else process.env['VDISK_NO_BULK_COPY'] = saved;
+      }
+      same(t.dir, 'q.raw', name, ['-f', 'raw', '-F', 'raw']);
+      assert.equal(qemu('qemu-img', t.dir, ['map', '--output=json', '-f', 'raw', name]).stdout, qmap, `${name}: allocated where qemu-img's copy is`);
+      assert.equal(statSync(join(t.dir, name)).size, statSync(join(t.dir, 'q.raw')).size);
+    }
+  } finally {
+    t.cleanup();
+  }
+});

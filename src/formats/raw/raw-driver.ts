@@ -15,6 +15,7 @@ import type {
   BlockDriver,
   CheckReport,
   FormatInfo,
+  GuestCopyRun,
   HostExtent,
   LayerExtent,
   RepairMode,
@@ -87,6 +88,15 @@ export class RawDriver implements BlockDriver {
     await this.#host.copyFrom(src, offset);
     if (flags.fua) await this.#host.sync();
     return true;
+  }
+
+  async writeRunsFromHost(runs: readonly GuestCopyRun[], zeroBlock: number): Promise<number | null> {
+    if (!this.#host.copyRunsFrom) return null;
+    // The raw file is the disk: guest offsets are host offsets.
+    return this.#host.copyRunsFrom(
+      runs.map((r) => ({ src: r.src, at: r.offset })),
+      zeroBlock,
+    );
   }
 
   /**

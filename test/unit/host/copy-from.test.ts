@@ -9,6 +9,7 @@ import { FaultHostFile } from '../../../src/host/fault-file.js';
 import { nativeHost } from '../../../src/host/native.js';
 import { NodeHostFile } from '../../../src/host/node-file.js';
 import { writeParts } from '../../../src/host/host-range.js';
+import { HostCopyError } from '../../../src/host/host-file.js';
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-copy-'));
@@ -102,6 +103,59 @@ test('writeParts writes neighbouring views of one buffer as one write, and views
     const out = fs.readFileSync(path.join(dir, 'dst'));
     assert.deepEqual(out.subarray(0, chunk.length), chunk);
     assert.deepEqual(out.subarray(300000), Buffer.concat([chunk.subarray(0, 100), chunk.subarray(200, 300), other]));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('copyRunsFrom copies runs on the addon threads, leaving out aligned blocks of zeros, and reads zeros past a source end', async () => {
+  assert.ok(nativeHost()?.copyRuns, 'the addon is built with copyRuns');
+  const dir = tmp();
+  try {
+    const data = randomBytes(3 * 1024 * 1024);
+    data.fill(0, 8192, 16384); // two zero blocks inside the data
+    fs.writeFileSync(path.join(dir, 'src'), data);
+    const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    await dst.truncate(8 * 1024 * 1024);
+    const runs = [
+      { src: { file: src, offset: 0, length: data.length }, at: 0 },
+      // 1000 bytes past the source's end: zeros, not written.
+      { src: { file: src, offset: data.length - 3096, length: 4096 }, at: 5 * 1024 * 1024 },
+    ];
+    const written = await dst.copyRunsFrom(runs, 4096);
+    assert.equal(written, data.length - 8192 + 4096);
+    assert.equal(await dst.seekHole(0), 8192, 'the zero blocks stay a hole');
+    assert.equal(await dst.seekData(8192), 16384);
+    await Promise.all([src.close(), dst.close()]);
+    const out = fs.readFileSync(path.join(dir, 'dst'));
+    assert.deepEqual(out.subarray(0, data.length), data);
+    assert.deepEqual(out.subarray(5 * 1024 * 1024, 5 * 1024 * 1024 + 3096), data.subarray(data.length - 3096));
+    assert.deepEqual(out.subarray(5 * 1024 * 1024 + 3096, 5 * 1024 * 1024 + 4096), Buffer.alloc(1000));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('copyRunsFrom names the side and the target offset of a failure, and declines sources it cannot read itself', async () => {
+  const dir = tmp();
+  try {
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.writeFileSync(path.join(dir, 'plain'), randomBytes(4096));
+    // A directory opens, but reading it fails (EISDIR) on the reader thread.
+    const bad = await NodeHostFile.open(path.join(dir, 'sub'), { readOnly: true });
+    const inner = await NodeHostFile.open(path.join(dir, 'plain'), { readOnly: true });
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    await assert.rejects(dst.copyRunsFrom([{ src: { file: bad, offset: 0, length: 4096 }, at: 65536 }], 4096), (e: unknown) => {
+      assert.ok(e instanceof HostCopyError);
+      assert.equal(e.side, 'read');
+      assert.equal(e.at, 65536);
+      assert.match(e.message, /sub/);
+      return true;
+    });
+    assert.equal(await dst.copyRunsFrom([{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], 4096), null);
+    await Promise.all([bad.close(), inner.close(), dst.close()]);
+    assert.equal(fs.statSync(path.join(dir, 'dst')).size, 0, 'nothing written');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
