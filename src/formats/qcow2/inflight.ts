@@ -39,10 +39,10 @@ export interface InflightStats {
   tailWrites: number;
 }
 
-/** What a record needs from the write path, supplied when it is created. */
 /** One settled promise for every record that needs no wait. */
 const RESOLVED: Promise<void> = Promise.resolve();
 
+/** What a record needs from the write path, supplied when it is created. */
 export interface AllocationHooks {
   /** Writes the tail COW [rec.tailStart, end of tail) of the record's host cluster. */
   writeTail(rec: ClusterAllocation): Promise<void>;

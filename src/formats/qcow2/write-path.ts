@@ -413,9 +413,8 @@ async function writeTail(img: Qcow2Image, rec: ClusterAllocation): Promise<void>
  * so the promise and closures of the general path are kept for the rest.
  */
 function linkRecord(img: Qcow2Image, rec: ClusterAllocation): Promise<void> | null {
-  const replaces = !rec.inPlace && (hostOf(rec.old) !== null || rec.old.kind === 'compressed');
   const refcountsFirst = !rec.inPlace && !img.geometry.externalDataFile;
-  if (replaces || (refcountsFirst && !img.l2Cache.dependsOnSettled(img.refcounts.cache))) return linkRecordLater(img, rec, refcountsFirst);
+  if (replacesCluster(rec) || (refcountsFirst && !img.l2Cache.dependsOnSettled(img.refcounts.cache))) return linkRecordLater(img, rec, refcountsFirst);
   const table = acquireCopiedL2Now(img, rec.l1Index);
   if (table === null) return linkRecordLater(img, rec, refcountsFirst);
   try {
@@ -435,7 +434,12 @@ async function linkRecordLater(img: Qcow2Image, rec: ClusterAllocation, refcount
   } finally {
     img.l2Cache.release(table);
   }
-  if (!rec.inPlace && (hostOf(rec.old) !== null || rec.old.kind === 'compressed')) await releaseMappings(img, [rec.old]);
+  if (replacesCluster(rec)) await releaseMappings(img, [rec.old]);
+}
+
+/** The record's cluster takes the place of another one, whose reference the link drops. */
+function replacesCluster(rec: ClusterAllocation): boolean {
+  return !rec.inPlace && (hostOf(rec.old) !== null || rec.old.kind === 'compressed');
 }
 
 function writeRecordEntry(img: Qcow2Image, rec: ClusterAllocation, table: CachedTable): void {
