@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -215,30 +216,32 @@ static void free_engine(struct engine *e) {
   free(e);
 }
 
+/* The arguments of a copy's done callback, (null, written) or (errnoName, side, at) when err is set; returns their count. */
+static size_t done_args(napi_env env, napi_value *args, const char *err, const char *side, int64_t at, int64_t written) {
+  if (err != NULL) {
+    napi_create_string_utf8(env, err, NAPI_AUTO_LENGTH, &args[0]);
+    napi_create_string_utf8(env, side, NAPI_AUTO_LENGTH, &args[1]);
+    napi_create_double(env, (double)at, &args[2]);
+    return 3;
+  }
+  napi_get_null(env, &args[0]);
+  napi_create_double(env, (double)written, &args[1]);
+  return 2;
+}
+
 static void complete(napi_env env, napi_status status, void *data) {
   struct engine *e = data;
   napi_value done, undef, args[3];
   napi_get_reference_value(env, e->done, &done);
   napi_get_undefined(env, &undef);
-  int n = 2;
-  if (status != napi_ok) {
-    napi_create_string_utf8(env, "ECANCELED", NAPI_AUTO_LENGTH, &args[0]);
-    napi_create_string_utf8(env, "write", NAPI_AUTO_LENGTH, &args[1]);
-    napi_create_double(env, 0, &args[2]);
-    n = 3;
-  } else if (e->err != 0) {
-    napi_create_string_utf8(env, errno_name(e->err), NAPI_AUTO_LENGTH, &args[0]);
-    napi_create_string_utf8(env, e->err_write ? "write" : "read", NAPI_AUTO_LENGTH, &args[1]);
-    napi_create_double(env, (double)e->err_at, &args[2]);
-    n = 3;
-  } else {
-    napi_get_null(env, &args[0]);
-    napi_create_double(env, (double)e->written, &args[1]);
-  }
+  size_t n;
+  if (status != napi_ok) n = done_args(env, args, "ECANCELED", "write", 0, 0);
+  else if (e->err != 0) n = done_args(env, args, errno_name(e->err), e->err_write ? "write" : "read", e->err_at, 0);
+  else n = done_args(env, args, NULL, NULL, 0, e->written);
   napi_delete_reference(env, e->done);
   napi_delete_async_work(env, e->work);
   free_engine(e);
-  napi_call_function(env, undef, done, (size_t)n, args, NULL);
+  napi_call_function(env, undef, done, n, args, NULL);
 }
 
 static napi_value copy_runs(napi_env env, napi_callback_info info) {
@@ -290,9 +293,249 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * The two halves of a copy whose target decides where the data goes (a qcow2
+ * target allocates clusters only where a block holds data, which it learns
+ * from the read): readRuns fills a buffer and maps its data blocks, writeSlices
+ * writes slices of it. Each runs on a libuv pool thread; a caller overlaps the
+ * read of one buffer with the write of another. The JS buffers stay referenced
+ * (and untouched by JS) until done is called.
+ *
+ * readRuns(buf, runs, used, zeroBlock, dataMap, done): runs is a Float64Array
+ * of (srcFd, srcOffset, length, bufOffset), ascending and not overlapping,
+ * within [0, used). Bytes of [0, used) no run covers become zeros; bytes past
+ * a source's end read as zeros. dataMap[i] becomes 1 when block i (zeroBlock
+ * bytes from i * zeroBlock) holds a non-zero byte, else 0. done(null) or
+ * done(errnoName, 'read', bufOffset).
+ *
+ * writeSlices(dstFd, buf, slices, done): slices is a Float64Array of
+ * (bufOffset, length, dstOffset); slices that follow each other in the file
+ * go out as one pwritev. done(null, written) or done(errnoName, 'write', dstOffset).
+ */
+enum half_kind { HALF_READ, HALF_WRITE };
+
+struct half {
+  enum half_kind kind;
+  int dst_fd;
+  char *buf;
+  int64_t used;
+  int64_t zero_block;
+  unsigned char *map;
+  double *runs;
+  size_t nruns;
+  int err;
+  int64_t err_at;
+  int64_t written;
+  napi_ref buf_ref;
+  napi_ref map_ref;
+  napi_ref done;
+  napi_async_work work;
+};
+
+static void read_half(struct half *h) {
+  int64_t zb = h->zero_block;
+  int64_t covered = 0;
+  memset(h->map, 0, (size_t)((h->used + zb - 1) / zb));
+  for (size_t r = 0; r < h->nruns; r++) {
+    int fd = (int)h->runs[4 * r];
+    int64_t src = (int64_t)h->runs[4 * r + 1], len = (int64_t)h->runs[4 * r + 2], at = (int64_t)h->runs[4 * r + 3];
+    if (at > covered) memset(h->buf + covered, 0, (size_t)(at - covered));
+    for (int64_t got = 0; got < len;) {
+      ssize_t g = pread(fd, h->buf + at + got, (size_t)(len - got), src + got);
+      if (g < 0 && errno == EINTR) continue;
+      if (g < 0) {
+        h->err = errno;
+        h->err_at = at + got;
+        return;
+      }
+      if (g == 0) {
+        memset(h->buf + at + got, 0, (size_t)(len - got)); /* past the source's end */
+        break;
+      }
+      got += g;
+    }
+    covered = at + len;
+    /* The whole blocks of this run while they are still in the CPU's cache; its edge blocks once their neighbours are in. */
+    for (int64_t b = (at + zb - 1) / zb; (b + 1) * zb <= at + len; b++) h->map[b] = !all_zero(h->buf + b * zb, zb);
+  }
+  if (h->used > covered) memset(h->buf + covered, 0, (size_t)(h->used - covered));
+  for (size_t r = 0; r < h->nruns; r++) {
+    int64_t at = (int64_t)h->runs[4 * r + 3], end = at + (int64_t)h->runs[4 * r + 2];
+    int64_t edges[2] = {at / zb, (end - 1) / zb};
+    for (int i = 0; i < 2; i++) {
+      int64_t b = edges[i], from = b * zb, to = from + zb < h->used ? from + zb : h->used;
+      if (end > at && (from < at || from + zb > end) && !h->map[b]) h->map[b] = !all_zero(h->buf + from, to - from);
+    }
+  }
+}
+
+#define MAX_IOV 64
+
+static void write_half(struct half *h) {
+  struct iovec iov[MAX_IOV];
+  for (size_t r = 0; r < h->nruns;) {
+    int64_t dst = (int64_t)h->runs[3 * r + 2], total = 0;
+    int n = 0;
+    while (r < h->nruns && n < MAX_IOV && (int64_t)h->runs[3 * r + 2] == dst + total) {
+      iov[n].iov_base = h->buf + (int64_t)h->runs[3 * r];
+      iov[n].iov_len = (size_t)h->runs[3 * r + 1];
+      total += (int64_t)h->runs[3 * r + 1];
+      n++;
+      r++;
+    }
+    struct iovec *v = iov;
+    for (int64_t done = 0; done < total;) {
+      ssize_t w = pwritev(h->dst_fd, v, n, dst + done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        h->err = w < 0 ? errno : EIO;
+        h->err_at = dst + done;
+        return;
+      }
+      done += w;
+      h->written += w;
+      /* A short write: step over what went out. */
+      while (n > 0 && (size_t)w >= v->iov_len) {
+        w -= (ssize_t)v->iov_len;
+        v++;
+        n--;
+      }
+      if (n > 0) {
+        v->iov_base = (char *)v->iov_base + w;
+        v->iov_len -= (size_t)w;
+      }
+    }
+  }
+}
+
+static void execute_half(napi_env env, void *data) {
+  (void)env;
+  struct half *h = data;
+  if (h->kind == HALF_READ) read_half(h);
+  else write_half(h);
+}
+
+static void complete_half(napi_env env, napi_status status, void *data) {
+  struct half *h = data;
+  napi_value done, undef, args[3];
+  napi_get_reference_value(env, h->done, &done);
+  napi_get_undefined(env, &undef);
+  const char *side = h->kind == HALF_READ ? "read" : "write";
+  size_t n = done_args(env, args, status != napi_ok ? "ECANCELED" : h->err != 0 ? errno_name(h->err) : NULL, side, h->err_at, h->written);
+  napi_delete_reference(env, h->done);
+  napi_delete_reference(env, h->buf_ref);
+  if (h->map_ref != NULL) napi_delete_reference(env, h->map_ref);
+  napi_delete_async_work(env, h->work);
+  free(h->runs);
+  free(h);
+  napi_call_function(env, undef, done, n, args, NULL);
+}
+
+/* Reads argument i as a Float64Array whose length is a multiple of `width`. */
+static int get_quads(napi_env env, napi_value *argv, size_t argc, size_t i, size_t width, double **values, size_t *count) {
+  bool is_typed = false;
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;
+  void *data = NULL;
+  if (i < argc) napi_is_typedarray(env, argv[i], &is_typed);
+  if (is_typed) napi_get_typedarray_info(env, argv[i], &type, &length, &data, NULL, NULL);
+  if (!is_typed || type != napi_float64_array || length % width != 0) return 0;
+  *values = data;
+  *count = length / width;
+  return 1;
+}
+
+static napi_value queue_half(napi_env env, struct half *h, napi_value *argv, size_t buf_i, size_t map_i, size_t done_i, const double *runs, size_t width) {
+  h->runs = malloc(h->nruns * width * sizeof(double) + 1);
+  if (h->runs == NULL) {
+    free(h);
+    return throw_errno(env, "copy half", ENOMEM);
+  }
+  if (h->nruns > 0) memcpy(h->runs, runs, h->nruns * width * sizeof(double));
+  napi_create_reference(env, argv[buf_i], 1, &h->buf_ref);
+  if (h->kind == HALF_READ) napi_create_reference(env, argv[map_i], 1, &h->map_ref);
+  napi_create_reference(env, argv[done_i], 1, &h->done);
+  napi_value name;
+  napi_create_string_utf8(env, "vdisk.copyHalf", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, execute_half, complete_half, h, &h->work) != napi_ok || napi_queue_async_work(env, h->work) != napi_ok) {
+    napi_delete_reference(env, h->done);
+    napi_delete_reference(env, h->buf_ref);
+    if (h->map_ref != NULL) napi_delete_reference(env, h->map_ref);
+    free(h->runs);
+    free(h);
+    return throw_errno(env, "copy half", EAGAIN);
+  }
+  return NULL;
+}
+
+static int is_function(napi_env env, napi_value *argv, size_t argc, size_t i) {
+  napi_valuetype t = napi_undefined;
+  if (i < argc) napi_typeof(env, argv[i], &t);
+  return t == napi_function;
+}
+
+static napi_value read_runs(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *buf = NULL, *map = NULL;
+  size_t buf_len = 0, map_len = 0, nruns = 0;
+  double *runs = NULL;
+  int64_t used, zero_block;
+  if (!get_bytes(env, argv, argc, 0, "buffer", &buf, &buf_len) || !get_int(env, argv, argc, 2, "used", &used) ||
+      !get_int(env, argv, argc, 3, "zeroBlock", &zero_block) || !get_bytes(env, argv, argc, 4, "dataMap", &map, &map_len))
+    return NULL;
+  int ok = get_quads(env, argv, argc, 1, 4, &runs, &nruns) && is_function(env, argv, argc, 5) && zero_block > 0 && (size_t)used <= buf_len &&
+           (size_t)((used + zero_block - 1) / zero_block) <= map_len;
+  /* Every run inside [0, used), ascending: the thread writes only there. */
+  for (size_t r = 0; ok && r < nruns; r++) {
+    double at = runs[4 * r + 3], len = runs[4 * r + 2];
+    ok = runs[4 * r] >= 0 && runs[4 * r + 1] >= 0 && len >= 0 && at >= (r > 0 ? runs[4 * r - 1] + runs[4 * r - 2] : 0) && at + len <= (double)used;
+  }
+  if (!ok) {
+    napi_throw_type_error(env, "EINVAL", "readRuns(buffer, runs: Float64Array of ascending (srcFd, srcOffset, length, bufOffset) within used, used <= buffer.length, zeroBlock > 0, dataMap of a byte per block, done)");
+    return NULL;
+  }
+  struct half *h = calloc(1, sizeof *h);
+  if (h == NULL) return throw_errno(env, "readRuns", ENOMEM);
+  h->kind = HALF_READ;
+  h->buf = buf;
+  h->used = used;
+  h->zero_block = zero_block;
+  h->map = map;
+  h->nruns = nruns;
+  return queue_half(env, h, argv, 0, 4, 5, runs, 4);
+}
+
+static napi_value write_slices(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *buf = NULL;
+  size_t buf_len = 0, nslices = 0;
+  double *slices = NULL;
+  int64_t dst_fd;
+  if (!get_int(env, argv, argc, 0, "dstFd", &dst_fd) || !get_bytes(env, argv, argc, 1, "buffer", &buf, &buf_len)) return NULL;
+  int ok = get_quads(env, argv, argc, 2, 3, &slices, &nslices) && is_function(env, argv, argc, 3);
+  for (size_t r = 0; ok && r < nslices; r++) ok = slices[3 * r] >= 0 && slices[3 * r + 1] >= 0 && slices[3 * r] + slices[3 * r + 1] <= (double)buf_len && slices[3 * r + 2] >= 0;
+  if (!ok) {
+    napi_throw_type_error(env, "EINVAL", "writeSlices(dstFd, buffer, slices: Float64Array of (bufOffset, length, dstOffset) within the buffer, done)");
+    return NULL;
+  }
+  struct half *h = calloc(1, sizeof *h);
+  if (h == NULL) return throw_errno(env, "writeSlices", ENOMEM);
+  h->kind = HALF_WRITE;
+  h->dst_fd = (int)dst_fd;
+  h->buf = buf;
+  h->nruns = nslices;
+  return queue_half(env, h, argv, 1, 0, 3, slices, 3);
+}
+
 void copy_engine_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"copyRuns", NULL, copy_runs, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"readRuns", NULL, read_runs, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"writeSlices", NULL, write_slices, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -286,6 +286,10 @@ export class BlockNode implements ImageNode {
       from = Math.min(from, r.offset);
       to = Math.max(to, r.offset + r.src.length);
     }
+    // A format with clusters writes the runs' clusters whole: the request covers them.
+    const unit = this.clusterSize ?? 1;
+    from -= from % unit;
+    to = Math.min(this.length, Math.ceil(to / unit) * unit);
     const ticket = await this.#tracker.begin(from, to - from, true);
     try {
       return await driver.writeRunsFromHost(runs, zeroBlock);

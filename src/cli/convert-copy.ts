@@ -162,8 +162,8 @@ function bulkBatchBytes(total: number): number {
 }
 
 /**
- * Whether the target can take the data in bulk (writeRunsFromHost: a raw
- * target copied into on threads of the addon, zero blocks left out): a fresh
+ * Whether the target can take the data in bulk (writeRunsFromHost: a raw or
+ * qcow2 target copied into on threads of the addon, zero blocks left out): a fresh
  * target, holes kept (-S), no compression, no backing, no -C.
  * VDISK_NO_BULK_COPY=1 turns it off.
  */
@@ -234,8 +234,12 @@ async function copyInBulk(job: CopyJob, total: number): Promise<{ rest: Chunk[];
       job.progress.bytes(done, total);
     }
   };
+  // A batch ends between clusters of the target: a format with clusters writes them whole.
+  const unit = target.clusterSize ?? 1;
+  let batchEnd = 0;
   try {
     for await (const chunk of chunksOf(job)) {
+      if (batchBytes >= batchLimit && Math.ceil(batchEnd / unit) <= Math.floor(chunk.targetOffset / unit)) await flush();
       if (!on || chunk.plan !== 'data' || chunk.source.copyViaHost === undefined) {
         rest.push(chunk);
         continue;
@@ -250,9 +254,9 @@ async function copyInBulk(job: CopyJob, total: number): Promise<{ rest: Chunk[];
         runs.push(...taken);
         batched.push({ ...chunk, length: copied });
         batchBytes += copied;
+        batchEnd = chunk.targetOffset + copied;
       }
       if (copied < chunk.length) rest.push({ ...chunk, offset: chunk.offset + copied, targetOffset: chunk.targetOffset + copied, length: chunk.length - copied });
-      if (batchBytes >= batchLimit) await flush();
     }
     await flush();
   } finally {

@@ -53,6 +53,21 @@ export interface HostFile {
    */
   copyRunsFrom?(runs: readonly HostCopyRun[], zeroBlock: number): Promise<number | null>;
   /**
+   * The read half of a bulk copy whose target decides where the data goes (it
+   * learns from the read which blocks hold data): reads each run's host range
+   * (of other files) to `run.at` in `buf`, off the event loop. Bytes of
+   * [0, layout.used) that no run covers become zeros; layout.dataMap[i] is set
+   * to whether block i (layout.zeroBlock bytes) holds a non-zero byte. Runs
+   * ascend and do not overlap. False, having read nothing, when this file
+   * cannot read those files this way. `buf` must not be touched until it settles.
+   */
+  readRunsInto?(buf: Uint8Array, runs: readonly HostCopyRun[], layout: BufferLayout): Promise<boolean>;
+  /**
+   * The write half: writes each slice of `buf` to its offset in this file, off
+   * the event loop. False, having written nothing, when this file cannot.
+   */
+  writeSlices?(buf: Uint8Array, slices: readonly BufferSlice[]): Promise<boolean>;
+  /**
    * Sends `header` and then [offset, offset+length) of this file to a
    * non-blocking stream socket straight from the page cache (sendfile: the
    * socket takes references to the cached pages, no copy through memory),
@@ -86,6 +101,21 @@ export class HostCopyError extends VdiskError {
 /** A host range to be copied to offset `at` of another host file. */
 export interface HostCopyRun {
   readonly src: HostRange;
+  readonly at: number;
+}
+
+/** What `readRunsInto` fills of its buffer, and the map it keeps of the data blocks. */
+export interface BufferLayout {
+  readonly used: number;
+  readonly zeroBlock: number;
+  /** A byte per block of [0, used). */
+  readonly dataMap: Uint8Array;
+}
+
+/** `length` bytes of a buffer from `from`, bound for offset `at` of a file. */
+export interface BufferSlice {
+  readonly from: number;
+  readonly length: number;
   readonly at: number;
 }
 

@@ -94,6 +94,32 @@ export interface NativeHost {
     zeroBlock: number,
     done: (err: string | null, sideOrWritten: 'read' | 'write' | number, at?: number) => void,
   ) => void;
+  /**
+   * The read half of a copy whose target places the data itself (see
+   * copy_engine.c), on a pool thread: `runs` holds ascending quadruples
+   * (srcFd, srcOffset, length, bufOffset) within [0, used); the rest of
+   * [0, used) is zeroed; dataMap[i] becomes 1 when `zeroBlock`-sized block i
+   * holds a non-zero byte. Calls `done(null)` or `done(errnoName, 'read', bufOffset)`.
+   */
+  readonly readRuns?: (
+    buf: Uint8Array,
+    runs: Float64Array,
+    used: number,
+    zeroBlock: number,
+    dataMap: Uint8Array,
+    done: (err: string | null, side?: 'read', at?: number) => void,
+  ) => void;
+  /**
+   * The write half, on a pool thread: `slices` holds triples (bufOffset,
+   * length, dstOffset); file-contiguous slices go out as one pwritev. Calls
+   * `done(null, written)` or `done(errnoName, 'write', dstOffset)`.
+   */
+  readonly writeSlices?: (
+    dstFd: number,
+    buf: Uint8Array,
+    slices: Float64Array,
+    done: (err: string | null, sideOrWritten: 'write' | number, at?: number) => void,
+  ) => void;
   /** Raises a unix-domain socket's SO_SNDBUF to `bytes` (capped by the kernel): the size after, or -1 for other sockets. */
   readonly enlargeUnixSendBuffer?: (socketFd: number, bytes: number) => number;
 }

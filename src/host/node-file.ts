@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
-import { HostCopyError, type HostCopyRun, type HostFile, type HostOpenOptions, type HostRange } from './host-file.js';
+import { HostCopyError, type BufferLayout, type BufferSlice, type HostCopyRun, type HostFile, type HostOpenOptions, type HostRange } from './host-file.js';
 import { nativeHost, type NativeHost } from './native.js';
 import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
@@ -297,14 +297,8 @@ export class NodeHostFile implements HostFile {
   async copyRunsFrom(runs: readonly HostCopyRun[], zeroBlock: number): Promise<number | null> {
     this.#assertWritable();
     const call = nativeHost()?.copyRuns;
-    if (!call || !this.#buffered || this.#closed) return null;
-    const quads = new Float64Array(runs.length * 4);
-    for (let i = 0; i < runs.length; i++) {
-      const run = runs[i];
-      const src = run?.src.file;
-      if (!run || !(src instanceof NodeHostFile) || !src.#buffered || src.#closed) return null;
-      quads.set([src.#fd, run.src.offset, run.src.length, run.at], i * 4);
-    }
+    const quads = call ? this.#runQuads(runs) : null;
+    if (!call || !quads) return null;
     const result = await new Promise<{ written: number } | { err: string; side: string; at: number }>((resolve) => {
       call(this.#fd, quads, zeroBlock, (err, sideOrWritten, at) =>
         resolve(err === null ? { written: Number(sideOrWritten) } : { err, side: String(sideOrWritten), at: at ?? 0 }),
@@ -312,11 +306,52 @@ export class NodeHostFile implements HostFile {
     });
     if ('written' in result) return result.written;
     const side = result.side === 'read' ? 'read' : 'write';
-    const cause = Object.assign(new Error(result.err), { code: result.err, syscall: side === 'read' ? 'pread' : 'pwrite' });
+    // `at` is an offset of this file for both sides: a failed read is named by the run that covers it.
     const from = side === 'read' ? runs.find((r) => result.at >= r.at && result.at < r.at + r.src.length) : undefined;
-    const file = from ? from.src.file.path : this.path;
-    const base = fromSystemError(cause, file, side === 'read' ? 'read' : 'write');
-    throw new HostCopyError(base, side, result.at);
+    throw this.#copyError(result.err, side, result.at, from?.src.file.path);
+  }
+
+  async readRunsInto(buf: Uint8Array, runs: readonly HostCopyRun[], layout: BufferLayout): Promise<boolean> {
+    const call = nativeHost()?.readRuns;
+    const quads = call ? this.#runQuads(runs) : null;
+    if (!call || !quads) return false;
+    const err = await new Promise<{ err: string; at: number } | null>((resolve) => {
+      call(buf, quads, layout.used, layout.zeroBlock, layout.dataMap, (e, _side, at) => resolve(e === null ? null : { err: e, at: at ?? 0 }));
+    });
+    if (err === null) return true;
+    const from = runs.find((r) => err.at >= r.at && err.at < r.at + r.src.length);
+    throw this.#copyError(err.err, 'read', err.at, from?.src.file.path);
+  }
+
+  async writeSlices(buf: Uint8Array, slices: readonly BufferSlice[]): Promise<boolean> {
+    this.#assertWritable();
+    const call = nativeHost()?.writeSlices;
+    if (!call || !this.#buffered || this.#closed) return false;
+    const triples = new Float64Array(slices.length * 3);
+    slices.forEach((s, i) => triples.set([s.from, s.length, s.at], i * 3));
+    const err = await new Promise<{ err: string; at: number } | null>((resolve) => {
+      call(this.#fd, buf, triples, (e, _written, at) => resolve(e === null ? null : { err: e, at: at ?? 0 }));
+    });
+    if (err === null) return true;
+    throw this.#copyError(err.err, 'write', err.at, this.path);
+  }
+
+  /** The runs as the addon takes them, (srcFd, srcOffset, length, at); null when a source is not a buffered file of this kind. */
+  #runQuads(runs: readonly HostCopyRun[]): Float64Array | null {
+    if (!this.#buffered || this.#closed) return null;
+    const quads = new Float64Array(runs.length * 4);
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i];
+      const src = run?.src.file;
+      if (!run || !(src instanceof NodeHostFile) || !src.#buffered || src.#closed) return null;
+      quads.set([src.#fd, run.src.offset, run.src.length, run.at], i * 4);
+    }
+    return quads;
+  }
+
+  #copyError(err: string, side: 'read' | 'write', at: number, file: string | undefined): HostCopyError {
+    const cause = Object.assign(new Error(err), { code: err, syscall: side === 'read' ? 'pread' : 'pwrite' });
+    return new HostCopyError(fromSystemError(cause, file ?? this.path, side), side, at);
   }
 
   sendToSocket(socketFd: number, header: Uint8Array, offset: number, length: number): number | null {

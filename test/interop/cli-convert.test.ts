@@ -330,3 +330,69 @@ test('convert into a fresh raw image in bulk (the addon copy engine) writes what
     t.cleanup();
   }
 });
+
+test('convert into a fresh qcow2 image in bulk (read and written on the addon threads) holds what qemu-img writes, allocated where qemu-img allocates, for several cluster sizes, -S sizes, preallocation and -n, and lays 64 KiB clusters out as the copy loop does', async () => {
+  const t = tempDir();
+  try {
+    const size = 40 * 1024 * 1024 + 4096 + 512;
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'raw', 's.raw', String(size)]);
+    // Data at unaligned offsets, zero blocks and zero clusters inside data, and data up to the odd end.
+    const writes = ['write -P 1 5000 300k', 'write -P 0 100k 4k', 'write -P 0 128k 64k', 'write -P 2 3M 9M', 'write -P 3 20M 1k', `write -P 4 ${size - 70000} 70000`];
+    qemu('qemu-io', t.dir, ['-f', 'raw', ...writes.flatMap((w) => ['-c', w]), 's.raw']);
+    // Allocation byte by byte: neighbouring entries with the same flags merged (entries also split where host offsets do not follow).
+    const flags = (m: string): string => {
+      const out: Array<{ start: number; length: number; data: boolean; zero: boolean }> = [];
+      for (const e of JSON.parse(m) as Array<{ start: number; length: number; data: boolean; zero: boolean }>) {
+        const last = out[out.length - 1];
+        if (last && last.data === e.data && last.zero === e.zero && last.start + last.length === e.start) last.length += e.length;
+        else out.push({ start: e.start, length: e.length, data: e.data, zero: e.zero });
+      }
+      return JSON.stringify(out);
+    };
+    const map = (file: string): string => qemu('qemu-img', t.dir, ['map', '--output=json', '-f', 'qcow2', file]).stdout;
+    const cases: Array<readonly string[]> = [[], ['-o', 'cluster_size=4096'], ['-o', 'cluster_size=2M'], ['-o', 'cluster_size=512'], ['-S', '64k'], ['-S', '1k'], ['-o', 'preallocation=metadata']];
+    for (const extra of cases) {
+      const q = qemu('qemu-img', t.dir, ['convert', ...extra, '-f', 'raw', '-O', 'qcow2', 's.raw', 'q.qcow2']);
+      assert.equal(q.status, 0, q.stderr);
+      const outputs: string[] = [];
+      for (const env of [undefined, '1']) {
+        const out = env === undefined ? 'v.qcow2' : 'w.qcow2';
+        const saved = process.env['VDISK_NO_BULK_COPY'];
+        if (env === undefined) delete process.env['VDISK_NO_BULK_COPY'];
+        else process.env['VDISK_NO_BULK_COPY'] = env;
+        try {
+          const r = await vdisk(t.dir, ['convert', ...extra, '-f', 'raw', '-O', 'qcow2', 's.raw', out]);
+          assert.deepEqual(r, { stdout: '', stderr: '', status: 0 }, extra.join(' '));
+        } finally {
+          if (saved === undefined) delete process.env['VDISK_NO_BULK_COPY'];
+          else process.env['VDISK_NO_BULK_COPY'] = saved;
+        }
+        same(t.dir, 's.raw', out, ['-f', 'raw', '-F', 'qcow2']);
+        const check = qemu('qemu-img', t.dir, ['check', out]);
+        assert.equal(check.status, 0, `${extra.join(' ')} ${out}: ${check.stdout}`);
+        assert.equal(flags(map(out)), flags(map('q.qcow2')), `${extra.join(' ')} ${out}: allocated where qemu-img allocates`);
+        outputs.push(map(out));
+      }
+      // With other cluster sizes a copy request can span two L2 tables, and the loop allocates both tables before their data.
+      if (extra.length === 0) assert.equal(outputs[0], outputs[1], 'the same layout in bulk as through the copy loop');
+    }
+    // -n into an empty image the caller says reads as zeros.
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', 'n.qcow2', String(size)]);
+    const r = await vdisk(t.dir, ['convert', '-n', '--target-is-zero', '-f', 'raw', '-O', 'qcow2', 's.raw', 'n.qcow2']);
+    assert.equal(r.status, 0, r.stderr);
+    same(t.dir, 's.raw', 'n.qcow2', ['-f', 'raw', '-F', 'qcow2']);
+    assert.equal(qemu('qemu-img', t.dir, ['check', 'n.qcow2']).status, 0);
+    // A qcow2 chain with compressed clusters: plain clusters in bulk, compressed ones through the loop, in the same clusters.
+    qemu('qemu-img', t.dir, ['convert', '-c', '-f', 'raw', '-O', 'qcow2', 's.raw', 'c.qcow2']);
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', '-b', 'c.qcow2', '-F', 'qcow2', 'top.qcow2']);
+    qemu('qemu-io', t.dir, ['-f', 'qcow2', '-c', 'write -P 7 3M 100k', '-c', 'write -P 8 3200k 64k', '-c', 'write -z 10M 1M', 'top.qcow2']);
+    const c = await vdisk(t.dir, ['convert', '-f', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'flat.qcow2']);
+    assert.equal(c.status, 0, c.stderr);
+    same(t.dir, 'top.qcow2', 'flat.qcow2', ['-f', 'qcow2', '-F', 'qcow2']);
+    assert.equal(qemu('qemu-img', t.dir, ['check', 'flat.qcow2']).status, 0);
+    qemu('qemu-img', t.dir, ['convert', '-f', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'qflat.qcow2']);
+    assert.equal(flags(map('flat.qcow2')), flags(map('qflat.qcow2')), 'the chain: allocated where qemu-img allocates');
+  } finally {
+    t.cleanup();
+  }
+});

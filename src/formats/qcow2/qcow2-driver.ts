@@ -19,6 +19,7 @@ import type {
   CheckReport,
   FormatInfo,
   FormatName,
+  GuestCopyRun,
   HostExtent,
   JsonValue,
   LayerExtent,
@@ -56,6 +57,7 @@ import { hostExtentOf, layerStatus, plainHostOffsetNow, readGuest } from './read
 import { Refcounts } from './refcounts.js';
 import { TableCache } from './table-cache.js';
 import { writeGuest } from './write-path.js';
+import { writeRunsInBulk } from './bulk-write.js';
 import { discardGuest, writeCompressedCluster, zeroGuest } from './zero-discard.js';
 
 const DEFAULT_L2_CACHE_BYTES = 8 * 1024 * 1024;
@@ -293,6 +295,18 @@ export class Qcow2Driver implements BlockDriver {
     if (!this.#img.dataHost.canCopyFrom?.(src.file)) return false;
     await this.#writeBytes(offset, src, flags);
     return true;
+  }
+
+  async writeRunsFromHost(runs: readonly GuestCopyRun[], zeroBlock: number): Promise<number | null> {
+    if (this.#flushEachWrite) return null;
+    this.#checkWritable();
+    for (const r of runs) this.#checkRange(r.offset, r.src.length);
+    await this.#prepareHeader();
+    let written: number | null = null;
+    await this.#guard(async () => {
+      written = await writeRunsInBulk(this.#img, runs, zeroBlock);
+    });
+    return written;
   }
 
   async #writeBytes(offset: number, data: Bytes, flags: WriteFlags | undefined): Promise<void> {

@@ -66,7 +66,7 @@ export async function acquireL2ForWrite(img: Qcow2Image, l1Index: number): Promi
 }
 
 /** The COPIED L2 table of `l1Index` when it is cached (pinned), without an await; else null. */
-function acquireCopiedL2Now(img: Qcow2Image, l1Index: number): CachedTable | null {
+export function acquireCopiedL2Now(img: Qcow2Image, l1Index: number): CachedTable | null {
   const { l2Offset, copied } = l2OffsetAt(img, l1Index);
   return l2Offset !== 0 && copied ? img.l2Cache.acquireCached(l2Offset) : null;
 }

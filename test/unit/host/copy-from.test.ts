@@ -137,15 +137,21 @@ test('copyRunsFrom copies runs on the addon threads, leaving out aligned blocks 
   }
 });
 
+/** A source whose reads fail on the addon's threads, a plain source, and an empty target. */
+async function failureFixture(dir: string): Promise<{ bad: NodeHostFile; inner: NodeHostFile; dst: NodeHostFile }> {
+  fs.mkdirSync(path.join(dir, 'sub'));
+  fs.writeFileSync(path.join(dir, 'plain'), randomBytes(4096));
+  // A directory opens, but reading it fails (EISDIR) on the reader thread.
+  const bad = await NodeHostFile.open(path.join(dir, 'sub'), { readOnly: true });
+  const inner = await NodeHostFile.open(path.join(dir, 'plain'), { readOnly: true });
+  const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+  return { bad, inner, dst };
+}
+
 test('copyRunsFrom names the side and the target offset of a failure, and declines sources it cannot read itself', async () => {
   const dir = tmp();
   try {
-    fs.mkdirSync(path.join(dir, 'sub'));
-    fs.writeFileSync(path.join(dir, 'plain'), randomBytes(4096));
-    // A directory opens, but reading it fails (EISDIR) on the reader thread.
-    const bad = await NodeHostFile.open(path.join(dir, 'sub'), { readOnly: true });
-    const inner = await NodeHostFile.open(path.join(dir, 'plain'), { readOnly: true });
-    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    const { bad, inner, dst } = await failureFixture(dir);
     await assert.rejects(dst.copyRunsFrom([{ src: { file: bad, offset: 0, length: 4096 }, at: 65536 }], 4096), (e: unknown) => {
       assert.ok(e instanceof HostCopyError);
       assert.equal(e.side, 'read');
@@ -154,6 +160,87 @@ test('copyRunsFrom names the side and the target offset of a failure, and declin
       return true;
     });
     assert.equal(await dst.copyRunsFrom([{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], 4096), null);
+    await Promise.all([bad.close(), inner.close(), dst.close()]);
+    assert.equal(fs.statSync(path.join(dir, 'dst')).size, 0, 'nothing written');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('readRunsInto reads runs into a buffer on a pool thread, zeroes what no run covers, and maps the blocks that hold data', async () => {
+  assert.ok(nativeHost()?.readRuns, 'the addon is built with readRuns');
+  const dir = tmp();
+  try {
+    const data = randomBytes(64 * 1024);
+    data.fill(0, 8192, 12288); // one zero block inside a run
+    data.fill(0, 20000, 24576); // a block whose data ends before it does
+    fs.writeFileSync(path.join(dir, 'src'), data);
+    const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    const buf = new Uint8Array(64 * 1024).fill(0xee); // stale bytes: what no run covers must become zeros
+    const dataMap = new Uint8Array(16).fill(7);
+    const runs = [
+      // Starts and ends inside blocks: the edge blocks are judged with their gap bytes zeroed.
+      { src: { file: src, offset: 100, length: 24476 }, at: 100 },
+      // A run of zeros starting inside its block: the 100 stale bytes before it are zeroed before the block is judged.
+      { src: { file: src, offset: 8192, length: 3996 }, at: 32868 },
+      // 1000 bytes past the source's end read as zeros.
+      { src: { file: src, offset: data.length - 3096, length: 4096 }, at: 40960 },
+    ];
+    assert.equal(await dst.readRunsInto(buf, runs, { used: 48 * 1024, zeroBlock: 4096, dataMap }), true);
+    const want = new Uint8Array(64 * 1024).fill(0xee);
+    want.fill(0, 0, 48 * 1024);
+    want.set(data.subarray(100, 24576), 100);
+    want.set(data.subarray(data.length - 3096), 40960);
+    assert.deepEqual(Buffer.from(buf), Buffer.from(want), 'the runs in place, zeros elsewhere up to used, untouched after');
+    assert.deepEqual([...dataMap], [1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 7, 7, 7, 7]);
+    await Promise.all([src.close(), dst.close()]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('writeSlices writes slices of a buffer to their offsets on a pool thread, those that continue each other as one vectored write', async () => {
+  assert.ok(nativeHost()?.writeSlices, 'the addon is built with writeSlices');
+  const dir = tmp();
+  try {
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    const buf = randomBytes(256 * 1024);
+    const slices = [
+      { from: 65536, length: 65536, at: 0 },
+      { from: 0, length: 4096, at: 65536 },
+      { from: 200000, length: 1000, at: 1024 * 1024 },
+    ];
+    assert.equal(await dst.writeSlices(buf, slices), true);
+    await dst.close();
+    const out = fs.readFileSync(path.join(dir, 'dst'));
+    assert.equal(out.length, 1024 * 1024 + 1000);
+    assert.deepEqual(out.subarray(0, 65536), buf.subarray(65536, 131072));
+    assert.deepEqual(out.subarray(65536, 69632), buf.subarray(0, 4096));
+    assert.deepEqual(out.subarray(1024 * 1024), buf.subarray(200000, 201000));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the halves name the side, file and offset of a failure, and decline sources they cannot read themselves', async () => {
+  const dir = tmp();
+  try {
+    const { bad, inner, dst } = await failureFixture(dir);
+    const layout = { used: 8192, zeroBlock: 4096, dataMap: new Uint8Array(2) };
+    await assert.rejects(dst.readRunsInto(new Uint8Array(8192), [{ src: { file: bad, offset: 0, length: 4096 }, at: 4096 }], layout), (e: unknown) => {
+      assert.ok(e instanceof HostCopyError);
+      assert.equal(e.side, 'read');
+      assert.equal(e.at, 4096);
+      assert.match(e.message, /sub/);
+      return true;
+    });
+    assert.equal(await dst.readRunsInto(new Uint8Array(8192), [{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], layout), false);
+    // Runs that leave the buffer are refused before any thread starts.
+    assert.throws(() => nativeHost()?.readRuns?.(new Uint8Array(4096), new Float64Array([0, 0, 8192, 0]), 4096, 4096, new Uint8Array(1), () => undefined), /EINVAL|readRuns/);
+    assert.throws(() => nativeHost()?.writeSlices?.(0, new Uint8Array(4096), new Float64Array([4000, 200, 0]), () => undefined), /EINVAL|writeSlices/);
+    // A read-only file refuses a write before the addon sees it.
+    await assert.rejects(inner.writeSlices(new Uint8Array(4096), [{ from: 0, length: 4096, at: 0 }]));
     await Promise.all([bad.close(), inner.close(), dst.close()]);
     assert.equal(fs.statSync(path.join(dir, 'dst')).size, 0, 'nothing written');
   } finally {

@@ -1,0 +1,284 @@
+/**
+ * Bulk copy into a qcow2 image that reads as zeros where the copy lands (a
+ * fresh convert target): convert's data without the JS thread touching it.
+ *
+ * The runs are gathered, whole clusters at a time, into 8 MiB buffers. The
+ * addon reads a buffer's runs on a pool thread and maps which blocks of
+ * `zeroBlock` bytes hold data; a cluster is allocated when one of its blocks
+ * does, as the copy loop's writes allocate the clusters their data runs
+ * touch (aligned zero blocks are left out). The clusters with data get one
+ * host run per L2 table, the addon writes them on a pool thread, and their L2
+ * entries are set once the data is on the host. While one buffer is written
+ * the next is read, so the two page-cache copies of a convert overlap, as
+ * qemu-img's reads and writes do on its worker threads.
+ *
+ * Allocation order is the write path's: a new L2 table, then the data
+ * clusters after it. Dependency order too: refcounts before L2 entries, and a
+ * sync of the data before the entries reach the disk.
+ */
+import { VdiskError } from '../../errors.js';
+import { HostCopyError, type BufferSlice, type HostCopyRun } from '../../host/host-file.js';
+import { pageAlignedBytes } from '../../util/page-aligned.js';
+import type { GuestCopyRun } from '../driver.js';
+import { newMapping } from './cow.js';
+import { l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
+import { writeL2Entry } from './l2-entry.js';
+import { acquireCopiedL2Now, acquireL2ForWrite } from './write-path.js';
+
+/** Bytes of one buffer: a multiple of every cluster size (512 B to 2 MiB). */
+const PART = 8 * 1024 * 1024;
+/** The copy loop's request size (qemu-img's too). */
+const COPY_CHUNK = 2 * 1024 * 1024;
+
+/** Whole clusters of the disk from `guest`, held in a part's buffer from `at`. */
+interface Window {
+  readonly guest: number;
+  readonly at: number;
+  length: number;
+}
+
+/** What one buffer takes: its windows and the runs read into them. */
+interface Part {
+  readonly windows: Window[];
+  readonly runs: HostCopyRun[];
+  used: number;
+}
+
+/** A cluster with data: where it is in the buffer, which guest cluster, and its new host offset. */
+interface Placed {
+  readonly from: number;
+  readonly cluster: number;
+  host: number;
+}
+
+const spareBuffers: Uint8Array[] = [];
+
+function takeBuffer(): Uint8Array {
+  return spareBuffers.pop() ?? pageAlignedBytes(PART);
+}
+
+/** Buffers are kept for the next call: fresh ones cost their page faults each time. */
+function giveBuffer(buf: Uint8Array): void {
+  if (spareBuffers.length < 2) spareBuffers.push(buf);
+}
+
+/**
+ * The bulk write (BlockDriver.writeRunsFromHost for qcow2). Null, having
+ * written nothing, when this image cannot take it so: extended L2 entries
+ * (subcluster allocation follows each write), a backing file or an external
+ * data file, a host without the addon's halves, a zero block that does not
+ * divide the cluster, or a cluster of the copy already allocated or in flight.
+ */
+export async function writeRunsInBulk(img: Qcow2Image, runs: readonly GuestCopyRun[], zeroBlock: number): Promise<number | null> {
+  const host = img.host;
+  const cs = img.clusterSize;
+  if (!host.readRunsInto || !host.writeSlices || img.dataHost !== host || img.geometry.extendedL2 || img.backing !== null) return null;
+  if (zeroBlock <= 0 || cs % zeroBlock !== 0 || runs.length === 0) return null;
+  const parts = partsOf(runs, cs);
+  if (!(await readsZeroThroughout(img, parts))) return null;
+
+  const buffers = [takeBuffer(), takeBuffer()];
+  const maps = [new Uint8Array(PART / zeroBlock), new Uint8Array(PART / zeroBlock)];
+  let reading: Promise<boolean> | null = null;
+  let writing: Promise<void> | null = null;
+  const read = (k: number): Promise<boolean> => {
+    const part = parts[k] as Part;
+    const p = readPart(img, part, buffers[k % 2] as Uint8Array, { used: part.used, zeroBlock, dataMap: maps[k % 2] as Uint8Array });
+    // Settled in the loop or by the finally below; never unhandled meanwhile.
+    p.catch(() => undefined);
+    return p;
+  };
+  let written = 0;
+  try {
+    reading = read(0);
+    for (let k = 0; k < parts.length; k++) {
+      const part = parts[k] as Part;
+      const ok = await reading;
+      reading = null;
+      if (!ok) {
+        if (k === 0) return null;
+        throw new VdiskError('EIO', `'${img.file}': the host stopped taking the bulk copy at guest offset ${part.windows[0]?.guest ?? 0}`, { file: img.file });
+      }
+      const placed = await placePart(img, part, maps[k % 2] as Uint8Array, zeroBlock);
+      // The write of the part before frees the buffer the next read fills.
+      if (writing) await writing;
+      writing = null;
+      if (k + 1 < parts.length) reading = read(k + 1);
+      const buf = buffers[k % 2] as Uint8Array;
+      writing = writePart(img, part, buf, placed);
+      writing.catch(() => undefined);
+      written += placed.length * cs;
+    }
+    await writing;
+    writing = null;
+  } finally {
+    // The addon's threads use the buffers: never hand them on while it runs.
+    await Promise.allSettled([reading, writing]);
+    for (const b of buffers) giveBuffer(b);
+  }
+  return written;
+}
+
+/** Gathers the runs (in disk order) into parts of whole clusters; a cluster never spans two parts. */
+function partsOf(runs: readonly GuestCopyRun[], cs: number): Part[] {
+  const sorted = [...runs].sort((a, b) => a.offset - b.offset);
+  const parts: Part[] = [];
+  let part: Part = { windows: [], runs: [], used: 0 };
+  let win: Window | null = null;
+  for (const r of sorted) {
+    let off = r.offset;
+    let pos = r.src.offset;
+    let left = r.src.length;
+    while (left > 0) {
+      const clusterStart = off - (off % cs);
+      // Runs ascend without overlap: `off` is in the window's last cluster, just past it, or further on.
+      if (win === null || clusterStart > win.guest + win.length) {
+        if (part.used + cs > PART) {
+          parts.push(part);
+          part = { windows: [], runs: [], used: 0 };
+        }
+        win = { guest: clusterStart, at: part.used, length: 0 };
+        part.windows.push(win);
+      }
+      const room = win.guest + (PART - win.at) - off;
+      if (room <= 0) {
+        // The part is full at a cluster boundary: the run goes on in a new part.
+        parts.push(part);
+        part = { windows: [], runs: [], used: 0 };
+        win = null;
+        continue;
+      }
+      const take = Math.min(left, room);
+      part.runs.push({ src: { file: r.src.file, offset: pos, length: take }, at: win.at + (off - win.guest) });
+      win.length = Math.max(win.length, Math.ceil((off + take) / cs) * cs - win.guest);
+      part.used = win.at + win.length;
+      off += take;
+      pos += take;
+      left -= take;
+    }
+  }
+  if (part.runs.length > 0) parts.push(part);
+  return parts;
+}
+
+/** Every cluster the parts cover is unallocated (or reads as zeros unallocated) and has no allocation in flight. */
+async function readsZeroThroughout(img: Qcow2Image, parts: readonly Part[]): Promise<boolean> {
+  const cs = img.clusterSize;
+  for (const part of parts) {
+    for (const w of part.windows) {
+      const first = w.guest / cs;
+      const last = (w.guest + w.length) / cs - 1;
+      if (img.inflight.hasRecordIn(first, last)) return false;
+      for (let c = first; c <= last; ) {
+        const l1Index = Math.floor(c / img.l2Entries);
+        const tableEnd = Math.min(last, (l1Index + 1) * img.l2Entries - 1);
+        const { l2Offset } = l2OffsetAt(img, l1Index);
+        if (l2Offset !== 0) {
+          const table = await img.l2Cache.acquire(l2Offset);
+          try {
+            for (let k = c; k <= tableEnd; k++) {
+              const kind = mappingAt(img, table, k % img.l2Entries).kind;
+              if (kind !== 'unallocated' && kind !== 'zero-plain') return false;
+            }
+          } finally {
+            img.l2Cache.release(table);
+          }
+        }
+        c = tableEnd + 1;
+      }
+    }
+  }
+  return true;
+}
+
+async function readPart(img: Qcow2Image, part: Part, buf: Uint8Array, layout: { used: number; zeroBlock: number; dataMap: Uint8Array }): Promise<boolean> {
+  try {
+    return (await img.host.readRunsInto?.(buf, part.runs, layout)) ?? false;
+  } catch (e) {
+    // The addon names a buffer offset: the caller wants the guest's.
+    if (e instanceof HostCopyError) throw new HostCopyError(e, 'read', guestOf(part, e.at));
+    throw e;
+  }
+}
+
+function guestOf(part: Part, at: number): number {
+  const w = part.windows.find((x) => at >= x.at && at < x.at + x.length);
+  return w ? w.guest + (at - w.at) : at;
+}
+
+/** The clusters of the part that hold data, each given a host cluster (after its L2 table, when that is new). */
+async function placePart(img: Qcow2Image, part: Part, dataMap: Uint8Array, zeroBlock: number): Promise<Placed[]> {
+  const cs = img.clusterSize;
+  const perCluster = cs / zeroBlock;
+  const placed: Placed[] = [];
+  for (const w of part.windows) {
+    for (let from = w.at; from < w.at + w.length; from += cs) {
+      const b = from / zeroBlock;
+      let data = false;
+      for (let i = 0; i < perCluster && !data; i++) data = dataMap[b + i] === 1;
+      if (data) placed.push({ from, cluster: w.guest / cs + (from - w.at) / cs, host: -1 });
+    }
+  }
+  // One host run per stretch of adjacent clusters within a table and a copy chunk, as the copy
+  // loop's writes allocate (so refcount blocks land where they do with qemu-img).
+  const chunkClusters = Math.max(1, COPY_CHUNK / cs);
+  for (let i = 0; i < placed.length; ) {
+    const first = (placed[i] as Placed).cluster;
+    const l1Index = Math.floor(first / img.l2Entries);
+    let j = i + 1;
+    for (; j < placed.length; j++) {
+      const c = (placed[j] as Placed).cluster;
+      if (c !== first + (j - i) || Math.floor(c / img.l2Entries) !== l1Index || Math.floor(c / chunkClusters) !== Math.floor(first / chunkClusters)) break;
+    }
+    const table = acquireCopiedL2Now(img, l1Index) ?? (await acquireL2ForWrite(img, l1Index));
+    img.l2Cache.release(table);
+    const run = await img.refcounts.allocRun(j - i);
+    for (let k = i; k < j; k++) (placed[k] as Placed).host = run.offset + (k - i) * cs;
+    i = j;
+  }
+  return placed;
+}
+
+/** Writes the part's data clusters, then links them. */
+async function writePart(img: Qcow2Image, part: Part, buf: Uint8Array, placed: readonly Placed[]): Promise<void> {
+  const cs = img.clusterSize;
+  const slices: BufferSlice[] = [];
+  for (const p of placed) {
+    const last = slices[slices.length - 1];
+    if (last && last.from + last.length === p.from && last.at + last.length === p.host) slices[slices.length - 1] = { ...last, length: last.length + cs };
+    else slices.push({ from: p.from, length: cs, at: p.host });
+  }
+  try {
+    if (!(await img.host.writeSlices?.(buf, slices))) throw new VdiskError('EIO', `'${img.file}': the host stopped taking the bulk copy`, { file: img.file });
+  } catch (e) {
+    if (e instanceof HostCopyError) {
+      const s = slices.find((x) => e.at >= x.at && e.at < x.at + x.length);
+      throw new HostCopyError(e, 'write', s ? guestOf(part, s.from + (e.at - s.at)) : e.at);
+    }
+    throw e;
+  }
+  await linkPlaced(img, placed);
+}
+
+/** Sets the L2 entries of clusters whose data is on the host (in the cache; refcounts and a data sync go first). */
+async function linkPlaced(img: Qcow2Image, placed: readonly Placed[]): Promise<void> {
+  if (placed.length === 0) return;
+  if (!img.l2Cache.dependsOnSettled(img.refcounts.cache)) await img.l2Cache.setDependency(img.refcounts.cache);
+  img.l2Cache.requireSyncBeforeWrite();
+  const cs = img.clusterSize;
+  for (let i = 0; i < placed.length; ) {
+    const l1Index = Math.floor((placed[i] as Placed).cluster / img.l2Entries);
+    const table = acquireCopiedL2Now(img, l1Index) ?? (await acquireL2ForWrite(img, l1Index));
+    try {
+      for (; i < placed.length; i++) {
+        const p = placed[i] as Placed;
+        if (Math.floor(p.cluster / img.l2Entries) !== l1Index) break;
+        const index = p.cluster % img.l2Entries;
+        writeL2Entry(table.data, index, newMapping(img, mappingAt(img, table, index), { a: 0, b: cs, host: p.host }), img.geometry);
+      }
+      img.l2Cache.markDirty(table);
+    } finally {
+      img.l2Cache.release(table);
+    }
+  }
+}
