@@ -27,6 +27,12 @@ import { acquireCopiedL2Now, acquireL2ForWrite } from './write-path.js';
 
 /** Bytes of one buffer: a multiple of every cluster size (512 B to 2 MiB). */
 const PART = 8 * 1024 * 1024;
+/**
+ * Buffers in turn: one read while one is written. A third (two reads at
+ * once) measured slower on 2 cores (0.89-1.64 s against 0.78-1.22 s for a
+ * 4 GiB convert), and 2 or 32 MiB parts no better than 8.
+ */
+const BUFFERS = 2;
 /** The copy loop's request size (qemu-img's too). */
 const COPY_CHUNK = 2 * 1024 * 1024;
 
@@ -59,7 +65,7 @@ function takeBuffer(): Uint8Array {
 
 /** Buffers are kept for the next call: fresh ones cost their page faults each time. */
 function giveBuffer(buf: Uint8Array): void {
-  if (spareBuffers.length < 2) spareBuffers.push(buf);
+  if (spareBuffers.length < BUFFERS) spareBuffers.push(buf);
 }
 
 /**
@@ -77,35 +83,35 @@ export async function writeRunsInBulk(img: Qcow2Image, runs: readonly GuestCopyR
   const parts = partsOf(runs, cs);
   if (!(await readsZeroThroughout(img, parts))) return null;
 
-  const buffers = [takeBuffer(), takeBuffer()];
-  const maps = [new Uint8Array(PART / zeroBlock), new Uint8Array(PART / zeroBlock)];
-  let reading: Promise<boolean> | null = null;
+  const n = BUFFERS;
+  const buffers = Array.from({ length: n }, takeBuffer);
+  const maps = Array.from({ length: n }, () => new Uint8Array(PART / zeroBlock));
+  const reads: Array<Promise<boolean> | undefined> = [];
   let writing: Promise<void> | null = null;
-  const read = (k: number): Promise<boolean> => {
+  const read = (k: number): void => {
     const part = parts[k] as Part;
-    const p = readPart(img, part, buffers[k % 2] as Uint8Array, { used: part.used, zeroBlock, dataMap: maps[k % 2] as Uint8Array });
+    const p = readPart(img, part, buffers[k % n] as Uint8Array, { used: part.used, zeroBlock, dataMap: maps[k % n] as Uint8Array });
     // Settled in the loop or by the finally below; never unhandled meanwhile.
     p.catch(() => undefined);
-    return p;
+    reads[k] = p;
   };
   let written = 0;
   try {
-    reading = read(0);
+    for (let k = 0; k < Math.min(n - 1, parts.length); k++) read(k);
     for (let k = 0; k < parts.length; k++) {
       const part = parts[k] as Part;
-      const ok = await reading;
-      reading = null;
+      const ok = await reads[k];
+      reads[k] = undefined;
       if (!ok) {
         if (k === 0) return null;
         throw new VdiskError('EIO', `'${img.file}': the host stopped taking the bulk copy at guest offset ${part.windows[0]?.guest ?? 0}`, { file: img.file });
       }
-      const placed = await placePart(img, part, maps[k % 2] as Uint8Array, zeroBlock);
+      const placed = await placePart(img, part, maps[k % n] as Uint8Array, zeroBlock);
       // The write of the part before frees the buffer the next read fills.
       if (writing) await writing;
       writing = null;
-      if (k + 1 < parts.length) reading = read(k + 1);
-      const buf = buffers[k % 2] as Uint8Array;
-      writing = writePart(img, part, buf, placed);
+      if (k + n - 1 < parts.length) read(k + n - 1);
+      writing = writePart(img, part, buffers[k % n] as Uint8Array, placed);
       writing.catch(() => undefined);
       written += placed.length * cs;
     }
@@ -113,7 +119,7 @@ export async function writeRunsInBulk(img: Qcow2Image, runs: readonly GuestCopyR
     writing = null;
   } finally {
     // The addon's threads use the buffers: never hand them on while it runs.
-    await Promise.allSettled([reading, writing]);
+    await Promise.allSettled([...reads, writing]);
     for (const b of buffers) giveBuffer(b);
   }
   return written;
