@@ -152,13 +152,15 @@ class WriteOrder {
 }
 
 /**
- * Source bytes handed to the target's bulk copy at once: a 50th of the copy,
- * between one chunk and 64 MiB. Progress moves between batches (qemu-img's
- * -p moves per 2 MiB chunk; the first and last lines are the same), and the
- * engine's buffers are reused from one batch to the next.
+ * Source bytes handed to the target's bulk copy at once: an eighth of the
+ * copy, between one chunk and 64 MiB. Reads and writes overlap only inside a
+ * batch, so batches are large (a quick 256 MiB half-data convert into raw
+ * took 0.18-0.22 s in 50 batches, 0.15-0.18 s in 8); progress moves between
+ * them (qemu-img's -p moves per 2 MiB chunk; the first and last lines are the
+ * same). The engine's buffers are reused from one batch to the next.
  */
 function bulkBatchBytes(total: number): number {
-  return Math.min(64 * 1024 * 1024, Math.max(CHUNK, Math.ceil(total / 50)));
+  return Math.min(64 * 1024 * 1024, Math.max(CHUNK, Math.ceil(total / 8)));
 }
 
 /**
