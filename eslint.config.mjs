@@ -4,7 +4,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'native/**', 'bench/**', 'examples/**', 'scripts/**', 'eslint.config.mjs'] },
+  { ignores: ['dist/**', 'node_modules/**', 'native/**', 'bench/**', 'examples/**', 'scripts/**', 'bin/**', 'eslint.config.mjs'] },
   ...tseslint.configs.recommended,
   {
     languageOptions: {

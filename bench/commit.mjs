@@ -41,7 +41,7 @@ function prepare() {
 function commit(which, top) {
   const [cmd, argv] =
     which === 'vdisk'
-      ? [process.execPath, [...(process.env.VDISK_NODE_ARGS ? process.env.VDISK_NODE_ARGS.split(' ') : []), path.join(root, 'dist/src/cli/main.js'), 'commit', '-q', '-f', 'qcow2', top]]
+      ? [process.execPath, [...(process.env.VDISK_NODE_ARGS ? process.env.VDISK_NODE_ARGS.split(' ') : []), path.join(root, 'bin/vdisk.cjs'), 'commit', '-q', '-f', 'qcow2', top]]
       : ['qemu-img', ['commit', '-q', '-f', 'qcow2', top]];
   const t0 = process.hrtime.bigint();
   sh(cmd, argv);

@@ -4,7 +4,7 @@
 # Usage: sh bench/convert.sh   (after npx tsc -p tsconfig.json)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-VDISK="node $ROOT/dist/src/cli/main.js"
+VDISK="node $ROOT/bin/vdisk.cjs"
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/vdisk-bench-XXXXXX")
 trap 'rm -rf "$DIR"' EXIT INT TERM
 cd "$DIR"

@@ -19,7 +19,7 @@
 //   node bench/jobs.mjs [--runs N] [--commit-mib N] [--mirror-gib N] [--data-mib N] [--load-iops N] [--full]
 //                       [--only commit|mirror|converge]
 //   VDISK_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node bench/jobs.mjs ...  (flags for vdisk's node)
-//   VDISK_MAIN=/elsewhere/dist/src/cli/main.js node bench/jobs.mjs ...  (another vdisk build)
+//   VDISK_MAIN=/elsewhere/bin/vdisk.cjs node bench/jobs.mjs ...  (another vdisk build)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -38,8 +38,8 @@ const loadIops = Number(opt('--load-iops', 500));
 const only = opt('--only', '');
 if (!['', 'commit', 'mirror', 'converge'].includes(only)) throw new Error(`--only ${only}: expected commit, mirror or converge`);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-// VDISK_MAIN: another build's cli/main.js (an A/B of two vdisk builds against the same QEMU).
-const vdiskMain = process.env.VDISK_MAIN ? path.resolve(process.env.VDISK_MAIN) : path.join(root, 'dist/src/cli/main.js');
+// VDISK_MAIN: another build's bin/vdisk.cjs or dist/src/cli/main.js (an A/B of two vdisk builds against the same QEMU).
+const vdiskMain = process.env.VDISK_MAIN ? path.resolve(process.env.VDISK_MAIN) : path.join(root, 'bin/vdisk.cjs');
 const sh = (cmd, argv) => execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;

@@ -33,7 +33,7 @@ const sh = (cmd, argv) => execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['i
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function serverCommand(which, image, fmt, sock) {
-  if (which === 'vdisk') return [process.execPath, [...(process.env.VDISK_NODE_ARGS ? process.env.VDISK_NODE_ARGS.split(' ') : []), path.join(root, 'dist/src/cli/main.js'), 'serve', '-k', sock, '-f', fmt, '-t', '-e', '4', image]];
+  if (which === 'vdisk') return [process.execPath, [...(process.env.VDISK_NODE_ARGS ? process.env.VDISK_NODE_ARGS.split(' ') : []), path.join(root, 'bin/vdisk.cjs'), 'serve', '-k', sock, '-f', fmt, '-t', '-e', '4', image]];
   return ['qemu-nbd', ['-k', sock, '-f', fmt, '-t', '-e', '4', '--cache=writeback', image]];
 }
 

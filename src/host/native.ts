@@ -128,8 +128,13 @@ export interface NativeHost {
 export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringEnter' | 'ringClose'>>;
 
 // Where the built addon lives relative to this module: from dist/src/host/ (the
-// compiled tree) and from src/host/ (should sources ever be run directly).
-const CANDIDATES = ['../../../native/build/Release/vdisk_native.node', '../../native/build/Release/vdisk_native.node'];
+// compiled tree), from src/host/ (should sources ever be run directly), and
+// from dist/ (the CLI bundle, bin/vdisk.cjs).
+const CANDIDATES = [
+  '../../../native/build/Release/vdisk_native.node',
+  '../../native/build/Release/vdisk_native.node',
+  '../native/build/Release/vdisk_native.node',
+];
 
 /**
  * Loads the addon once. The binding is an immutable table of functions with no

@@ -176,7 +176,7 @@ test('io: sigraise ends the program with the signal qemu-io dies of, or goes on 
   const t = tempDir();
   try {
     qemu('qemu-img', t.dir, ['create', '-q', '-f', 'raw', 'd.img', '1M']);
-    const vdiskMain = resolve('dist/src/cli/main.js');
+    const vdiskMain = resolve('bin/vdisk.cjs');
     for (const sig of ['15', '2', '1', '10', '14', '29', '7', '65']) {
       const args = ['-f', 'raw', '-c', `sigraise ${sig}`, '-c', 'length', 'd.img'];
       const q = spawnSync('qemu-io', args, { cwd: t.dir, encoding: 'utf8' });

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { run } from './support/serve-process.js';
 import { addExportedImage, assertImageEquals, GuestModel, MiB, ok, readImage, stopProcess, tmpDir, withDaemon, within, type E2eDaemon } from './support/e2e-daemon.js';
 
-const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+// The installed command (the bundle through its code cache).
+const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vdisk.cjs');
 const SIZE = 16 * MiB;
 
 interface CliResult {

@@ -11,7 +11,8 @@ import { seededRandom } from '../support/seeded-random.js';
 // copies of one image; qemu-img compare must say identical and qemu-img check
 // must find no errors and no leaks on vdisk's result.
 
-const VDISK = resolve('dist/src/cli/main.js');
+// The installed command (the bundle through its code cache, bin/vdisk.cjs).
+const VDISK = resolve('bin/vdisk.cjs');
 
 
 interface Kind {

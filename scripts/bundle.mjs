@@ -1,0 +1,47 @@
+// After tsc: bundles the CLI into one CommonJS file, dist/vdisk-bundle.cjs, and
+// makes V8's code cache of it, dist/vdisk-bundle.cache, by running a small
+// convert into qcow2 through bin/vdisk.cjs (the cache then holds the functions
+// that run compiled too). See bin/vdisk.cjs for why.
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const dist = resolve('dist');
+const result = await build({
+  entryPoints: [join(dist, 'src/cli/main.js')],
+  outfile: join(dist, 'vdisk-bundle.cjs'),
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  // The addon is found on disk at run time (see host/native.ts). Everything else is in the
+  // bundle: an import() left in it would need a dynamic-import callback, which V8's code cache
+  // drops. zstd's wasm is read from next to the bundle (its loader looks in its __dirname).
+  external: ['*.node'],
+  // import.meta.url (where the addon is looked for) is the bundle's own URL.
+  define: { 'import.meta.url': '__vdiskBundleUrl' },
+  banner: { js: "const __vdiskBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  logLevel: 'warning',
+  write: false,
+});
+// The bundle is run wrapped as a function by bin/vdisk.cjs: main.js's '#!' line cannot stay.
+const [bundled] = result.outputFiles;
+writeFileSync(join(dist, 'vdisk-bundle.cjs'), bundled.text.replace(/^#!.*\n/, ''));
+copyFileSync(resolve('node_modules/@bokuweb/zstd-wasm/dist/common/zstd.wasm'), join(dist, 'zstd.wasm'));
+if (/\bimport\(/.test(bundled.text.replace(/\/\/.*$/gm, ''))) throw new Error('scripts/bundle.mjs: an import() is left in the bundle');
+
+const work = mkdtempSync(join(tmpdir(), 'vdisk-cache-'));
+try {
+  const src = join(work, 's.raw');
+  const data = Buffer.alloc(1024 * 1024);
+  data.fill(7, 0, 65536);
+  writeFileSync(src, data);
+  execFileSync(process.execPath, [resolve('bin/vdisk.cjs'), 'convert', '-f', 'raw', '-O', 'qcow2', src, join(work, 'd.qcow2')], {
+    env: { ...process.env, VDISK_CODE_CACHE_OUT: join(dist, 'vdisk-bundle.cache') },
+    stdio: 'inherit',
+  });
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
