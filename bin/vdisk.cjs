@@ -7,6 +7,7 @@
  * tiny convert, the bundle with its cache 0.08-0.09 s (`node -e 0`: 0.05 s).
  * The cache is only read here; V8 rejects it (and compiles as usual) when Node,
  * its flags or the bundle changed. Without a bundle, the module tree runs.
+ * `npm run build` remakes both; a bare `tsc` leaves them as they were.
  */
 'use strict';
 const fs = require('node:fs');
