@@ -9,6 +9,7 @@
 // Each run starts from fresh files: a base of 2×size (its first half written
 // with 0x11) and an overlay (qcow2, 64 KiB clusters) whose whole first `size`
 // MiB was written with 0x22, so every cluster of the top is copied down.
+import './env.mjs';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -1,8 +1,10 @@
 #!/bin/sh
 # vdisk convert vs qemu-img convert: a 1 GiB qcow2 with ~50% data (every other
 # 1 MiB of random data), converted to raw and to qcow2; 3 runs each, medians and ratio.
-# Usage: sh bench/convert.sh   (after npx tsc -p tsconfig.json)
+# Usage: sh bench/convert.sh   (after npm run build)
 set -eu
+# As the .mjs benchmarks do (bench/env.mjs): Node reads NODE_EXTRA_CA_CERTS at every start.
+unset NODE_EXTRA_CA_CERTS
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VDISK="node $ROOT/bin/vdisk.cjs"
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/vdisk-bench-XXXXXX")

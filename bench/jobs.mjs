@@ -20,6 +20,7 @@
 //                       [--only commit|mirror|converge]
 //   VDISK_NODE_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node bench/jobs.mjs ...  (flags for vdisk's node)
 //   VDISK_MAIN=/elsewhere/bin/vdisk.cjs node bench/jobs.mjs ...  (another vdisk build)
+import './env.mjs';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';

@@ -13,6 +13,7 @@
 //   seq-write  nbdcopy SOURCE.raw URI             (MiB/s)
 //   rand-read / rand-write 4 KiB at depth 1 and 32: fio --ioengine=nbd (IOPS)
 // Both servers: -t -e 4 (multi-conn allowed, so nbdcopy uses its 4 connections), cache writeback.
+import './env.mjs';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -12,6 +12,7 @@
 // writes on a fresh image. "Random" is a stride of an odd number of 4 KiB
 // blocks (qemu-img bench has no random mode), so both tools visit the same
 // scattered offsets. VDISK_BENCH_DIR sets the scratch directory.
+import './env.mjs';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -3,7 +3,7 @@
 // on the same machine in the same run, alternating, median of N runs, and
 // prints both figures and the ratio vdisk/QEMU (throughput; higher is better).
 //
-//   node bench/run.mjs [--full] [--runs N] [--only substring] [--markdown] [--prime-mib N]
+//   node bench/run.mjs [--full] [--runs N] [--only substring] [--markdown] [--prime-mib N] [--keep-ca-env]
 //
 // --prime-mib N: before each timed convert or commit, write N MiB to a scratch
 // file and delete it. On VMs whose free memory the host takes back (free page
@@ -18,6 +18,7 @@
 // file system under test; default: a temp dir). `bench` timings are the
 // request loop only (as qemu-img prints them); other workloads are wall time
 // of the whole command, process start included, for both tools alike.
+import './env.mjs';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
