@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { qemu, tempDir, vdisk } from './cli-oracle.js';
 
@@ -38,6 +38,27 @@ test('the installed command runs the bundle with its code cache, as the module t
     // A cache V8 rejects (another Node, other flags) only costs the compile: the same output.
     const traced = spawnSync(process.execPath, ['--no-opt', BIN, 'info', '--output=json', 'c.qcow2'], { cwd: t.dir, encoding: 'utf8' });
     assert.equal(traced.stdout, (await vdisk(t.dir, ['info', '--output=json', 'c.qcow2'])).stdout);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('the installed command serves over NBD: serve --fork re-runs the bin in the background, and nbdcopy reads the image back', async () => {
+  const t = tempDir();
+  try {
+    qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', 'a.qcow2', '16M']);
+    qemu('qemu-io', t.dir, ['-f', 'qcow2', '-c', 'write -P 0x3c 1M 3M', 'a.qcow2']);
+    const sock = `${t.dir}/v.sock`;
+    const r = bin(t.dir, ['serve', '--fork', '--pid-file', 'pid', '-k', sock, '-f', 'qcow2', '-r', 'a.qcow2']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(Number(readFileSync(`${t.dir}/pid`, 'utf8')) > 0);
+    const copy = spawnSync('nbdcopy', [`nbd+unix:///?socket=${sock}`, `${t.dir}/out.raw`], { encoding: 'utf8' });
+    assert.equal(copy.status, 0, copy.stderr);
+    assert.equal(qemu('qemu-img', t.dir, ['compare', '-f', 'qcow2', '-F', 'raw', 'a.qcow2', 'out.raw']).status, 0);
+    // Not persistent: the server leaves after its client.
+    const deadline = Date.now() + 5000;
+    while (existsSync(sock) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(existsSync(sock), false);
   } finally {
     t.cleanup();
   }
