@@ -20,9 +20,9 @@ import { VdiskError } from '../../errors.js';
 import { HostCopyError, type BufferSlice, type HostCopyRun } from '../../host/host-file.js';
 import { pageAlignedBytes } from '../../util/page-aligned.js';
 import type { GuestCopyRun } from '../driver.js';
-import { newMapping } from './cow.js';
 import { l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
 import { writeL2Entry } from './l2-entry.js';
+import type { CachedTable } from './table-cache.js';
 import { acquireCopiedL2Now, acquireL2ForWrite } from './write-path.js';
 
 /** Bytes of one buffer: a multiple of every cluster size (512 B to 2 MiB). */
@@ -50,11 +50,17 @@ interface Part {
   used: number;
 }
 
-/** A cluster with data: where it is in the buffer, which guest cluster, and its new host offset. */
-interface Placed {
-  readonly from: number;
-  readonly cluster: number;
-  host: number;
+/**
+ * The clusters of a part that hold data: for each, where it is in the buffer,
+ * which guest cluster, and its new host offset. Typed arrays, not an object per
+ * cluster: host offsets pass 2^30, and a field that changes from small integer
+ * to double made V8 throw away and recompile the functions that read it.
+ */
+interface Placement {
+  count: number;
+  readonly from: Float64Array;
+  readonly cluster: Float64Array;
+  readonly host: Float64Array;
 }
 
 const spareBuffers: Uint8Array[] = [];
@@ -113,7 +119,7 @@ export async function writeRunsInBulk(img: Qcow2Image, runs: readonly GuestCopyR
       if (k + n - 1 < parts.length) read(k + n - 1);
       writing = writePart(img, part, buffers[k % n] as Uint8Array, placed);
       writing.catch(() => undefined);
-      written += placed.length * cs;
+      written += placed.count * cs;
     }
     await writing;
     writing = null;
@@ -182,10 +188,7 @@ async function readsZeroThroughout(img: Qcow2Image, parts: readonly Part[]): Pro
         if (l2Offset !== 0) {
           const table = await img.l2Cache.acquire(l2Offset);
           try {
-            for (let k = c; k <= tableEnd; k++) {
-              const kind = mappingAt(img, table, k % img.l2Entries).kind;
-              if (kind !== 'unallocated' && kind !== 'zero-plain') return false;
-            }
+            if (!entriesReadZero(img, table, c, tableEnd)) return false;
           } finally {
             img.l2Cache.release(table);
           }
@@ -193,6 +196,15 @@ async function readsZeroThroughout(img: Qcow2Image, parts: readonly Part[]): Pro
         c = tableEnd + 1;
       }
     }
+  }
+  return true;
+}
+
+/** Guest clusters first..last of `table` are unallocated or zero without allocation. */
+function entriesReadZero(img: Qcow2Image, table: CachedTable, first: number, last: number): boolean {
+  for (let c = first; c <= last; c++) {
+    const kind = mappingAt(img, table, c % img.l2Entries).kind;
+    if (kind !== 'unallocated' && kind !== 'zero-plain') return false;
   }
   return true;
 }
@@ -213,47 +225,72 @@ function guestOf(part: Part, at: number): number {
 }
 
 /** The clusters of the part that hold data, each given a host cluster (after its L2 table, when that is new). */
-async function placePart(img: Qcow2Image, part: Part, dataMap: Uint8Array, zeroBlock: number): Promise<Placed[]> {
+async function placePart(img: Qcow2Image, part: Part, dataMap: Uint8Array, zeroBlock: number): Promise<Placement> {
   const cs = img.clusterSize;
+  const pl = dataClusters(part, dataMap, zeroBlock, cs);
+  // One host run per stretch of adjacent clusters within a table and a copy chunk, as the copy
+  // loop's writes allocate (so refcount blocks land where they do with qemu-img).
+  for (let i = 0; i < pl.count; ) {
+    const j = stretchEnd(pl, i, img.l2Entries, Math.max(1, COPY_CHUNK / cs));
+    const l1Index = Math.floor((pl.cluster[i] as number) / img.l2Entries);
+    const table = acquireCopiedL2Now(img, l1Index) ?? (await acquireL2ForWrite(img, l1Index));
+    img.l2Cache.release(table);
+    const run = await img.refcounts.allocRun(j - i);
+    for (let k = i; k < j; k++) pl.host[k] = run.offset + (k - i) * cs;
+    i = j;
+  }
+  return pl;
+}
+
+/** The clusters of the part's windows with a data block, in buffer order. */
+function dataClusters(part: Part, dataMap: Uint8Array, zeroBlock: number, cs: number): Placement {
+  const max = part.used / cs;
+  const pl: Placement = { count: 0, from: new Float64Array(max), cluster: new Float64Array(max), host: new Float64Array(max) };
   const perCluster = cs / zeroBlock;
-  const placed: Placed[] = [];
   for (const w of part.windows) {
+    const firstCluster = w.guest / cs;
     for (let from = w.at; from < w.at + w.length; from += cs) {
       const b = from / zeroBlock;
       let data = false;
       for (let i = 0; i < perCluster && !data; i++) data = dataMap[b + i] === 1;
-      if (data) placed.push({ from, cluster: w.guest / cs + (from - w.at) / cs, host: -1 });
+      if (!data) continue;
+      pl.from[pl.count] = from;
+      pl.cluster[pl.count] = firstCluster + (from - w.at) / cs;
+      pl.count++;
     }
   }
-  // One host run per stretch of adjacent clusters within a table and a copy chunk, as the copy
-  // loop's writes allocate (so refcount blocks land where they do with qemu-img).
-  const chunkClusters = Math.max(1, COPY_CHUNK / cs);
-  for (let i = 0; i < placed.length; ) {
-    const first = (placed[i] as Placed).cluster;
-    const l1Index = Math.floor(first / img.l2Entries);
+  return pl;
+}
+
+/** Where the stretch from entry i ends: adjacent guest clusters in one L2 table and one copy chunk. */
+function stretchEnd(pl: Placement, i: number, l2Entries: number, chunkClusters: number): number {
+  const first = pl.cluster[i] as number;
+  let j = i + 1;
+  while (j < pl.count) {
+    const c = pl.cluster[j] as number;
+    if (c !== first + (j - i) || Math.floor(c / l2Entries) !== Math.floor(first / l2Entries) || Math.floor(c / chunkClusters) !== Math.floor(first / chunkClusters)) break;
+    j++;
+  }
+  return j;
+}
+
+/** The writes of a placement: clusters that follow each other in the buffer and on the host as one slice. */
+function slicesOf(pl: Placement, cs: number): BufferSlice[] {
+  const slices: BufferSlice[] = [];
+  for (let i = 0; i < pl.count; ) {
+    const from = pl.from[i] as number;
+    const at = pl.host[i] as number;
     let j = i + 1;
-    for (; j < placed.length; j++) {
-      const c = (placed[j] as Placed).cluster;
-      if (c !== first + (j - i) || Math.floor(c / img.l2Entries) !== l1Index || Math.floor(c / chunkClusters) !== Math.floor(first / chunkClusters)) break;
-    }
-    const table = acquireCopiedL2Now(img, l1Index) ?? (await acquireL2ForWrite(img, l1Index));
-    img.l2Cache.release(table);
-    const run = await img.refcounts.allocRun(j - i);
-    for (let k = i; k < j; k++) (placed[k] as Placed).host = run.offset + (k - i) * cs;
+    while (j < pl.count && pl.from[j] === from + (j - i) * cs && pl.host[j] === at + (j - i) * cs) j++;
+    slices.push({ from, length: (j - i) * cs, at });
     i = j;
   }
-  return placed;
+  return slices;
 }
 
 /** Writes the part's data clusters, then links them. */
-async function writePart(img: Qcow2Image, part: Part, buf: Uint8Array, placed: readonly Placed[]): Promise<void> {
-  const cs = img.clusterSize;
-  const slices: BufferSlice[] = [];
-  for (const p of placed) {
-    const last = slices[slices.length - 1];
-    if (last && last.from + last.length === p.from && last.at + last.length === p.host) slices[slices.length - 1] = { ...last, length: last.length + cs };
-    else slices.push({ from: p.from, length: cs, at: p.host });
-  }
+async function writePart(img: Qcow2Image, part: Part, buf: Uint8Array, pl: Placement): Promise<void> {
+  const slices = slicesOf(pl, img.clusterSize);
   try {
     if (!(await img.host.writeSlices?.(buf, slices))) throw new VdiskError('EIO', `'${img.file}': the host stopped taking the bulk copy`, { file: img.file });
   } catch (e) {
@@ -263,28 +300,39 @@ async function writePart(img: Qcow2Image, part: Part, buf: Uint8Array, placed: r
     }
     throw e;
   }
-  await linkPlaced(img, placed);
+  await linkPlaced(img, pl);
 }
 
 /** Sets the L2 entries of clusters whose data is on the host (in the cache; refcounts and a data sync go first). */
-async function linkPlaced(img: Qcow2Image, placed: readonly Placed[]): Promise<void> {
-  if (placed.length === 0) return;
+async function linkPlaced(img: Qcow2Image, pl: Placement): Promise<void> {
+  if (pl.count === 0) return;
   if (!img.l2Cache.dependsOnSettled(img.refcounts.cache)) await img.l2Cache.setDependency(img.refcounts.cache);
   img.l2Cache.requireSyncBeforeWrite();
-  const cs = img.clusterSize;
-  for (let i = 0; i < placed.length; ) {
-    const l1Index = Math.floor((placed[i] as Placed).cluster / img.l2Entries);
+  for (let i = 0; i < pl.count; ) {
+    const l1Index = Math.floor((pl.cluster[i] as number) / img.l2Entries);
     const table = acquireCopiedL2Now(img, l1Index) ?? (await acquireL2ForWrite(img, l1Index));
     try {
-      for (; i < placed.length; i++) {
-        const p = placed[i] as Placed;
-        if (Math.floor(p.cluster / img.l2Entries) !== l1Index) break;
-        const index = p.cluster % img.l2Entries;
-        writeL2Entry(table.data, index, newMapping(img, mappingAt(img, table, index), { a: 0, b: cs, host: p.host }), img.geometry);
-      }
+      i = writeEntries(img, table, pl, i);
       img.l2Cache.markDirty(table);
     } finally {
       img.l2Cache.release(table);
     }
   }
+}
+
+/**
+ * Writes the L2 entries of the placement's clusters in `table` from entry i
+ * on; returns where the next table's begin. The entries were unallocated (or
+ * zero without allocation), and without extended L2 a new cluster's entry is
+ * the same whatever it was: COPIED, at its host offset.
+ */
+function writeEntries(img: Qcow2Image, table: CachedTable, pl: Placement, i: number): number {
+  const l1Index = Math.floor((pl.cluster[i] as number) / img.l2Entries);
+  let k = i;
+  for (; k < pl.count; k++) {
+    const c = pl.cluster[k] as number;
+    if (Math.floor(c / img.l2Entries) !== l1Index) break;
+    writeL2Entry(table.data, c % img.l2Entries, { kind: 'normal', hostOffset: pl.host[k] as number, copied: true }, img.geometry);
+  }
+  return k;
 }
