@@ -6,8 +6,9 @@
  * part of a short command: the ES-module tree (about 90 files) took 0.13 s to a
  * tiny convert, the bundle with its cache 0.08-0.09 s (`node -e 0`: 0.05 s).
  * The cache is only read here; V8 rejects it (and compiles as usual) when Node,
- * its flags or the bundle changed. Without a bundle, the module tree runs.
- * `npm run build` remakes both; a bare `tsc` leaves them as they were.
+ * its flags or the bundle changed. Without a bundle, or with one older than
+ * the last tsc run (a bare `tsc` does not remake it; `npm run build` does),
+ * the module tree runs.
  */
 'use strict';
 const fs = require('node:fs');
@@ -26,7 +27,16 @@ function readOrNull(file, encoding) {
   }
 }
 
-const source = readOrNull(bundle, 'utf8');
+/** A tsc run after the last bundle (dist/.tsbuildinfo is newer): the bundle is stale, the module tree is not. */
+function bundleIsStale() {
+  try {
+    return fs.statSync(path.join(dist, '.tsbuildinfo')).mtimeMs > fs.statSync(bundle).mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
+const source = bundleIsStale() ? null : readOrNull(bundle, 'utf8');
 if (source === null) {
   import(path.join(dist, 'src', 'cli', 'main.js'));
 } else {

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { qemu, tempDir, vdisk } from './cli-oracle.js';
 
@@ -60,6 +60,27 @@ test('the installed command serves over NBD: serve --fork re-runs the bin in the
     while (existsSync(sock) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
     assert.equal(existsSync(sock), false);
   } finally {
+    t.cleanup();
+  }
+});
+
+test('a bundle older than the last tsc run is not used: the module tree runs, with the same output', async () => {
+  const info = resolve('dist/.tsbuildinfo');
+  const bundle = resolve('dist/vdisk-bundle.cjs');
+  if (!existsSync(info) || !existsSync(bundle)) return;
+  const t = tempDir();
+  const saved = statSync(info);
+  try {
+    const later = new Date(statSync(bundle).mtimeMs + 60_000);
+    utimesSync(info, later, later);
+    // strace (installed by .ci/run) shows which files ran.
+    const traced = spawnSync('strace', ['-f', '-e', 'trace=openat', process.execPath, BIN, '--version'], { encoding: 'utf8' });
+    assert.equal(traced.error, undefined, 'strace runs');
+    assert.match(traced.stderr, /dist\/src\/cli\/program\.js/, 'the module tree was loaded');
+    assert.doesNotMatch(traced.stderr, /vdisk-bundle\.cjs/, 'the stale bundle was not read');
+    assert.deepEqual(bin(t.dir, ['--version']), await vdisk(t.dir, ['--version']));
+  } finally {
+    utimesSync(info, saved.atime, saved.mtime);
     t.cleanup();
   }
 });
