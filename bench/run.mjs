@@ -99,7 +99,10 @@ function fullImage(size) {
   return once(`full${size}`, () => {
     const img = f(`full-${size}.qcow2`);
     qemuImg(['create', '-q', '-f', 'qcow2', img, String(size)]);
-    sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0xab 0 ${size}`, img]);
+    // qemu-io takes at most 2 GiB - 512 per write (without -n): 1 GiB pieces.
+    const writes = [];
+    for (let off = 0; off < size; off += GiB) writes.push('-c', `write -P 0xab ${off} ${Math.min(GiB, size - off)}`);
+    sh('qemu-io', ['-f', 'qcow2', ...writes, img]);
     return img;
   });
 }
