@@ -244,21 +244,35 @@ static void complete(napi_env env, napi_status status, void *data) {
   napi_call_function(env, undef, done, n, args, NULL);
 }
 
+/* Reads argument i as a Float64Array whose length is a multiple of `width`. */
+static int get_quads(napi_env env, napi_value *argv, size_t argc, size_t i, size_t width, double **values, size_t *count) {
+  bool is_typed = false;
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;
+  void *data = NULL;
+  if (i < argc) napi_is_typedarray(env, argv[i], &is_typed);
+  if (is_typed) napi_get_typedarray_info(env, argv[i], &type, &length, &data, NULL, NULL);
+  if (!is_typed || type != napi_float64_array || length % width != 0) return 0;
+  *values = data;
+  *count = length / width;
+  return 1;
+}
+
+static int is_function(napi_env env, napi_value *argv, size_t argc, size_t i) {
+  napi_valuetype t = napi_undefined;
+  if (i < argc) napi_typeof(env, argv[i], &t);
+  return t == napi_function;
+}
+
 static napi_value copy_runs(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int64_t dst_fd, zero_block;
   if (!get_int(env, argv, argc, 0, "dstFd", &dst_fd) || !get_int(env, argv, argc, 2, "zeroBlock", &zero_block)) return NULL;
-  napi_valuetype cb_type = napi_undefined;
-  if (argc > 3) napi_typeof(env, argv[3], &cb_type);
-  bool is_typed = false;
-  if (argc > 1) napi_is_typedarray(env, argv[1], &is_typed);
-  napi_typedarray_type type = napi_int8_array;
-  size_t length = 0;
-  void *values = NULL;
-  if (is_typed) napi_get_typedarray_info(env, argv[1], &type, &length, &values, NULL, NULL);
-  if (!is_typed || type != napi_float64_array || length % 4 != 0 || zero_block <= 0 || cb_type != napi_function) {
+  double *values = NULL;
+  size_t nruns = 0;
+  if (!get_quads(env, argv, argc, 1, 4, &values, &nruns) || zero_block <= 0 || !is_function(env, argv, argc, 3)) {
     napi_throw_type_error(env, "EINVAL", "copyRuns(dstFd, runs: Float64Array of (srcFd, srcOffset, length, dstOffset), zeroBlock > 0, done)");
     return NULL;
   }
@@ -266,8 +280,8 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
   if (e == NULL) return throw_errno(env, "copyRuns", ENOMEM);
   e->dst_fd = (int)dst_fd;
   e->zero_block = zero_block;
-  e->nruns = length / 4;
-  e->runs = malloc(length * sizeof(double) + 1);
+  e->nruns = nruns;
+  e->runs = malloc(nruns * 4 * sizeof(double) + 1);
   int ok = e->runs != NULL;
   for (int i = 0; ok && i < SLOTS; i++) {
     e->slots[i].buf = take_buffer();
@@ -279,7 +293,7 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
     free(e);
     return throw_errno(env, "copyRuns", ENOMEM);
   }
-  if (length > 0) memcpy(e->runs, values, length * sizeof(double));
+  if (nruns > 0) memcpy(e->runs, values, nruns * 4 * sizeof(double));
   pthread_mutex_init(&e->mu, NULL);
   pthread_cond_init(&e->cv, NULL);
   napi_value name;
@@ -431,20 +445,6 @@ static void complete_half(napi_env env, napi_status status, void *data) {
   napi_call_function(env, undef, done, n, args, NULL);
 }
 
-/* Reads argument i as a Float64Array whose length is a multiple of `width`. */
-static int get_quads(napi_env env, napi_value *argv, size_t argc, size_t i, size_t width, double **values, size_t *count) {
-  bool is_typed = false;
-  napi_typedarray_type type = napi_int8_array;
-  size_t length = 0;
-  void *data = NULL;
-  if (i < argc) napi_is_typedarray(env, argv[i], &is_typed);
-  if (is_typed) napi_get_typedarray_info(env, argv[i], &type, &length, &data, NULL, NULL);
-  if (!is_typed || type != napi_float64_array || length % width != 0) return 0;
-  *values = data;
-  *count = length / width;
-  return 1;
-}
-
 static napi_value queue_half(napi_env env, struct half *h, napi_value *argv, size_t buf_i, size_t map_i, size_t done_i, const double *runs, size_t width) {
   h->runs = malloc(h->nruns * width * sizeof(double) + 1);
   if (h->runs == NULL) {
@@ -466,12 +466,6 @@ static napi_value queue_half(napi_env env, struct half *h, napi_value *argv, siz
     return throw_errno(env, "copy half", EAGAIN);
   }
   return NULL;
-}
-
-static int is_function(napi_env env, napi_value *argv, size_t argc, size_t i) {
-  napi_valuetype t = napi_undefined;
-  if (i < argc) napi_typeof(env, argv[i], &t);
-  return t == napi_function;
 }
 
 static napi_value read_runs(napi_env env, napi_callback_info info) {

@@ -6,9 +6,9 @@
  * addon reads a buffer's runs on a pool thread and maps which blocks of
  * `zeroBlock` bytes hold data; a cluster is allocated when one of its blocks
  * does, as the copy loop's writes allocate the clusters their data runs
- * touch (aligned zero blocks are left out). The clusters with data get one
- * host run per L2 table, the addon writes them on a pool thread, and their L2
- * entries are set once the data is on the host. While one buffer is written
+ * touch (aligned zero blocks are left out). The clusters with data get host
+ * runs as the copy loop's writes would allocate them, the addon writes them
+ * on a pool thread, and their L2 entries are set once the data is on the host. While one buffer is written
  * the next is read, so the two page-cache copies of a convert overlap, as
  * qemu-img's reads and writes do on its worker threads.
  *
@@ -28,9 +28,9 @@ import { acquireCopiedL2Now, acquireL2ForWrite } from './write-path.js';
 /** Bytes of one buffer: a multiple of every cluster size (512 B to 2 MiB). */
 const PART = 8 * 1024 * 1024;
 /**
- * Buffers in turn: one read while one is written. A third (two reads at
- * once) measured slower on 2 cores (0.89-1.64 s against 0.78-1.22 s for a
- * 4 GiB convert), and 2 or 32 MiB parts no better than 8.
+ * Two buffers in turn: one read while the other is written. A third (two
+ * reads at once) measured slower on 2 cores (0.89-1.64 s against 0.78-1.22 s
+ * for a 4 GiB convert), and 2 or 32 MiB parts no better than 8.
  */
 const BUFFERS = 2;
 /** The copy loop's request size (qemu-img's too). */
@@ -89,35 +89,33 @@ export async function writeRunsInBulk(img: Qcow2Image, runs: readonly GuestCopyR
   const parts = partsOf(runs, cs);
   if (!(await readsZeroThroughout(img, parts))) return null;
 
-  const n = BUFFERS;
-  const buffers = Array.from({ length: n }, takeBuffer);
-  const maps = Array.from({ length: n }, () => new Uint8Array(PART / zeroBlock));
-  const reads: Array<Promise<boolean> | undefined> = [];
-  let writing: Promise<void> | null = null;
-  const read = (k: number): void => {
+  const buffers = [takeBuffer(), takeBuffer()] as const;
+  const maps = [new Uint8Array(PART / zeroBlock), new Uint8Array(PART / zeroBlock)] as const;
+  const read = (k: number): Promise<boolean> => {
     const part = parts[k] as Part;
-    const p = readPart(img, part, buffers[k % n] as Uint8Array, { used: part.used, zeroBlock, dataMap: maps[k % n] as Uint8Array });
+    const p = readPart(img, part, buffers[k % 2] as Uint8Array, { used: part.used, zeroBlock, dataMap: maps[k % 2] as Uint8Array });
     // Settled in the loop or by the finally below; never unhandled meanwhile.
     p.catch(() => undefined);
-    reads[k] = p;
+    return p;
   };
+  let reading: Promise<boolean> | null = read(0);
+  let writing: Promise<void> | null = null;
   let written = 0;
   try {
-    for (let k = 0; k < Math.min(n - 1, parts.length); k++) read(k);
     for (let k = 0; k < parts.length; k++) {
       const part = parts[k] as Part;
-      const ok = await reads[k];
-      reads[k] = undefined;
+      const ok = await reading;
+      reading = null;
       if (!ok) {
         if (k === 0) return null;
         throw new VdiskError('EIO', `'${img.file}': the host stopped taking the bulk copy at guest offset ${part.windows[0]?.guest ?? 0}`, { file: img.file });
       }
-      const placed = await placePart(img, part, maps[k % n] as Uint8Array, zeroBlock);
+      const placed = await placePart(img, part, maps[k % 2] as Uint8Array, zeroBlock);
       // The write of the part before frees the buffer the next read fills.
       if (writing) await writing;
       writing = null;
-      if (k + n - 1 < parts.length) read(k + n - 1);
-      writing = writePart(img, part, buffers[k % n] as Uint8Array, placed);
+      if (k + 1 < parts.length) reading = read(k + 1);
+      writing = writePart(img, part, buffers[k % 2] as Uint8Array, placed);
       writing.catch(() => undefined);
       written += placed.count * cs;
     }
@@ -125,7 +123,7 @@ export async function writeRunsInBulk(img: Qcow2Image, runs: readonly GuestCopyR
     writing = null;
   } finally {
     // The addon's threads use the buffers: never hand them on while it runs.
-    await Promise.allSettled([...reads, writing]);
+    await Promise.allSettled([reading, writing]);
     for (const b of buffers) giveBuffer(b);
   }
   return written;
