@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <linux/falloc.h>
 #include <node_api.h>
@@ -176,6 +177,30 @@ static napi_value seek_hole(napi_env env, napi_callback_info info) {
   return throw_errno(env, "lseek(SEEK_HOLE)", errno);
 }
 
+#define HUGE_PAGE (2 * 1024 * 1024)
+
+/*
+ * adviseHugePages(buffer): asks for transparent huge pages (MADV_HUGEPAGE) on
+ * the 2 MiB-aligned middle of the buffer's memory, before anything touches
+ * it; returns the offset of its first 2 MiB boundary, or -1 when it holds no
+ * whole huge page or the kernel refuses. Large copy buffers then fault in
+ * 2 MiB at a time: under some hypervisors a 4 KiB fault costs about 10 us
+ * (a fresh 8 MiB buffer took 20 ms to fill the first time).
+ */
+static napi_value advise_huge_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *data = NULL;
+  size_t length = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!get_bytes(env, argv, argc, 0, "buffer", &data, &length)) return NULL;
+  uintptr_t start = (uintptr_t)data, end = start + length;
+  uintptr_t first = (start + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+  uintptr_t last = end & ~(uintptr_t)(HUGE_PAGE - 1);
+  if (data == NULL || last <= first || madvise((void *)first, last - first, MADV_HUGEPAGE) != 0) return make_number(env, -1);
+  return make_number(env, (int64_t)(first - start));
+}
+
 /* Reads the lock type argument: 'r', 'w' or 'u'. */
 static int get_lock_type(napi_env env, napi_value *argv, size_t argc, size_t i, short *out) {
   char buf[4] = {0};
@@ -303,6 +328,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"allocate", NULL, allocate, NULL, NULL, NULL, napi_enumerable, NULL},
     {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_enumerable, NULL},
     {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"adviseHugePages", NULL, advise_huge_pages, NULL, NULL, NULL, napi_enumerable, NULL},
     {"setLock", NULL, set_lock, NULL, NULL, NULL, napi_enumerable, NULL},
     {"getLock", NULL, get_lock, NULL, NULL, NULL, napi_enumerable, NULL},
     {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_enumerable, NULL},

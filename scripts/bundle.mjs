@@ -22,15 +22,26 @@ const result = await build({
   external: ['*.node'],
   // import.meta.url (where the addon is looked for) is the bundle's own URL.
   define: { 'import.meta.url': '__vdiskBundleUrl' },
-  banner: { js: "const __vdiskBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // ASCII only, without comments or indentation (names are kept, for stack traces): the bin reads
+  // the file as Latin-1 into a one-byte string, and reading and compiling cost by the byte.
+  charset: 'ascii',
+  minifyWhitespace: true,
+  minifySyntax: true,
   logLevel: 'warning',
   write: false,
 });
-// The bundle is run wrapped as a function by bin/vdisk.cjs: main.js's '#!' line cannot stay.
+// main.js's '#!' line cannot stay inside a function.
 const [bundled] = result.outputFiles;
-writeFileSync(join(dist, 'vdisk-bundle.cjs'), bundled.text.replace(/^#!.*\n/, ''));
+const body = bundled.text.replace(/^#!.*\n/, '');
+if (/[^\x00-\x7f]/.test(body)) throw new Error('scripts/bundle.mjs: the bundle is not ASCII (bin/vdisk.cjs reads it as Latin-1)');
+if (/\bimport\(/.test(body)) throw new Error('scripts/bundle.mjs: an import() is left in the bundle');
+// Stored wrapped as the function CommonJS would make of it (Node's Module.wrap), so that the bin
+// compiles the file's text as it is: wrapping at run time made V8 flatten a 2 MB string.
+// Strict mode first, as the ES modules it comes from are (a banner before esbuild's "use strict"
+// would turn the directive into a plain string); then the bundle's own URL, for import.meta.url.
+const prologue = `"use strict";const __vdiskBundleUrl=require('node:url').pathToFileURL(__filename).href;`;
+writeFileSync(join(dist, 'vdisk-bundle.cjs'), `(function (exports, require, module, __filename, __dirname) {${prologue}${body}\n});`);
 copyFileSync(resolve('node_modules/@bokuweb/zstd-wasm/dist/common/zstd.wasm'), join(dist, 'zstd.wasm'));
-if (/\bimport\(/.test(bundled.text.replace(/\/\/.*$/gm, ''))) throw new Error('scripts/bundle.mjs: an import() is left in the bundle');
 
 const work = mkdtempSync(join(tmpdir(), 'vdisk-cache-'));
 try {

@@ -120,6 +120,12 @@ export interface NativeHost {
     slices: Float64Array,
     done: (err: string | null, sideOrWritten: 'write' | number, at?: number) => void,
   ) => void;
+  /**
+   * Asks for transparent huge pages (madvise MADV_HUGEPAGE) on the 2 MiB-aligned
+   * middle of the buffer's memory: the offset of its first 2 MiB boundary, or -1
+   * when it holds no whole huge page or the kernel refuses. Absent in older addons.
+   */
+  readonly adviseHugePages?: (buf: Uint8Array) => number;
   /** Raises a unix-domain socket's SO_SNDBUF to `bytes` (capped by the kernel): the size after, or -1 for other sockets. */
   readonly enlargeUnixSendBuffer?: (socketFd: number, bytes: number) => number;
 }

@@ -11,6 +11,7 @@
  * is timed, and one that was slow sends writes back to the pool for a while,
  * longer after each consecutive slow call.
  */
+import { monotonicMs } from '../util/clock.js';
 
 /** A synchronous write slower than this was throttled or went to the device. */
 export const SLOW_SYNC_WRITE_MS = 2;
@@ -40,7 +41,7 @@ export class SyncWritePolicy {
 
   constructor(maxBytes: number, options: SyncWritePolicyOptions = {}) {
     this.maxBytes = maxBytes;
-    this.#clock = options.clock ?? (() => performance.now());
+    this.#clock = options.clock ?? monotonicMs;
     this.#backOff = options.backOff ?? true;
   }
 

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../../util/clock.js';
 import { cFixed } from './size-text.js';
 
 /**
@@ -42,6 +43,11 @@ export class ProgressPrinter {
     private readonly minStep = 1,
     private readonly json?: JsonProgressSink,
   ) {}
+
+  /** Whether anything is printed: a silent printer needs no totals (convert then skips counting). */
+  get reporting(): boolean {
+    return this.write !== undefined || this.json !== undefined;
+  }
 
   /** Sets the progress to `percent` (0..100). */
   set(percent: number): void {
@@ -144,7 +150,7 @@ export function chooseProgress(
   streams: ProgressStreams,
   options: { phase: string; minStep?: number; now?: () => number },
 ): ProgressPrinter {
-  const now = options.now ?? (() => performance.now());
+  const now = options.now ?? monotonicMs;
   const json = (): JsonProgressSink => ({ phase: options.phase, write: streams.stderr, now, start: now() });
   const minStep = options.minStep ?? 1;
   if (request.mode === 'json') return new ProgressPrinter(undefined, minStep, json());

@@ -4,11 +4,20 @@
  * length prefix. Decompression yields exactly one cluster and ignores the bytes
  * after the compressed stream that the sector-granular descriptor includes.
  */
-import * as zlib from 'node:zlib';
+import { createRequire } from 'node:module';
+import type * as Zlib from 'node:zlib';
 import { VdiskError } from '../../errors.js';
 import { measureZstdFrame } from './zstd-frame.js';
 
 export type CompressionType = 'deflate' | 'zstd';
+
+let zlibModule: typeof Zlib | undefined;
+
+/** node:zlib, loaded when first needed: most commands never compress, and loading it took 2.7 ms of every start. */
+function zlib(): typeof Zlib {
+  zlibModule ??= createRequire(import.meta.url)('node:zlib') as typeof Zlib;
+  return zlibModule;
+}
 
 interface ZstdApi {
   compress(buf: Uint8Array, level?: number): Uint8Array;
@@ -53,7 +62,7 @@ export class ClusterCodec {
   compress(data: Uint8Array): Uint8Array | null {
     let out: Uint8Array;
     if (this.type === 'deflate') {
-      out = zlib.deflateRawSync(data, { windowBits: 12, memLevel: 9 });
+      out = zlib().deflateRawSync(data, { windowBits: 12, memLevel: 9 });
     } else {
       out = this.#zstdApi().compress(data, ZSTD_LEVEL);
     }
@@ -78,7 +87,8 @@ export class ClusterCodec {
 
   #inflate(slot: Uint8Array): Uint8Array {
     // Z_SYNC_FLUSH: running out of input is fine as long as the cluster is full.
-    return zlib.inflateRawSync(slot, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize * 2 });
+    const z = zlib();
+    return z.inflateRawSync(slot, { finishFlush: z.constants.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize * 2 });
   }
 
   #unzstd(slot: Uint8Array): Uint8Array {
