@@ -10,7 +10,11 @@
 // reporting: virtio-balloon), a command that fills the page cache otherwise
 // pays for the host handing that memory back, at a cost that depends on how
 // long the machine was idle before (the same convert took 1-7 s); priming
-// makes both tools start from memory the guest already holds.
+// makes both tools start from memory the guest already holds. The reporting
+// runs about 2 s after memory is freed, so priming first waits that long after
+// the previous run's output was deleted: without the wait, the report of that
+// memory fell inside the next run, whose page-cache writes then went 10 times
+// slower for a streak of 100-300 ms, mostly in the run that lasted longer.
 //
 // Quick mode (default) uses small images so the whole suite takes a few
 // minutes; --full uses the sizes of issue 4 (8 GiB read image, 4 GiB convert,
@@ -70,6 +74,8 @@ function benchSeconds(out) {
  */
 function settle() {
   if (primeMiB > 0) {
+    // Let the host take back what the last run freed before priming (see the top of this file).
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2500);
     const scratch = f('prime.tmp');
     const block = Buffer.alloc(MiB, 0x5a);
     const fd = fs.openSync(scratch, 'w');
