@@ -96,6 +96,14 @@ export class NodeHostFile implements HostFile {
   #writeNoWait = true;
   /** Null when writes must never block the JS thread (O_DSYNC: each one waits for the device). */
   readonly #syncWrites: SyncWritePolicy | null;
+  /**
+   * Writes of the addon's threads to this file in flight (writeSlices,
+   * copyRunsFrom). A buffered write takes the file's inode lock, so a
+   * synchronous write meanwhile waits on the JS thread for theirs: a refcount
+   * block written so during a 4 GiB convert held the thread 33 ms, and the
+   * copy's pipeline with it. Writes then go to the pool.
+   */
+  #addonWrites = 0;
   /** Largest read first tried with RWF_NOWAIT on the JS thread. */
   readonly #noWaitReadMax: number;
   /** Plain buffered I/O (no O_DIRECT, no O_DSYNC): what copy_file_range may write to. */
@@ -200,7 +208,7 @@ export class NodeHostFile implements HostFile {
       if (n === buf.length) return;
       if (n > 0) done = n;
     }
-    const sync = this.#syncWrites;
+    const sync = this.#addonWrites === 0 ? this.#syncWrites : null;
     if ((!this.#writeNoWait || buf.length > NOWAIT_MAX) && sync?.allows(buf.length - done)) {
       this.#writeSync(sync, buf, done, offset);
       return;
@@ -226,7 +234,7 @@ export class NodeHostFile implements HostFile {
     const total = bufs.reduce((s, b) => s + b.length, 0);
     let n: number;
     try {
-      const sync = this.#syncWrites;
+      const sync = this.#addonWrites === 0 ? this.#syncWrites : null;
       n = sync?.allows(total) ? sync.timed(() => fs.writevSync(this.#fd, bufs as Uint8Array[], offset)) : await pwritevCb(this.#fd, bufs, offset);
     } catch (e) {
       throw fromSystemError(e, this.path, `write ${total} bytes at offset ${offset} of`);
@@ -299,11 +307,12 @@ export class NodeHostFile implements HostFile {
     const call = nativeHost()?.copyRuns;
     const quads = call ? this.#runQuads(runs) : null;
     if (!call || !quads) return null;
+    this.#addonWrites++;
     const result = await new Promise<{ written: number } | { err: string; side: string; at: number }>((resolve) => {
       call(this.#fd, quads, zeroBlock, (err, sideOrWritten, at) =>
         resolve(err === null ? { written: Number(sideOrWritten) } : { err, side: String(sideOrWritten), at: at ?? 0 }),
       );
-    });
+    }).finally(() => this.#addonWrites--);
     if ('written' in result) return result.written;
     const side = result.side === 'read' ? 'read' : 'write';
     // `at` is an offset of this file for both sides: a failed read is named by the run that covers it.
@@ -329,9 +338,10 @@ export class NodeHostFile implements HostFile {
     if (!call || !this.#buffered || this.#closed) return false;
     const triples = new Float64Array(slices.length * 3);
     slices.forEach((s, i) => triples.set([s.from, s.length, s.at], i * 3));
+    this.#addonWrites++;
     const err = await new Promise<{ err: string; at: number } | null>((resolve) => {
       call(this.#fd, buf, triples, (e, _written, at) => resolve(e === null ? null : { err: e, at: at ?? 0 }));
-    });
+    }).finally(() => this.#addonWrites--);
     if (err === null) return true;
     throw this.#copyError(err.err, 'write', err.at, this.path);
   }

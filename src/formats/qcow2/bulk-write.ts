@@ -21,7 +21,7 @@ import { HostCopyError, type BufferSlice, type HostCopyRun } from '../../host/ho
 import { hugePageBytes } from '../../host/huge-pages.js';
 import type { GuestCopyRun } from '../driver.js';
 import { l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
-import { writeL2Entry } from './l2-entry.js';
+import { setCopiedL2Entry } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireCopiedL2Now, acquireL2ForWrite } from './write-path.js';
 
@@ -342,11 +342,12 @@ async function linkPlaced(img: Qcow2Image, pl: Placement): Promise<void> {
  */
 function writeEntries(img: Qcow2Image, table: CachedTable, pl: Placement, i: number): number {
   const l1Index = Math.floor((pl.cluster[i] as number) / img.l2Entries);
+  const view = new DataView(table.data.buffer, table.data.byteOffset, table.data.byteLength);
   let k = i;
   for (; k < pl.count; k++) {
     const c = pl.cluster[k] as number;
     if (Math.floor(c / img.l2Entries) !== l1Index) break;
-    writeL2Entry(table.data, c % img.l2Entries, { kind: 'normal', hostOffset: pl.host[k] as number, copied: true }, img.geometry);
+    setCopiedL2Entry(view, c % img.l2Entries, pl.host[k] as number);
   }
   return k;
 }

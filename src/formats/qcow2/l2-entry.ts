@@ -287,6 +287,17 @@ export function encodeL2Entry(mapping: L2Mapping, geometry: L2Geometry): L2Raw {
   }
 }
 
+/**
+ * Stores entry `index` of a standard (not extended) L2 table as a cluster at
+ * `hostOffset` with COPIED set: what writeL2Entry stores for { kind: 'normal',
+ * copied: true }, without its objects and BigInts (a bulk write links tens of
+ * thousands of clusters). `view` spans the table.
+ */
+export function setCopiedL2Entry(view: DataView, index: number, hostOffset: number): void {
+  view.setUint32(index * 8, 0x80000000 + Math.floor(hostOffset / 2 ** 32), false);
+  view.setUint32(index * 8 + 4, hostOffset % 2 ** 32, false);
+}
+
 /** Encodes and stores a mapping as entry `index` of an L2 table buffer. */
 export function writeL2Entry(table: Uint8Array, index: number, mapping: L2Mapping, geometry: L2Geometry): void {
   const view = new DataView(table.buffer, table.byteOffset, table.byteLength);

@@ -71,6 +71,13 @@ export function getRefcountBig(block: Uint8Array, index: number, order: number):
 
 /** Writes entry `index`; refuses values that do not fit the width. */
 export function setRefcount(block: Uint8Array, index: number, order: number, value: number | bigint): void {
+  // The default width (16 bits) set from a number, inside the block: without the BigInt and the
+  // DataView below, which an allocation of thousands of clusters made per cluster.
+  if (order === 4 && typeof value === 'number' && value >= 0 && value <= 0xffff && Number.isInteger(value) && index >= 0 && index * 2 + 1 < block.length) {
+    block[index * 2] = value >>> 8;
+    block[index * 2 + 1] = value & 0xff;
+    return;
+  }
   checkOrder(order);
   const v = BigInt(value);
   if (v < 0n || v > maxRefcount(order)) {

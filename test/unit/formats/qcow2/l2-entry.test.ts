@@ -9,6 +9,7 @@ import {
   encodeL2Entry,
   plainDataOffset,
   readL2Entry,
+  setCopiedL2Entry,
   subclusterState,
   writeL2Entry,
   type L2Geometry,
@@ -125,4 +126,17 @@ test('plainDataOffset takes exactly the entries decodeL2Entry maps as plain data
     const expected = m?.kind === 'normal' && m.hostOffset !== 0 ? m.hostOffset : -1;
     assert.equal(plainDataOffset(hi, lo, std.clusterBits), expected, `entry 0x${e.toString(16)}`);
   }
+});
+
+test('setCopiedL2Entry stores what writeL2Entry stores for a normal cluster with COPIED set', () => {
+  const fast = new Uint8Array(64);
+  const slow = new Uint8Array(64);
+  const view = new DataView(fast.buffer);
+  const offsets = [0x10000, 0xfffe0000, 2 ** 32, 2 ** 32 + 0x30000, 2 ** 55 - 0x10000];
+  offsets.forEach((hostOffset, i) => {
+    setCopiedL2Entry(view, i, hostOffset);
+    writeL2Entry(slow, i, { kind: 'normal', hostOffset, copied: true }, std);
+  });
+  assert.deepEqual(fast, slow);
+  assert.equal(view.getBigUint64(24, false), (1n << 63n) | BigInt(2 ** 32 + 0x30000));
 });

@@ -65,3 +65,20 @@ test('values that do not fit the width are refused', () => {
   assert.throws(() => setRefcount(new Uint8Array(2), 0, 4, 65536), (e) => isVdiskError(e, 'ERANGE'));
   assert.throws(() => getRefcount(new Uint8Array(2), 0, 7), (e) => isVdiskError(e, 'EINVAL'));
 });
+
+test('16-bit refcounts set from numbers (the fast path) match those set from BigInts, and stay inside the block', () => {
+  const fromNumbers = new Uint8Array(64);
+  const fromBigInts = new Uint8Array(64);
+  for (let i = 0; i < 32; i++) {
+    const v = (i * 2749 + 1) % 65536;
+    setRefcount(fromNumbers, i, 4, v);
+    setRefcount(fromBigInts, i, 4, BigInt(v));
+  }
+  assert.deepEqual(fromNumbers, fromBigInts);
+  assert.equal(getRefcount(fromNumbers, 31, 4), (31 * 2749 + 1) % 65536);
+  // Past the block's end, a fraction, a negative value: refused as before, nothing written.
+  assert.throws(() => setRefcount(fromNumbers, 32, 4, 1), RangeError);
+  assert.throws(() => setRefcount(fromNumbers, 0, 4, 1.5), RangeError);
+  assert.throws(() => setRefcount(fromNumbers, 0, 4, -1), (e) => isVdiskError(e, 'ERANGE'));
+  assert.deepEqual(fromNumbers, fromBigInts);
+});
