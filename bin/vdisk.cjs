@@ -36,13 +36,15 @@ function bundleIsStale() {
   }
 }
 
-// V8 optimizes a function once it has run some amount of bytecode. A command
-// is short, and at the default (66 KiB on Node 20) its copy loops were compiled
-// while they ran: 0.22 s of TurboFan on a 4 GiB convert, more than it gained.
-// Eight times that leaves them to the baseline compiler (0.06 s of CPU less on
-// that convert), and a long-running server still optimizes what stays hot. Set
-// before anything is compiled; the code cache is made under the same flag.
-require('node:v8').setFlagsFromString('--interrupt-budget=540672');
+// V8 optimizes a function once it has run some amount of bytecode. A convert
+// is short and moves much data: at the default (66 KiB on Node 20) its copy
+// loops were compiled while they ran, 0.22 s of TurboFan on a 4 GiB convert,
+// more than it gained; at eight times that, 0.06 s of CPU less and the copy
+// 0.05 s sooner. Other commands keep the default: at eight times, `bench` at
+// depth 1 ran twice as long (its request path stayed unoptimized). The flag is
+// part of what a code cache must match, so convert has a cache of its own.
+const convert = process.argv[2] === 'convert';
+if (convert) require('node:v8').setFlagsFromString('--interrupt-budget=540672');
 
 // ASCII (scripts/bundle.mjs checks it): read as Latin-1, it becomes a one-byte string without decoding.
 const source = bundleIsStale() ? null : readOrNull(bundle, 'latin1');
@@ -51,7 +53,7 @@ if (source === null) {
 } else {
   // VDISK_CODE_CACHE_OUT (the build): write the cache this run leaves, functions it compiled included.
   const out = process.env.VDISK_CODE_CACHE_OUT;
-  const cached = out ? null : readOrNull(path.join(dist, 'vdisk-bundle.cache'));
+  const cached = out ? null : readOrNull(path.join(dist, convert ? 'vdisk-bundle.convert.cache' : 'vdisk-bundle.cache'));
   // The file holds the CommonJS wrapper function already (see scripts/bundle.mjs).
   const script = new vm.Script(source, { filename: bundle, ...(cached ? { cachedData: cached } : {}) });
   if (out) process.once('exit', () => fs.writeFileSync(out, script.createCachedData()));

@@ -19,7 +19,7 @@ function bin(cwd: string, argv: readonly string[], env: NodeJS.ProcessEnv = proc
 }
 
 test('the installed command runs the bundle with its code cache, as the module tree runs', async () => {
-  assert.ok(existsSync(resolve('dist/vdisk-bundle.cjs')) && existsSync(resolve('dist/vdisk-bundle.cache')), 'npm run build made the bundle and its cache');
+  for (const f of ['dist/vdisk-bundle.cjs', 'dist/vdisk-bundle.cache', 'dist/vdisk-bundle.convert.cache']) assert.ok(existsSync(resolve(f)), `npm run build made ${f}`);
   const t = tempDir();
   try {
     for (const argv of [['--version'], ['bogus'], ['create', '-f', 'qcow2', '-o', 'compression_type=zstd', 'z.qcow2', '8M']]) {
