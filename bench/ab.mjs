@@ -4,7 +4,7 @@
 // medians of wall time, CPU (task-clock), user and system time and page faults
 // (perf stat), with every run's wall time.
 //
-//   node bench/ab.mjs [--rounds N] [--prime-mib N] SRC SRCFMT DSTFMT "EXTRA ARGS" LABEL=COMMAND...
+//   node bench/ab.mjs [--rounds N] [--warmup N] [--prime-mib N] SRC SRCFMT DSTFMT "EXTRA ARGS" LABEL=COMMAND...
 //
 // COMMAND is what runs `convert -f SRCFMT -O DSTFMT EXTRA SRC OUT` with those
 // arguments appended, e.g. `new=node bin/vdisk.cjs`, `old=node /tmp/wt/bin/vdisk.cjs`,
@@ -27,10 +27,12 @@ function option(name, fallback) {
   return v;
 }
 const rounds = option('--rounds', 5);
+// Untimed rounds first: the first convert after the source was made or read took seconds, whichever tool ran it.
+const warmup = option('--warmup', 1);
 const primeMiB = option('--prime-mib', 3072);
 const [src, from, to, extra, ...specs] = args;
 if (!src || !from || !to || extra === undefined || specs.length === 0) {
-  console.error('usage: node bench/ab.mjs [--rounds N] [--prime-mib N] SRC SRCFMT DSTFMT "EXTRA ARGS" LABEL=COMMAND...');
+  console.error('usage: node bench/ab.mjs [--rounds N] [--warmup N] [--prime-mib N] SRC SRCFMT DSTFMT "EXTRA ARGS" LABEL=COMMAND...');
   process.exit(2);
 }
 const variants = specs.map((s) => {
@@ -63,7 +65,7 @@ const median = (xs) => {
   return s[Math.floor(s.length / 2)];
 };
 
-for (let r = 0; r < rounds; r++) {
+for (let r = -warmup; r < rounds; r++) {
   for (const v of variants) {
     fs.rmSync(out, { force: true });
     prime();
@@ -80,6 +82,7 @@ for (let r = 0; r < rounds; r++) {
       const f = line.split(',');
       if (f.length > 3 && /^[0-9.]+$/.test(f[0])) stat[f[2]] = Number(f[0]);
     }
+    if (r < 0) continue;
     v.runs.push({
       wall: stat['duration_time'] / 1e6,
       cpu: stat['task-clock'],
