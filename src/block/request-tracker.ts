@@ -8,7 +8,9 @@
  * only wait.
  */
 
-interface Tracked {
+import { SlotSet, type Slotted } from '../util/slot-set.js';
+
+interface Tracked extends Slotted {
   readonly offset: number;
   readonly end: number;
   readonly write: boolean;
@@ -33,7 +35,7 @@ function waitFor(t: Tracked): Promise<void> {
 }
 
 export class RequestTracker {
-  readonly #inFlight = new Set<Tracked>();
+  readonly #inFlight = new SlotSet<Tracked>();
   readonly #locks = new Set<RangeLock>();
   #gate: Promise<void> | null = null;
 
@@ -58,7 +60,7 @@ export class RequestTracker {
   tryBegin(offset: number, length: number, write: boolean): RequestTicket | null {
     if (this.#gate) return null;
     if (write && this.#locks.size > 0 && this.#overlappingLock(offset, offset + length)) return null;
-    const t: Tracked = { offset, end: offset + length, write, waiters: null };
+    const t: Tracked = { offset, end: offset + length, write, waiters: null, slot: -1 };
     this.#inFlight.add(t);
     return t;
   }
@@ -82,7 +84,7 @@ export class RequestTracker {
     let release: () => void = () => undefined;
     const lock: RangeLock = { ...range, released: new Promise<void>((r) => (release = r)) };
     this.#locks.add(lock);
-    for (const t of [...this.#inFlight]) if (t.write && overlaps(t, range) && this.#inFlight.has(t)) await waitFor(t);
+    for (const t of this.#inFlight.snapshot()) if (t.write && overlaps(t, range) && this.#inFlight.has(t)) await waitFor(t);
     return () => {
       this.#locks.delete(lock);
       release();
@@ -94,7 +96,7 @@ export class RequestTracker {
     while (this.#gate) await this.#gate;
     let open: () => void = () => undefined;
     this.#gate = new Promise<void>((r) => (open = r));
-    for (const t of [...this.#inFlight]) if (this.#inFlight.has(t)) await waitFor(t);
+    for (const t of this.#inFlight.snapshot()) if (this.#inFlight.has(t)) await waitFor(t);
     return () => {
       this.#gate = null;
       open();

@@ -4,8 +4,10 @@
  * edge block never loses a neighbour's bytes (direct-file.ts).
  */
 
+import { SlotSet, type Slotted } from '../util/slot-set.js';
+
 /** The aligned extent [start, end) of a write in progress. */
-export interface WriteClaim {
+export interface WriteClaim extends Slotted {
   readonly start: number;
   readonly end: number;
   /** Run when the write ends; made only when someone waits. */
@@ -13,11 +15,11 @@ export interface WriteClaim {
 }
 
 export class WriteClaims {
-  readonly #writing = new Set<WriteClaim>();
+  readonly #writing = new SlotSet<WriteClaim>();
 
   /** Registers a write on [start, end); the caller made sure nothing in progress overlaps it. */
   claim(start: number, end: number): WriteClaim {
-    const claim: WriteClaim = { start, end, waiters: null };
+    const claim: WriteClaim = { start, end, waiters: null, slot: -1 };
     this.#writing.add(claim);
     return claim;
   }
@@ -31,14 +33,18 @@ export class WriteClaims {
 
   /** A write in progress overlaps [start, end). */
   overlaps(start: number, end: number): boolean {
-    for (const w of this.#writing) if (w.start < end && w.end > start) return true;
+    for (let i = 0; i < this.#writing.size; i++) {
+      const w = this.#writing.at(i);
+      if (w.start < end && w.end > start) return true;
+    }
     return false;
   }
 
   /** What to wait for before writing [start, end), or null when nothing overlaps it. */
   overlapping(start: number, end: number): Promise<unknown> | null {
     let waits: Promise<void>[] | null = null;
-    for (const w of this.#writing) {
+    for (let i = 0; i < this.#writing.size; i++) {
+      const w = this.#writing.at(i);
       if (w.start < end && w.end > start) (waits ??= []).push(new Promise<void>((r) => (w.waiters ??= []).push(r)));
     }
     return waits === null ? null : Promise.all(waits);

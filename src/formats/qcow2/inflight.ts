@@ -24,6 +24,13 @@
  * flush (the cluster is then left unlinked: a leak, never a bad mapping).
  */
 import type { L2Mapping } from './l2-entry.js';
+import { SlotSet, type Slotted } from '../../util/slot-set.js';
+
+/** A write request's guest range [offset, end), from its entry until its data landed. */
+interface WriteIntent extends Slotted {
+  readonly offset: number;
+  readonly end: number;
+}
 
 /** Counters for tests and benchmarks. */
 export interface InflightStats {
@@ -198,14 +205,9 @@ export class ClusterAllocation {
  * still queued for it) made the predecessor wait for the tail COW instead.
  */
 export class PlanTicket {
-  readonly #onPlanned: () => void;
   #planned = false;
   #promise: Promise<void> | null = null;
   #resolve: (() => void) | null = null;
-
-  constructor(onPlanned: () => void) {
-    this.#onPlanned = onPlanned;
-  }
 
   get planned(): boolean {
     return this.#planned;
@@ -220,7 +222,6 @@ export class PlanTicket {
   markPlanned(): void {
     if (this.#planned) return;
     this.#planned = true;
-    this.#onPlanned();
     this.#resolve?.();
   }
 }
@@ -254,11 +255,15 @@ export class InflightTable {
   /** Plain in-place writers per guest cluster (no record; they must finish before the cluster is freed). */
   readonly #direct = new Map<number, DirectWriters>();
   /** Guest ranges of write requests that have entered but not landed: [offset, end). */
-  readonly #intents = new Set<{ readonly offset: number; readonly end: number }>();
+  readonly #intents = new SlotSet<WriteIntent>();
   #error: unknown = null;
   #zeros: Uint8Array | null = null;
   #idleCheck: ReturnType<typeof setImmediate> | null = null;
-  /** Per L2 table (L1 index): the ticket of the last request that entered. */
+  /**
+   * Per L2 table (L1 index): the ticket of the last request that entered. Kept
+   * once planned (a Map emptied and refilled on every request rebuilt its table
+   * each time), so at most one entry per L1 entry of the image.
+   */
   readonly #lastTickets = new Map<number, PlanTicket>();
 
   /** A zero buffer for COW of zero ranges; callers only write it to the host. */
@@ -310,7 +315,7 @@ export class InflightTable {
 
   /** A write request enters; returns the function to call when its data landed. */
   enterWrite(offset: number, length: number): () => void {
-    const intent = { offset, end: offset + length };
+    const intent: WriteIntent = { offset, end: offset + length, slot: -1 };
     this.#intents.add(intent);
     this.activeWrites++;
     let done = false;
@@ -346,21 +351,22 @@ export class InflightTable {
    */
   enterPlan(l1Index: number): { readonly ticket: PlanTicket; readonly after: PlanTicket | null } {
     const prev = this.#lastTickets.get(l1Index);
-    const ticket = new PlanTicket(() => {
-      if (this.#lastTickets.get(l1Index) === ticket) this.#lastTickets.delete(l1Index);
-    });
+    const ticket = new PlanTicket();
     this.#lastTickets.set(l1Index, ticket);
     return { ticket, after: prev !== undefined && !prev.planned ? prev : null };
   }
 
   /** No request waits to plan in the L2 table `l1Index`. */
   planIdle(l1Index: number): boolean {
-    return !this.#lastTickets.has(l1Index);
+    return this.#lastTickets.get(l1Index)?.planned ?? true;
   }
 
   /** Another write already entered starts in [from, to). */
   expectsWriteIn(from: number, to: number): boolean {
-    for (const i of this.#intents) if (i.offset >= from && i.offset < to) return true;
+    for (let k = 0; k < this.#intents.size; k++) {
+      const i = this.#intents.at(k);
+      if (i.offset >= from && i.offset < to) return true;
+    }
     return false;
   }
 
