@@ -13,6 +13,7 @@
 // run.mjs), then --prime-mib MiB (default 3072) written to a scratch file and
 // deleted, then `sync`. OUT is next to SRC. Needs perf (linux-perf).
 import './env.mjs';
+import { primeFreeMemory } from './prime.mjs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -46,17 +47,7 @@ const scratch = path.join(dir, 'ab-prime.tmp');
 const statFile = path.join(dir, 'ab-perf.txt');
 
 function prime() {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2500);
-  if (primeMiB > 0) {
-    const block = Buffer.alloc(1024 * 1024, 0x5a);
-    const fd = fs.openSync(scratch, 'w');
-    try {
-      for (let i = 0; i < primeMiB; i++) fs.writeSync(fd, block);
-    } finally {
-      fs.closeSync(fd);
-      fs.rmSync(scratch, { force: true });
-    }
-  }
+  primeFreeMemory(scratch, primeMiB);
   execFileSync('sync');
 }
 

@@ -28,6 +28,7 @@
 // request loop only (as qemu-img prints them); other workloads are wall time
 // of the whole command, process start included, for both tools alike.
 import './env.mjs';
+import { primeFreeMemory } from './prime.mjs';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -80,19 +81,8 @@ function benchSeconds(out) {
  * with --prime-mib, the guest's free memory is primed first (see above).
  */
 function settle() {
-  if (primeMiB > 0) {
-    // Let the host take back what the last run freed before priming (see the top of this file).
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2500);
-    const scratch = f('prime.tmp');
-    const block = Buffer.alloc(MiB, 0x5a);
-    const fd = fs.openSync(scratch, 'w');
-    try {
-      for (let i = 0; i < primeMiB; i++) fs.writeSync(fd, block);
-    } finally {
-      fs.closeSync(fd);
-      fs.rmSync(scratch, { force: true });
-    }
-  }
+  // Let the host take back what the last run freed before priming (see the top of this file).
+  if (primeMiB > 0) primeFreeMemory(f('prime.tmp'), primeMiB);
   sh('sync', []);
 }
 function wall(fn) {
