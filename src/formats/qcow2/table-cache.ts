@@ -34,6 +34,12 @@ export interface TableCacheOptions {
 
 /** From this size on, the cache's buffers are carved out of one area on huge pages. */
 const ARENA_MIN_BYTES = 2 * 1024 * 1024;
+/**
+ * The area's largest size; a larger cache (an l2-cache-size of gigabytes) takes
+ * plain buffers past it. The area is a WebAssembly memory (page-aligned), which
+ * cannot exceed 4 GiB.
+ */
+const ARENA_MAX_BYTES = 256 * 1024 * 1024;
 
 export class TableCache {
   readonly #host: HostFile;
@@ -271,7 +277,7 @@ export class TableCache {
 
   #newBuffer(): Uint8Array {
     this.#buffersMade++;
-    const arenaBytes = this.#capacity * this.#tableSize;
+    const arenaBytes = Math.min(ARENA_MAX_BYTES, this.#capacity * this.#tableSize);
     if (this.#arena === null && arenaBytes >= ARENA_MIN_BYTES) this.#arena = hugePageBytes(arenaBytes);
     if (this.#arena !== null && this.#arenaUsed + this.#tableSize <= this.#arena.length) {
       const data = this.#arena.subarray(this.#arenaUsed, this.#arenaUsed + this.#tableSize);

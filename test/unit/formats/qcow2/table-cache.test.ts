@@ -77,3 +77,12 @@ test('a dirty table is written back before its buffer is reused, and a fresh tab
   assert.ok(again.data.every((b) => b === 0xee), 'the written table reads back');
   assert.ok(cache.buffersMade <= 33, `${cache.buffersMade} buffers`);
 });
+
+test('a cache of gigabytes (a large l2-cache-size) loads tables: its huge-page area is bounded, plain buffers past it', async () => {
+  const cache = new TableCache({ host: tablesFile(4), tableSize: TABLE, capacity: (8 * 1024 ** 3) / TABLE });
+  for (let i = 0; i < 4; i++) {
+    const t = await cache.acquire(i * TABLE);
+    assertTable(t.data, i);
+    cache.release(t);
+  }
+});
