@@ -1,6 +1,7 @@
 import type { CreateOptions } from '../formats/registry-types.js';
 import type { FormatName } from '../formats/driver.js';
-import type { ImageNode, OpenOptions } from '../block/types.js';
+import type { ImageNode } from '../block/types.js';
+import type { EngineOpenOptions } from './qcow2-tuning.js';
 
 /** Where a command writes its output; tests capture it, main.ts sends it to the process. */
 export interface CliOutput {
@@ -12,7 +13,7 @@ export interface CliOutput {
 
 /** The engine calls the CLI needs, injected so commands can be tested against fakes. */
 export interface Engine {
-  openImage(path: string, options: OpenOptions): Promise<ImageNode>;
+  openImage(path: string, options: EngineOpenOptions): Promise<ImageNode>;
   createImage(path: string, format: FormatName, options: CreateOptions): Promise<void>;
 }
 

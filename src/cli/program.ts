@@ -1,7 +1,8 @@
 /** Entry of the vdisk command line: dispatches qemu-img style subcommands (and `io`, qemu-io's face). */
-import { createImage, openImage } from '../block/index.js';
+import { createImage } from '../block/index.js';
 import { type CliContext, type CliOutput, type Engine, reportUsage } from './context.js';
 import { HELP_TEXT } from './help-text.js';
+import { openTuned } from './qcow2-tuning.js';
 
 type Command = (ctx: CliContext, argv: readonly string[]) => Promise<number>;
 
@@ -39,9 +40,9 @@ export function commandNames(): string[] {
   return Object.keys(COMMANDS);
 }
 
-/** The engine of this package: the block layer's open and create. */
+/** The engine of this package: the block layer's open (with qcow2's runtime options) and create. */
 export function blockEngine(): Engine {
-  return { openImage, createImage };
+  return { openImage: openTuned, createImage };
 }
 
 const VERSION_TEXT = 'vdisk version 0.1.0 (qemu-img 7.2 compatible)\n';

@@ -82,6 +82,7 @@ export async function amendCommand(ctx: CliContext, argv: readonly string[]): Pr
   let format: string | undefined;
   let progress = false;
   let quiet = false;
+  let imageOpts = false;
   for (const { key, value } of parsed.options) {
     if (key === 'o') {
       if (!validOptionList(value ?? '')) {
@@ -90,6 +91,7 @@ export async function amendCommand(ctx: CliContext, argv: readonly string[]): Pr
       }
       optionStrings.push(value ?? '');
     } else if (key === 'f') format = value;
+    else if (key === 'image-opts') imageOpts = true;
     else if (key === 'p') progress = true;
     else if (key === 'q') quiet = true;
     else if (key === 'h') {
@@ -110,7 +112,7 @@ export async function amendCommand(ctx: CliContext, argv: readonly string[]): Pr
     return 1;
   }
   const filename = parsed.operands[0] ?? '';
-  const node = await openForWriting(ctx, filename, { format });
+  const node = await openForWriting(ctx, filename, { format, imageOpts });
   if (!node) return 1;
   let status = 0;
   const printer = new ProgressPrinter(progress && !quiet ? (t) => ctx.out.stdout(t) : undefined);

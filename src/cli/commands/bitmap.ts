@@ -40,9 +40,12 @@ export async function bitmapCommand(ctx: CliContext, argv: readonly string[]): P
   let srcFile: string | undefined;
   let srcFormat: string | undefined;
   let granularity = 0;
+  // --image-opts names the image only: the -b source of --merge stays a file name, as in qemu-img.
+  let imageOpts = false;
   for (const { key, value } of parsed.options) {
     if ((OPS as readonly string[]).includes(key)) actions.push({ op: key as Op, ...(key === 'merge' ? { source: value ?? '' } : {}) });
     else if (key === 'f') format = value;
+    else if (key === 'image-opts') imageOpts = true;
     else if (key === 'b') srcFile = value;
     else if (key === 'F') srcFormat = value;
     else if (key === 'g') {
@@ -68,7 +71,7 @@ export async function bitmapCommand(ctx: CliContext, argv: readonly string[]): P
   if (srcFile !== undefined && !actions.some((a) => a.op === 'merge')) return fail('Merge bitmap source file only supported with --merge');
   if (parsed.operands.length !== 2) return fail('Expecting filename and bitmap name');
   const [filename = '', bitmap = ''] = parsed.operands;
-  const node = await openForWriting(ctx, filename, { format, noBacking: true });
+  const node = await openForWriting(ctx, filename, { format, imageOpts, noBacking: true });
   if (!node) return 1;
   let source: ImageNode | undefined;
   let status = 0;

@@ -15,7 +15,7 @@ import { qdictOrdered } from '../format/qdict-order.js';
 import { cFixed } from '../format/size-text.js';
 import { qemuFormatName } from '../format-name.js';
 import { getopt } from '../getopt.js';
-import { openErrorText } from '../open-error.js';
+import { openOperandOrReport } from '../image-operand.js';
 import { toFormatName } from './create.js';
 import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
 import { type ProgressMode } from '../format/progress.js';
@@ -30,6 +30,8 @@ interface CheckArgs {
   output: string | undefined;
   quiet: boolean;
   forceShare: boolean;
+  /** --image-opts: the operand is an option string. */
+  imageOpts: boolean;
 }
 
 /** `vdisk check [-f fmt] [--output=ofmt] [-r leaks|all] [-T cache] [-q] [-U] filename` */
@@ -48,7 +50,7 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: CheckArgs = { format: undefined, repair: 'none', output: undefined, quiet: false, forceShare: false };
+  const args: CheckArgs = { format: undefined, repair: 'none', output: undefined, quiet: false, forceShare: false, imageOpts: false };
   // qemu-img check has no -p; --progress=json|text is vdisk's, for long repairs.
   let progressMode: ProgressMode | undefined;
   for (const { key, value = '' } of parsed.options) {
@@ -60,6 +62,7 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
     }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
+    else if (key === 'image-opts') args.imageOpts = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the check options');
     else if (key === 'r') {
       if (value === 'leaks') args.repair = 'leaks';
@@ -99,20 +102,8 @@ async function openForCheck(ctx: CliContext, filename: string, args: CheckArgs):
     reportError(ctx, `Could not open '${filename}': force-share=on can only be used with read-only images`);
     return undefined;
   }
-  try {
-    // noRepair: an image left dirty or in use is what check is asked to report on.
-    return await ctx.engine.openImage(filename, {
-      ...(format ? { format } : {}),
-      readOnly,
-      forceShare: args.forceShare,
-      noBacking: true,
-      noRepair: true,
-      onWarning: (message) => reportError(ctx, message),
-    });
-  } catch (e) {
-    reportError(ctx, `Could not open '${filename}': ${openErrorText(filename, e)}`);
-    return undefined;
-  }
+  // noRepair: an image left dirty or in use is what check is asked to report on.
+  return openOperandOrReport(ctx, filename, { format: args.format, imageOpts: args.imageOpts, readOnly, forceShare: args.forceShare, noBacking: true, noRepair: true });
 }
 
 type CheckOutcome = { readonly ok: true; readonly report: CheckReport } | { readonly ok: false; readonly status: number };

@@ -15,8 +15,7 @@ import { describeError } from '../errors-text.js';
 import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
 import { type ProgressMode } from '../format/progress.js';
 import { getopt } from '../getopt.js';
-import { openErrorText } from '../open-error.js';
-import { toFormatName } from './create.js';
+import { openOperandOrReport } from '../image-operand.js';
 import { parseCacheMode } from '../cache-mode.js';
 
 const PROGRESS_POLL_MS = 100;
@@ -31,6 +30,8 @@ interface CommitArgs {
   progressMode: ProgressMode | undefined;
   quiet: boolean;
   file: string;
+  /** --image-opts: `file` is an option string. */
+  imageOpts: boolean;
 }
 
 export async function commitCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
@@ -44,12 +45,13 @@ export async function commitCommand(ctx: CliContext, argv: readonly string[]): P
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: CommitArgs = { format: undefined, cache: undefined, base: undefined, speed: 0, keep: false, progress: false, progressMode: undefined, quiet: false, file: '' };
+  const args: CommitArgs = { format: undefined, cache: undefined, base: undefined, speed: 0, keep: false, progress: false, progressMode: undefined, quiet: false, file: '', imageOpts: false };
   for (const { key, value = '' } of parsed.options) {
     if (key === 'h') {
       ctx.out.stdout('usage: vdisk commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n');
       return 0;
     } else if (key === 'f') args.format = value;
+    else if (key === 'image-opts') args.imageOpts = true;
     else if (key === 'b') {
       args.base = value;
       // -b implies -d: the images above base still need their data (qemu-img).
@@ -84,24 +86,14 @@ export async function commitCommand(ctx: CliContext, argv: readonly string[]): P
 }
 
 async function runCommit(ctx: CliContext, args: CommitArgs): Promise<number> {
-  const format = args.format === undefined ? undefined : toFormatName(args.format);
-  if (args.format !== undefined && format === undefined) {
-    reportError(ctx, `Unknown driver '${args.format}'`);
+  const node = await openOperandOrReport(ctx, args.file, { format: args.format, imageOpts: args.imageOpts, readOnly: false, cache: args.cache });
+  if (!node) return 1;
+  if (!(node instanceof BlockNode)) {
+    await node.close();
+    reportError(ctx, `Cannot commit '${args.file}': not a local image`);
     return 1;
   }
-  let top: BlockNode;
-  try {
-    const node = await ctx.engine.openImage(args.file, { ...(format ? { format } : {}), ...(args.cache ? { cache: args.cache } : {}) });
-    if (!(node instanceof BlockNode)) {
-      await node.close();
-      reportError(ctx, `Cannot commit '${args.file}': not a local image`);
-      return 1;
-    }
-    top = node;
-  } catch (e) {
-    reportError(ctx, openErrorText(args.file, e));
-    return 1;
-  }
+  const top = node;
   try {
     if (!top.backing) {
       reportError(ctx, 'Image does not have a backing file');

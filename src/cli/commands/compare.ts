@@ -25,6 +25,8 @@ interface CompareArgs {
   progressMode: ProgressMode | undefined;
   quiet: boolean;
   forceShare: boolean;
+  /** --image-opts: both operands are option strings. */
+  imageOpts: boolean;
 }
 
 /** A compare outcome that ends the walk: an exit status (after printing). */
@@ -45,7 +47,7 @@ export async function compareCommand(ctx: CliContext, argv: readonly string[]): 
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: CompareArgs = { format1: undefined, format2: undefined, strict: false, progress: false, progressMode: undefined, quiet: false, forceShare: false };
+  const args: CompareArgs = { format1: undefined, format2: undefined, strict: false, progress: false, progressMode: undefined, quiet: false, forceShare: false, imageOpts: false };
   for (const { key, value } of parsed.options) {
     if (key === 'f') args.format1 = value;
     else if (key === 'F') args.format2 = value;
@@ -58,6 +60,7 @@ export async function compareCommand(ctx: CliContext, argv: readonly string[]): 
     }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
+    else if (key === 'image-opts') args.imageOpts = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the compare options');
   }
   if (parsed.operands.length !== 2) return reportUsage(ctx, 'Expecting two image file names');
@@ -75,9 +78,9 @@ async function compareFiles(
   job: { readonly args: CompareArgs; readonly progress: ProgressPrinter; readonly name1: string; readonly name2: string },
 ): Promise<number> {
   const { args, name1, name2 } = job;
-  const node1 = await openForReading(ctx, name1, { format: args.format1, forceShare: args.forceShare });
+  const node1 = await openForReading(ctx, name1, { format: args.format1, forceShare: args.forceShare, imageOpts: args.imageOpts });
   if (!node1) return 2;
-  const node2 = await openForReading(ctx, name2, { format: args.format2, forceShare: args.forceShare });
+  const node2 = await openForReading(ctx, name2, { format: args.format2, forceShare: args.forceShare, imageOpts: args.imageOpts });
   if (!node2) {
     await node1.close().catch(() => undefined);
     return 2;

@@ -9,7 +9,7 @@ import { type CopySettings, copyAll } from '../convert-copy.js';
 import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
 import { type ProgressMode } from '../format/progress.js';
 import { getopt } from '../getopt.js';
-import { openErrorText } from '../open-error.js';
+import { openOperandOrReport } from '../image-operand.js';
 import { toFormatName } from './create.js';
 import { openForReading } from './info.js';
 
@@ -41,6 +41,10 @@ interface ConvertArgs {
   targetCache: CacheMode;
   /** -T */
   sourceCache: CacheMode;
+  /** --image-opts: every source operand is an option string. */
+  imageOpts: boolean;
+  /** --target-image-opts: the target operand is an option string (only with -n: the target must exist). */
+  targetImageOpts: boolean;
 }
 
 /** `vdisk convert [-f fmt] [-O fmt] [-o opts] [-c] [-p] [-n] [-S size] [-B backing] [-W] [-m N] [-t cache] [-T cache] [-U] [--target-is-zero] src... dst` */
@@ -51,6 +55,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       { name: 'help', hasArg: false, key: 'h' },
       { name: 'object', hasArg: true, key: 'object' },
       { name: 'image-opts', hasArg: false, key: 'image-opts' },
+      { name: 'target-image-opts', hasArg: false, key: 'target-image-opts' },
       { name: 'force-share', hasArg: false, key: 'U' },
       { name: 'target-is-zero', hasArg: false, key: 'target-is-zero' },
       { name: 'salvage', hasArg: false, key: 'salvage' },
@@ -79,6 +84,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     salvage: false,
     targetCache: 'unsafe',
     sourceCache: 'writeback',
+    imageOpts: false,
+    targetImageOpts: false,
   };
   for (const { key, value = '' } of parsed.options) {
     switch (key) {
@@ -121,6 +128,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       case 'W': args.outOfOrder = true; break;
       case 'C': args.copyOffload = true; break;
       case 'salvage': args.salvage = true; break;
+      case 'image-opts': args.imageOpts = true; break;
+      case 'target-image-opts': args.targetImageOpts = true; break;
       case 't':
       case 'T': {
         const mode = parseCacheMode(value);
@@ -150,6 +159,10 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     reportError(ctx, conflict);
     return 1;
   }
+  if (args.targetImageOpts && !args.noCreate) {
+    reportError(ctx, '--target-image-opts requires use of -n flag');
+    return 1;
+  }
   if (args.optionStrings.some(wantsHelp)) {
     if (!formatOptions(args.targetFormat)) {
       reportError(ctx, `Unknown file format '${args.targetFormat}'`);
@@ -174,7 +187,13 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
   try {
     for (const name of sourceNames) {
       // The copy loop is the sources' and the target's only user: do their cached I/O inline.
-      const node = await openForReading(ctx, name, { format: args.sourceFormat, forceShare: args.forceShare, cache: args.sourceCache, inlineIo: true });
+      const node = await openForReading(ctx, name, {
+        format: args.sourceFormat,
+        forceShare: args.forceShare,
+        cache: args.sourceCache,
+        inlineIo: true,
+        imageOpts: args.imageOpts,
+      });
       if (!node) return 1;
       sources.push(node);
     }
@@ -241,10 +260,12 @@ async function prepareTarget(ctx: CliContext, args: ConvertArgs, name: string, s
       return undefined;
     }
   }
-  try {
-    return await ctx.engine.openImage(name, { format, readOnly: false, cache: args.targetCache, inlineIo: true });
-  } catch (e) {
-    reportError(ctx, `Could not open '${name}': ${openErrorText(name, e)}`);
-    return undefined;
-  }
+  // Under --target-image-opts the string names the format (or leaves it to the probe) and -O only chose the checks above.
+  return openOperandOrReport(ctx, name, {
+    format: args.targetImageOpts ? undefined : format,
+    imageOpts: args.targetImageOpts,
+    readOnly: false,
+    cache: args.targetCache,
+    inlineIo: true,
+  });
 }

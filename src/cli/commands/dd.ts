@@ -70,7 +70,6 @@ export async function ddCommand(ctx: CliContext, argv: readonly string[]): Promi
     longOptions: [
       { name: 'help', hasArg: false, key: 'h' },
       { name: 'image-opts', hasArg: false, key: 'image-opts' },
-      { name: 'target-image-opts', hasArg: false, key: 'target-image-opts' },
       { name: 'force-share', hasArg: false, key: 'U' },
     ],
   });
@@ -78,11 +77,14 @@ export async function ddCommand(ctx: CliContext, argv: readonly string[]): Promi
   let sourceFormat: string | undefined;
   let targetFormat = 'raw';
   let forceShare = false;
+  // --image-opts names the input only: qemu-img dd creates and opens of= as a plain file name.
+  let imageOpts = false;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the dd options');
     if (key === 'f') sourceFormat = value;
     else if (key === 'O') targetFormat = value;
     else if (key === 'U') forceShare = true;
+    else if (key === 'image-opts') imageOpts = true;
   }
   const dd = parseOperands(ctx, parsed.operands);
   if (!dd) return 1;
@@ -90,7 +92,7 @@ export async function ddCommand(ctx: CliContext, argv: readonly string[]): Promi
     reportError(ctx, 'Must specify both input and output files');
     return 1;
   }
-  const source = await openForReading(ctx, dd.input, { format: sourceFormat, forceShare });
+  const source = await openForReading(ctx, dd.input, { format: sourceFormat, forceShare, imageOpts });
   if (!source) return 1;
   let target: ImageNode | undefined;
   try {

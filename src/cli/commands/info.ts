@@ -5,8 +5,8 @@ import { getopt } from '../getopt.js';
 import { type ImageReport, allocatedBytes, imageInfoHuman, imageInfoJson } from '../image-info.js';
 import { resolveBackingPath } from '../image-path.js';
 import { openErrorText } from '../open-error.js';
-import { toFormatName } from './create.js';
-import type { CacheMode, FormatName } from '../../formats/driver.js';
+import { openOperand, openOperandOrReport } from '../image-operand.js';
+import type { CacheMode } from '../../formats/driver.js';
 
 /** Parses --output; reports qemu-img's error and returns undefined when it is neither human nor json. */
 export function parseOutputFormat(ctx: CliContext, value: string | undefined): 'human' | 'json' | undefined {
@@ -16,34 +16,20 @@ export function parseOutputFormat(ctx: CliContext, value: string | undefined): '
   return undefined;
 }
 
-/** Opens one image for a read-only command, reporting qemu-img's "Could not open" on failure. */
-export async function openForReading(
+/** Opens one image for a read-only command (a path with -f, or an --image-opts string), reporting qemu-img's "Could not open" on failure. */
+export function openForReading(
   ctx: CliContext,
-  path: string,
-  options: { readonly format: string | undefined; readonly forceShare: boolean; readonly noBacking?: boolean; readonly cache?: CacheMode; readonly inlineIo?: boolean },
+  operand: string,
+  options: {
+    readonly format: string | undefined;
+    readonly forceShare: boolean;
+    readonly imageOpts?: boolean;
+    readonly noBacking?: boolean;
+    readonly cache?: CacheMode;
+    readonly inlineIo?: boolean;
+  },
 ): Promise<ImageNode | undefined> {
-  let format: FormatName | undefined;
-  if (options.format !== undefined) {
-    format = toFormatName(options.format);
-    if (format === undefined) {
-      reportError(ctx, `Could not open '${path}': Unknown driver '${options.format}'`);
-      return undefined;
-    }
-  }
-  try {
-    return await ctx.engine.openImage(path, {
-      ...(format ? { format } : {}),
-      readOnly: true,
-      forceShare: options.forceShare,
-      ...(options.noBacking ? { noBacking: true } : {}),
-      ...(options.cache ? { cache: options.cache } : {}),
-      ...(options.inlineIo ? { inlineIo: true } : {}),
-      onWarning: (message) => reportError(ctx, message),
-    });
-  } catch (e) {
-    reportError(ctx, `Could not open '${path}': ${openErrorText(path, e)}`);
-    return undefined;
-  }
+  return openOperandOrReport(ctx, operand, { ...options, imageOpts: options.imageOpts === true, readOnly: true });
 }
 
 /** `vdisk info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename` */
@@ -65,17 +51,26 @@ export async function infoCommand(ctx: CliContext, argv: readonly string[]): Pro
   let output: string | undefined;
   let chain = false;
   let forceShare = false;
+  let imageOpts = false;
   for (const { key, value } of parsed.options) {
     if (key === 'f') format = value;
     else if (key === 'output') output = value;
     else if (key === 'backing-chain') chain = true;
     else if (key === 'U') forceShare = true;
+    else if (key === 'image-opts') imageOpts = true;
   }
   if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
-  const filename = parsed.operands[0] ?? '';
+  const operand = parsed.operands[0] ?? '';
   const outputFormat = parseOutputFormat(ctx, output);
   if (!outputFormat) return 1;
 
+  // The operand may be an option string; the backing files below it are paths.
+  const top = await openOperand(ctx, operand, { format, imageOpts, forceShare, readOnly: true, noBacking: true });
+  if (!top.ok) {
+    reportError(ctx, top.message);
+    return 1;
+  }
+  const filename = top.filename;
   const reports: ImageReport[] = [];
   const seen = new Set<string>();
   let path: string | undefined = filename;
@@ -86,7 +81,7 @@ export async function infoCommand(ctx: CliContext, argv: readonly string[]): Pro
       return 1;
     }
     seen.add(path);
-    const node = await openForReading(ctx, path, { format: fmt, forceShare, noBacking: true });
+    const node = reports.length === 0 ? top.node : await openForReading(ctx, path, { format: fmt, forceShare, noBacking: true });
     if (!node) return 1;
     try {
       const info = await node.info();

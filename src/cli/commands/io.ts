@@ -4,7 +4,6 @@ import { type CliContext, PROGRAM, reportError } from '../context.js';
 import { getopt, type LongOption } from '../getopt.js';
 import { runCommandLine } from '../qemu-io/run-line.js';
 import { IoFile } from '../qemu-io/open-file.js';
-import { parseImageOpts } from '../qemu-io/image-opts.js';
 import { toFormatName } from './create.js';
 import { parseCacheMode } from '../cache-mode.js';
 
@@ -147,13 +146,7 @@ export async function ioCommand(ctx: CliContext, argv: readonly string[]): Promi
   const file = new IoFile(ctx, false, imageOpts);
   const common = { readOnly, forceShare, cache, snapshot, nativeAio, copyOnRead };
   if (operand !== undefined && imageOpts) {
-    const opts = parseImageOpts(operand);
-    for (const w of opts.warnings) reportError(ctx, w);
-    if (!opts.ok) {
-      reportError(ctx, `can't open: ${opts.message}`);
-      return 1;
-    }
-    if (!(await file.open({ ...common, filename: opts.filename, format: opts.format, options: opts.options, imageOpts: true }))) return 1;
+    if (!(await file.openOptionString(operand, common))) return 1;
   } else if (operand !== undefined) {
     const fmt = format === undefined ? undefined : toFormatName(format);
     if (format !== undefined && fmt === undefined) {

@@ -106,12 +106,14 @@ export async function mapCommand(ctx: CliContext, argv: readonly string[]): Prom
   let format: string | undefined;
   let output: string | undefined;
   let forceShare = false;
+  let imageOpts = false;
   let startOffset = 0;
   let maxLength: number | undefined;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'f') format = value;
     else if (key === 'output') output = value;
     else if (key === 'U') forceShare = true;
+    else if (key === 'image-opts') imageOpts = true;
     else if (key === 's' || key === 'l') {
       const n = parseQemuSize(value);
       if (n === undefined || n > Number.MAX_SAFE_INTEGER) {
@@ -126,7 +128,7 @@ export async function mapCommand(ctx: CliContext, argv: readonly string[]): Prom
   const filename = parsed.operands[0] ?? '';
   const outputFormat = parseOutputFormat(ctx, output);
   if (!outputFormat) return 1;
-  const node = await openForReading(ctx, filename, { format, forceShare });
+  const node = await openForReading(ctx, filename, { format, forceShare, imageOpts });
   if (!node) return 1;
   try {
     ctx.out.stdout(outputFormat === 'human' ? `${'Offset'.padEnd(16)}${'Length'.padEnd(16)}${'Mapped to'.padEnd(16)}File\n` : '[');

@@ -26,6 +26,8 @@ interface MeasureArgs {
   output: string | undefined;
   forceShare: boolean;
   snapshot: boolean;
+  /** --image-opts: the filename is an option string. */
+  imageOpts: boolean;
 }
 
 /** `vdisk measure [--output=ofmt] [-O fmt] [-o options] [--size N | [-f fmt] [-U] filename]` */
@@ -42,7 +44,7 @@ export async function measureCommand(ctx: CliContext, argv: readonly string[]): 
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: MeasureArgs = { sourceFormat: undefined, targetFormat: 'raw', optionStrings: [], size: undefined, output: undefined, forceShare: false, snapshot: false };
+  const args: MeasureArgs = { sourceFormat: undefined, targetFormat: 'raw', optionStrings: [], size: undefined, output: undefined, forceShare: false, snapshot: false, imageOpts: false };
   for (const { key, value = '' } of parsed.options) {
     switch (key) {
       case 'h': return reportUsage(ctx, 'see qemu-img(1) for the measure options');
@@ -51,6 +53,7 @@ export async function measureCommand(ctx: CliContext, argv: readonly string[]): 
       case 'o': args.optionStrings.push(value); break;
       case 'l': args.snapshot = true; break;
       case 'U': args.forceShare = true; break;
+      case 'image-opts': args.imageOpts = true; break;
       case 'output': args.output = value; break;
       case 'size': {
         const n = parseQemuSize(value);
@@ -65,7 +68,7 @@ export async function measureCommand(ctx: CliContext, argv: readonly string[]): 
         args.size = n;
         break;
       }
-      default: break; // --object, --image-opts: accepted, nothing to set up
+      default: break; // --object: accepted, nothing to set up
     }
   }
   const output = parseOutputFormat(ctx, args.output);
@@ -75,7 +78,7 @@ export async function measureCommand(ctx: CliContext, argv: readonly string[]): 
     return 1;
   }
   const filename = parsed.operands[0];
-  if (filename === undefined && (args.sourceFormat !== undefined || args.snapshot)) {
+  if (filename === undefined && (args.sourceFormat !== undefined || args.snapshot || args.imageOpts)) {
     reportError(ctx, '--image-opts, -f, and -l require a filename argument.');
     return 1;
   }
@@ -90,7 +93,7 @@ export async function measureCommand(ctx: CliContext, argv: readonly string[]): 
   let source: ImageNode | undefined;
   try {
     if (filename !== undefined) {
-      source = await openForReading(ctx, filename, { format: args.sourceFormat, forceShare: args.forceShare });
+      source = await openForReading(ctx, filename, { format: args.sourceFormat, forceShare: args.forceShare, imageOpts: args.imageOpts });
       if (!source) return 1;
     }
     const info = await measure(ctx, args, source);

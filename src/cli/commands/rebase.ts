@@ -30,6 +30,8 @@ interface RebaseArgs {
   progressMode: ProgressMode | undefined;
   quiet: boolean;
   forceShare: boolean;
+  /** --image-opts: the overlay operand is an option string (-b stays a file name). */
+  imageOpts: boolean;
 }
 
 type BackingWriter = (ref: BackingReference | null) => Promise<void>;
@@ -55,7 +57,7 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: RebaseArgs = { format: undefined, backingFormat: undefined, backing: undefined, unsafe: false, progress: false, progressMode: undefined, quiet: false, forceShare: false };
+  const args: RebaseArgs = { format: undefined, backingFormat: undefined, backing: undefined, unsafe: false, progress: false, progressMode: undefined, quiet: false, forceShare: false, imageOpts: false };
   for (const { key, value = '' } of parsed.options) {
     if (key === 'f') args.format = value;
     else if (key === 'F') args.backingFormat = value;
@@ -69,6 +71,7 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     }
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
+    else if (key === 'image-opts') args.imageOpts = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the rebase options');
   }
   if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
@@ -84,7 +87,7 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     }
   }
   const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'rebase' });
-  const overlay = await openForWriting(ctx, filename, { format: args.format, ...(args.unsafe ? { noBacking: true } : {}) });
+  const overlay = await openForWriting(ctx, filename, { format: args.format, imageOpts: args.imageOpts, ...(args.unsafe ? { noBacking: true } : {}) });
   if (!overlay) return 1;
   try {
     const change = backingWriter(overlay);
@@ -98,7 +101,8 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     }
     progress.set(0);
     if (!args.unsafe) {
-      const status = await copyDifferences(ctx, { overlay, filename, newName, newFormat, args, progress });
+      // A relative new backing file is found next to the overlay's file (the operand may be an option string).
+      const status = await copyDifferences(ctx, { overlay, filename: overlay.filename, newName, newFormat, args, progress });
       if (status !== 0) return status;
     }
     try {

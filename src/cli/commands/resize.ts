@@ -33,8 +33,10 @@ export async function resizeCommand(ctx: CliContext, argv: readonly string[]): P
   let quiet = false;
   let shrink = false;
   let preallocation = 'off';
+  let imageOpts = false;
   for (const { key, value = '' } of parsed.options) {
     if (key === 'f') format = value;
+    else if (key === 'image-opts') imageOpts = true;
     else if (key === 'q') quiet = true;
     else if (key === 'shrink') shrink = true;
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the resize options');
@@ -54,7 +56,7 @@ export async function resizeCommand(ctx: CliContext, argv: readonly string[]): P
     reportError(ctx, SIZE_PARAMETER_TEXT);
     return 1;
   }
-  const node = await openForWriting(ctx, filename, { format });
+  const node = await openForWriting(ctx, filename, { format, imageOpts });
   if (!node) return 1;
   try {
     const current = node.length;

@@ -38,6 +38,7 @@ export async function snapshotCommand(ctx: CliContext, argv: readonly string[]):
   let action: Action | undefined;
   let name = '';
   let forceShare = false;
+  let imageOpts = false;
   for (const { key, value } of parsed.options) {
     const a = ACTIONS[key];
     if (a !== undefined) {
@@ -46,6 +47,8 @@ export async function snapshotCommand(ctx: CliContext, argv: readonly string[]):
       name = value ?? '';
     } else if (key === 'U') {
       forceShare = true;
+    } else if (key === 'image-opts') {
+      imageOpts = true;
     } else if (key === 'h') {
       ctx.out.stdout('usage: vdisk snapshot [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename\n');
       return 0;
@@ -58,7 +61,9 @@ export async function snapshotCommand(ctx: CliContext, argv: readonly string[]):
     return 1;
   }
   const node =
-    action === 'list' ? await openForReading(ctx, filename, { format: undefined, forceShare }) : await openForWriting(ctx, filename, { format: undefined });
+    action === 'list'
+      ? await openForReading(ctx, filename, { format: undefined, forceShare, imageOpts })
+      : await openForWriting(ctx, filename, { format: undefined, imageOpts });
   if (!node) return 1;
   let status = 0;
   try {

@@ -13,8 +13,11 @@ export interface DriverOptions {
   readonly warnings: readonly string[];
 }
 
-/** Parses every -o argument given, in order. */
-export function parseDriverOptions(args: readonly string[]): DriverOptions {
+/**
+ * Parses every -o argument given, in order. With `impliedKey`, a first item
+ * without '=' is that key's value (qemu-img's --image-opts implies `file`).
+ */
+export function parseDriverOptions(args: readonly string[], impliedKey?: string): DriverOptions {
   const values = new Map<string, string>();
   const warnings: string[] = [];
   for (const arg of args) {
@@ -22,6 +25,10 @@ export function parseDriverOptions(args: readonly string[]): DriverOptions {
       const eq = item.indexOf('=');
       if (eq >= 0) {
         values.set(item.slice(0, eq), item.slice(eq + 1));
+        continue;
+      }
+      if (impliedKey !== undefined && values.size === 0) {
+        values.set(impliedKey, item);
         continue;
       }
       const off = item.startsWith('no');
@@ -48,6 +55,8 @@ const QCOW2_KEYS: readonly string[] = [
 export function unsupportedOption(options: DriverOptions, format: string): string | undefined {
   for (const key of options.values.keys()) {
     if (GENERIC_KEYS.includes(key)) continue;
+    // backing="" (no backing file) is every format's; another value names a node, which vdisk has none of.
+    if (key === 'backing' && options.values.get(key) === '') continue;
     if (format === 'qcow2' && (QCOW2_KEYS.includes(key) || key.startsWith('overlap-check.'))) continue;
     return key;
   }

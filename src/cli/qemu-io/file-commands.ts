@@ -12,7 +12,6 @@ import type { IoFile, OpenSettings } from './open-file.js';
 import type { CliOutput } from '../context.js';
 import type { CommandResult } from './session.js';
 import { parseDriverOptions, unsupportedOption } from './driver-options.js';
-import { parseImageOpts } from './image-opts.js';
 
 /** A command that works with or without an open image. */
 export interface FileCommand {
@@ -119,10 +118,7 @@ export const openCmd: FileCommand = {
         out.stdout("--image-opts and 'open -o' are mutually exclusive\n");
         return 'failed';
       }
-      const opts = parseImageOpts(filename);
-      for (const w of opts.warnings) out.stderr(`${PROGRAM}: ${w}\n`);
-      if (!opts.ok) return report(out, `can't open: ${opts.message}`);
-      return (await file.open({ ...common, filename: opts.filename, format: opts.format, options: opts.options, imageOpts: true })) ? 'ok' : 'failed';
+      return (await file.openOptionString(filename, common)) ? 'ok' : 'failed';
     }
     const options = parseDriverOptions(driverText);
     for (const w of options.warnings) out.stderr(`${PROGRAM}: ${w}\n`);

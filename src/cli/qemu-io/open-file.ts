@@ -5,7 +5,11 @@ import type { CacheMode, FormatName } from '../../formats/driver.js';
 import type { ImageNode } from '../../block/types.js';
 import { type CliContext, reportError } from '../context.js';
 import { openErrorText } from '../open-error.js';
-import { booleanOption, type DriverOptions, unsupportedOption } from './driver-options.js';
+import { qemuFormatName } from '../format-name.js';
+import { type DriverOptions, unsupportedOption } from './driver-options.js';
+import { type ProtocolOptions, parseImageOptions } from '../image-opts.js';
+import { openSettings } from '../open-settings.js';
+import type { EngineOpenOptions } from '../qcow2-tuning.js';
 import type { IoSession } from './session.js';
 
 /** How qemu-io opens (and reopens) its image. */
@@ -25,17 +29,16 @@ export interface OpenSettings {
   readonly copyOnRead?: boolean;
   /** The -o list beyond the driver (checked against the opened format). */
   readonly options?: DriverOptions;
+  /** The file.* options of an --image-opts string that vdisk applies. */
+  readonly protocol?: ProtocolOptions;
 }
 
-/** QEMU's name of a format in messages (vdisk's ploop is QEMU's parallels). */
-function qemuFormatName(format: FormatName): string {
-  return format === 'ploop' ? 'parallels' : format;
-}
+/** What the command line or `open` gives besides the image itself. */
+export type OpenFlags = Omit<OpenSettings, 'filename' | 'format' | 'options' | 'protocol' | 'imageOpts'>;
 
-/** Whether the image is opened with O_DIRECT: the cache mode, unless -o cache.direct says otherwise. */
-function directIo(settings: OpenSettings): boolean {
-  const option = settings.options ? booleanOption(settings.options, 'cache.direct') : undefined;
-  return option ?? (settings.cache === 'none' || settings.cache === 'directsync');
+/** Whether the image is opened with O_DIRECT. */
+function directIo(cache: CacheMode | undefined): boolean {
+  return cache === 'none' || cache === 'directsync';
 }
 
 /**
@@ -100,23 +103,26 @@ export class IoFile {
     };
     // Under -s the image itself is opened read-only (the overlay takes the writes), so sharing it is allowed.
     if (settings.forceShare && !settings.readOnly && !settings.snapshot) return fail('force-share=on can only be used with read-only images');
-    if (settings.nativeAio && !directIo(settings)) return fail('aio=native was specified, but it requires cache.direct=on, which was not specified.');
-    if (settings.options && booleanOption(settings.options, 'read-only') === true && !settings.readOnly) return fail('Block node is read-only');
+    // Under -s the image itself is only read: its options are checked as for a read-only open.
+    const applied = openSettings(settings.options ?? { values: new Map(), warnings: [] }, settings.protocol ?? {}, {
+      readOnly: settings.readOnly || settings.snapshot === true,
+      cache: settings.cache,
+      forceShare: settings.forceShare,
+    });
+    if (!applied.ok) return fail(applied.message);
+    for (const w of applied.warnings) reportError(this.ctx, w);
+    const engineOptions: EngineOpenOptions = { ...applied.settings, readOnly: settings.readOnly, ...(settings.format ? { format: settings.format } : {}) };
+    if (settings.nativeAio && !directIo(engineOptions.cache)) return fail('aio=native was specified, but it requires cache.direct=on, which was not specified.');
     if (settings.copyOnRead && settings.readOnly) return fail("Can't use copy-on-read on read-only device");
     let node: ImageNode;
     let format: FormatName;
     try {
       if (settings.snapshot) {
-        const opened = await this.openSnapshot(settings);
+        const opened = await this.openSnapshot(settings.filename, engineOptions);
         node = opened.node;
         format = opened.baseFormat;
       } else {
-        node = await this.ctx.engine.openImage(filename, {
-          ...(settings.format ? { format: settings.format } : {}),
-          readOnly: settings.readOnly,
-          forceShare: settings.forceShare,
-          ...(settings.cache ? { cache: settings.cache } : {}),
-        });
+        node = await this.ctx.engine.openImage(filename, engineOptions);
         format = node.format;
         // QEMU warns about a probed raw image only when it may write block 0 (a snapshot overlay protects it).
         if (settings.format === undefined && format === 'raw' && !settings.readOnly && !this.quiet) this.ctx.out.stderr(RAW_PROBE_WARNING(filename));
@@ -140,27 +146,37 @@ export class IoFile {
    * overlay in the temporary directory; the overlay is unlinked as soon as it
    * is open, so it disappears with the session however that ends.
    */
-  private async openSnapshot(settings: OpenSettings): Promise<{ node: ImageNode; baseFormat: FormatName }> {
-    const cache = settings.cache ? { cache: settings.cache } : {};
-    const base = await this.ctx.engine.openImage(settings.filename, {
-      ...(settings.format ? { format: settings.format } : {}),
-      readOnly: true,
-      forceShare: settings.forceShare,
-      ...cache,
-    });
+  private async openSnapshot(filename: string, options: EngineOpenOptions): Promise<{ node: ImageNode; baseFormat: FormatName }> {
+    const cache = options.cache ? { cache: options.cache } : {};
+    const base = await this.ctx.engine.openImage(filename, { ...options, readOnly: true });
     const size = base.length;
     const baseFormat = base.format;
     await base.close();
     const overlay = await reserveTempName();
     try {
-      await this.ctx.engine.createImage(overlay, 'qcow2', { size, options: {}, backingFile: resolve(settings.filename), backingFormat: baseFormat });
-      const node = await this.ctx.engine.openImage(overlay, { format: 'qcow2', readOnly: settings.readOnly, ...cache });
+      await this.ctx.engine.createImage(overlay, 'qcow2', { size, options: {}, backingFile: resolve(filename), backingFormat: baseFormat });
+      const node = await this.ctx.engine.openImage(overlay, { format: 'qcow2', readOnly: options.readOnly ?? false, ...cache });
       this.snapshotOverlay = overlay;
       this.snapshotReopened = false;
       return { node, baseFormat };
     } finally {
       await unlink(overlay).catch(() => undefined);
     }
+  }
+
+  /**
+   * Opens the image an --image-opts string names (the command line's operand
+   * or `open`'s); prints qemu-io's "can't open" and returns false when it
+   * names none.
+   */
+  async openOptionString(text: string, flags: OpenFlags): Promise<boolean> {
+    const opts = parseImageOptions(text, { impliedFile: false });
+    for (const w of opts.warnings) reportError(this.ctx, w);
+    if (!opts.ok) {
+      reportError(this.ctx, `can't open: ${opts.message}`);
+      return false;
+    }
+    return this.open({ ...flags, filename: opts.filename, format: opts.format, options: opts.options, protocol: opts.protocol, imageOpts: true });
   }
 
   /** Closes the image (flushing it); the session has no file afterwards. */
