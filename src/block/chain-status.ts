@@ -17,6 +17,7 @@
 import { VdiskError } from '../errors.js';
 import type { LayerExtent } from '../formats/driver.js';
 import type { ChainExtent } from './types.js';
+import type { Mutable } from '../util/mutable.js';
 
 /** One layer of the chain as the merge sees it. */
 export interface StatusLayer {
@@ -26,62 +27,66 @@ export interface StatusLayer {
   status(offset: number, length: number): Promise<LayerExtent[]>;
 }
 
-type ExtentFields = Omit<ChainExtent, 'offset' | 'length'>;
-
-/** Collects extents in order, merging each with the previous one when they are equal and contiguous. */
+/**
+ * Collects extents in order, merging each with the previous one when they are
+ * equal and contiguous. A 1 TiB map makes tens of thousands: each is one object,
+ * made here and grown in place.
+ */
 class ExtentList {
-  readonly items: ChainExtent[] = [];
+  readonly items: Mutable<ChainExtent>[] = [];
 
-  push(offset: number, length: number, fields: ExtentFields): void {
+  /** A range no layer defines (see the module comment for `zero`). */
+  pushUndefined(offset: number, length: number, depth: number, zero: boolean): void {
     if (length <= 0) return;
     const last = this.items[this.items.length - 1];
-    if (last && canMerge(last, fields)) {
-      this.items[this.items.length - 1] = { ...last, length: last.length + length };
+    if (last && !last.present && last.zero === zero && !last.data && last.depth === depth && last.hostOffset === undefined && !last.compressed) {
+      last.length += length;
       return;
     }
-    this.items.push({ offset, length, ...fields });
+    this.items.push({ offset, length, present: false, zero, data: false, depth });
   }
-}
 
-function canMerge(a: ChainExtent, b: ExtentFields): boolean {
-  if (a.present !== b.present || a.zero !== b.zero || a.data !== b.data || a.depth !== b.depth) return false;
-  if ((a.compressed ?? false) !== (b.compressed ?? false) || a.hostFile !== b.hostFile) return false;
-  if (a.hostOffset === undefined || b.hostOffset === undefined) return a.hostOffset === b.hostOffset;
-  return a.hostOffset + a.length === b.hostOffset;
-}
-
-function allocatedFields(e: LayerExtent, depth: number, layer: StatusLayer): ExtentFields {
-  const fields: { -readonly [K in keyof ExtentFields]: ExtentFields[K] } = {
-    present: true,
-    zero: e.zero,
-    data: e.data,
-    depth,
-  };
-  if (e.hostOffset !== undefined) {
-    fields.hostOffset = e.hostOffset;
-    fields.hostFile = e.hostFile ?? layer.filename;
+  /** A range layer `depth` defines as `e` says. */
+  pushAllocated(offset: number, e: LayerExtent, depth: number, layer: StatusLayer): void {
+    const length = e.length;
+    if (length <= 0) return;
+    const hostFile = e.hostOffset === undefined ? undefined : (e.hostFile ?? layer.filename);
+    const compressed = e.compressed ?? false;
+    const last = this.items[this.items.length - 1];
+    if (
+      last &&
+      last.present &&
+      last.zero === e.zero &&
+      last.data === e.data &&
+      last.depth === depth &&
+      (last.compressed ?? false) === compressed &&
+      last.hostFile === hostFile &&
+      (last.hostOffset === undefined || e.hostOffset === undefined ? last.hostOffset === e.hostOffset : last.hostOffset + last.length === e.hostOffset)
+    ) {
+      last.length += length;
+      return;
+    }
+    const item: Mutable<ChainExtent> = { offset, length, present: true, zero: e.zero, data: e.data, depth };
+    if (e.hostOffset !== undefined && hostFile !== undefined) {
+      item.hostOffset = e.hostOffset;
+      item.hostFile = hostFile;
+    }
+    if (compressed) item.compressed = true;
+    this.items.push(item);
   }
-  if (e.compressed) fields.compressed = true;
-  return fields;
 }
 
 /** Merged block status of `layers` (top first) over [offset, offset+length). */
 export async function mergeChainStatus(layers: readonly StatusLayer[], offset: number, length: number): Promise<ChainExtent[]> {
   const out = new ExtentList();
-  await walk(layers, 0, { offset, length }, out);
+  await walk(layers, 0, offset, offset + length, out);
   return out.items;
 }
 
-async function walk(
-  layers: readonly StatusLayer[],
-  depth: number,
-  range: { readonly offset: number; readonly length: number },
-  out: ExtentList,
-): Promise<void> {
+async function walk(layers: readonly StatusLayer[], depth: number, start: number, end: number, out: ExtentList): Promise<void> {
   const layer = layers[depth];
   if (!layer) throw new VdiskError('EINVAL', 'Block status of an empty chain');
-  const end = range.offset + range.length;
-  let pos = range.offset;
+  let pos = start;
   while (pos < end) {
     const extents = await layer.status(pos, end - pos);
     if (extents.length === 0) {
@@ -94,31 +99,32 @@ async function walk(
           offset: pos,
         });
       }
-      if (e.allocated) out.push(pos, e.length, allocatedFields(e, depth, layer));
-      else await unallocated(layers, depth, { offset: pos, length: e.length }, out);
+      if (e.allocated) out.pushAllocated(pos, e, depth, layer);
+      else {
+        // `await undefined` would still cost a turn: most holes need no layer below.
+        const below = unallocated(layers, depth, pos, pos + e.length, out);
+        if (below) await below;
+      }
       pos += e.length;
     }
   }
 }
 
-/** A range layer `depth` leaves undefined: from the layer below, or zeros. */
-async function unallocated(
-  layers: readonly StatusLayer[],
-  depth: number,
-  range: { readonly offset: number; readonly length: number },
-  out: ExtentList,
-): Promise<void> {
-  const layer = layers[depth];
-  const backingLength = layer?.backingLength ?? null;
-  const zero: ExtentFields = { present: false, zero: true, data: false, depth };
+/**
+ * A range layer `depth` leaves undefined: from the layer below, or zeros.
+ * Returns without a promise when nothing below needs asking (the bottom layer's holes).
+ */
+function unallocated(layers: readonly StatusLayer[], depth: number, start: number, end: number, out: ExtentList): Promise<void> | undefined {
+  const backingLength = layers[depth]?.backingLength ?? null;
   if (backingLength === null) {
-    out.push(range.offset, range.length, zero);
-    return;
+    out.pushUndefined(start, end - start, depth, true);
+    return undefined;
   }
-  const inside = Math.max(0, Math.min(range.length, backingLength - range.offset));
-  if (inside > 0) {
-    if (depth + 1 < layers.length) await walk(layers, depth + 1, { offset: range.offset, length: inside }, out);
-    else out.push(range.offset, inside, { present: false, zero: false, data: false, depth });
+  const insideEnd = Math.max(start, Math.min(end, backingLength));
+  if (insideEnd > start && depth + 1 < layers.length) {
+    return walk(layers, depth + 1, start, insideEnd, out).then(() => out.pushUndefined(insideEnd, end - insideEnd, depth, true));
   }
-  out.push(range.offset + inside, range.length - inside, zero);
+  out.pushUndefined(start, insideEnd - start, depth, false);
+  out.pushUndefined(insideEnd, end - insideEnd, depth, true);
+  return undefined;
 }

@@ -8,6 +8,7 @@ import type { HostExtent, LayerExtent } from '../driver.js';
 import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireL2, clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
+import type { Mutable } from '../../util/mutable.js';
 
 /** A piece of a guest range with one way of reading it. */
 export type Piece =
@@ -16,9 +17,6 @@ export type Piece =
   /** `host`: a host cluster exists but this subcluster is unallocated (QEMU reports its offset). */
   | { readonly kind: 'unallocated'; readonly guest: number; readonly length: number; readonly host?: number }
   | { readonly kind: 'compressed'; readonly guest: number; readonly length: number; readonly mapping: Extract<L2Mapping, { kind: 'compressed' }> };
-
-/** `T` with its fields writable (distributes over a union). */
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** Guest bytes written by a completed write whose cluster is not linked yet: read them at `host`. */
 interface Overlay {
@@ -275,36 +273,39 @@ const STATUS_READ_AHEAD = 8;
 
 /** This layer's allocation over [offset, offset+length). */
 export async function layerStatus(img: Qcow2Image, offset: number, length: number): Promise<LayerExtent[]> {
-  const out: LayerExtent[] = [];
+  // Extents are made here and grown in place by merges: a 1 TiB map makes tens of thousands.
+  const out: Mutable<LayerExtent>[] = [];
   const hostFile = img.dataHost === img.host ? undefined : img.dataHost.path;
-  const push = (e: LayerExtent): void => {
+  const push = (length: number, allocated: boolean, zero: boolean, data: boolean, host: number | null | undefined, compressed: boolean): void => {
     const last = out[out.length - 1];
     if (
-      last &&
-      last.allocated === e.allocated &&
-      last.zero === e.zero &&
-      last.data === e.data &&
-      (last.compressed ?? false) === (e.compressed ?? false) &&
-      (last.hostOffset === undefined
-        ? e.hostOffset === undefined
-        : e.hostOffset !== undefined && last.hostOffset + last.length === e.hostOffset)
+      last !== undefined &&
+      last.allocated === allocated &&
+      last.zero === zero &&
+      last.data === data &&
+      (last.compressed ?? false) === compressed &&
+      (last.hostOffset === undefined ? host === undefined || host === null : host !== undefined && host !== null && last.hostOffset + last.length === host)
     ) {
-      out[out.length - 1] = { ...last, length: last.length + e.length };
+      last.length += length;
       return;
     }
+    const e: Mutable<LayerExtent> = { length, allocated, zero, data };
+    // Where a piece's bytes are on the host, when it has a host cluster (QEMU reports it for zero and unallocated subclusters too).
+    if (host !== undefined && host !== null) {
+      e.hostOffset = host;
+      if (hostFile !== undefined) e.hostFile = hostFile;
+    }
+    if (compressed) e.compressed = true;
     out.push(e);
   };
   // Status must describe completed writes: link the allocations in flight over the range first.
   await img.inflight.settle(Math.floor(offset / img.clusterSize), Math.floor((offset + length - 1) / img.clusterSize));
-  // Where a piece's bytes are on the host, when it has a host cluster (QEMU reports it for zero and unallocated subclusters too).
-  const at = (host: number | null | undefined): { hostOffset?: number; hostFile?: string } =>
-    host === null || host === undefined ? {} : { hostOffset: host, ...(hostFile ? { hostFile } : {}) };
   const toExtents = (pieces: readonly Piece[]): void => {
     for (const p of pieces) {
-      if (p.kind === 'data') push({ length: p.length, allocated: true, zero: false, data: true, ...at(p.host) });
-      else if (p.kind === 'zero') push({ length: p.length, allocated: true, zero: true, data: false, ...at(p.host) });
-      else if (p.kind === 'unallocated') push({ length: p.length, allocated: false, zero: false, data: false, ...at(p.host) });
-      else push({ length: p.length, allocated: true, zero: false, data: true, compressed: true });
+      if (p.kind === 'data') push(p.length, true, false, true, p.host, false);
+      else if (p.kind === 'zero') push(p.length, true, true, false, p.host, false);
+      else if (p.kind === 'unallocated') push(p.length, false, false, false, p.host, false);
+      else push(p.length, true, false, true, undefined, true);
     }
   };
   const span = img.clusterSize * img.l2Entries;
