@@ -223,20 +223,32 @@ export class DirectHostFile implements HostFile {
     return this.writev([buf], offset);
   }
 
-  async #writeAlignedNow(buf: Uint8Array, offset: number, bounce: Uint8Array): Promise<void> {
-    const end = offset + buf.length;
+  /** No async frame: this runs once per guest request. */
+  #writeAlignedNow(buf: Uint8Array, offset: number, bounce: Uint8Array): Promise<void> {
+    const length = buf.length;
+    const end = offset + length;
     const claim = this.#writing.claim(offset, end);
     const issued = this.#partials?.stamp() ?? 0;
-    try {
-      const view = bounce.subarray(0, buf.length);
-      view.set(buf);
-      this.#size = Math.max(this.#size, end);
-      await this.#pwriteAll(view, offset, { length: buf.length, offset });
-      if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
-    } finally {
+    const view = bounce.length === length ? bounce : bounce.subarray(0, length);
+    view.set(buf);
+    this.#size = Math.max(this.#size, end);
+    const release = (): void => {
       this.#pool.give(bounce);
       this.#writing.release(claim);
-    }
+    };
+    return this.#pwriteAll(view, offset, length, offset).then(
+      () => {
+        try {
+          if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
+        } finally {
+          release();
+        }
+      },
+      (e: unknown) => {
+        release();
+        throw e;
+      },
+    );
   }
 
   async writev(bufs: readonly Uint8Array[], offset: number): Promise<void> {
@@ -310,7 +322,7 @@ export class DirectHostFile implements HostFile {
       // Writes that completed while this waited may have made its sectors stale: those come from the disk.
       if (block.mask !== 0) {
         if (!partials.isFull(block)) await this.#fillUnheld(partials, block);
-        await this.#pwriteAll(block.data, start, { length: partials.blockSize, offset: start });
+        await this.#pwriteAll(block.data, start, partials.blockSize, start);
         if (end > this.#size) await this.#inner.truncate(this.#size);
       }
     } finally {
@@ -373,14 +385,28 @@ export class DirectHostFile implements HostFile {
    * (the caller's request). The message is built only then: this runs once per
    * request (a 4 KiB overwrite at depth 32 allocated 70 bytes less with it).
    */
-  async #pwriteAll(view: Uint8Array, start: number, request: { readonly length: number; readonly offset: number }): Promise<void> {
+  /**
+   * Writes all of `view` at `start`; errors name the request (`length` bytes at
+   * `offset`). The first write is issued in this call, with no async frame.
+   */
+  #pwriteAll(view: Uint8Array, start: number, length: number, offset: number): Promise<void> {
+    const fail = (e: unknown): never => {
+      throw fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
+    };
+    let first: Promise<number>;
     try {
-      for (let done = 0; done < view.length; ) {
-        const piece = done === 0 ? view : view.subarray(done);
-        done += await (this.#ring ? this.#ring.write(this.#fd, piece, start + done) : pwrite(this.#fd, piece, start + done));
-      }
+      first = this.#ring ? this.#ring.write(this.#fd, view, start) : pwrite(this.#fd, view, start);
     } catch (e) {
-      throw fromSystemError(e, this.path, `write ${request.length} bytes at offset ${request.offset} of`);
+      return Promise.reject(e).catch(fail);
+    }
+    return first.then((n) => (n >= view.length ? undefined : this.#pwriteRest(view, start, n).catch(fail)), fail);
+  }
+
+  /** The rest of a short write, from byte `done` of `view`. */
+  async #pwriteRest(view: Uint8Array, start: number, done: number): Promise<void> {
+    while (done < view.length) {
+      const piece = view.subarray(done);
+      done += await (this.#ring ? this.#ring.write(this.#fd, piece, start + done) : pwrite(this.#fd, piece, start + done));
     }
   }
 
@@ -412,7 +438,7 @@ export class DirectHostFile implements HostFile {
         view.set(part, at);
         at += part.length;
       }
-      await this.#pwriteAll(view, start, { length, offset });
+      await this.#pwriteAll(view, start, length, offset);
       // The padding must not grow the file past what was asked.
       if (end > this.#size) await this.#inner.truncate(this.#size);
       // What this wrote is newer than anything held for the same sectors.

@@ -26,18 +26,18 @@ const enum Op {
   Datasync = 2,
 }
 
-interface Waiter {
-  resolve(result: number): void;
-  reject(e: Error): void;
-}
+type Resolve = (result: number) => void;
+type Reject = (e: Error) => void;
 
+/** A request waiting for a free tag. */
 interface Queued {
   readonly op: Op;
   readonly fd: number;
   readonly buf: Uint8Array | null;
   readonly offset: number;
   readonly flags: number;
-  readonly waiter: Waiter;
+  readonly resolve: Resolve;
+  readonly reject: Reject;
 }
 
 /** errno number → name, for errors that look like Node's own (`code: 'EIO'`). */
@@ -63,13 +63,16 @@ export class HostRing {
   readonly #handle: object;
   /** (tag, result) pairs the addon fills before each completion callback. */
   readonly #results: Int32Array;
-  readonly #waiters: (Waiter | undefined)[] = new Array<Waiter | undefined>(RING_ENTRIES).fill(undefined);
+  /** The promise of each tag in flight, as two arrays: no object per request (this runs for every guest request). */
+  readonly #resolves: (Resolve | undefined)[] = new Array<Resolve | undefined>(RING_ENTRIES).fill(undefined);
+  readonly #rejects: (Reject | undefined)[] = new Array<Reject | undefined>(RING_ENTRIES).fill(undefined);
   readonly #freeTags: number[] = [];
   readonly #queue: Queued[] = [];
   #inFlight = 0;
   /** Tags queued in the ring but not yet submitted, oldest first. */
   #unsubmitted: number[] = [];
   #enterScheduled = false;
+  readonly #enterSoon = (): void => this.#enter();
   #closed = false;
   #drained: (() => void) | null = null;
 
@@ -148,35 +151,33 @@ export class HostRing {
       return Promise.reject(new HostRingError(osConstants.errno.EBADF, 'request on a closed host ring'));
     }
     return new Promise<number>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject };
-      const q: Queued = { op, fd, buf, offset, flags, waiter };
-      if (this.#freeTags.length === 0) this.#queue.push(q);
-      else this.#submit(q);
+      if (this.#freeTags.length === 0) this.#queue.push({ op, fd, buf, offset, flags, resolve, reject });
+      else this.#submit(op, fd, buf, offset, flags, resolve, reject);
     });
   }
 
-  #submit(q: Queued): void {
-    const { op, fd, buf, offset, flags, waiter } = q;
+  #submit(op: Op, fd: number, buf: Uint8Array | null, offset: number, flags: number, resolve: Resolve, reject: Reject): void {
     const tag = this.#freeTags.pop();
     if (tag === undefined) {
-      this.#queue.push(q);
+      this.#queue.push({ op, fd, buf, offset, flags, resolve, reject });
       return;
     }
     try {
       this.#native.ringSubmit(this.#handle, op, fd, buf, offset, tag, flags);
     } catch (e) {
       this.#freeTags.push(tag);
-      waiter.reject(e instanceof Error ? e : new Error(String(e)));
+      reject(e instanceof Error ? e : new Error(String(e)));
       return;
     }
-    this.#waiters[tag] = waiter;
+    this.#resolves[tag] = resolve;
+    this.#rejects[tag] = reject;
     this.#inFlight++;
     this.#unsubmitted.push(tag);
     if (!this.#enterScheduled) {
       // Once the current burst of promise callbacks has run: every request it
       // issued goes to the kernel in one syscall.
       this.#enterScheduled = true;
-      process.nextTick(() => this.#enter());
+      process.nextTick(this.#enterSoon);
     }
   }
 
@@ -190,10 +191,13 @@ export class HostRing {
     }
     const taken = this.#native.ringEnter(this.#handle);
     if (taken >= 0) {
-      this.#unsubmitted.splice(0, taken);
-      if (this.#unsubmitted.length > 0 && !this.#enterScheduled) {
+      // Not splice: it makes an array of what it removes, on every submission.
+      const left = this.#unsubmitted.length - taken;
+      if (left > 0) this.#unsubmitted.copyWithin(0, taken);
+      this.#unsubmitted.length = Math.max(0, left);
+      if (left > 0 && !this.#enterScheduled) {
         this.#enterScheduled = true;
-        setImmediate(() => this.#enter());
+        setImmediate(this.#enterSoon);
       }
       return;
     }
@@ -201,11 +205,9 @@ export class HostRing {
     const dropped = this.#unsubmitted;
     this.#unsubmitted = [];
     for (const tag of dropped) {
-      const waiter = this.#waiters[tag];
-      this.#waiters[tag] = undefined;
-      this.#freeTags.push(tag);
-      this.#inFlight--;
-      waiter?.reject(new HostRingError(-taken, 'io_uring_enter'));
+      const reject = this.#rejects[tag];
+      this.#settle(tag);
+      reject?.(new HostRingError(-taken, 'io_uring_enter'));
     }
     this.#drainQueue();
   }
@@ -215,22 +217,29 @@ export class HostRing {
     for (let i = 0; i < count; i++) {
       const tag = results[2 * i] ?? -1;
       const result = results[2 * i + 1] ?? 0;
-      const waiter = this.#waiters[tag];
-      if (waiter === undefined) continue;
-      this.#waiters[tag] = undefined;
-      this.#freeTags.push(tag);
-      this.#inFlight--;
-      if (result < 0) waiter.reject(new HostRingError(-result, 'io_uring request'));
-      else waiter.resolve(result);
+      const resolve = this.#resolves[tag];
+      const reject = this.#rejects[tag];
+      if (resolve === undefined || reject === undefined) continue;
+      this.#settle(tag);
+      if (result < 0) reject(new HostRingError(-result, 'io_uring request'));
+      else resolve(result);
     }
     this.#drainQueue();
+  }
+
+  /** Frees the tag of a request that ended. */
+  #settle(tag: number): void {
+    this.#resolves[tag] = undefined;
+    this.#rejects[tag] = undefined;
+    this.#freeTags.push(tag);
+    this.#inFlight--;
   }
 
   /** Submits waiting requests into freed slots; settles `close` once all are done. */
   #drainQueue(): void {
     while (this.#queue.length > 0 && this.#freeTags.length > 0) {
       const q = this.#queue.shift();
-      if (q) this.#submit(q);
+      if (q) this.#submit(q.op, q.fd, q.buf, q.offset, q.flags, q.resolve, q.reject);
     }
     if (this.#inFlight === 0 && this.#queue.length === 0 && this.#drained !== null) {
       const drained = this.#drained;

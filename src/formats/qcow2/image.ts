@@ -22,7 +22,7 @@ import { hex } from '../../util/int64.js';
 import type { BackingSource } from '../driver.js';
 import type { ClusterCodec } from './compression.js';
 import type { InflightTable } from './inflight.js';
-import { readL1Entry, readL2Entry, type L2Geometry, type L2Mapping } from './l2-entry.js';
+import { readL1EntryOf, readL2Entry, type L1Mapping, type L2Geometry, type L2Mapping } from './l2-entry.js';
 import type { Refcounts } from './refcounts.js';
 import type { CachedTable, TableCache } from './table-cache.js';
 
@@ -59,10 +59,12 @@ export function l1Entries(img: Qcow2Image): number {
 }
 
 /** The L2 table offset for `l1Index`, 0 when none. */
-export function l2OffsetAt(img: Qcow2Image, l1Index: number): { l2Offset: number; copied: boolean } {
-  if (l1Index >= l1Entries(img)) return { l2Offset: 0, copied: false };
-  return readL1Entry(img.l1, l1Index, { clusterBits: img.clusterBits, file: img.file, tableOffset: img.l1Offset });
+export function l2OffsetAt(img: Qcow2Image, l1Index: number): L1Mapping {
+  if (l1Index >= l1Entries(img)) return NO_L2_TABLE;
+  return readL1EntryOf(img.l1, l1Index, img.clusterBits, img.file, img.l1Offset);
 }
+
+const NO_L2_TABLE: L1Mapping = Object.freeze({ l2Offset: 0, copied: false });
 
 /** Pins the L2 table of `l1Index` for reading; null when the L1 entry is empty. */
 export async function acquireL2(img: Qcow2Image, l1Index: number): Promise<CachedTable | null> {

@@ -9,6 +9,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import { hex } from '../../util/int64.js';
+import { beWord } from '../../util/be-word.js';
 
 /** Geometry an entry is decoded against. */
 export interface L2Geometry {
@@ -123,11 +124,24 @@ export function encodeL1Entry(l2Offset: number, copied: boolean): bigint {
 
 /** Reads L1 entry `index` of an L1 table buffer. */
 export function readL1Entry(table: Uint8Array, index: number, ctx: { readonly clusterBits: number; readonly file: string; readonly tableOffset: number }): L1Mapping {
-  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
-  const hi = view.getUint32(index * 8, false);
-  const lo = view.getUint32(index * 8 + 4, false);
+  return readL1EntryOf(table, index, ctx.clusterBits, ctx.file, ctx.tableOffset);
+}
+
+/**
+ * readL1Entry with its context as arguments: every request looks up an L1
+ * entry, and a valid one costs no object but its result (the error's context
+ * objects are made only for a corrupt entry).
+ */
+export function readL1EntryOf(table: Uint8Array, index: number, clusterBits: number, file: string, tableOffset: number): L1Mapping {
+  const at = index * 8;
+  const hi = beWord(table, at);
+  const lo = beWord(table, at + 4);
   if (hi === 0 && lo === 0) return UNALLOCATED_L1;
-  return decodeL1Words(hi, lo, { clusterBits: ctx.clusterBits, loc: { file: ctx.file, tableOffset: ctx.tableOffset, index } });
+  if ((hi & L1_RESERVED_HI) === 0 && (lo & L1_RESERVED_LO) === 0) {
+    const l2Offset = offsetOf(hi, lo);
+    if (l2Offset % 2 ** clusterBits === 0) return { l2Offset, copied: (hi & COPIED_HI) !== 0 && l2Offset !== 0 };
+  }
+  return decodeL1Words(hi, lo, { clusterBits, loc: { file, tableOffset, index } });
 }
 
 /** Writes L1 entry `index` of an L1 table buffer. */

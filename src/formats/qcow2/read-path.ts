@@ -9,6 +9,7 @@ import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js'
 import type { CachedTable } from './table-cache.js';
 import { acquireL2, clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 import type { Mutable } from '../../util/mutable.js';
+import { beWord } from '../../util/be-word.js';
 
 /** A piece of a guest range with one way of reading it. */
 export type Piece =
@@ -173,11 +174,6 @@ export function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Pro
   );
 }
 
-/** The big-endian 32-bit word of `data` at byte `at`. */
-function wordAt(data: Uint8Array, at: number): number {
-  return ((data[at] ?? 0) * 0x1000000 + (((data[at + 1] ?? 0) << 16) | ((data[at + 2] ?? 0) << 8) | (data[at + 3] ?? 0))) >>> 0;
-}
-
 /**
  * A read of plain data clusters (standard L2 entries) that follow each other
  * on the host, within one cached L2 table, with no allocation in flight on any
@@ -209,7 +205,7 @@ export function plainHostOffsetNow(img: Qcow2Image, offset: number, length: numb
   try {
     for (let c = first; c <= last; c++) {
       const at = (c % img.l2Entries) * 8;
-      const host = plainDataOffset(wordAt(table.data, at), wordAt(table.data, at + 4), img.geometry.clusterBits);
+      const host = plainDataOffset(beWord(table.data, at), beWord(table.data, at + 4), img.geometry.clusterBits);
       if (host < 0 || (c > first && host !== host0 + (c - first) * cs)) return -1;
       if (c === first) host0 = host;
     }

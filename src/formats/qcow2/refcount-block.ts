@@ -5,6 +5,7 @@
  * 8 bits and more are big-endian words. Values are bigint only for width 64.
  */
 import { VdiskError } from '../../errors.js';
+import { beWord } from '../../util/be-word.js';
 
 /** Largest refcount an entry of `1 << order` bits holds. */
 export function maxRefcount(order: number): bigint {
@@ -38,7 +39,7 @@ export function getRefcount(block: Uint8Array, index: number, order: number): nu
     case 4:
       return ((block[index * 2] ?? 0) << 8) | (block[index * 2 + 1] ?? 0);
     case 5:
-      return ((block[index * 4] ?? 0) * 0x1000000 + (((block[index * 4 + 1] ?? 0) << 16) | ((block[index * 4 + 2] ?? 0) << 8) | (block[index * 4 + 3] ?? 0)));
+      return beWord(block, index * 4);
     default: {
       const value = getRefcountBig(block, index, order);
       return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value);

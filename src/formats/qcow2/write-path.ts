@@ -158,24 +158,33 @@ function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise
   });
 }
 
-async function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
+function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
+  const span = img.clusterSize * img.l2Entries;
+  const l1Index = Math.floor(offset / span);
+  if (l1Index !== Math.floor((offset + data.length - 1) / span)) return writeAcrossTables(img, offset, data);
+  // One L2 table (the common case): no fan-out, and no async frame of its own (one per request
+  // was a large part of what a request allocated).
   const inflight = img.inflight;
   const leave = inflight.enterWrite(offset, data.length);
   const sequential = inflight.lastWriteEnd === offset;
   inflight.lastWriteEnd = offset + data.length;
-  const span = img.clusterSize * img.l2Entries;
-  if (Math.floor(offset / span) === Math.floor((offset + data.length - 1) / span)) {
-    // One L2 table (the common case): no fan-out.
-    const l1Index = Math.floor(offset / span);
-    const turn = inflight.enterPlan(l1Index);
-    try {
-      await writeChunk(img, { l1Index, offset, data, sequential, ...turn });
-    } finally {
-      turn.ticket.markPlanned();
-      leave();
-    }
-    return;
-  }
+  const turn = inflight.enterPlan(l1Index);
+  const done = (): void => {
+    turn.ticket.markPlanned();
+    leave();
+  };
+  return startChunk(img, { l1Index, offset, data, sequential, ticket: turn.ticket, after: turn.after }).then(done, (e: unknown) => {
+    done();
+    throw e;
+  });
+}
+
+/** A write over more than one L2 table: a chunk per table, planned in each. */
+async function writeAcrossTables(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
+  const inflight = img.inflight;
+  const leave = inflight.enterWrite(offset, data.length);
+  const sequential = inflight.lastWriteEnd === offset;
+  inflight.lastWriteEnd = offset + data.length;
   let results: PromiseSettledResult<void>[];
   const turns: PlanTicket[] = [];
   try {
@@ -184,7 +193,7 @@ async function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promi
       const part = sliceBytes(data, c.offset - offset, c.offset - offset + c.length);
       const turn = inflight.enterPlan(c.l1Index);
       turns.push(turn.ticket);
-      jobs.push(writeChunk(img, { l1Index: c.l1Index, offset: c.offset, data: part, sequential, ...turn }));
+      jobs.push(startChunk(img, { l1Index: c.l1Index, offset: c.offset, data: part, sequential, ...turn }));
     }
     results = await Promise.allSettled(jobs);
   } finally {
@@ -195,24 +204,53 @@ async function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promi
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
-async function writeChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
+/** writeChunk, its synchronous errors as a rejection. */
+function startChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
+  try {
+    return writeChunk(img, req);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/**
+ * Plans the chunk and writes it. When the table is cached and no request
+ * before this one waits to plan in it, planning happens in this call and so
+ * does the write in the common case (see executeChunk), with no async frame.
+ * May throw synchronously (a corrupt entry met while planning).
+ */
+function writeChunk(img: Qcow2Image, req: ChunkRequest): Promise<void> {
+  if (req.after !== null) return writeChunkWaiting(img, req);
+  const table = acquireCopiedL2Now(img, req.l1Index);
+  if (table === null) return writeChunkWaiting(img, req);
+  const planned = planInTable(img, table, req);
+  if (planned instanceof Promise) return planned.then(() => writeChunkWaiting(img, req));
+  return executeChunk(img, planned, req);
+}
+
+/** writeChunk when it must wait: for the request before it, for the table, or for a record it conflicts with. */
+async function writeChunkWaiting(img: Qcow2Image, req: ChunkRequest): Promise<void> {
   if (req.after !== null) await req.after.whenPlanned();
   for (;;) {
     const table = acquireCopiedL2Now(img, req.l1Index) ?? (await acquireL2ForWrite(img, req.l1Index));
-    let planned: ClusterPlan[] | Promise<void>;
-    try {
-      planned = planChunk(img, table, req);
-    } finally {
-      img.l2Cache.release(table);
-      // The next request may plan now (even if this one waits for a record first).
-      req.ticket.markPlanned();
-    }
+    const planned = planInTable(img, table, req);
     if (planned instanceof Promise) {
       await planned;
       continue;
     }
     await executeChunk(img, planned, req);
     return;
+  }
+}
+
+/** planChunk with the pinned `table`, which it releases; the next request may plan once it returns. */
+function planInTable(img: Qcow2Image, table: CachedTable, req: ChunkRequest): ClusterPlan[] | Promise<void> {
+  try {
+    return planChunk(img, table, req);
+  } finally {
+    img.l2Cache.release(table);
+    // The next request may plan now (even if this one waits for a record first).
+    req.ticket.markPlanned();
   }
 }
 
@@ -249,7 +287,7 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   const plans: ClusterPlan[] = [];
   const fresh: ClusterAllocation[] = [];
   const dataFile = img.geometry.externalDataFile;
-  const hooks: AllocationHooks = { writeTail: (rec) => writeTail(img, rec), link: (rec) => linkRecord(img, rec) };
+  const hooks = hooksOf(img);
   for (let pos = req.offset; pos < end; ) {
     const guestCluster = pos - (pos % cs);
     const s: ClusterSpan = { cluster: guestCluster / cs, guestCluster, a: pos - guestCluster, b: Math.min(end, guestCluster + cs) - guestCluster };
@@ -312,8 +350,68 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   return plans;
 }
 
+/** The hooks of an image's records: one pair of closures per image, not per planned chunk. */
+const hooksByImage = new WeakMap<Qcow2Image, AllocationHooks>();
+
+function hooksOf(img: Qcow2Image): AllocationHooks {
+  let hooks = hooksByImage.get(img);
+  if (hooks === undefined) {
+    hooks = { writeTail: (rec) => writeTail(img, rec), link: (rec) => linkRecord(img, rec) };
+    hooksByImage.set(img, hooks);
+  }
+  return hooks;
+}
+
 /** Builds the host writes of a planned chunk, issues them, and settles the plans. */
-async function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkRequest): Promise<void> {
+function executeChunk(img: Qcow2Image, plans: ClusterPlan[], req: ChunkRequest): Promise<void> {
+  const [only] = plans;
+  return (plans.length === 1 && only !== undefined ? writeOnePlanNow(img, only, req) : null) ?? executeChunkInGroups(img, plans, req);
+}
+
+/**
+ * The common chunk of a guest's requests: one cluster and no COW to read (a
+ * sequential stream's next request in a cluster whose tail it cancels, a
+ * first write from the cluster's start, an overwrite). Its write is issued in
+ * this call, or once the cluster's host offset is known; null for anything else.
+ */
+function writeOnePlanNow(img: Qcow2Image, p: ClusterPlan, req: ChunkRequest): Promise<void> | null {
+  if (p.kind === 'plain') return writeOnePlan(img, p, p.host, req);
+  const rec = p.rec;
+  const needsCow = p.cowFrom < p.a || (p.withTail && tailEnd(img, p.src, p.b) > p.b);
+  // Whether the COW is a no-op is known with the host offset.
+  if (needsCow && (rec.host < 0 || !rec.cowIsNoop)) return null;
+  if (rec.host >= 0) return writeOnePlan(img, p, rec.host, req);
+  return rec.hostReady.then(
+    () => writeOnePlan(img, p, rec.host, req),
+    (e: unknown) => {
+      settlePlan(p, e);
+      throw e;
+    },
+  );
+}
+
+/** Writes the data of the chunk's one plan into its cluster at `host`, then settles the plan. */
+function writeOnePlan(img: Qcow2Image, p: ClusterPlan, host: number, req: ChunkRequest): Promise<void> {
+  const guestCluster = p.kind === 'plain' ? p.guestCluster : p.src.guestCluster;
+  const from = guestCluster + p.a - req.offset;
+  const to = guestCluster + p.b - req.offset;
+  const data = from === 0 && to === req.data.length ? req.data : sliceBytes(req.data, from, to);
+  let wrote: Promise<void>;
+  try {
+    wrote = isHostRange(data) ? writeParts(img.dataHost, [data], host + p.a) : img.dataHost.write(data, host + p.a);
+  } catch (e) {
+    wrote = Promise.reject(e);
+  }
+  return wrote.then(
+    () => settlePlan(p, undefined),
+    (e: unknown) => {
+      settlePlan(p, e);
+      throw e;
+    },
+  );
+}
+
+async function executeChunkInGroups(img: Qcow2Image, plans: ClusterPlan[], req: ChunkRequest): Promise<void> {
   const groups: { host: number; bufs: Bytes[]; plans: ClusterPlan[] }[] = [];
   try {
     let prevEnd = -1;
