@@ -34,19 +34,72 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
-const args = process.argv.slice(2);
-const full = args.includes('--full');
-const runs = Number(args[args.indexOf('--runs') + 1] ?? 0) || 3;
-const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
-const markdown = args.includes('--markdown');
-const warmup = args.includes('--warmup') ? Number(args[args.indexOf('--warmup') + 1]) : 1;
+// Strict: a mistyped option (or --help) stops here instead of starting a run of many minutes.
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      full: { type: 'boolean', default: false },
+      runs: { type: 'string', default: '3' },
+      warmup: { type: 'string', default: '1' },
+      only: { type: 'string' },
+      markdown: { type: 'boolean', default: false },
+      'prime-mib': { type: 'string', default: '0' },
+      'keep-ca-env': { type: 'boolean', default: false },
+    },
+    strict: true,
+  }).values;
+} catch (e) {
+  console.error(`bench/run.mjs: ${e.message}\nusage: node bench/run.mjs [--full] [--runs N] [--warmup N] [--only substring] [--markdown] [--prime-mib N] [--keep-ca-env]`);
+  process.exit(2);
+}
+const full = parsed.full;
+const runs = Number(parsed.runs);
+if (!(Number.isInteger(runs) && runs >= 1)) throw new Error('--runs takes a whole number of runs, at least 1');
+const only = parsed.only ?? null;
+const markdown = parsed.markdown;
+const warmup = Number(parsed.warmup);
 if (!(Number.isInteger(warmup) && warmup >= 0)) throw new Error('--warmup takes a whole number of rounds');
-const primeMiB = args.includes('--prime-mib') ? Number(args[args.indexOf('--prime-mib') + 1]) : 0;
+const primeMiB = Number(parsed['prime-mib']);
 if (!(primeMiB >= 0)) throw new Error('--prime-mib takes a number of MiB');
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VDISK = [process.execPath, path.join(root, 'bin/vdisk.cjs')];
-const dir = fs.mkdtempSync(path.join(process.env.VDISK_BENCH_DIR ?? os.tmpdir(), 'vdisk-bench-'));
+const scratchRoot = process.env.VDISK_BENCH_DIR ?? os.tmpdir();
+removeAbandonedRuns(scratchRoot);
+const dir = fs.mkdtempSync(path.join(scratchRoot, 'vdisk-bench-'));
+fs.writeFileSync(path.join(dir, 'owner.pid'), String(process.pid));
+
+/**
+ * The scratch directories of earlier runs whose process is gone (killed: the
+ * suite runs synchronously, so it cannot clean up on a signal). A full run
+ * leaves tens of GiB; two of them filled this machine's disk once.
+ */
+function removeAbandonedRuns(root) {
+  for (const name of fs.readdirSync(root)) {
+    if (!name.startsWith('vdisk-bench-')) continue;
+    const owner = path.join(root, name, 'owner.pid');
+    let pid;
+    try {
+      pid = Number(fs.readFileSync(owner, 'utf8'));
+    } catch {
+      continue; // not ours to judge: no owner recorded
+    }
+    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) continue;
+    fs.rmSync(path.join(root, name), { recursive: true, force: true });
+    console.error(`bench: removed ${path.join(root, name)}, left by a run that is gone (pid ${pid})`);
+  }
+}
+
+function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
