@@ -164,6 +164,8 @@ export interface BitmapMergeSource {
 
 /** Persistent dirty bitmaps of an image (qcow2), as `qemu-img bitmap` uses them. */
 export interface BitmapOps {
+  /** The image can hold persistent bitmaps (a qcow2 v2 image cannot). */
+  canStore(): boolean;
   list(): Promise<BitmapInfo[]>;
   add(name: string, options?: { readonly granularity?: number; readonly disabled?: boolean }): Promise<void>;
   remove(name: string): Promise<void>;

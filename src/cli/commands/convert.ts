@@ -5,6 +5,7 @@ import { parseCacheMode } from '../cache-mode.js';
 import { compatWarnings } from '../compat-warnings.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { formatOptions, optionHelp, parseCreateOptions, parseQemuSize, wantsHelp } from '../create-options.js';
+import { assertTargetTakesBitmaps, checkSourceBitmaps, copyBitmaps } from '../convert-bitmaps.js';
 import { type CopySettings, copyAll } from '../convert-copy.js';
 import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
 import { type ProgressMode } from '../format/progress.js';
@@ -45,9 +46,13 @@ interface ConvertArgs {
   imageOpts: boolean;
   /** --target-image-opts: the target operand is an option string (only with -n: the target must exist). */
   targetImageOpts: boolean;
+  /** --bitmaps: the source's persistent bitmaps are copied too. */
+  bitmaps: boolean;
+  /** --skip-broken-bitmaps: inconsistent source bitmaps are left out instead of failing. */
+  skipBrokenBitmaps: boolean;
 }
 
-/** `vdisk convert [-f fmt] [-O fmt] [-o opts] [-c] [-p] [-n] [-S size] [-B backing] [-W] [-m N] [-t cache] [-T cache] [-U] [--target-is-zero] src... dst` */
+/** `vdisk convert [-f fmt] [-O fmt] [-o opts] [-c] [-p] [-n] [-S size] [-B backing] [-W] [-m N] [-t cache] [-T cache] [-U] [--target-is-zero] [--bitmaps [--skip-broken-bitmaps]] src... dst` */
 export async function convertCommand(ctx: CliContext, argv: readonly string[]): Promise<number> {
   const parsed = getopt(argv, {
     shortOptions: 'hf:O:B:CcF:o:l:S:pt:T:qnm:WrU',
@@ -59,6 +64,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       { name: 'force-share', hasArg: false, key: 'U' },
       { name: 'target-is-zero', hasArg: false, key: 'target-is-zero' },
       { name: 'salvage', hasArg: false, key: 'salvage' },
+      { name: 'bitmaps', hasArg: false, key: 'bitmaps' },
+      { name: 'skip-broken-bitmaps', hasArg: false, key: 'skip-broken-bitmaps' },
       PROGRESS_LONG_OPTION,
     ],
   });
@@ -86,6 +93,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     sourceCache: 'writeback',
     imageOpts: false,
     targetImageOpts: false,
+    bitmaps: false,
+    skipBrokenBitmaps: false,
   };
   for (const { key, value = '' } of parsed.options) {
     switch (key) {
@@ -130,6 +139,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       case 'salvage': args.salvage = true; break;
       case 'image-opts': args.imageOpts = true; break;
       case 'target-image-opts': args.targetImageOpts = true; break;
+      case 'bitmaps': args.bitmaps = true; break;
+      case 'skip-broken-bitmaps': args.skipBrokenBitmaps = true; break;
       case 't':
       case 'T': {
         const mode = parseCacheMode(value);
@@ -157,6 +168,10 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
     : undefined;
   if (conflict !== undefined) {
     reportError(ctx, conflict);
+    return 1;
+  }
+  if (args.skipBrokenBitmaps && !args.bitmaps) {
+    reportError(ctx, 'Use of --skip-broken-bitmaps requires --bitmaps');
     return 1;
   }
   if (args.targetImageOpts && !args.noCreate) {
@@ -197,9 +212,16 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       if (!node) return 1;
       sources.push(node);
     }
+    const [first] = sources;
+    if (args.bitmaps && (sources.length > 1 || !first)) {
+      reportError(ctx, 'Copying bitmaps only possible with single source');
+      return 1;
+    }
+    if (args.bitmaps && first && !(await checkSourceBitmaps(ctx, first, args.skipBrokenBitmaps))) return 1;
     const total = sources.reduce((sum, s) => sum + s.length, 0);
     target = await prepareTarget(ctx, args, targetName, total);
     if (!target) return 1;
+    if (args.bitmaps) assertTargetTakesBitmaps(target);
     const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'convert' });
     progress.set(0);
     const settings: CopySettings = {
@@ -212,6 +234,7 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       copyOffload: args.copyOffload,
     };
     await copyAll({ sources, target, settings, progress });
+    if (args.bitmaps && first) await copyBitmaps(ctx, first, target);
     await target.flush();
     // qemu-img convert prints 100% once more on success (qemu_progress_print(100, 0)) before the newline.
     progress.set(100);

@@ -94,11 +94,16 @@ export async function snapshotCommand(ctx: CliContext, argv: readonly string[]):
           await ops.apply(name);
         } catch (e) {
           const code = codeOf(e);
+          status = 1;
+          // qemu refuses before asking the driver (bdrv_snapshot_goto): no "Failed to load snapshot".
+          if (code === 'EBUSY') {
+            reportError(ctx, `Could not apply snapshot '${name}': ${describeError(e)}`);
+            break;
+          }
           // qemu's driver reports the reason itself before the generic message.
           if (code === 'ENOTSUP' && e instanceof Error) reportError(ctx, e.message);
           const reason = code === 'ENOENT' || code === 'ENOTSUP' ? strerror(code) : describeError(e);
           reportError(ctx, `Could not apply snapshot '${name}': Failed to load snapshot: ${reason}`);
-          status = 1;
         }
         break;
       case 'delete': {

@@ -21,6 +21,7 @@ import {
   serializeHeaderCluster,
   type ParsedHeaderCluster,
 } from './header.js';
+import type { Qcow2BitmapOps } from './bitmap-ops.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { changeRefcountOrder } from './refcount-rebuild.js';
 import { loadSnapshots } from './snapshot-ops.js';
@@ -32,6 +33,8 @@ export interface AmendOptions {
   readonly resize: (newLength: number) => Promise<void>;
   /** Called when the driver's in-memory state no longer describes the file. */
   readonly invalidate: () => void;
+  /** The driver's persistent bitmaps (saved before the refcounts are rebuilt, dropped by a downgrade). */
+  readonly bitmaps: Pick<Qcow2BitmapOps, 'saveTracked' | 'removeAll'>;
 }
 
 function invalid(message: string, field: string): VdiskError {
@@ -143,6 +146,7 @@ export async function amendQcow2(ctx: Qcow2MetaContext, options: Readonly<Record
     await how.resize(p.size);
   }
   if (p.refcountOrder !== ctx.parsed().header.refcountOrder) {
+    await how.bitmaps.saveTracked();
     await ctx.flush();
     how.invalidate();
     await changeRefcountOrder(ctx, p.refcountOrder, how.progress);
@@ -167,6 +171,8 @@ async function downgrade(ctx: Qcow2MetaContext, how: AmendOptions): Promise<void
   if (blocking !== 0n) {
     throw new VdiskError('ENOTSUP', `Cannot downgrade an image with incompatible features 0x${blocking.toString(16)} set`, { field: 'compat' });
   }
+  // v2 has no autoclear bits, so bitmaps cannot stay consistent: they go, and their clusters are freed.
+  await how.bitmaps.removeAll();
   how.invalidate();
   await expandZeroClusters(ctx, { hasBacking: ctx.parsed().backingFile !== null, progress: how.progress });
   const parsed = ctx.parsed();

@@ -7,12 +7,18 @@
  * set: the bitmaps are consistent); the old directory and any dropped tables
  * and data clusters are freed afterwards. A crash leaves leaks at worst.
  *
- * vdisk does not track guest writes in bitmaps: the driver clears the
- * autoclear bit before the first guest write (qcow2.txt: a writer that does
- * not update the bitmaps must), after which QEMU treats them as inconsistent.
+ * Guest writes are tracked as QEMU tracks them: before the first change of
+ * guest data (or of the disk size) the driver calls track(), which loads every
+ * consistent bitmap's bits into memory and marks the bitmaps in use on disk;
+ * each write, zero and discard then sets the bits of the enabled ones; close
+ * calls saveTracked(), which writes the changed bits to fresh clusters and
+ * clears the in-use flags. A crash in between leaves the bitmaps in use, which
+ * QEMU (and vdisk) then treat as inconsistent. Bitmaps already in use when
+ * tracking starts are inconsistent: they are kept as they are.
  */
 import { VdiskError } from '../../errors.js';
 import type { BitmapInfo, BitmapMergeSource, BitmapOps } from '../driver.js';
+import { markRange, resizeBits } from './bitmap-bits.js';
 import { decodeBitmapTableEntry, parseBitmapDirectory, BITMAP_FLAG_AUTO, BITMAP_FLAG_IN_USE, type Qcow2Bitmap } from './bitmaps.js';
 import { encodeName, MAX_BITMAPS } from './extensions.js';
 import { AUTOCLEAR_BITMAPS, parseHeaderCluster, serializeHeaderCluster } from './header.js';
@@ -20,6 +26,16 @@ import type { Qcow2MetaContext } from './meta-context.js';
 
 const ENTRY_FIXED = 24;
 const MAX_NAME = 1023;
+
+/** A consistent bitmap whose bits are kept in memory while guest writes are tracked. */
+interface TrackedBitmap {
+  readonly name: string;
+  readonly granularity: number;
+  readonly enabled: boolean;
+  bits: Uint8Array;
+  /** The bits differ from the ones stored. */
+  changed: boolean;
+}
 
 function fail(message: string, code: 'EINVAL' | 'ENOENT' | 'ENOTSUP' = 'EINVAL'): VdiskError {
   return new VdiskError(code, message, { field: 'bitmap' });
@@ -53,6 +69,8 @@ function serializeDirectory(list: readonly Qcow2Bitmap[]): Uint8Array {
 
 export class Qcow2BitmapOps implements BitmapOps {
   readonly #ctx: Qcow2MetaContext;
+  /** The bitmaps tracked in memory (marked in use on disk); null when not tracking. */
+  #tracked: TrackedBitmap[] | null = null;
 
   constructor(ctx: Qcow2MetaContext) {
     this.#ctx = ctx;
@@ -68,17 +86,115 @@ export class Qcow2BitmapOps implements BitmapOps {
     return parseBitmapDirectory(dir, { file: img.file, ext, clusterSize: img.clusterSize, fileSize: await img.host.size() });
   }
 
+  canStore(): boolean {
+    return this.#ctx.parsed().header.version >= 3;
+  }
+
+  /** The bitmaps as this driver sees them: a tracked bitmap is consistent (in use only on disk). */
   async list(): Promise<BitmapInfo[]> {
-    return (await this.load()).map((b) => ({
-      name: b.name,
-      granularity: 2 ** b.granularityBits,
-      flags: [...((b.flags & BITMAP_FLAG_IN_USE) !== 0 ? ['in-use'] : []), ...((b.flags & BITMAP_FLAG_AUTO) !== 0 ? ['auto'] : [])],
-    }));
+    return (await this.load()).map((b) => {
+      const inUse = (b.flags & BITMAP_FLAG_IN_USE) !== 0 && !this.#trackedBitmap(b.name);
+      return {
+        name: b.name,
+        granularity: 2 ** b.granularityBits,
+        flags: [...(inUse ? ['in-use'] : []), ...((b.flags & BITMAP_FLAG_AUTO) !== 0 ? ['auto'] : [])],
+      };
+    });
+  }
+
+  /**
+   * Starts tracking guest writes (before the first change of guest data or
+   * size): loads every consistent bitmap and marks all of them in use on disk.
+   * Nothing happens without bitmaps, or when already tracking.
+   */
+  async track(): Promise<void> {
+    if (this.#tracked !== null || this.#ctx.parsed().header.version < 3) return;
+    const list = await this.load();
+    const tracked: TrackedBitmap[] = [];
+    for (const bm of list) {
+      if ((bm.flags & BITMAP_FLAG_IN_USE) !== 0) continue;
+      const { granularity, bits } = await this.#readStoredBits(bm);
+      tracked.push({ name: bm.name, granularity, enabled: (bm.flags & BITMAP_FLAG_AUTO) !== 0, bits, changed: false });
+    }
+    if (tracked.length === 0) return;
+    await this.#store(
+      list.map((b) => ({ ...b, flags: b.flags | BITMAP_FLAG_IN_USE })),
+      [],
+    );
+    this.#tracked = tracked;
+  }
+
+  /** Guest writes are being recorded (track() found bitmaps). */
+  get tracking(): boolean {
+    return this.#tracked !== null;
+  }
+
+  /** Marks guest bytes [offset, offset + length) dirty in every enabled tracked bitmap. */
+  markDirty(offset: number, length: number): void {
+    const tracked = this.#tracked;
+    if (tracked === null) return;
+    for (const t of tracked) if (t.enabled && markRange(t.bits, t.granularity, offset, length)) t.changed = true;
+  }
+
+  /**
+   * Refuses a size change while a bitmap is inconsistent (QEMU cannot resize
+   * it either); call with tracking started.
+   */
+  async assertResizable(): Promise<void> {
+    for (const bm of await this.load()) {
+      if ((bm.flags & BITMAP_FLAG_IN_USE) !== 0 && !this.#trackedBitmap(bm.name)) {
+        throw fail(`Bitmap '${bm.name}' is inconsistent and cannot be used\nTry block-dirty-bitmap-remove to delete this bitmap from disk`);
+      }
+    }
+  }
+
+  /** The tracked bitmaps follow a disk size change: granules past the old end are clean. */
+  resized(newSize: number): void {
+    for (const t of this.#tracked ?? []) {
+      t.bits = resizeBits(t.bits, t.granularity, newSize);
+      t.changed = true;
+    }
+  }
+
+  /** Writes the tracked bitmaps back (changed bits to fresh clusters) with the in-use flags cleared; tracking ends. */
+  async saveTracked(): Promise<void> {
+    const tracked = this.#tracked;
+    if (tracked === null) return;
+    this.#tracked = null;
+    const stored = await this.load();
+    const next: Qcow2Bitmap[] = [];
+    const dropped: Qcow2Bitmap[] = [];
+    for (const bm of stored) {
+      const t = tracked.find((x) => x.name === bm.name);
+      if (!t) {
+        next.push(bm);
+        continue;
+      }
+      const flags = bm.flags & ~BITMAP_FLAG_IN_USE;
+      if (!t.changed) {
+        next.push({ ...bm, flags });
+        continue;
+      }
+      const tableSize = this.#tableSize(t.granularity);
+      next.push({ ...bm, flags, tableSize, tableOffset: await this.#writeData(t.bits, tableSize) });
+      dropped.push(bm);
+    }
+    await this.#store(next, dropped);
+  }
+
+  /** Drops every bitmap and frees its clusters (a downgrade to compat=0.10, which has no bitmaps). */
+  async removeAll(): Promise<void> {
+    this.#tracked = null;
+    const list = await this.load();
+    if (list.length > 0) await this.#store([], list);
   }
 
   async add(name: string, options?: { readonly granularity?: number; readonly disabled?: boolean }): Promise<void> {
+    await this.#change(() => this.#add(name, options));
+  }
+
+  async #add(name: string, options?: { readonly granularity?: number; readonly disabled?: boolean }): Promise<void> {
     const { img } = this.#ctx;
-    await this.#begin();
     const list = await this.load();
     if (list.some((b) => b.name === name)) throw fail(`Bitmap already exists: ${name}`);
     if (list.length >= MAX_BITMAPS) throw fail(`Too many bitmaps (at most ${MAX_BITMAPS})`, 'ENOTSUP');
@@ -102,24 +218,26 @@ export class Qcow2BitmapOps implements BitmapOps {
   }
 
   async remove(name: string): Promise<void> {
-    await this.#begin();
-    const list = await this.load();
-    const bm = this.#find(list, name);
-    await this.#store(
-      list.filter((b) => b !== bm),
-      [bm],
-    );
+    await this.#change(async () => {
+      const list = await this.load();
+      const bm = this.#find(list, name);
+      await this.#store(
+        list.filter((b) => b !== bm),
+        [bm],
+      );
+    });
   }
 
   async clear(name: string): Promise<void> {
-    await this.#begin();
-    const list = await this.load();
-    const bm = this.#find(list, name);
-    const fresh = { ...bm, tableOffset: await this.#allocZeroed(bm.tableSize * 8) };
-    await this.#store(
-      list.map((b) => (b === bm ? fresh : b)),
-      [bm],
-    );
+    await this.#change(async () => {
+      const list = await this.load();
+      const bm = this.#find(list, name);
+      const fresh = { ...bm, tableOffset: await this.#allocZeroed(bm.tableSize * 8) };
+      await this.#store(
+        list.map((b) => (b === bm ? fresh : b)),
+        [bm],
+      );
+    });
   }
 
   async enable(name: string): Promise<void> {
@@ -131,8 +249,19 @@ export class Qcow2BitmapOps implements BitmapOps {
   }
 
   async readBits(name: string): Promise<{ readonly granularity: number; readonly bits: Uint8Array }> {
+    const t = this.#trackedBitmap(name);
+    if (t) return { granularity: t.granularity, bits: t.bits.slice() };
+    return this.#readStoredBits(this.#find(await this.load(), name));
+  }
+
+  #trackedBitmap(name: string): TrackedBitmap | undefined {
+    return this.#tracked?.find((t) => t.name === name);
+  }
+
+  /** The bits as stored in the bitmap's data clusters. */
+  async #readStoredBits(bm: Qcow2Bitmap): Promise<{ readonly granularity: number; readonly bits: Uint8Array }> {
     const { img } = this.#ctx;
-    const bm = this.#find(await this.load(), name);
+    const { name } = bm;
     const granularity = 2 ** bm.granularityBits;
     const nbits = Math.ceil(img.size / granularity);
     const bits = new Uint8Array(Math.ceil(nbits / 8));
@@ -150,8 +279,11 @@ export class Qcow2BitmapOps implements BitmapOps {
   }
 
   async merge(target: string, source: BitmapMergeSource): Promise<void> {
+    await this.#change(() => this.#merge(target, source));
+  }
+
+  async #merge(target: string, source: BitmapMergeSource): Promise<void> {
     const { img } = this.#ctx;
-    await this.#begin();
     const list = await this.load();
     const bm = this.#find(list, target);
     const from = source.image ? source.image.bitmaps : this;
@@ -161,10 +293,7 @@ export class Qcow2BitmapOps implements BitmapOps {
     const granularity = 2 ** bm.granularityBits;
     // Re-express the source at the target's granularity: a target bit is set when any source bit in its range is.
     for (let s = 0; s < src.bits.length * 8; s++) {
-      if (((src.bits[s >> 3] ?? 0) & (1 << (s & 7))) === 0) continue;
-      const first = Math.floor((s * src.granularity) / granularity);
-      const last = Math.min(dst.bits.length * 8 - 1, Math.floor(((s + 1) * src.granularity - 1) / granularity));
-      for (let d = first; d <= last; d++) dst.bits[d >> 3] = (dst.bits[d >> 3] ?? 0) | (1 << (d & 7));
+      if (((src.bits[s >> 3] ?? 0) & (1 << (s & 7))) !== 0) markRange(dst.bits, granularity, s * src.granularity, src.granularity);
     }
     // Unused bits past the end of the disk stay zero (qcow2.txt).
     const nbits = Math.ceil(img.size / granularity);
@@ -176,11 +305,23 @@ export class Qcow2BitmapOps implements BitmapOps {
     );
   }
 
-  async #begin(): Promise<void> {
+  /**
+   * Runs a change of the bitmaps on their stored state: tracked bits are
+   * saved first, and tracking starts again afterwards (even when the change
+   * failed) so that later writes are still recorded.
+   */
+  async #change(fn: () => Promise<void>): Promise<void> {
     const ctx = this.#ctx;
-    await ctx.beginChange({ keepBitmaps: true });
+    await ctx.beginChange();
     if (ctx.parsed().header.version < 3) throw fail('Cannot store dirty bitmaps in qcow2 v2 files', 'ENOTSUP');
     await ctx.flush();
+    const wasTracking = this.#tracked !== null;
+    await this.saveTracked();
+    try {
+      await fn();
+    } finally {
+      if (wasTracking) await this.track();
+    }
   }
 
   #find(list: readonly Qcow2Bitmap[], name: string): Qcow2Bitmap {
@@ -272,13 +413,14 @@ export class Qcow2BitmapOps implements BitmapOps {
   }
 
   async #setFlags(name: string, enabled: boolean): Promise<void> {
-    await this.#begin();
-    const list = await this.load();
-    const bm = this.#find(list, name);
-    const flags = enabled ? bm.flags | BITMAP_FLAG_AUTO : bm.flags & ~BITMAP_FLAG_AUTO;
-    await this.#store(
-      list.map((b) => (b === bm ? { ...b, flags } : b)),
-      [],
-    );
+    await this.#change(async () => {
+      const list = await this.load();
+      const bm = this.#find(list, name);
+      const flags = enabled ? bm.flags | BITMAP_FLAG_AUTO : bm.flags & ~BITMAP_FLAG_AUTO;
+      await this.#store(
+        list.map((b) => (b === bm ? { ...b, flags } : b)),
+        [],
+      );
+    });
   }
 }

@@ -13,11 +13,12 @@ export interface Qcow2MetaContext {
   /** Records a header change that the operation has already written to disk. */
   setParsed(parsed: ParsedHeaderCluster): void;
   /**
-   * Refuses read-only, closed or corrupt images; clears stale autoclear bits
-   * first, except the bitmaps bit when `keepBitmaps` (bitmap changes keep the
-   * bitmaps consistent).
+   * Refuses read-only, closed or corrupt images; clears the autoclear bits
+   * vdisk does not know first. The bitmaps bit stays: a metadata change
+   * (snapshot, amend, backing file, bitmaps) leaves persistent bitmaps
+   * consistent, and guest writes are tracked in them (bitmap-ops.ts).
    */
-  beginChange(options?: { readonly keepBitmaps?: boolean }): Promise<void>;
+  beginChange(): Promise<void>;
   /** Writes every dirty table in dependency order and syncs. */
   flush(): Promise<void>;
 }

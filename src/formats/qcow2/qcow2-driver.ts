@@ -31,7 +31,6 @@ import type {
 import type { DriverOpenOptions } from '../registry-types.js';
 import { ClusterCodec } from './compression.js';
 import {
-  AUTOCLEAR_BITMAPS,
   AUTOCLEAR_DATA_FILE_RAW,
   AUTOCLEAR_KNOWN,
   COMPAT_LAZY_REFCOUNTS,
@@ -94,7 +93,7 @@ export class Qcow2Driver implements BlockDriver {
   readonly #img: Qcow2Image;
   #parsed: ParsedHeaderCluster;
   readonly #checker: Qcow2Checker | undefined;
-  /** Header changes owed before the first write (autoclear bits). */
+  /** Owed before the first change of guest data: unknown autoclear bits cleared, bitmaps tracking writes. */
   #headerPrepared = false;
   #closed = false;
   /** The image file's size at open: close never trims below it. */
@@ -133,10 +132,10 @@ export class Qcow2Driver implements BlockDriver {
       setParsed: (p) => {
         this.#parsed = p;
       },
-      beginChange: async (o) => {
+      beginChange: async () => {
         this.#checkWritable();
         this.#checkRange(0, 0);
-        if (!o?.keepBitmaps) await this.#prepareHeader();
+        await this.#clearUnknownAutoclear();
       },
       flush: () => this.flush(),
     };
@@ -270,6 +269,7 @@ export class Qcow2Driver implements BlockDriver {
       } catch (e) {
         return Promise.reject(e);
       }
+      this.bitmaps.markDirty(offset, data.length);
       return writeGuest(this.#img, offset, data).catch((e: unknown) => this.#failed(e));
     }
     return this.#writeBytes(offset, data, flags);
@@ -302,6 +302,7 @@ export class Qcow2Driver implements BlockDriver {
     this.#checkWritable();
     for (const r of runs) this.#checkRange(r.offset, r.src.length);
     await this.#prepareHeader();
+    if (this.bitmaps.tracking) for (const r of runs) this.bitmaps.markDirty(r.offset, r.src.length);
     let written: number | null = null;
     await this.#guard(async () => {
       written = await writeRunsInBulk(this.#img, runs, zeroBlock);
@@ -314,11 +315,8 @@ export class Qcow2Driver implements BlockDriver {
     this.#checkRange(offset, data.length);
     // Requests keep their arrival order through the first header update (sequential
     // streams rely on it for COW cancellation).
-    if (!this.#headerPrepared || this.#headerPreparing) {
-      await (this.#headerPreparing ??= this.#prepareHeader().finally(() => {
-        this.#headerPreparing = null;
-      }));
-    }
+    if (!this.#headerPrepared || this.#headerPreparing) await this.#prepareHeader();
+    this.bitmaps.markDirty(offset, data.length);
     await this.#guard(() => writeGuest(this.#img, offset, data));
     if (flags?.fua || this.#flushEachWrite) await this.flush();
   }
@@ -327,6 +325,7 @@ export class Qcow2Driver implements BlockDriver {
     this.#checkWritable();
     this.#checkRange(offset, length);
     await this.#prepareHeader();
+    this.bitmaps.markDirty(offset, length);
     await this.#guard(async () => {
       await zeroGuest(this.#img, offset, length, { mayUnmap: flags?.mayUnmap ?? false });
     });
@@ -337,13 +336,17 @@ export class Qcow2Driver implements BlockDriver {
     this.#checkWritable();
     this.#checkRange(offset, length);
     await this.#prepareHeader();
+    this.bitmaps.markDirty(offset, length);
     await this.#guard(async () => {
       await discardGuest(this.#img, offset, length);
     });
     if (this.#flushEachWrite) await this.flush();
   }
 
-  /** Drops every cluster mapping so the image reads through to its backing (qemu-img commit's bdrv_make_empty). */
+  /**
+   * Drops every cluster mapping so the image reads through to its backing
+   * (qemu-img commit's bdrv_make_empty). Like QEMU's, it marks no bitmap dirty.
+   */
   async makeEmpty(): Promise<void> {
     this.#checkWritable();
     await this.#prepareHeader();
@@ -356,6 +359,7 @@ export class Qcow2Driver implements BlockDriver {
     this.#checkWritable();
     this.#checkRange(offset, data.length);
     await this.#prepareHeader();
+    this.bitmaps.markDirty(offset, data.length);
     await this.#guard(async () => {
       await writeCompressedCluster(this.#img, offset, data);
     });
@@ -394,6 +398,7 @@ export class Qcow2Driver implements BlockDriver {
     const img = this.#img;
     if (newLength % 512 !== 0 || newLength < 0) throw new VdiskError('EINVAL', `'${img.file}': new size ${newLength} is not a multiple of 512`, { file: img.file });
     await this.#prepareHeader();
+    await this.bitmaps.assertResizable();
     if (newLength < img.size) {
       if (!options?.shrink) throw new VdiskError('EINVAL', `'${img.file}': shrinking needs the shrink option`, { file: img.file });
       if (this.#parsed.header.nbSnapshots > 0) throw new VdiskError('ENOTSUP', `'${img.file}': cannot shrink an image with internal snapshots`, { file: img.file });
@@ -409,6 +414,7 @@ export class Qcow2Driver implements BlockDriver {
     await img.host.sync();
     img.size = newLength;
     this.#parsed = { ...this.#parsed, header: { ...this.#parsed.header, size: newLength } };
+    this.bitmaps.resized(newLength);
   }
 
   async #shrink(newLength: number): Promise<void> {
@@ -503,6 +509,7 @@ export class Qcow2Driver implements BlockDriver {
     const { amendQcow2 } = await import('./amend.js');
     await amendQcow2(this.#meta, options, {
       progress,
+      bitmaps: this.bitmaps,
       resize: (n) => this.resize(n, { shrink: true }),
       invalidate: () => {
         this.#stale = true;
@@ -524,6 +531,8 @@ export class Qcow2Driver implements BlockDriver {
     this.#closed = true;
     try {
       await this.flush();
+      // A repaired (stale) image keeps its bitmaps in use: this driver's view of the file is gone.
+      if (!this.#stale) await this.bitmaps.saveTracked();
       await this.#trimReserved();
     } finally {
       if (this.#img.dataHost !== this.#img.host) await this.#img.dataHost.close();
@@ -539,16 +548,27 @@ export class Qcow2Driver implements BlockDriver {
   }
 
   /**
-   * Before the first change: clear autoclear bits vdisk does not maintain. vdisk
-   * does not update persistent bitmaps, so the bitmaps bit is cleared (qcow2.txt:
-   * a writer that does not update the bitmaps must clear it); unknown bits too.
+   * Before the first change of guest data or size: unknown autoclear bits
+   * cleared, persistent bitmaps loaded and tracking writes (bitmap-ops.ts).
+   * Concurrent first requests share one preparation and keep their order.
    */
-  async #prepareHeader(): Promise<void> {
-    if (this.#headerPrepared) return;
-    this.#headerPrepared = true;
+  #prepareHeader(): Promise<void> {
+    if (this.#headerPrepared) return Promise.resolve();
+    this.#headerPreparing ??= (async () => {
+      await this.#clearUnknownAutoclear();
+      await this.bitmaps.track();
+      this.#headerPrepared = true;
+    })().finally(() => {
+      this.#headerPreparing = null;
+    });
+    return this.#headerPreparing;
+  }
+
+  /** Clears the autoclear bits vdisk does not maintain (qcow2.txt: a writer must, before its first change). */
+  async #clearUnknownAutoclear(): Promise<void> {
     const h = this.#parsed.header;
     if (h.version < 3) return;
-    const keep = h.autoclearFeatures & AUTOCLEAR_KNOWN & ~AUTOCLEAR_BITMAPS;
+    const keep = h.autoclearFeatures & AUTOCLEAR_KNOWN;
     if (keep === h.autoclearFeatures) return;
     const buf = new Uint8Array(8);
     new DataView(buf.buffer).setBigUint64(0, keep, false);

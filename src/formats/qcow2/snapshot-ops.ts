@@ -167,6 +167,8 @@ export class Qcow2SnapshotOps implements SnapshotOps {
     const ctx = this.#ctx;
     const { img } = ctx;
     await this.#prepare('apply');
+    // QEMU's bdrv_snapshot_goto: the bitmaps would no longer describe the disk.
+    if (ctx.parsed().extensions.bitmaps !== null) throw new VdiskError('EBUSY', 'Device has active dirty bitmaps', { file: img.file, field: 'bitmaps' });
     const { snapshots } = await loadSnapshots(ctx);
     let index = findSnapshot(snapshots, { id: idOrName });
     if (index < 0) index = findSnapshot(snapshots, { name: idOrName });
