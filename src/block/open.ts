@@ -16,7 +16,6 @@
  * open read-only; a file that appears twice in the chain (same device and
  * inode) is a loop and is refused.
  */
-import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { VdiskError } from '../errors.js';
 import type { BlockDriver, FormatName } from '../formats/driver.js';
@@ -26,6 +25,7 @@ import { ImageLock, closingWithLock, imageLockRequest } from '../host/image-lock
 import { NodeHostFile } from '../host/node-file.js';
 import { BlockNode } from './node.js';
 import type { OpenOptions } from './types.js';
+import { statBig } from '../host/fs-calls.js';
 
 /** A chain longer than this is refused rather than opened (QEMU has no fixed limit; this bounds resources). */
 const MAX_CHAIN = 1000;
@@ -62,7 +62,7 @@ function errorCodeOf(e: unknown): 'ENOENT' | 'EPERM' | 'EIO' {
 
 /** The device:inode of a file, which identifies it whatever name it is reached by. */
 async function identityOf(path: string): Promise<string> {
-  const st = await stat(path, { bigint: true });
+  const st = await statBig(path);
   return `${st.dev}:${st.ino}`;
 }
 
@@ -157,7 +157,7 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
   const layers: OpenedLayer[] = [];
   try {
     try {
-      await stat(path);
+      await statBig(path);
     } catch (e) {
       throw new VdiskError(errorCodeOf(e), `Could not open '${path}': ${systemMessage(e)}`, { file: path }, { cause: e });
     }

@@ -1,9 +1,9 @@
-import { stat } from 'node:fs/promises';
 import type { FormatInfo, JsonValue, SnapshotInfo } from '../formats/driver.js';
 import { imgSizeText } from './format/size-text.js';
 import { qemuFormatName } from './format-name.js';
 import { qemuHumanDump } from './format/qemu-json.js';
 import { resolveBackingPath } from './image-path.js';
+import { statPath } from '../host/fs-calls.js';
 
 /** What qemu-img info reports about one image of a chain. */
 export interface ImageReport {
@@ -16,7 +16,7 @@ export interface ImageReport {
 /** The host file's allocated bytes, as "disk size" / "actual-size" show them. */
 export async function allocatedBytes(path: string): Promise<number | undefined> {
   try {
-    const st = await stat(path);
+    const st = await statPath(path);
     return st.blocks * 512;
   } catch {
     return undefined;

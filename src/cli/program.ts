@@ -47,14 +47,30 @@ export function blockEngine(): Engine {
 
 const VERSION_TEXT = 'vdisk version 0.1.0 (qemu-img 7.2 compatible)\n';
 
+/**
+ * The process's own streams, touched only when a command writes or asks
+ * whether they are terminals: making process.stdout loads Node's stream
+ * modules, a few ms of the start of a command that prints nothing (convert).
+ */
+function processOutput(): CliOutput {
+  return {
+    stdout: (t) => void process.stdout.write(t),
+    stderr: (t) => void process.stderr.write(t),
+    terminal: {
+      get stdout(): boolean {
+        return process.stdout.isTTY === true;
+      },
+      get stderr(): boolean {
+        return process.stderr.isTTY === true;
+      },
+    },
+  };
+}
+
 /** Runs one command line; returns the exit status. */
 export async function run(argv: readonly string[], options: { out?: CliOutput; engine?: Engine; stdinLines?: () => AsyncIterable<string> } = {}): Promise<number> {
   const ctx: CliContext = {
-    out: options.out ?? {
-      stdout: (t) => void process.stdout.write(t),
-      stderr: (t) => void process.stderr.write(t),
-      terminal: { stdout: process.stdout.isTTY === true, stderr: process.stderr.isTTY === true },
-    },
+    out: options.out ?? processOutput(),
     engine: options.engine ?? blockEngine(),
     ...(options.stdinLines ? { stdinLines: options.stdinLines } : {}),
   };

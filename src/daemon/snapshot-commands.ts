@@ -10,7 +10,6 @@
  * as libvirt does); like QEMU it does not write the backing file name into the
  * overlay. Error texts are QEMU's.
  */
-import { unlink } from 'node:fs/promises';
 import { dirname, relative, resolve } from 'node:path';
 import { BlockNode, createImage, openImage, type ImageNode } from '../block/index.js';
 import type { FormatName } from '../formats/driver.js';
@@ -18,6 +17,7 @@ import { addSnapshot, readDescriptorModel, writeDescriptor } from '../formats/pl
 import { readDescriptorText } from '../formats/ploop/stack.js';
 import { QmpError, optStr, str, type QmpServer } from '../qmp/index.js';
 import type { Daemon } from './daemon.js';
+import { unlinkPath } from '../host/fs-calls.js';
 
 type Args = Readonly<Record<string, unknown>>;
 
@@ -104,7 +104,7 @@ async function snapshotSync(daemon: Daemon, args: Args): Promise<void> {
     if (p.descriptor !== undefined) await recordInDescriptor(p.descriptor, p.file);
   } catch (e) {
     await overlay?.closeLayer().catch(() => undefined);
-    if (p.create) await unlink(p.file).catch(() => undefined);
+    if (p.create) await unlinkPath(p.file).catch(() => undefined);
     throw e;
   }
   daemon.addNode({

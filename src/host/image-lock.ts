@@ -16,9 +16,9 @@
  * The locks live on a file description of their own, held until `release`.
  * Where the file system cannot lock, the lock is a no-op and `supported` is false.
  */
-import { open, type FileHandle } from 'node:fs/promises';
 import { VdiskError } from '../errors.js';
 import { nativeHost } from './native.js';
+import { closeFd, openFd } from './fs-calls.js';
 
 /** Block permissions as QEMU numbers them (include/block/block-common.h, BLK_PERM_*). */
 export const PERM = {
@@ -62,7 +62,8 @@ export function imageLockRequest(options: { readonly readOnly: boolean; readonly
 
 export class ImageLock {
   private constructor(
-    private readonly handle: FileHandle | null,
+    /** The descriptor the locks are held on (closing it drops them all). */
+    private readonly fd: number | null,
     /** False when the file system (or this build) cannot lock; nothing is held then. */
     readonly supported: boolean,
   ) {}
@@ -74,8 +75,7 @@ export class ImageLock {
   static async acquire(path: string, request: LockRequest): Promise<ImageLock> {
     const native = nativeHost();
     if (!native) return new ImageLock(null, false);
-    const handle = await open(path, 'r');
-    const fd = handle.fd;
+    const fd = await openFd(path, 'r');
     try {
       for (const p of request.perms) {
         if (!native.setLock(fd, PERM_BASE + PERM[p], 1, 'r')) throw conflict(path, `Failed to lock byte ${PERM_BASE + PERM[p]}`);
@@ -90,9 +90,9 @@ export class ImageLock {
       for (const p of request.unshared) {
         if (native.getLock(fd, PERM_BASE + PERM[p], 1, 'w')) throw conflict(path, `Failed to get shared "${PERM_TEXT[p]}" lock`);
       }
-      return new ImageLock(handle, true);
+      return new ImageLock(fd, true);
     } catch (e) {
-      await handle.close();
+      await closeFd(fd);
       const code = typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '';
       if (!(e instanceof VdiskError) && UNSUPPORTED.has(code)) return new ImageLock(null, false);
       throw e;
@@ -101,7 +101,7 @@ export class ImageLock {
 
   /** Drops every lock (closing the file description releases them all). */
   async release(): Promise<void> {
-    await this.handle?.close();
+    if (this.fd !== null) await closeFd(this.fd);
   }
 }
 

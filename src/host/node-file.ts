@@ -5,6 +5,7 @@ import { nativeHost, type NativeHost } from './native.js';
 import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
 import { WORKER_READ_MIN, workerReadRing } from './worker-reads.js';
+import { cb } from './fs-calls.js';
 
 // The callback fs API with reused buffers is several times faster per 4 KiB
 // operation than FileHandle (see DEPENDENCIES.md), so it is wrapped here by hand.
@@ -76,12 +77,6 @@ function copyRangeCb(
       if (err === null) resolve(n);
       else reject(Object.assign(new Error(`copy_file_range: ${err}`), { code: err }));
     });
-  });
-}
-
-function cb<T>(fn: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    fn((err, value) => (err ? reject(err) : resolve(value as T)));
   });
 }
 

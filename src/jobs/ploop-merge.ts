@@ -20,7 +20,6 @@
  * only after that, so a crash leaves either the old stack (which reads the same)
  * or the new one.
  */
-import { unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { BlockNode } from '../block/node.js';
 import { VdiskError } from '../errors.js';
@@ -36,6 +35,7 @@ import { BlockCopyJob, type BlockJobOptions } from './block-job.js';
 import { CommitJob, type PivotFn } from './commit.js';
 import { COPY_CHUNK } from './copy.js';
 import type { Job, JobType } from './job.js';
+import { unlinkPath } from '../host/fs-calls.js';
 
 export type PloopMergeDirection = 'backward' | 'forward';
 
@@ -84,7 +84,7 @@ function guidOf(plan: DescriptorPlan, node: BlockNode): string {
 /** Replaces the descriptor (after the receiving delta is durable), then deletes the merged delta's file. */
 async function finishDescriptor(plan: DescriptorPlan, dropped: BlockNode): Promise<void> {
   await writeDescriptor(plan.path, plan.model);
-  await unlink(dropped.filename);
+  await unlinkPath(dropped.filename);
 }
 
 /**

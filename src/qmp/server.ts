@@ -1,9 +1,9 @@
 import * as net from 'node:net';
-import { unlink } from 'node:fs/promises';
 import { VdiskError } from '../errors.js';
 import { checkArgs, type ParamSpec } from './args.js';
 import { JsonStreamSplitter } from './json-stream.js';
 import { parseCommand, QmpError, timestampNow, type QmpVersion } from './protocol.js';
+import { unlinkPath } from '../host/fs-calls.js';
 
 export type QmpReturn = unknown;
 
@@ -64,7 +64,7 @@ export class QmpServer {
 
   /** Listens on a unix socket path (removed again on close). */
   async listenUnix(path: string): Promise<void> {
-    await unlink(path).catch(() => undefined);
+    await unlinkPath(path).catch(() => undefined);
     const server = net.createServer((socket) => this.attach(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -96,7 +96,7 @@ export class QmpServer {
     for (const s of this.#sessions) s.end();
     await Promise.all(this.#servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     this.#servers.length = 0;
-    await Promise.all(this.#socketPaths.map((p) => unlink(p).catch(() => undefined)));
+    await Promise.all(this.#socketPaths.map((p) => unlinkPath(p).catch(() => undefined)));
     this.#socketPaths.length = 0;
   }
 

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { open as openFile, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { CacheMode, FormatName } from '../../formats/driver.js';
 import type { ImageNode } from '../../block/types.js';
@@ -11,6 +10,7 @@ import { type ProtocolOptions, parseImageOptions } from '../image-opts.js';
 import { openSettings } from '../open-settings.js';
 import type { EngineOpenOptions } from '../qcow2-tuning.js';
 import type { IoSession } from './session.js';
+import { closeFd, openFdMode, unlinkPath } from '../../host/fs-calls.js';
 
 /** How qemu-io opens (and reopens) its image. */
 export interface OpenSettings {
@@ -53,7 +53,7 @@ async function reserveTempName(): Promise<string> {
     const suffix = [...randomBytes(6)].map((b) => letters[b % letters.length] ?? 'X').join('');
     const path = `${dir}/vl.${suffix}`;
     try {
-      await (await openFile(path, 'wx', 0o600)).close();
+      await closeFd(await openFdMode(path, 'wx', 0o600));
       return path;
     } catch (e) {
       if (!(e instanceof Error && 'code' in e && e.code === 'EEXIST')) throw e;
@@ -160,7 +160,7 @@ export class IoFile {
       this.snapshotReopened = false;
       return { node, baseFormat };
     } finally {
-      await unlink(overlay).catch(() => undefined);
+      await unlinkPath(overlay).catch(() => undefined);
     }
   }
 

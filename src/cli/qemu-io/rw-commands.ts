@@ -2,13 +2,13 @@
  * read, write and discard: the single-request commands that print I/O
  * statistics (the vectored and aio ones are in aio-commands.ts).
  */
-import { readFile } from 'node:fs/promises';
 import { getopt } from '../getopt.js';
 import { ioFailureText } from '../errors-text.js';
 import { badOption, copyOnRead, inRange, now, num, pattern, seconds, usage } from './command-helpers.js';
 import { REQUEST_MAX_BYTES } from './numbers.js';
 import { hexDump, reportText } from './report.js';
 import type { CommandResult, IoCommand, IoSession } from './session.js';
+import { readWholeFile } from '../../host/fs-calls.js';
 
 /** -b and -c work on whole sectors: qemu-io refuses other offsets and counts before any I/O. */
 function sectorAligned(s: IoSession, offset: number, count: number): boolean {
@@ -34,7 +34,7 @@ function writeConflict(f: {
 async function bufferFromFile(s: IoSession, count: number, path: string): Promise<Uint8Array | undefined> {
   let head: Uint8Array;
   try {
-    const data = await readFile(path);
+    const data = await readWholeFile(path);
     head = data.subarray(0, Math.min(count, data.length));
   } catch (e) {
     s.out.stderr(`${path}: ${ioFailureText(e)}\n`);

@@ -9,10 +9,10 @@
  * synced), so a crash leaves the old or the new descriptor, never a mix.
  */
 import { randomUUID } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { DEFAULT_TOP_GUID, elements, parseDescriptor, ROOT_PARENT_GUID, text, type DeltaRef } from './descriptor.js';
+import { closeFd, fsyncFd, openFd, openFdMode, renamePath, unlinkPath, writeTextFd } from '../../host/fs-calls.js';
 
 export interface DescriptorImage {
   guid: string;
@@ -97,22 +97,22 @@ export function serializeDescriptor(m: DescriptorModel): string {
 /** Replaces the descriptor at `path` atomically and durably (tmp file, sync, rename, directory sync). */
 export async function writeDescriptor(path: string, m: DescriptorModel): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fh = await open(tmp, 'w', 0o644);
+  const fd = await openFdMode(tmp, 'w', 0o644);
   try {
-    await fh.writeFile(serializeDescriptor(m), 'utf8');
-    await fh.sync();
+    await writeTextFd(fd, serializeDescriptor(m));
+    await fsyncFd(fd);
   } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
+    await closeFd(fd);
+    await unlinkPath(tmp).catch(() => undefined);
     throw e;
   }
-  await fh.close();
-  await rename(tmp, path);
-  const dir = await open(dirname(path), 'r');
+  await closeFd(fd);
+  await renamePath(tmp, path);
+  const dir = await openFd(dirname(path), 'r');
   try {
-    await dir.sync();
+    await fsyncFd(dir);
   } finally {
-    await dir.close();
+    await closeFd(dir);
   }
 }
 

@@ -6,7 +6,6 @@
  * and synced before the descriptor that names it replaces the old one; if that
  * fails, the new file is removed.
  */
-import { unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { createPloop } from './create.js';
@@ -14,6 +13,7 @@ import { addSnapshot, newGuid, readDescriptorModel, writeDescriptor } from './de
 import { PloopDriver } from './driver.js';
 import { SECTOR } from './header.js';
 import { descriptorChain, readDescriptorText } from './stack.js';
+import { unlinkPath } from '../../host/fs-calls.js';
 
 export interface SnapshotResult {
   /** GUID under which the old top is kept. */
@@ -51,7 +51,7 @@ export async function snapshotStack(descriptorPath: string): Promise<SnapshotRes
     await writeDescriptor(descriptorPath, model);
     return { snapshotGuid, file };
   } catch (e) {
-    await unlink(file).catch(() => undefined);
+    await unlinkPath(file).catch(() => undefined);
     throw e;
   }
 }
