@@ -3,6 +3,7 @@ import { createImage } from '../block/index.js';
 import { type CliContext, type CliOutput, type Engine, reportUsage } from './context.js';
 import { HELP_TEXT } from './help-text.js';
 import { openTuned } from './qcow2-tuning.js';
+import { fdWriter } from './fd-output.js';
 
 type Command = (ctx: CliContext, argv: readonly string[]) => Promise<number>;
 
@@ -48,14 +49,13 @@ export function blockEngine(): Engine {
 const VERSION_TEXT = 'vdisk version 0.1.0 (qemu-img 7.2 compatible)\n';
 
 /**
- * The process's own streams, touched only when a command writes or asks
- * whether they are terminals: making process.stdout loads Node's stream
- * modules, a few ms of the start of a command that prints nothing (convert).
+ * The process's output: written to its descriptors (fd-output.ts); the
+ * streams are made only when a command asks whether they are terminals.
  */
 function processOutput(): CliOutput {
   return {
-    stdout: (t) => void process.stdout.write(t),
-    stderr: (t) => void process.stderr.write(t),
+    stdout: fdWriter(1),
+    stderr: fdWriter(2),
     terminal: {
       get stdout(): boolean {
         return process.stdout.isTTY === true;

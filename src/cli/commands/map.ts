@@ -54,6 +54,14 @@ export function dumpMapEntry(format: 'human' | 'json', e: MapEntry, next: MapEnt
   return { text, ok: true };
 }
 
+/**
+ * Output is written once this much of it is pending: little enough that the
+ * pending lines die young (at 64 KiB they outlived two scavenges and were
+ * promoted, a map of 20,000 extents copying megabytes), enough that writes
+ * stay few.
+ */
+const OUTPUT_FLUSH_CHARS = 16 * 1024;
+
 /** Chain status in bounded windows, so a huge disk never yields one huge extent list. */
 const WINDOW = 2 ** 32;
 
@@ -147,7 +155,7 @@ export async function mapCommand(ctx: CliContext, argv: readonly string[]): Prom
             const r = dumpMapEntry(outputFormat, curr, next);
             buffered += r.text;
             if (!r.ok) return failCompressed(ctx, buffered);
-            if (buffered.length > 1 << 16) {
+            if (buffered.length > OUTPUT_FLUSH_CHARS) {
               ctx.out.stdout(buffered);
               buffered = '';
             }
