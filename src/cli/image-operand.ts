@@ -26,10 +26,14 @@ export interface OperandRequest extends OpenRequest {
   readonly inlineIo?: boolean;
 }
 
-/** The opened image, or qemu-img's whole error message (without the program name). */
+/**
+ * The opened image, or qemu-img's whole error message (without the program
+ * name) and its reason alone (what follows "Could not open '<operand>': ",
+ * for tools that put another prefix before it).
+ */
 export type OperandOpened =
   | { readonly ok: true; readonly node: ImageNode; readonly filename: string }
-  | { readonly ok: false; readonly message: string };
+  | { readonly ok: false; readonly message: string; readonly reason: string };
 
 /** The first option the opened image's format does not take, as QEMU's error; undefined when it takes them all. */
 function checkFormatOptions(options: DriverOptions, node: ImageNode): VdiskError | undefined {
@@ -52,18 +56,19 @@ export function rawProbeWarning(file: string): string {
  * they arise, the error (if any) is returned for the command to report.
  */
 export async function openOperand(ctx: CliContext, operand: string, request: OperandRequest): Promise<OperandOpened> {
-  const fail = (reason: string): OperandOpened => ({ ok: false, message: `Could not open '${operand}': ${reason}` });
+  const fail = (reason: string): OperandOpened => ({ ok: false, message: `Could not open '${operand}': ${reason}`, reason });
+  const refuse = (message: string): OperandOpened => ({ ok: false, message, reason: message });
   let filename = operand;
   let format: FormatName | undefined;
   let options: EngineOpenOptions;
   let formatOptions: DriverOptions | undefined;
   if (request.imageOpts) {
-    if (request.format !== undefined) return { ok: false, message: '--image-opts and --format are mutually exclusive' };
+    if (request.format !== undefined) return refuse('--image-opts and --format are mutually exclusive');
     const parsed = parseImageOptions(operand, { impliedFile: true });
     for (const w of parsed.warnings) reportError(ctx, w);
     if (!parsed.ok) return fail(parsed.message);
     if (request.forceShare === true && parsed.options.values.has('force-share') && parsed.options.values.get('force-share') !== 'on') {
-      return { ok: false, message: '--force-share/-U conflicts with image options' };
+      return refuse('--force-share/-U conflicts with image options');
     }
     const settings = openSettings(parsed.options, parsed.protocol, request);
     if (!settings.ok) return fail(settings.message);

@@ -9,6 +9,12 @@ import { nbdUri } from './uri.js';
 
 export interface ServeOptions {
   readonly image: string;
+  /**
+   * The image, already opened (vdisk serve --image-opts opens it as its option
+   * string says); `format`, `readOnly` and `cache` then do not open it again.
+   * The daemon owns it from here and closes it.
+   */
+  readonly opened?: ImageNode;
   readonly format?: FormatName;
   readonly readOnly?: boolean;
   readonly cache?: CacheMode;
@@ -69,7 +75,7 @@ export class ServeDaemon {
       ...(options.format ? { format: options.format } : {}),
       ...(options.cache ? { cache: options.cache } : {}),
     };
-    const node = await openImage(options.image, openOptions);
+    const node = options.opened ?? (await openImage(options.image, openOptions));
     let bitmaps: Array<{ name: string; bitmap: DirtyBitmap }>;
     try {
       bitmaps = await loadExportBitmaps(node, options.bitmaps ?? []);

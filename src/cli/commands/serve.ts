@@ -21,9 +21,13 @@ import {
   type ManagedItem,
   type ServeOptions,
 } from '../../daemon/index.js';
+import { createImage, type ImageNode } from '../../block/index.js';
 import type { CacheMode, FormatName } from '../../formats/driver.js';
 import type { ListenAddress } from '../../nbd/index.js';
 import { parseCacheMode } from '../cache-mode.js';
+import type { CliContext } from '../context.js';
+import { openOperand } from '../image-operand.js';
+import { openTuned } from '../qcow2-tuning.js';
 
 const USAGE = `Usage: vdisk serve [OPTIONS] [IMAGE]
 Serve IMAGE over NBD (options as qemu-nbd). Without IMAGE, serve a default
@@ -35,6 +39,7 @@ Serve IMAGE over NBD (options as qemu-nbd). Without IMAGE, serve a default
   -x, --export-name=NAME    export name (default "")
   -D, --description=TEXT    human-readable export description
   -f, --format=FORMAT       image format (raw, qcow2, ploop); probed if absent
+      --image-opts          IMAGE is an option string (driver=qcow2,file.filename=PATH,...)
   -r, --read-only           export read-only
   -t, --persistent          keep serving after the last client disconnects
   -e, --shared=NUM          clients served at once (default 1, 0 = unlimited)
@@ -68,7 +73,6 @@ const UNSUPPORTED: Readonly<Record<string, { type: 'string' | 'boolean'; short?:
   disconnect: { type: 'boolean', short: 'd' },
   snapshot: { type: 'boolean', short: 's' },
   'load-snapshot': { type: 'string', short: 'l' },
-  'image-opts': { type: 'boolean' },
   trace: { type: 'string', short: 'T' },
   'selinux-label': { type: 'string' },
 };
@@ -86,6 +90,8 @@ interface Parsed {
   readonly verbose: boolean;
   readonly fork: boolean;
   readonly pidFile: string | undefined;
+  /** --image-opts: IMAGE is an option string (driver=...,file.filename=...), opened as qemu-img commands open one. */
+  readonly imageOpts: boolean;
 }
 
 class UsageError extends Error {}
@@ -125,6 +131,7 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
       'detect-zeroes': { type: 'string' },
       fork: { type: 'boolean' },
       'pid-file': { type: 'string' },
+      'image-opts': { type: 'boolean' },
       ...UNSUPPORTED,
     },
   });
@@ -145,6 +152,7 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
   }
   const isManaged = managed.some((m) => m.kind !== 'object');
   if (isManaged && positionals.length > 0) throw new UsageError('an IMAGE cannot be combined with --qmp, --blockdev, --nbd-server or --export; use --blockdev');
+  if (values['image-opts'] && positionals.length === 0) throw new UsageError('--image-opts needs an IMAGE option string (driver=...,file.filename=PATH)');
 
   let address: ListenAddress;
   if (values.socket !== undefined) {
@@ -176,6 +184,7 @@ function parseServeArgs(argv: readonly string[]): Parsed | 'help' {
     verbose: values.verbose === true,
     fork: values.fork === true,
     pidFile: values['pid-file'],
+    imageOpts: values['image-opts'] === true,
     options: {
       address,
       exportName: values['export-name'] ?? '',
@@ -230,7 +239,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     // qemu-nbd checks every --object, and uses the one --tls-creds names.
     const objects = loadObjects(parsed.objects);
     const tls = parsed.tlsCreds !== undefined ? objects.upgrader(parsed.tlsCreds) : undefined;
-    const daemon = await ServeDaemon.start({ ...options, image, ...(log ? { log } : {}), ...(tls ? { tls } : {}) });
+    const opened = parsed.imageOpts ? await openImageOptions(image, options) : undefined;
+    const daemon = await ServeDaemon.start({ ...options, image, ...(opened ? { opened } : {}), ...(log ? { log } : {}), ...(tls ? { tls } : {}) });
     const removeHandlers = stopOnSignals(daemon);
     if (parsed.pidFile !== undefined) fs.writeFileSync(parsed.pidFile, `${process.pid}\n`);
     // Tell a parent started with --fork that the server is listening.
@@ -261,6 +271,22 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     process.stderr.write(`vdisk serve: ${msg}\n`);
     return 1;
   }
+}
+
+/**
+ * Opens an --image-opts operand the way qemu-img commands do (image-operand.ts:
+ * generic options, cache.*, qcow2's cache sizes; -r, --cache and -n as the
+ * command's request), with qemu-nbd's error text.
+ */
+async function openImageOptions(text: string, options: Parsed['options']): Promise<ImageNode> {
+  if (options.format !== undefined) throw new Error('--image-opts and -f are mutually exclusive');
+  const ctx: CliContext = {
+    out: { stdout: (t) => void process.stdout.write(t), stderr: (t) => void process.stderr.write(t) },
+    engine: { openImage: openTuned, createImage },
+  };
+  const opened = await openOperand(ctx, text, { format: undefined, imageOpts: true, readOnly: options.readOnly === true, cache: options.cache });
+  if (!opened.ok) throw new Error(`Failed to blk_new_open '${text}': ${opened.reason}`);
+  return opened.node;
 }
 
 function loadObjects(texts: readonly string[]): TlsObjects {
