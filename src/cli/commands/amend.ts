@@ -1,3 +1,5 @@
+import type { CacheMode } from '../../formats/driver.js';
+import { cacheOption } from '../cache-mode.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { parseCreateOptions, splitOptionString, wantsHelp } from '../create-options.js';
 import { describeError } from '../errors-text.js';
@@ -83,15 +85,24 @@ export async function amendCommand(ctx: CliContext, argv: readonly string[]): Pr
   let progress = false;
   let quiet = false;
   let imageOpts = false;
-  for (const { key, value } of parsed.options) {
+  let cache: CacheMode | undefined;
+  for (const { key, value = '' } of parsed.options) {
     if (key === 'o') {
-      if (!validOptionList(value ?? '')) {
-        reportError(ctx, `Invalid option list: ${value ?? ''}`);
+      if (!validOptionList(value)) {
+        reportError(ctx, `Invalid option list: ${value}`);
         return 1;
       }
-      optionStrings.push(value ?? '');
+      optionStrings.push(value);
     } else if (key === 'f') format = value;
     else if (key === 'image-opts') imageOpts = true;
+    else if (key === 't') {
+      const checked = cacheOption(value, 'cache');
+      if (!checked.ok) {
+        reportError(ctx, checked.message);
+        return 1;
+      }
+      cache = checked.mode;
+    }
     else if (key === 'p') progress = true;
     else if (key === 'q') quiet = true;
     else if (key === 'h') {
@@ -112,7 +123,7 @@ export async function amendCommand(ctx: CliContext, argv: readonly string[]): Pr
     return 1;
   }
   const filename = parsed.operands[0] ?? '';
-  const node = await openForWriting(ctx, filename, { format, imageOpts });
+  const node = await openForWriting(ctx, filename, { format, imageOpts, ...(cache ? { cache } : {}) });
   if (!node) return 1;
   let status = 0;
   const printer = new ProgressPrinter(progress && !quiet ? (t) => ctx.out.stdout(t) : undefined);

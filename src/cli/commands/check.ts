@@ -5,7 +5,8 @@
  * result is printed with the first one's "fixed" counts, as qemu-img does.
  * Exit: 0 clean, 1 check failed, 2 corruptions, 3 leaks only, 63 no checks.
  */
-import type { CheckReport, JsonValue, RepairMode } from '../../formats/driver.js';
+import type { CacheMode, CheckReport, JsonValue, RepairMode } from '../../formats/driver.js';
+import { cacheOption } from '../cache-mode.js';
 import type { ImageNode } from '../../block/types.js';
 import { isVdiskError } from '../../errors.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
@@ -32,6 +33,8 @@ interface CheckArgs {
   forceShare: boolean;
   /** --image-opts: the operand is an option string. */
   imageOpts: boolean;
+  /** -T: the image's cache mode (check only reads it, unless repairing). */
+  cache: CacheMode | undefined;
 }
 
 /** `vdisk check [-f fmt] [--output=ofmt] [-r leaks|all] [-T cache] [-q] [-U] filename` */
@@ -50,7 +53,7 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: CheckArgs = { format: undefined, repair: 'none', output: undefined, quiet: false, forceShare: false, imageOpts: false };
+  const args: CheckArgs = { format: undefined, repair: 'none', output: undefined, quiet: false, forceShare: false, imageOpts: false, cache: undefined };
   // qemu-img check has no -p; --progress=json|text is vdisk's, for long repairs.
   let progressMode: ProgressMode | undefined;
   for (const { key, value = '' } of parsed.options) {
@@ -63,6 +66,14 @@ export async function checkCommand(ctx: CliContext, argv: readonly string[]): Pr
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
     else if (key === 'image-opts') args.imageOpts = true;
+    else if (key === 'T') {
+      const checked = cacheOption(value, 'source');
+      if (!checked.ok) {
+        reportError(ctx, checked.message);
+        return 1;
+      }
+      args.cache = checked.mode;
+    }
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the check options');
     else if (key === 'r') {
       if (value === 'leaks') args.repair = 'leaks';
@@ -103,7 +114,15 @@ async function openForCheck(ctx: CliContext, filename: string, args: CheckArgs):
     return undefined;
   }
   // noRepair: an image left dirty or in use is what check is asked to report on.
-  return openOperandOrReport(ctx, filename, { format: args.format, imageOpts: args.imageOpts, readOnly, forceShare: args.forceShare, noBacking: true, noRepair: true });
+  return openOperandOrReport(ctx, filename, {
+    format: args.format,
+    imageOpts: args.imageOpts,
+    readOnly,
+    forceShare: args.forceShare,
+    cache: args.cache,
+    noBacking: true,
+    noRepair: true,
+  });
 }
 
 type CheckOutcome = { readonly ok: true; readonly report: CheckReport } | { readonly ok: false; readonly status: number };

@@ -7,7 +7,8 @@
  * `-b ""` removes the backing (the overlay then holds everything).
  */
 import type { ImageNode } from '../../block/types.js';
-import type { BackingReference, FormatName } from '../../formats/driver.js';
+import type { BackingReference, CacheMode, FormatName } from '../../formats/driver.js';
+import { cacheOption } from '../cache-mode.js';
 import { type CliContext, reportError, reportUsage } from '../context.js';
 import { describeError } from '../errors-text.js';
 import { commandProgress, progressModeOption, PROGRESS_LONG_OPTION } from '../command-progress.js';
@@ -32,6 +33,10 @@ interface RebaseArgs {
   forceShare: boolean;
   /** --image-opts: the overlay operand is an option string (-b stays a file name). */
   imageOpts: boolean;
+  /** -t: the overlay's cache mode (its current backing chain opens with it). */
+  cache: CacheMode | undefined;
+  /** -T: the new backing file's cache mode. */
+  sourceCache: CacheMode | undefined;
 }
 
 type BackingWriter = (ref: BackingReference | null) => Promise<void>;
@@ -57,7 +62,7 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     ],
   });
   if (!parsed.ok) return reportUsage(ctx, parsed.message);
-  const args: RebaseArgs = { format: undefined, backingFormat: undefined, backing: undefined, unsafe: false, progress: false, progressMode: undefined, quiet: false, forceShare: false, imageOpts: false };
+  const args: RebaseArgs = { format: undefined, backingFormat: undefined, backing: undefined, unsafe: false, progress: false, progressMode: undefined, quiet: false, forceShare: false, imageOpts: false, cache: undefined, sourceCache: undefined };
   for (const { key, value = '' } of parsed.options) {
     if (key === 'f') args.format = value;
     else if (key === 'F') args.backingFormat = value;
@@ -72,6 +77,15 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     else if (key === 'q') args.quiet = true;
     else if (key === 'U') args.forceShare = true;
     else if (key === 'image-opts') args.imageOpts = true;
+    else if (key === 't' || key === 'T') {
+      const checked = cacheOption(value, key === 'T' ? 'source' : 'cache');
+      if (!checked.ok) {
+        reportError(ctx, checked.message);
+        return 1;
+      }
+      if (key === 't') args.cache = checked.mode;
+      else args.sourceCache = checked.mode;
+    }
     else if (key === 'h') return reportUsage(ctx, 'see qemu-img(1) for the rebase options');
   }
   if (parsed.operands.length !== 1) return reportUsage(ctx, 'Expecting one image file name');
@@ -87,7 +101,12 @@ export async function rebaseCommand(ctx: CliContext, argv: readonly string[]): P
     }
   }
   const progress = commandProgress(ctx, { p: args.progress, quiet: args.quiet, mode: args.progressMode }, { phase: 'rebase' });
-  const overlay = await openForWriting(ctx, filename, { format: args.format, imageOpts: args.imageOpts, ...(args.unsafe ? { noBacking: true } : {}) });
+  const overlay = await openForWriting(ctx, filename, {
+    format: args.format,
+    imageOpts: args.imageOpts,
+    ...(args.cache ? { cache: args.cache } : {}),
+    ...(args.unsafe ? { noBacking: true } : {}),
+  });
   if (!overlay) return 1;
   try {
     const change = backingWriter(overlay);
@@ -134,7 +153,12 @@ async function copyDifferences(ctx: CliContext, job: CopyJob): Promise<number> {
   let fresh: ImageNode | null = null;
   if (job.newName !== '') {
     const path = resolveBackingPath(job.filename, job.newName);
-    fresh = (await openForReading(ctx, path, { format: job.newFormat ?? undefined, forceShare: job.args.forceShare })) ?? null;
+    fresh =
+      (await openForReading(ctx, path, {
+        format: job.newFormat ?? undefined,
+        forceShare: job.args.forceShare,
+        ...(job.args.sourceCache ? { cache: job.args.sourceCache } : {}),
+      })) ?? null;
     if (!fresh) return 1;
   }
   try {
