@@ -21,4 +21,6 @@ export interface Qcow2MetaContext {
   beginChange(): Promise<void>;
   /** Writes every dirty table in dependency order and syncs. */
   flush(): Promise<void>;
+  /** Changes the virtual size, shrinking if need be (the driver's resize with shrink). */
+  resize(newLength: number): Promise<void>;
 }

@@ -48,12 +48,12 @@ import { l2OffsetAt, type Qcow2Image } from './image.js';
 import { InflightTable, type InflightStats } from './inflight.js';
 import { cachePolicy, withoutSync, type CachePolicy } from '../cache-mode.js';
 import { FileGrowth } from '../file-growth.js';
-import { writeL1Entry } from './l2-entry.js';
 import type { Qcow2MetaContext } from './meta-context.js';
 import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-ops.js';
 import { Qcow2BitmapOps } from './bitmap-ops.js';
 import { hostExtentOf, layerStatus, plainHostOffsetNow, readGuest } from './read-path.js';
 import { Refcounts } from './refcounts.js';
+import { adjustTreeRefcounts } from './tree-refcounts.js';
 import { TableCache } from './table-cache.js';
 import { writeGuest } from './write-path.js';
 import { writeRunsInBulk } from './bulk-write.js';
@@ -138,6 +138,7 @@ export class Qcow2Driver implements BlockDriver {
         await this.#clearUnknownAutoclear();
       },
       flush: () => this.flush(),
+      resize: (n) => this.resize(n, { shrink: true }),
     };
     this.snapshots = new Qcow2SnapshotOps(this.#meta);
     this.bitmaps = new Qcow2BitmapOps(this.#meta);
@@ -397,11 +398,14 @@ export class Qcow2Driver implements BlockDriver {
     this.#checkWritable();
     const img = this.#img;
     if (newLength % 512 !== 0 || newLength < 0) throw new VdiskError('EINVAL', `'${img.file}': new size ${newLength} is not a multiple of 512`, { file: img.file });
+    // A v2 snapshot need not record its disk size, so applying it after a resize could not restore it (QEMU refuses too).
+    if (this.#parsed.header.nbSnapshots > 0 && img.version < 3) {
+      throw new VdiskError('ENOTSUP', "Can't resize a v2 image which has snapshots", { file: img.file, field: 'nb_snapshots' });
+    }
     await this.#prepareHeader();
     await this.bitmaps.assertResizable();
     if (newLength < img.size) {
       if (!options?.shrink) throw new VdiskError('EINVAL', `'${img.file}': shrinking needs the shrink option`, { file: img.file });
-      if (this.#parsed.header.nbSnapshots > 0) throw new VdiskError('ENOTSUP', `'${img.file}': cannot shrink an image with internal snapshots`, { file: img.file });
       await this.#shrink(newLength);
     } else {
       const needed = l1EntriesFor(newLength, img.clusterBits, img.geometry.extendedL2 ? 16 : 8);
@@ -417,23 +421,32 @@ export class Qcow2Driver implements BlockDriver {
     this.bitmaps.resized(newLength);
   }
 
+  /**
+   * qcow2_co_truncate's shrink: the active layer loses its mappings past the new
+   * end; the L1 table keeps its size (QEMU's qcow2_shrink_l1_table zeroes the
+   * entries past the end). Snapshots keep their own L1 tables and disk sizes:
+   * what they still reference stays allocated, only the active tree's
+   * references go (a shared L2 table and the clusters under it lose one).
+   */
   async #shrink(newLength: number): Promise<void> {
     const img = this.#img;
     const clusterEnd = Math.ceil(newLength / img.clusterSize) * img.clusterSize;
-    const oldSize = img.size;
-    if (clusterEnd < oldSize) await discardGuest(img, clusterEnd, oldSize - clusterEnd, true);
-    await this.flush();
     const keep = l1EntriesFor(newLength, img.clusterBits, img.geometry.extendedL2 ? 16 : 8);
+    // The clusters past the end in the last L2 table kept: cleared one by one (a shared table is copied first).
+    const tailEnd = Math.min(img.size, keep * img.l2Entries * img.clusterSize);
+    if (clusterEnd < tailEnd && l2OffsetAt(img, keep - 1).l2Offset !== 0) await discardGuest(img, clusterEnd, tailEnd - clusterEnd, true);
+    await this.flush();
     await img.l1Lock.run(async () => {
-      for (let i = keep; i < img.l1.length / 8; i++) {
-        const { l2Offset } = l2OffsetAt(img, i);
-        if (l2Offset === 0) continue;
-        writeL1Entry(img.l1, i, 0, false);
-        await img.host.write(img.l1.slice(i * 8, i * 8 + 8), img.l1Offset + i * 8);
-        await img.host.sync();
-        img.l2Cache.forget(l2Offset);
-        await img.refcounts.free(l2Offset, img.clusterSize);
-      }
+      const entries = img.l1.length / 8;
+      if (keep >= entries) return;
+      // Whole L2 tables past the end: the L1 entries go first, on disk, then the references they held.
+      const dropped = new Uint8Array(img.l1.length);
+      dropped.set(img.l1.subarray(keep * 8), keep * 8);
+      if (dropped.every((b) => b === 0)) return;
+      img.l1.fill(0, keep * 8);
+      await img.host.write(img.l1.slice(keep * 8), img.l1Offset + keep * 8);
+      await img.host.sync();
+      await adjustTreeRefcounts(img, dropped, { addend: -1, fixFlags: false });
     });
   }
 
@@ -510,7 +523,7 @@ export class Qcow2Driver implements BlockDriver {
     await amendQcow2(this.#meta, options, {
       progress,
       bitmaps: this.bitmaps,
-      resize: (n) => this.resize(n, { shrink: true }),
+      resize: this.#meta.resize,
       invalidate: () => {
         this.#stale = true;
       },

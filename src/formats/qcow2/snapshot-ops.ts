@@ -9,7 +9,7 @@
  * A crash leaves leaks at worst.
  */
 import { VdiskError } from '../../errors.js';
-import { hex } from '../../util/int64.js';
+import { hex, toSafeNumber } from '../../util/int64.js';
 import type { SnapshotCreateOptions, SnapshotInfo, SnapshotOps } from '../driver.js';
 import { MAX_L1_BYTES } from './header.js';
 import type { Qcow2MetaContext } from './meta-context.js';
@@ -174,10 +174,12 @@ export class Qcow2SnapshotOps implements SnapshotOps {
     if (index < 0) index = findSnapshot(snapshots, { name: idOrName });
     const sn = snapshots[index];
     if (!sn) throw new VdiskError('ENOENT', `'${img.file}': no snapshot with id or name '${idOrName}'`, { file: img.file });
-    if (sn.diskSize !== null && sn.diskSize !== BigInt(img.size)) {
-      throw new VdiskError('ENOTSUP', 'qcow2: Loading snapshots with different disk size is not implemented', { file: img.file });
-    }
     const snL1 = await this.#readSnapshotL1(sn);
+    // The disk takes the snapshot's size first (qcow2_snapshot_goto): a shrink or a grow
+    // of the active layer, whose mappings are replaced below anyway.
+    if (sn.diskSize !== null && sn.diskSize !== BigInt(img.size)) {
+      await ctx.resize(toSafeNumber(sn.diskSize, 'snapshot disk size', { file: img.file, field: 'disk_size' }));
+    }
     await img.l1Lock.run(async () => {
       const active = img.l1.length / 8;
       const fresh = new Uint8Array(img.l1.length);
