@@ -90,6 +90,14 @@ export class ClusterAllocation {
   /** Intra-cluster data ranges on the host, for reads before the link. */
   readonly landed: Array<{ readonly a: number; readonly b: number }> = [];
   failure: unknown = null;
+  /**
+   * Links of the table's list of deferred tails (InflightTable's alone to
+   * change): a list through the records, not a Set, which rebuilt its hash
+   * table as records came and went, one per cluster of a sequential stream.
+   */
+  deferredPrev: ClusterAllocation | null = null;
+  deferredNext: ClusterAllocation | null = null;
+  inDeferredList = false;
   #linking = false;
   readonly #table: InflightTable;
   readonly #hooks: AllocationHooks;
@@ -250,8 +258,10 @@ export class InflightTable {
   /** End of the last write planned: a write starting here continues a sequential stream. */
   lastWriteEnd = -1;
   readonly #records = new Map<number, ClusterAllocation>();
-  /** Records whose tail is deferred, oldest first. */
-  readonly #deferred = new Set<ClusterAllocation>();
+  /** Records whose tail is deferred, oldest first (linked through the records). */
+  #deferredHead: ClusterAllocation | null = null;
+  #deferredTail: ClusterAllocation | null = null;
+  #deferredCount = 0;
   /** Plain in-place writers per guest cluster (no record; they must finish before the cluster is freed). */
   readonly #direct = new Map<number, DirectWriters>();
   /** Guest ranges of write requests that have entered but not landed: [offset, end). */
@@ -291,18 +301,41 @@ export class InflightTable {
     this.#records.set(rec.cluster, rec);
     this.stats.allocations++;
     if (rec.tail === 'deferred') {
-      this.#deferred.add(rec);
-      if (this.#deferred.size > MAX_DEFERRED_TAILS) this.#deferred.values().next().value?.finalize();
+      this.#pushDeferred(rec);
+      if (this.#deferredCount > MAX_DEFERRED_TAILS) this.#deferredHead?.finalize();
     }
   }
 
   tailClosed(rec: ClusterAllocation): void {
-    this.#deferred.delete(rec);
+    this.#unlinkDeferred(rec);
+  }
+
+  #pushDeferred(rec: ClusterAllocation): void {
+    if (rec.inDeferredList) return;
+    rec.inDeferredList = true;
+    rec.deferredPrev = this.#deferredTail;
+    rec.deferredNext = null;
+    if (this.#deferredTail !== null) this.#deferredTail.deferredNext = rec;
+    else this.#deferredHead = rec;
+    this.#deferredTail = rec;
+    this.#deferredCount++;
+  }
+
+  #unlinkDeferred(rec: ClusterAllocation): void {
+    if (!rec.inDeferredList) return;
+    rec.inDeferredList = false;
+    if (rec.deferredPrev !== null) rec.deferredPrev.deferredNext = rec.deferredNext;
+    else this.#deferredHead = rec.deferredNext;
+    if (rec.deferredNext !== null) rec.deferredNext.deferredPrev = rec.deferredPrev;
+    else this.#deferredTail = rec.deferredPrev;
+    rec.deferredPrev = null;
+    rec.deferredNext = null;
+    this.#deferredCount--;
   }
 
   remove(rec: ClusterAllocation, error: unknown): void {
     if (this.#records.get(rec.cluster) === rec) this.#records.delete(rec.cluster);
-    this.#deferred.delete(rec);
+    this.#unlinkDeferred(rec);
     if (error !== null) this.#error ??= error;
   }
 
@@ -340,7 +373,11 @@ export class InflightTable {
     if (this.#idleCheck !== null) return;
     this.#idleCheck = setImmediate(() => {
       this.#idleCheck = null;
-      if (this.activeWrites === 0) for (const r of [...this.#deferred]) if (r.pending === 0) r.finalize();
+      if (this.activeWrites !== 0) return;
+      // A copy of the list first: finalizing unlinks.
+      const deferred: ClusterAllocation[] = [];
+      for (let r = this.#deferredHead; r !== null; r = r.deferredNext) deferred.push(r);
+      for (const r of deferred) if (r.pending === 0) r.finalize();
     });
   }
 

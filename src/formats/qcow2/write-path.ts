@@ -21,7 +21,7 @@ import { VdiskError } from '../../errors.js';
 import { isHostRange, sliceBytes, writeParts, type Bytes } from '../../host/host-range.js';
 import { writeL1Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
 import { copiedOf, cowReadsZero, headStart, hostOf, isPlainOverwrite, newMapping, readOld, tailEnd, type CowSource } from './cow.js';
-import { clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
+import { l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
 import { ClusterAllocation, type AllocationHooks, type PlanTicket } from './inflight.js';
 import type { CachedTable } from './table-cache.js';
 
@@ -121,13 +121,16 @@ export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promis
  */
 function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
   if (isHostRange(data) || data.length === 0) return null;
-  const span = clustersInOneTable(img, offset, data.length);
-  const inflight = img.inflight;
-  if (span === null || !inflight.planIdle(span.l1Index) || inflight.hasRecordIn(span.first, span.last)) return null;
-  const { first, last } = span;
-  const table = acquireCopiedL2Now(img, span.l1Index);
-  if (table === null) return null;
+  // The span computed here, not by clustersInOneTable: no object for the allocating writes that
+  // fail the next checks (a sequential stream's requests mostly land in a cluster in flight).
   const cs = img.clusterSize;
+  const first = Math.floor(offset / cs);
+  const last = Math.floor((offset + data.length - 1) / cs);
+  const l1Index = Math.floor(first / img.l2Entries);
+  const inflight = img.inflight;
+  if (Math.floor(last / img.l2Entries) !== l1Index || inflight.hasRecordIn(first, last) || !inflight.planIdle(l1Index)) return null;
+  const table = acquireCopiedL2Now(img, l1Index);
+  if (table === null) return null;
   let host0 = -1;
   try {
     for (let c = first; c <= last; c++) {
