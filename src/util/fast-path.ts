@@ -1,8 +1,8 @@
 /**
  * Runs `fast` (a synchronous check that may start the request at once, or
  * return null) and else `slow`. An error thrown by the check becomes a
- * rejection, as the slow path's own errors are: callers of a promise-returning
- * call never see it throw.
+ * rejection, and so does an error the slow path throws before it returns its
+ * promise: callers of a promise-returning call never see it throw.
  */
 export function fastOrSlow(fast: () => Promise<void> | null, slow: () => Promise<void>): Promise<void> {
   let started: Promise<void> | null;
@@ -11,5 +11,11 @@ export function fastOrSlow(fast: () => Promise<void> | null, slow: () => Promise
   } catch (e) {
     return Promise.reject(e);
   }
-  return started ?? slow();
+  if (started !== null) return started;
+  // The slow path may be a plain function that starts its work in the call (the qcow2 write path).
+  try {
+    return slow();
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
