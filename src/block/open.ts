@@ -154,6 +154,7 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
     ...(options.inlineIo !== undefined ? { inlineIo: options.inlineIo } : {}),
   };
   const backingOptions: DriverOpenOptions = { ...topOptions, readOnly: true };
+  const topLayerOptions: DriverOpenOptions = { ...topOptions, ...(options.qcow2Tuning !== undefined ? { qcow2Tuning: options.qcow2Tuning } : {}) };
   const layers: OpenedLayer[] = [];
   try {
     try {
@@ -162,7 +163,7 @@ export async function openImageWith(path: string, options: OpenOptions, formats:
       throw new VdiskError(errorCodeOf(e), `Could not open '${path}': ${systemMessage(e)}`, { file: path }, { cause: e });
     }
     const seen = new Map<string, string>([[await identityOf(path), path]]);
-    layers.push(await openLayer({ path, format: options.format, options: topOptions, warn: options.onWarning }, formats));
+    layers.push(await openLayer({ path, format: options.format, options: topLayerOptions, warn: options.onWarning }, formats));
     for (let top = layers[0]; top && !options.noBacking; ) {
       const ref = top.driver.backingRef;
       if (!ref) break;

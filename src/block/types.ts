@@ -13,6 +13,7 @@ import type {
   RepairMode,
 } from '../formats/driver.js';
 import type { HostRange } from '../host/host-file.js';
+import type { Qcow2Tuning } from '../formats/registry-types.js';
 
 export type { GuestCopyRun };
 
@@ -59,6 +60,8 @@ export interface OpenOptions {
   readonly noRepair?: boolean;
   /** Receives warnings worth showing a user (an image that cannot be locked); none: silent. */
   readonly onWarning?: (message: string) => void;
+  /** qcow2 runtime options for the top image when it is qcow2 (its backing files keep the defaults, as in QEMU). */
+  readonly qcow2Tuning?: Qcow2Tuning;
 }
 
 export type { LayerExtent, WriteFlags, ZeroFlags, FormatInfo, CheckReport, RepairMode, SnapshotOps, BitmapOps, ProgressCallback };

@@ -13,6 +13,22 @@ export interface DriverOpenOptions {
   /** qcow2 l2-cache-size / refcount-cache-size in bytes, when given. */
   readonly l2CacheSize?: number;
   readonly refcountCacheSize?: number;
+  /** qcow2's runtime options by QEMU's names (checked against the header at open); other formats ignore them. */
+  readonly qcow2Tuning?: Qcow2Tuning;
+}
+
+/** qcow2's runtime options, parsed (qcow2/runtime-options.ts applies them). */
+export interface Qcow2Tuning {
+  /** l2-cache-size, bytes. */
+  readonly l2CacheSize?: number;
+  /** refcount-cache-size, bytes. */
+  readonly refcountCacheSize?: number;
+  /** cache-size: both caches, split as QEMU splits it. */
+  readonly cacheSize?: number;
+  /** l2-cache-entry-size: checked; whole tables are cached whatever it says. */
+  readonly l2CacheEntrySize?: number;
+  /** lazy-refcounts: must match the image's bit on a writable open. */
+  readonly lazyRefcounts?: boolean;
 }
 
 /** Options of `create`, as qemu-img create -o spells them, parsed. */

@@ -58,6 +58,7 @@ import { TableCache } from './table-cache.js';
 import { writeGuest } from './write-path.js';
 import { writeRunsInBulk } from './bulk-write.js';
 import { discardGuest, writeCompressedCluster, zeroGuest } from './zero-discard.js';
+import { applyTuning } from './runtime-options.js';
 
 const DEFAULT_L2_CACHE_BYTES = 8 * 1024 * 1024;
 const DEFAULT_REFCOUNT_CACHE_BYTES = 2 * 1024 * 1024;
@@ -161,6 +162,10 @@ export class Qcow2Driver implements BlockDriver {
         field: 'incompatible_features',
       });
     }
+    // Runtime options first, as QEMU reads them before it touches the image.
+    const tuned = options.qcow2Tuning === undefined ? {} : applyTuning(file, options.qcow2Tuning, h0, options.readOnly);
+    const l2CacheBytes = tuned.l2CacheSize ?? options.l2CacheSize ?? DEFAULT_L2_CACHE_BYTES;
+    const refcountCacheBytes = tuned.refcountCacheSize ?? options.refcountCacheSize ?? DEFAULT_REFCOUNT_CACHE_BYTES;
     if (!options.readOnly && !options.noRepair && (h0.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
       if (!options.checker) {
         throw new VdiskError('ENOTSUP', `Cannot open '${file}' read-write: the dirty bit is set and no refcount repair is available`, { file, field: 'incompatible_features' });
@@ -202,7 +207,7 @@ export class Qcow2Driver implements BlockDriver {
         refcountOrder: h.refcountOrder,
         tableOffset: h.refcountTableOffset,
         tableClusters: h.refcountTableClusters,
-        cacheCapacity: Math.max(4, Math.floor((options.refcountCacheSize ?? DEFAULT_REFCOUNT_CACHE_BYTES) / clusterSize)),
+        cacheCapacity: Math.max(4, Math.floor(refcountCacheBytes / clusterSize)),
         growth: policy.direct && !options.readOnly ? new FileGrowth(host, fileSize, clusterSize, DIRECT_PREALLOC_BYTES) : null,
       });
       const img: Qcow2Image = {
@@ -220,7 +225,7 @@ export class Qcow2Driver implements BlockDriver {
         l1,
         l1Offset: h.l1TableOffset,
         l1Lock: new AsyncLock(),
-        l2Cache: new TableCache({ host, tableSize: clusterSize, capacity: Math.max(4, Math.floor((options.l2CacheSize ?? DEFAULT_L2_CACHE_BYTES) / clusterSize)) }),
+        l2Cache: new TableCache({ host, tableSize: clusterSize, capacity: Math.max(4, Math.floor(l2CacheBytes / clusterSize)) }),
         refcounts,
         codec: await ClusterCodec.create(h.compressionType === COMPRESSION_ZSTD ? 'zstd' : 'deflate', clusterSize),
         backing: null,

@@ -1,14 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { FormatTable } from '../../../src/block/index.js';
+import { openImageWith, type FormatTable } from '../../../src/block/index.js';
 import type { Engine } from '../../../src/cli/context.js';
 import { parseImageOptions } from '../../../src/cli/image-opts.js';
 import { openSettings } from '../../../src/cli/open-settings.js';
 import { run } from '../../../src/cli/program.js';
-import { cacheSizes, type EngineOpenOptions, tunedFormats } from '../../../src/cli/qcow2-tuning.js';
-import type { FormatInfo } from '../../../src/formats/driver.js';
+import { type EngineOpenOptions, parseTuning } from '../../../src/cli/qcow2-tuning.js';
 import type { DriverOpenOptions, FormatModule } from '../../../src/formats/registry-types.js';
 import { FakeDriver } from '../block/fake-driver.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 const NO_OPTIONS = { values: new Map<string, string>(), warnings: [] };
 
@@ -75,78 +77,56 @@ test('read-only, force-share and backing="" in the string decide how the image i
   assert.ok(openSettings(NO_OPTIONS, {}, { readOnly: false }).ok);
 });
 
-test('cache-size is split between the L2 and refcount caches as qcow2 does, the L2 cache no larger than the disk needs', () => {
-  const geometry = { clusterSize: 65536, virtualSize: 1 << 30, extendedL2: false, compat: '1.1', lazyRefcounts: false };
-  // 1 GiB in 64 KiB clusters: 16384 entries of 8 bytes, two tables map it all.
-  assert.deepEqual(cacheSizes({ cacheSize: 1 << 20 }, geometry), { l2CacheSize: 131072, refcountCacheSize: (1 << 20) - 131072 });
-  assert.deepEqual(cacheSizes({ cacheSize: 300000 }, geometry), { l2CacheSize: 300000 - 262144, refcountCacheSize: 262144 });
-  assert.deepEqual(cacheSizes({ cacheSize: 1 << 20, l2CacheSize: 65536 }, geometry), { l2CacheSize: 65536, refcountCacheSize: (1 << 20) - 65536 });
-  assert.deepEqual(cacheSizes({ cacheSize: 1 << 20, refcountCacheSize: 65536 }, geometry), { l2CacheSize: (1 << 20) - 65536, refcountCacheSize: 65536 });
-  assert.deepEqual(cacheSizes({ cacheSize: 1 << 22 }, { ...geometry, extendedL2: true }), { l2CacheSize: 262144, refcountCacheSize: (1 << 22) - 262144 });
-  assert.deepEqual(cacheSizes({ l2CacheSize: 4096, refcountCacheSize: 8192 }, undefined), { l2CacheSize: 4096, refcountCacheSize: 8192 });
-});
-
-/** A format table whose qcow2 module records how it was asked to open each file. */
-function recordingFormats(info: Partial<FormatInfo> = {}): { formats: FormatTable; opens: Array<{ path: string; options: DriverOpenOptions }> } {
+/** A format table whose qcow2 module records how it was asked to open each file; `top.qcow2` names `base.qcow2` as its backing. */
+function recordingFormats(): { formats: FormatTable; opens: Array<{ path: string; options: DriverOpenOptions }> } {
   const opens: Array<{ path: string; options: DriverOpenOptions }> = [];
-  class InfoDriver extends FakeDriver {
-    override async info(): Promise<FormatInfo> {
-      return { ...(await super.info()), ...info };
-    }
-  }
   const module: FormatModule = {
     name: 'qcow2',
     probe: () => true,
     create: () => Promise.resolve(),
-    open: (path, options) => {
-      opens.push({ path, options });
-      return Promise.resolve(new InfoDriver({ filename: path, length: 1 << 30, cluster: 65536, readOnly: options.readOnly }));
+    open: (file, options) => {
+      opens.push({ path: path.basename(file), options });
+      const backingRef = path.basename(file) === 'top.qcow2' ? { filename: 'base.qcow2', format: 'qcow2' as const } : null;
+      return Promise.resolve(new FakeDriver({ filename: file, length: 1 << 30, cluster: 65536, readOnly: options.readOnly, backingRef }));
     },
   };
   return { formats: { probe: () => 'qcow2', byName: () => module }, opens };
 }
 
-test('the top qcow2 image is opened with the cache sizes given, its backing files with their defaults', async () => {
-  const { formats, opens } = recordingFormats();
-  const tuned = tunedFormats('top.qcow2', new Map([['l2-cache-size', '2M'], ['refcount-cache-size', '256k']]), formats);
-  await (await tuned.byName('qcow2').open('top.qcow2', { readOnly: false })).close();
-  await (await tuned.byName('qcow2').open('base.qcow2', { readOnly: true })).close();
-  assert.deepEqual(opens, [
-    { path: 'top.qcow2', options: { readOnly: false, l2CacheSize: 2 << 20, refcountCacheSize: 256 << 10 } },
-    { path: 'base.qcow2', options: { readOnly: true } },
-  ]);
+test('the top image is opened with the qcow2 options given, its backing files with their defaults', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vdisk-tuning-'));
+  for (const name of ['top.qcow2', 'base.qcow2']) fs.writeFileSync(path.join(dir, name), '');
+  try {
+    const { formats, opens } = recordingFormats();
+    const tuning = parseTuning('top.qcow2', new Map([['l2-cache-size', '2M'], ['refcount-cache-size', '256k']]));
+    await (await openImageWith(path.join(dir, 'top.qcow2'), { readOnly: false, qcow2Tuning: tuning }, formats)).close();
+    assert.deepEqual(opens, [
+      { path: 'top.qcow2', options: { readOnly: false, qcow2Tuning: { l2CacheSize: 2 << 20, refcountCacheSize: 256 << 10 } } },
+      { path: 'base.qcow2', options: { readOnly: true } },
+    ]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
-test('cache-size looks at the image read-only first, then opens it with the split', async () => {
-  const { formats, opens } = recordingFormats({ formatSpecific: { type: 'qcow2', data: { compat: '1.1', 'lazy-refcounts': false } } });
-  const tuned = tunedFormats('top.qcow2', new Map([['cache-size', '1M']]), formats);
-  await (await tuned.byName('qcow2').open('top.qcow2', { readOnly: false })).close();
-  assert.deepEqual(opens, [
-    { path: 'top.qcow2', options: { readOnly: true, noRepair: true } },
-    { path: 'top.qcow2', options: { readOnly: false, l2CacheSize: 131072, refcountCacheSize: (1 << 20) - 131072 } },
-  ]);
-});
-
-test('qcow2 options that need the image are checked against it; what vdisk cannot apply is refused', async () => {
-  const refusal = async (pairs: Array<[string, string]>, readOnly: boolean, data: { [key: string]: string | boolean } = { compat: '1.1', 'lazy-refcounts': false }): Promise<string> => {
-    const { formats } = recordingFormats({ formatSpecific: { type: 'qcow2', data } });
+test('qcow2 option values are parsed and checked against each other before the image is opened', () => {
+  const refusal = (pairs: Array<[string, string]>): string => {
     try {
-      await (await tunedFormats('t.qcow2', new Map(pairs), formats).byName('qcow2').open('t.qcow2', { readOnly })).close();
-      return 'opened';
+      parseTuning('t.qcow2', new Map(pairs));
+      return 'parsed';
     } catch (e) {
       return e instanceof Error ? e.message : String(e);
     }
   };
-  assert.equal(await refusal([['l2-cache-entry-size', '4k']], false), 'opened');
-  assert.equal(await refusal([['l2-cache-entry-size', '100']], true), 'L2 cache entry size must be a power of two between 512 and the cluster size (65536)');
-  assert.equal(await refusal([['lazy-refcounts', 'on']], true, { compat: '0.10' }), 'Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level');
-  // Reading is the same either way; writing would follow the image's bit, so a different one is refused.
-  assert.equal(await refusal([['lazy-refcounts', 'on']], true), 'opened');
-  assert.equal(await refusal([['lazy-refcounts', 'off']], false), 'opened');
-  assert.match(await refusal([['lazy-refcounts', 'on']], false), /cannot change it at open: use 'vdisk amend -o lazy_refcounts=on'/);
-  assert.equal(await refusal([['cache-size', '1M'], ['l2-cache-size', '1M'], ['refcount-cache-size', '1M']], true), 'cache-size, l2-cache-size and refcount-cache-size may not be set at the same time');
-  assert.equal(await refusal([['cache-size', '1M'], ['refcount-cache-size', '2M']], true), 'refcount-cache-size may not exceed cache-size');
-  assert.match(await refusal([['l2-cache-size', '-1']], true), /^Parameter 'l2-cache-size' expects a non-negative number below 2\^64\n/);
+  assert.deepEqual(parseTuning('t.qcow2', new Map([['cache-size', '1M'], ['l2-cache-entry-size', '4k'], ['lazy-refcounts', 'on']])), {
+    cacheSize: 1 << 20,
+    l2CacheEntrySize: 4096,
+    lazyRefcounts: true,
+  });
+  assert.equal(refusal([['cache-size', '1M'], ['l2-cache-size', '1M'], ['refcount-cache-size', '1M']]), 'cache-size, l2-cache-size and refcount-cache-size may not be set at the same time');
+  assert.equal(refusal([['cache-size', '1M'], ['refcount-cache-size', '2M']]), 'refcount-cache-size may not exceed cache-size');
+  assert.match(refusal([['l2-cache-size', '-1']]), /^Parameter 'l2-cache-size' expects a non-negative number below 2\^64\n/);
+  assert.equal(refusal([['lazy-refcounts', 'maybe']]), "Parameter 'lazy-refcounts' expects 'on' or 'off'");
 });
 
 /** An engine that records each open and fails it (the commands stop there). */
