@@ -39,7 +39,8 @@ class ExtentList {
   pushUndefined(offset: number, length: number, depth: number, zero: boolean): void {
     if (length <= 0) return;
     const last = this.items[this.items.length - 1];
-    if (last && !last.present && last.zero === zero && !last.data && last.depth === depth && last.hostOffset === undefined && !last.compressed) {
+    // An undefined range is never data and has no host offset: what must match is the rest.
+    if (last && !last.present && last.zero === zero && last.depth === depth) {
       last.length += length;
       return;
     }

@@ -382,12 +382,8 @@ export class DirectHostFile implements HostFile {
 
   /**
    * Writes all of `view` at `start`; a failure names `length` bytes at `offset`
-   * (the caller's request). The message is built only then: this runs once per
-   * request (a 4 KiB overwrite at depth 32 allocated 70 bytes less with it).
-   */
-  /**
-   * Writes all of `view` at `start`; errors name the request (`length` bytes at
-   * `offset`). The first write is issued in this call, with no async frame.
+   * (the caller's request), the message built only then. This runs once per
+   * request: the first write is issued in this call, with no async frame.
    */
   #pwriteAll(view: Uint8Array, start: number, length: number, offset: number): Promise<void> {
     const fail = (e: unknown): never => {

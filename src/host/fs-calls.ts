@@ -16,16 +16,13 @@ export function statBig(path: string): Promise<fs.BigIntStats> {
   return cb<fs.BigIntStats>((done) => fs.stat(path, { bigint: true }, done));
 }
 
-export function openFd(path: string, flags: string): Promise<number> {
-  return cb<number>((done) => fs.open(path, flags, done));
+/** `mode` applies when the file is created (default 0o666, less the umask, as fs.open). */
+export function openFd(path: string, flags: string, mode = 0o666): Promise<number> {
+  return cb<number>((done) => fs.open(path, flags, mode, done));
 }
 
 export function closeFd(fd: number): Promise<void> {
   return cb<void>((done) => fs.close(fd, done));
-}
-
-export function openFdMode(path: string, flags: string, mode: number): Promise<number> {
-  return cb<number>((done) => fs.open(path, flags, mode, done));
 }
 
 export function statPath(path: string): Promise<fs.Stats> {

@@ -10,7 +10,7 @@ import { type ProtocolOptions, parseImageOptions } from '../image-opts.js';
 import { openSettings } from '../open-settings.js';
 import type { EngineOpenOptions } from '../qcow2-tuning.js';
 import type { IoSession } from './session.js';
-import { closeFd, openFdMode, unlinkPath } from '../../host/fs-calls.js';
+import { closeFd, openFd, unlinkPath } from '../../host/fs-calls.js';
 
 /** How qemu-io opens (and reopens) its image. */
 export interface OpenSettings {
@@ -53,7 +53,7 @@ async function reserveTempName(): Promise<string> {
     const suffix = [...randomBytes(6)].map((b) => letters[b % letters.length] ?? 'X').join('');
     const path = `${dir}/vl.${suffix}`;
     try {
-      await closeFd(await openFdMode(path, 'wx', 0o600));
+      await closeFd(await openFd(path, 'wx', 0o600));
       return path;
     } catch (e) {
       if (!(e instanceof Error && 'code' in e && e.code === 'EEXIST')) throw e;

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
 import { VdiskError } from '../../errors.js';
 import { DEFAULT_TOP_GUID, elements, parseDescriptor, ROOT_PARENT_GUID, text, type DeltaRef } from './descriptor.js';
-import { closeFd, fsyncFd, openFd, openFdMode, renamePath, unlinkPath, writeTextFd } from '../../host/fs-calls.js';
+import { closeFd, fsyncFd, openFd, renamePath, unlinkPath, writeTextFd } from '../../host/fs-calls.js';
 
 export interface DescriptorImage {
   guid: string;
@@ -97,7 +97,7 @@ export function serializeDescriptor(m: DescriptorModel): string {
 /** Replaces the descriptor at `path` atomically and durably (tmp file, sync, rename, directory sync). */
 export async function writeDescriptor(path: string, m: DescriptorModel): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fd = await openFdMode(tmp, 'w', 0o644);
+  const fd = await openFd(tmp, 'w', 0o644);
   try {
     await writeTextFd(fd, serializeDescriptor(m));
     await fsyncFd(fd);

@@ -23,7 +23,7 @@ import type { GuestCopyRun } from '../driver.js';
 import { l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
 import { setCopiedL2Entry } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
-import { acquireCopiedL2Now, acquireL2ForWrite } from './write-path.js';
+import { acquireCopiedL2Now, acquireL2ForWrite } from './l2-update.js';
 
 /** Bytes of one buffer: a multiple of every cluster size (512 B to 2 MiB). */
 const PART = 8 * 1024 * 1024;

@@ -7,7 +7,8 @@ import { VdiskError } from '../../errors.js';
 import { ALL_SUBCLUSTERS, encodeCompressedEntry, readL2Entry, writeL2Entry, type L2Mapping } from './l2-entry.js';
 import { l2Chunks, l2IndexOf, mappingAt, withSlotLock, type Qcow2Image } from './image.js';
 import { layerStatus } from './read-path.js';
-import { acquireL2ForWrite, releaseMappings, writeGuest } from './write-path.js';
+import { acquireL2ForWrite, releaseMappings } from './l2-update.js';
+import { writeGuest } from './write-path.js';
 
 const ZERO_CHUNK = 1024 * 1024;
 
