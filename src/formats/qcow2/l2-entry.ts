@@ -236,6 +236,64 @@ export function plainDataOffset(hi: number, lo: number, clusterBits: number): nu
 }
 
 /**
+ * Where a run of plain data clusters that follow each other on the host ends,
+ * in a standard L2 table's bytes: entry `first` must be plain data (checked by
+ * `plainDataOffset`); each later entry before `end` continues the run when it
+ * equals the one before plus one cluster, the COPIED flag aside. Such an entry
+ * is plain data too: the addition leaves its flags and reserved bits as they
+ * were (an offset of 2^53 or more ends the run, as `plainDataOffset` refuses it).
+ * Returns the index after the run's last entry.
+ *
+ * Block status and the bulk copy's listing walk every entry of a disk while
+ * V8 still interprets them (a convert raises the tier-up budget): here the
+ * entry is compared in 16-bit limbs, small integers all, where decoding it
+ * made a heap number per word (offsets and flag words pass 2^30).
+ */
+export function plainRunEnd(table: Uint8Array, first: number, end: number, clusterBits: number): number {
+  // The cluster size is one bit of limb 3 (bits 0-15) or of limb 2 (bits 16-31).
+  const inLimb3 = clusterBits < 16;
+  const add = 1 << (clusterBits & 15);
+  let at = first * 8;
+  let w0 = (((table[at] ?? 0) & 0x7f) << 8) | (table[at + 1] ?? 0);
+  let w1 = ((table[at + 2] ?? 0) << 8) | (table[at + 3] ?? 0);
+  let w2 = ((table[at + 4] ?? 0) << 8) | (table[at + 5] ?? 0);
+  let w3 = ((table[at + 6] ?? 0) << 8) | (table[at + 7] ?? 0);
+  for (let i = first + 1; i < end; i++) {
+    if (inLimb3) {
+      w3 += add;
+      if (w3 > 0xffff) {
+        w3 -= 0x10000;
+        w2++;
+      }
+    } else w2 += add;
+    if (w2 > 0xffff) {
+      w2 -= 0x10000;
+      w1++;
+    }
+    if (w1 > 0xffff) {
+      w1 -= 0x10000;
+      w0++;
+    }
+    // Bits 53 and up of the offset (and the flags above it) stay clear.
+    if (w0 > 0x1f) return i;
+    at += 8;
+    if (
+      (table[at + 7] ?? 0) !== (w3 & 0xff) ||
+      (table[at + 6] ?? 0) !== w3 >> 8 ||
+      (table[at + 5] ?? 0) !== (w2 & 0xff) ||
+      (table[at + 4] ?? 0) !== w2 >> 8 ||
+      (table[at + 3] ?? 0) !== (w1 & 0xff) ||
+      (table[at + 2] ?? 0) !== w1 >> 8 ||
+      (table[at + 1] ?? 0) !== (w0 & 0xff) ||
+      ((table[at] ?? 0) & 0x7f) !== w0 >> 8
+    ) {
+      return i;
+    }
+  }
+  return end;
+}
+
+/**
  * Decodes an L2 entry. `bitmap` is the second word of an extended L2 entry
  * (null for standard entries).
  */

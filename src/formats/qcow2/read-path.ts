@@ -5,7 +5,7 @@
 import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import { fastOrSlow } from '../../util/fast-path.js';
 import type { HostExtent, LayerExtent } from '../driver.js';
-import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
+import { plainDataOffset, plainRunEnd, subclusterState, type L2Mapping } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireL2, clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 import type { Mutable } from '../../util/mutable.js';
@@ -87,8 +87,9 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
     const sc = img.clusterSize / img.subclusters;
     const words = new Uint32Array(table.data.buffer, table.data.byteOffset, table.data.byteLength / 4);
     const wordsPerEntry = img.geometry.extendedL2 ? 4 : 2;
-    // Standard entries of plain data clusters are decoded from their words here, the rest through mappingAt.
-    const plain = img.geometry.extendedL2 ? null : new DataView(table.data.buffer, table.data.byteOffset, table.data.byteLength);
+    // Standard entries of plain data clusters are decoded here, a run of them at a time; the rest through mappingAt.
+    const standard = !img.geometry.extendedL2;
+    const lastIndex = l2IndexOf(img, end - 1);
     let bytes: Buffer | undefined;
     let pos = chunk.offset;
     while (pos < end) {
@@ -98,7 +99,6 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
       // tables (a 1 TiB image with a few thousand clusters) are mostly that.
       if (isZeroEntry(words, index, wordsPerEntry)) {
         const entryBytes = wordsPerEntry * 4;
-        const lastIndex = l2IndexOf(img, end - 1);
         bytes ??= bufferView(table.data);
         const j = skipZeroUnits(bytes, (index + 1) * entryBytes, (lastIndex + 1) * entryBytes, entryBytes) / entryBytes;
         const runEnd = Math.min(end, clusterStart + (j - index) * img.clusterSize);
@@ -107,10 +107,12 @@ export async function mapChunk(img: Qcow2Image, chunk: { l1Index: number; offset
         continue;
       }
       const clusterEnd = Math.min(end, clusterStart + img.clusterSize);
-      const host = plain ? plainDataOffset(plain.getUint32(index * 8), plain.getUint32(index * 8 + 4), img.geometry.clusterBits) : -1;
+      const host = standard ? plainDataOffset(beWord(table.data, index * 8), beWord(table.data, index * 8 + 4), img.geometry.clusterBits) : -1;
       if (host >= 0) {
-        push({ kind: 'data', guest: pos, length: clusterEnd - pos, host: host + (pos - clusterStart) });
-        pos = clusterEnd;
+        // The clusters after it that continue it on the host make one piece with it.
+        const runEnd = Math.min(end, clusterStart + (plainRunEnd(table.data, index, lastIndex + 1, img.geometry.clusterBits) - index) * img.clusterSize);
+        push({ kind: 'data', guest: pos, length: runEnd - pos, host: host + (pos - clusterStart) });
+        pos = runEnd;
         continue;
       }
       const m = mappingAt(img, table, index);
@@ -201,18 +203,15 @@ export function plainHostOffsetNow(img: Qcow2Image, offset: number, length: numb
   if (l2Offset === 0) return -1;
   const table = img.l2Cache.acquireCached(l2Offset);
   if (table === null) return -1;
-  let host0 = -1;
   try {
-    for (let c = first; c <= last; c++) {
-      const at = (c % img.l2Entries) * 8;
-      const host = plainDataOffset(beWord(table.data, at), beWord(table.data, at + 4), img.geometry.clusterBits);
-      if (host < 0 || (c > first && host !== host0 + (c - first) * cs)) return -1;
-      if (c === first) host0 = host;
-    }
+    const index = first % img.l2Entries;
+    const bits = img.geometry.clusterBits;
+    const host = plainDataOffset(beWord(table.data, index * 8), beWord(table.data, index * 8 + 4), bits);
+    if (host < 0 || plainRunEnd(table.data, index, index + last - first + 1, bits) !== index + last - first + 1) return -1;
+    return host + (offset - first * cs);
   } finally {
     img.l2Cache.release(table);
   }
-  return host0 + (offset - first * cs);
 }
 
 async function readMapped(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {

@@ -8,6 +8,7 @@ import {
   encodeL1Entry,
   encodeL2Entry,
   plainDataOffset,
+  plainRunEnd,
   readL2Entry,
   setCopiedL2Entry,
   subclusterState,
@@ -139,4 +140,50 @@ test('setCopiedL2Entry stores what writeL2Entry stores for a normal cluster with
   });
   assert.deepEqual(fast, slow);
   assert.equal(view.getBigUint64(24, false), (1n << 63n) | BigInt(2 ** 32 + 0x30000));
+});
+
+test('plainRunEnd ends a run exactly where the next entry stops continuing it on the host, for every cluster size', () => {
+  /** The reference: entries decoded one by one. */
+  const reference = (t: Uint8Array, first: number, end: number, bits: number): number => {
+    const view = new DataView(t.buffer, t.byteOffset, t.byteLength);
+    const start = plainDataOffset(view.getUint32(first * 8), view.getUint32(first * 8 + 4), bits);
+    let i = first + 1;
+    while (i < end && plainDataOffset(view.getUint32(i * 8), view.getUint32(i * 8 + 4), bits) === start + (i - first) * 2 ** bits) i++;
+    return i;
+  };
+  let seed = 7;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  for (let bits = 9; bits <= 21; bits++) {
+    const cs = 2n ** BigInt(bits);
+    // Host offsets near limb carries (2^16, 2^32, 2^48) and near the 2^53 limit.
+    const starts = [cs, 2n ** 16n - 2n * cs, 2n ** 32n - 3n * cs, 2n ** 48n - cs, 2n ** 53n - 4n * cs];
+    for (const start of starts) {
+      for (let round = 0; round < 20; round++) {
+        const n = 12;
+        const t = new Uint8Array(n * 8);
+        const view = new DataView(t.buffer);
+        for (let i = 0; i < n; i++) {
+          let e = start + BigInt(i) * cs;
+          // Now and then an entry that breaks the run: a gap, a zero flag, compressed, unallocated, a reserved bit.
+          const kind = rand(10);
+          if (kind === 0) e += cs;
+          else if (kind === 1) e |= 1n;
+          else if (kind === 2) e |= 1n << 62n;
+          else if (kind === 3) e = 0n;
+          else if (kind === 4) e |= 1n << 57n;
+          if (rand(2) === 0) e |= COPIED; // the flag never matters
+          view.setBigUint64(i * 8, e);
+        }
+        for (let first = 0; first < n; first++) {
+          if (plainDataOffset(view.getUint32(first * 8), view.getUint32(first * 8 + 4), bits) < 0) continue;
+          for (const end of [first + 1, Math.min(n, first + 3), n]) {
+            assert.equal(plainRunEnd(t, first, end, bits), reference(t, first, end, bits), `bits ${bits}, start ${start}, first ${first}, end ${end}`);
+          }
+        }
+      }
+    }
+  }
 });
