@@ -27,6 +27,10 @@
 // file system under test; default: a temp dir). `bench` timings are the
 // request loop only (as qemu-img prints them); other workloads are wall time
 // of the whole command, process start included, for both tools alike.
+//
+// Two references come with the convert rows: the start of a process (a convert
+// of a 1 MiB file, both tools), and the floor of the copy itself: the same data
+// copied by bench/copy-floor.c, a plain pread/pwrite loop built with cc.
 import './env.mjs';
 import { primeFreeMemory } from './prime.mjs';
 import { execFileSync } from 'node:child_process';
@@ -67,6 +71,7 @@ if (!(primeMiB >= 0)) throw new Error('--prime-mib takes a number of MiB');
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VDISK = [process.execPath, path.join(root, 'bin/vdisk.cjs')];
 const scratchRoot = process.env.VDISK_BENCH_DIR ?? os.tmpdir();
+fs.mkdirSync(scratchRoot, { recursive: true });
 removeAbandonedRuns(scratchRoot);
 const dir = fs.mkdtempSync(path.join(scratchRoot, 'vdisk-bench-'));
 fs.writeFileSync(path.join(dir, 'owner.pid'), String(process.pid));
@@ -304,6 +309,46 @@ for (const extra of [[], ['-W', '-m', '8']]) {
   });
 }
 
+// What bounds the convert rows, for reference. A process's start: a convert of a 1 MiB file,
+// where the start is nearly all (Node's own start is most of vdisk's).
+workloads.push({
+  name: 'process start: convert raw → raw of a 1 MiB file',
+  command: 'convert -f raw -O raw SRC DST',
+  run(tool) {
+    const src = once('tinyraw', () => {
+      const img = f('tiny.raw');
+      fs.writeFileSync(img, Buffer.alloc(MiB, 0x5a));
+      return img;
+    });
+    const out = f('tiny-out.raw');
+    fs.rmSync(out, { force: true });
+    const argv = ['convert', '-f', 'raw', '-O', 'raw', src, out];
+    return wall(() => (tool === 'vdisk' ? vdisk(argv) : qemuImg(argv)));
+  },
+});
+
+/**
+ * The convert floor: bench/copy-floor.c (a plain pread/pwrite loop in C) copying the
+ * half-data file's data, timed as the convert rows are. Null where no C compiler is found.
+ */
+function copyFloorSeconds() {
+  const bin = once('copyfloor', () => {
+    const out = f('copy-floor');
+    try {
+      sh('cc', ['-O2', '-o', out, path.join(root, 'bench/copy-floor.c')]);
+      return out;
+    } catch {
+      return null;
+    }
+  });
+  if (bin === null) return null;
+  const out = f('floor-out.raw');
+  fs.rmSync(out, { force: true });
+  settle();
+  const src = halfDataRaw();
+  return wall(() => sh(bin, [src, out]));
+}
+
 /** A 1 TiB image with `n` scattered allocated clusters (64 KiB), optionally on top of `backing`. */
 function scattered(name, n, seed, backing) {
   const img = f(name);
@@ -362,6 +407,8 @@ workloads.push({
 });
 
 const rows = [];
+/** Times of bench/copy-floor.c, when convert rows ran. */
+let floorRuns = null;
 try {
   for (const w of workloads) {
     if (only && !w.name.includes(only)) continue;
@@ -400,8 +447,29 @@ try {
     // Every run in the order it ran (the first tool alternates): a slow first run shows here.
     console.log(`    runs: vdisk ${times.vdisk.map((t) => t.toFixed(3)).join(' ')}   qemu ${times.qemu.map((t) => t.toFixed(3)).join(' ')}`);
   }
+  // After the convert rows, while their source is still there.
+  if (rows.some((r) => r.name.startsWith('convert '))) {
+    floorRuns = [];
+    for (let i = 0; i < warmup + runs; i++) {
+      const t = copyFloorSeconds();
+      if (t === null) break;
+      if (i >= warmup) floorRuns.push(t);
+    }
+  }
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });
+}
+// The convert rows against the floor of a copy on this machine (see copyFloorSeconds).
+let floor = null;
+if (floorRuns !== null) {
+  if (floorRuns.length > 0) {
+    floor = median(floorRuns);
+    console.log(`\nconvert floor: bench/copy-floor.c (plain pread/pwrite of 1 MiB, one thread) copies the ${S.convert / GiB} GiB half-data file's data in ${floor.toFixed(3)} s`);
+    console.log(`    runs: ${floorRuns.map((t) => t.toFixed(3)).join(' ')}`);
+    for (const r of rows.filter((x) => x.name.startsWith('convert ') && !x.error)) {
+      console.log(`    ${r.name}: vdisk ${(r.vdisk - floor).toFixed(3)} s above it, QEMU ${(r.qemu - floor).toFixed(3)} s`);
+    }
+  } else console.log('\nconvert floor: not measured (no C compiler: cc)');
 }
 // Sequential qcow2 writes against the raw-file limit, each tool against itself (throughput ratio).
 const limit = rows.find((r) => r.name === RAW_LIMIT_ROW);
@@ -420,4 +488,5 @@ if (markdown) {
       `| ${r.name} | \`${r.command}\` | ${r.vdisk.toFixed(3)} (${range(r.times.vdisk)}) | ${r.qemu.toFixed(3)} (${range(r.times.qemu)}) | ${r.ratio.toFixed(2)}x${r.error ? ` (${r.error})` : ''} |`,
     );
   }
+  if (floor !== null) console.log(`\nConvert floor (bench/copy-floor.c, the same data by plain pread/pwrite in C): ${floor.toFixed(3)} s.`);
 }
