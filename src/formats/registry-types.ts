@@ -10,9 +10,6 @@ export interface DriverOpenOptions {
   readonly inlineIo?: boolean;
   /** qcow2: skip the repair a dirty/lazy-refcount image would get on a read-write open. */
   readonly noRepair?: boolean;
-  /** qcow2 l2-cache-size / refcount-cache-size in bytes, when given. */
-  readonly l2CacheSize?: number;
-  readonly refcountCacheSize?: number;
   /** qcow2's runtime options by QEMU's names (checked against the header at open); other formats ignore them. */
   readonly qcow2Tuning?: Qcow2Tuning;
 }

@@ -29,6 +29,7 @@ import { copyParts, sliceParts } from '../util/byte-parts.js';
 import { BouncePool } from './bounce-pool.js';
 import { WriteClaims } from './write-claims.js';
 import { NodeHostFile } from './node-file.js';
+import { preadFd, pwriteFd } from './fs-calls.js';
 
 const SLAB_BYTES = 4 * 1024 * 1024;
 /** Largest single transfer; bigger requests are split. */
@@ -43,11 +44,11 @@ function errnoOf(e: unknown): string | undefined {
 }
 
 function pread(fd: number, buf: Uint8Array, offset: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, 0, buf.length, offset, (err, n) => (err ? reject(err) : resolve(n))));
+  return preadFd(fd, buf, 0, buf.length, offset);
 }
 
 function pwrite(fd: number, buf: Uint8Array, offset: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err, n) => (err ? reject(err) : resolve(n))));
+  return pwriteFd(fd, buf, 0, buf.length, offset);
 }
 
 export class DirectHostFile implements HostFile {
@@ -386,14 +387,15 @@ export class DirectHostFile implements HostFile {
    * request: the first write is issued in this call, with no async frame.
    */
   #pwriteAll(view: Uint8Array, start: number, length: number, offset: number): Promise<void> {
+    const failed = (e: unknown): Error => fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
     const fail = (e: unknown): never => {
-      throw fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
+      throw failed(e);
     };
     let first: Promise<number>;
     try {
       first = this.#ring ? this.#ring.write(this.#fd, view, start) : pwrite(this.#fd, view, start);
     } catch (e) {
-      return Promise.reject(e).catch(fail);
+      return Promise.reject(failed(e));
     }
     return first.then((n) => (n >= view.length ? undefined : this.#pwriteRest(view, start, n).catch(fail)), fail);
   }

@@ -5,6 +5,25 @@
  */
 import * as fs from 'node:fs';
 
+// Reads and writes at an offset run once per request: each makes its promise
+// directly, with no closure for `cb` (the callback API with reused buffers is
+// several times faster per 4 KiB operation than FileHandle: DEPENDENCIES.md).
+
+/** fs.read of `length` bytes at `position` into `buf` from byte `at`: the bytes read. */
+export function preadFd(fd: number, buf: Uint8Array, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** fs.write of `length` bytes of `buf` from byte `at`, at `position`: the bytes written. */
+export function pwriteFd(fd: number, buf: Uint8Array, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.write(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** fs.writev of `bufs` at `position`: the bytes written. */
+export function pwritevFd(fd: number, bufs: readonly Uint8Array[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.writev(fd, bufs as Uint8Array[], position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
 /** Runs a callback-style fs call as a promise. */
 export function cb<T>(fn: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {

@@ -5,27 +5,7 @@ import { nativeHost, type NativeHost } from './native.js';
 import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
 import { WORKER_READ_MIN, workerReadRing } from './worker-reads.js';
-import { cb } from './fs-calls.js';
-
-// The callback fs API with reused buffers is several times faster per 4 KiB
-// operation than FileHandle (see DEPENDENCIES.md), so it is wrapped here by hand.
-function preadCb(fd: number, buf: Uint8Array, pos: number, offset: number, len: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.read(fd, buf, pos, len, offset, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-
-function pwriteCb(fd: number, buf: Uint8Array, pos: number, offset: number, len: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.write(fd, buf, pos, len, offset, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-
-function pwritevCb(fd: number, bufs: readonly Uint8Array[], offset: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.writev(fd, bufs as Uint8Array[], offset, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
+import { cb, preadFd, pwriteFd, pwritevFd } from './fs-calls.js';
 
 /**
  * Writes up to this size first try RWF_NOWAIT on the JS thread: a page-cache
@@ -173,7 +153,7 @@ export class NodeHostFile implements HostFile {
       }
       if (n > 0) done = n;
     }
-    return this.#readRest(buf, offset, done, (at) => preadCb(this.#fd, buf, at, offset + at, buf.length - at));
+    return this.#readRest(buf, offset, done, (at) => preadFd(this.#fd, buf, at, buf.length - at, offset + at));
   }
 
   /**
@@ -210,7 +190,7 @@ export class NodeHostFile implements HostFile {
     }
     try {
       while (done < buf.length) {
-        done += await pwriteCb(this.#fd, buf, done, offset + done, buf.length - done);
+        done += await pwriteFd(this.#fd, buf, done, buf.length - done, offset + done);
       }
     } catch (e) {
       throw fromSystemError(e, this.path, `write ${buf.length} bytes at offset ${offset} of`);
@@ -230,7 +210,7 @@ export class NodeHostFile implements HostFile {
     let n: number;
     try {
       const sync = this.#addonWrites === 0 ? this.#syncWrites : null;
-      n = sync?.allows(total) ? sync.timed(() => fs.writevSync(this.#fd, bufs as Uint8Array[], offset)) : await pwritevCb(this.#fd, bufs, offset);
+      n = sync?.allows(total) ? sync.timed(() => fs.writevSync(this.#fd, bufs as Uint8Array[], offset)) : await pwritevFd(this.#fd, bufs, offset);
     } catch (e) {
       throw fromSystemError(e, this.path, `write ${total} bytes at offset ${offset} of`);
     }

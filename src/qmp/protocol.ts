@@ -27,7 +27,7 @@ export function timestampNow(): QmpTimestamp {
   return { seconds: Math.floor(ms / 1000), microseconds: (ms % 1000) * 1000 };
 }
 
-/** A parsed command: `{"execute"|"exec-oob": name, "arguments"?: {...}, "id"?: any}`. */
+/** A parsed command: `{"execute"|"exec-oob": name, "arguments"?: {...}, "id"?: <a JSON value>}`. */
 export interface QmpCommand {
   readonly name: string;
   readonly args: Readonly<Record<string, unknown>>;

@@ -31,8 +31,10 @@ export function openOnHost(host: HostFile, options: { readOnly: boolean; l2Cache
   return Qcow2Driver.open(host.path, {
     readOnly: options.readOnly,
     noRepair: true,
-    ...(options.l2CacheSize !== undefined ? { l2CacheSize: options.l2CacheSize } : {}),
-    ...(options.refcountCacheSize !== undefined ? { refcountCacheSize: options.refcountCacheSize } : {}),
+    qcow2Tuning: {
+      ...(options.l2CacheSize !== undefined ? { l2CacheSize: options.l2CacheSize } : {}),
+      ...(options.refcountCacheSize !== undefined ? { refcountCacheSize: options.refcountCacheSize } : {}),
+    },
     openHost: async (_p: string, _o: HostOpenOptions) => host,
   });
 }

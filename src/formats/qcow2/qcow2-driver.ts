@@ -44,7 +44,7 @@ import {
   readHeaderCluster,
   type ParsedHeaderCluster,
 } from './header.js';
-import { l2OffsetAt, type Qcow2Image } from './image.js';
+import type { Qcow2Image } from './image.js';
 import { InflightTable, type InflightStats } from './inflight.js';
 import { cachePolicy, withoutSync, type CachePolicy } from '../cache-mode.js';
 import { FileGrowth } from '../file-growth.js';
@@ -53,12 +53,12 @@ import { Qcow2SnapshotOps, describeSnapshot, loadSnapshots } from './snapshot-op
 import { Qcow2BitmapOps } from './bitmap-ops.js';
 import { hostExtentOf, layerStatus, plainHostOffsetNow, readGuest } from './read-path.js';
 import { Refcounts } from './refcounts.js';
-import { adjustTreeRefcounts } from './tree-refcounts.js';
 import { TableCache } from './table-cache.js';
 import { writeGuest } from './write-path.js';
 import { writeRunsInBulk } from './bulk-write.js';
 import { discardGuest, writeCompressedCluster, zeroGuest } from './zero-discard.js';
 import { applyTuning } from './runtime-options.js';
+import { dropMappingsPast, growL1 } from './l1-resize.js';
 
 const DEFAULT_L2_CACHE_BYTES = 8 * 1024 * 1024;
 const DEFAULT_REFCOUNT_CACHE_BYTES = 2 * 1024 * 1024;
@@ -69,7 +69,6 @@ const DEFAULT_REFCOUNT_CACHE_BYTES = 2 * 1024 * 1024;
  */
 const DIRECT_PREALLOC_BYTES = 32 * 1024 * 1024;
 const HEADER_SIZE_FIELD = 24;
-const HEADER_L1_FIELDS = 36;
 const HEADER_INCOMPAT = 72;
 const HEADER_AUTOCLEAR = 88;
 const FORMAT_NAMES: readonly FormatName[] = ['raw', 'qcow2', 'ploop'];
@@ -164,8 +163,8 @@ export class Qcow2Driver implements BlockDriver {
     }
     // Runtime options first, as QEMU reads them before it touches the image.
     const tuned = options.qcow2Tuning === undefined ? {} : applyTuning(file, options.qcow2Tuning, h0, options.readOnly);
-    const l2CacheBytes = tuned.l2CacheSize ?? options.l2CacheSize ?? DEFAULT_L2_CACHE_BYTES;
-    const refcountCacheBytes = tuned.refcountCacheSize ?? options.refcountCacheSize ?? DEFAULT_REFCOUNT_CACHE_BYTES;
+    const l2CacheBytes = tuned.l2CacheSize ?? DEFAULT_L2_CACHE_BYTES;
+    const refcountCacheBytes = tuned.refcountCacheSize ?? DEFAULT_REFCOUNT_CACHE_BYTES;
     if (!options.readOnly && !options.noRepair && (h0.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
       if (!options.checker) {
         throw new VdiskError('ENOTSUP', `Cannot open '${file}' read-write: the dirty bit is set and no refcount repair is available`, { file, field: 'incompatible_features' });
@@ -411,10 +410,13 @@ export class Qcow2Driver implements BlockDriver {
     await this.bitmaps.assertResizable();
     if (newLength < img.size) {
       if (!options?.shrink) throw new VdiskError('EINVAL', `'${img.file}': shrinking needs the shrink option`, { file: img.file });
-      await this.#shrink(newLength);
+      await dropMappingsPast(img, newLength, () => this.flush());
     } else {
       const needed = l1EntriesFor(newLength, img.clusterBits, img.geometry.extendedL2 ? 16 : 8);
-      if (needed > img.l1.length / 8) await this.#growL1(needed);
+      if (needed > img.l1.length / 8) {
+        await growL1(img, needed);
+        this.#parsed = { ...this.#parsed, header: { ...this.#parsed.header, l1Size: needed, l1TableOffset: img.l1Offset } };
+      }
     }
     const buf = new Uint8Array(8);
     new DataView(buf.buffer).setBigUint64(0, BigInt(newLength), false);
@@ -424,62 +426,6 @@ export class Qcow2Driver implements BlockDriver {
     img.size = newLength;
     this.#parsed = { ...this.#parsed, header: { ...this.#parsed.header, size: newLength } };
     this.bitmaps.resized(newLength);
-  }
-
-  /**
-   * qcow2_co_truncate's shrink: the active layer loses its mappings past the new
-   * end; the L1 table keeps its size (QEMU's qcow2_shrink_l1_table zeroes the
-   * entries past the end). Snapshots keep their own L1 tables and disk sizes:
-   * what they still reference stays allocated, only the active tree's
-   * references go (a shared L2 table and the clusters under it lose one).
-   */
-  async #shrink(newLength: number): Promise<void> {
-    const img = this.#img;
-    const clusterEnd = Math.ceil(newLength / img.clusterSize) * img.clusterSize;
-    const keep = l1EntriesFor(newLength, img.clusterBits, img.geometry.extendedL2 ? 16 : 8);
-    // The clusters past the end in the last L2 table kept: cleared one by one (a shared table is copied first).
-    const tailEnd = Math.min(img.size, keep * img.l2Entries * img.clusterSize);
-    if (clusterEnd < tailEnd && l2OffsetAt(img, keep - 1).l2Offset !== 0) await discardGuest(img, clusterEnd, tailEnd - clusterEnd, true);
-    await this.flush();
-    await img.l1Lock.run(async () => {
-      const entries = img.l1.length / 8;
-      if (keep >= entries) return;
-      // Whole L2 tables past the end: the L1 entries go first, on disk, then the references they held.
-      const dropped = new Uint8Array(img.l1.length);
-      dropped.set(img.l1.subarray(keep * 8), keep * 8);
-      if (dropped.every((b) => b === 0)) return;
-      img.l1.fill(0, keep * 8);
-      await img.host.write(img.l1.slice(keep * 8), img.l1Offset + keep * 8);
-      await img.host.sync();
-      await adjustTreeRefcounts(img, dropped, { addend: -1, fixFlags: false });
-    });
-  }
-
-  /** Grows the L1 table to exactly `entries` (qcow2_grow_l1_table with exact size). */
-  async #growL1(entries: number): Promise<void> {
-    const img = this.#img;
-    await img.l1Lock.run(async () => {
-      const bytes = entries * 8;
-      const clusters = Math.ceil(bytes / img.clusterSize);
-      const newOffset = await img.refcounts.allocClusters(clusters);
-      await img.refcounts.cache.flushWithDependencies();
-      const table = new Uint8Array(clusters * img.clusterSize);
-      table.set(img.l1);
-      await img.host.write(table, newOffset);
-      await img.host.sync();
-      const hdr = new Uint8Array(12);
-      const v = new DataView(hdr.buffer);
-      v.setUint32(0, entries, false);
-      v.setBigUint64(4, BigInt(newOffset), false);
-      await img.host.write(hdr, HEADER_L1_FIELDS);
-      await img.host.sync();
-      const oldOffset = img.l1Offset;
-      const oldBytes = img.l1.length;
-      img.l1 = table.slice(0, bytes);
-      img.l1Offset = newOffset;
-      this.#parsed = { ...this.#parsed, header: { ...this.#parsed.header, l1Size: entries, l1TableOffset: newOffset } };
-      if (oldBytes > 0) await img.refcounts.free(oldOffset, Math.ceil(oldBytes / img.clusterSize) * img.clusterSize);
-    });
   }
 
   /** Rewrites the backing reference in the header (qemu-img rebase); see backing-change.ts. */
