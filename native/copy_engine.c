@@ -14,6 +14,10 @@
  * end read as zeros. done(null, written) with the bytes written, or
  * done(errnoName, side, dstOffset) naming the side that failed ('read' or
  * 'write') and where. Runs start on a libuv pool thread that starts the reader.
+ *
+ * copyRunsPacked (below) is the same pair of threads for a qcow2 target: the
+ * reader gathers whole clusters and finds those with data, the writer packs
+ * them into clusters the JS thread reserved.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -29,6 +33,8 @@
 
 #define SLOTS 4
 #define CHUNK (2 * 1024 * 1024)
+/* Pieces of one pwritev. */
+#define MAX_IOV 64
 
 enum slot_state { SLOT_FREE, SLOT_FULL, SLOT_END };
 
@@ -37,6 +43,10 @@ struct slot {
   int64_t dst;
   int64_t len;
   enum slot_state state;
+  /* copyRunsPacked: the guest cluster of each cluster the buffer holds, and whether it holds data. */
+  int64_t *guest;
+  unsigned char *has_data;
+  int64_t n;
 };
 
 struct engine {
@@ -54,6 +64,13 @@ struct engine {
   int64_t written;
   napi_async_work work;
   napi_ref done;
+  /* copyRunsPacked: the cluster size, where the data clusters go, and which guest cluster went to each. */
+  int64_t cs;
+  int64_t host_start;
+  double *out;
+  size_t cap;
+  size_t count;
+  napi_ref out_ref;
 };
 
 static void fail(struct engine *e, int err, int write, int64_t at) {
@@ -194,11 +211,10 @@ static int write_slot(struct engine *e, const struct slot *s) {
   }
 }
 
-static void execute(napi_env env, void *data) {
-  (void)env;
-  struct engine *e = data;
+/* Runs a copy's two threads: `read_side` on a thread of its own filling the slots, `write_side` on this one emptying them. */
+static void run_pair(struct engine *e, void *(*read_side)(void *), int (*write_side)(struct engine *, const struct slot *)) {
   pthread_t rt;
-  int err = pthread_create(&rt, NULL, reader, e);
+  int err = pthread_create(&rt, NULL, read_side, e);
   if (err != 0) {
     fail(e, err, 0, e->nruns > 0 ? (int64_t)e->runs[3] : 0);
     return;
@@ -206,15 +222,24 @@ static void execute(napi_env env, void *data) {
   for (int k = 0;; k = (k + 1) % SLOTS) {
     if (!wait_slot(e, k, SLOT_FULL)) break;
     if (e->slots[k].state == SLOT_END) break;
-    int ok = write_slot(e, &e->slots[k]);
+    int ok = write_side(e, &e->slots[k]);
     set_slot(e, k, SLOT_FREE);
     if (!ok) break;
   }
   pthread_join(rt, NULL);
 }
 
+static void execute(napi_env env, void *data) {
+  (void)env;
+  run_pair(data, reader, write_slot);
+}
+
 static void free_engine(struct engine *e) {
-  for (int i = 0; i < SLOTS; i++) give_buffer(e->slots[i].buf);
+  for (int i = 0; i < SLOTS; i++) {
+    give_buffer(e->slots[i].buf);
+    free(e->slots[i].guest);
+    free(e->slots[i].has_data);
+  }
   pthread_mutex_destroy(&e->mu);
   pthread_cond_destroy(&e->cv);
   free(e->runs);
@@ -242,8 +267,9 @@ static void complete(napi_env env, napi_status status, void *data) {
   size_t n;
   if (status != napi_ok) n = done_args(env, args, "ECANCELED", "write", 0, 0);
   else if (e->err != 0) n = done_args(env, args, errno_name(e->err), e->err_write ? "write" : "read", e->err_at, 0);
-  else n = done_args(env, args, NULL, NULL, 0, e->written);
+  else n = done_args(env, args, NULL, NULL, 0, e->out != NULL ? (int64_t)e->count : e->written);
   napi_delete_reference(env, e->done);
+  if (e->out_ref != NULL) napi_delete_reference(env, e->out_ref);
   napi_delete_async_work(env, e->work);
   free_engine(e);
   napi_call_function(env, undef, done, n, args, NULL);
@@ -313,107 +339,126 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
 }
 
 /*
- * The two halves of a copy whose target decides where the data goes (a qcow2
- * target allocates clusters only where a block holds data, which it learns
- * from the read): readRuns fills a buffer and maps its data blocks, writeSlices
- * writes slices of it. Each runs on a libuv pool thread; a caller overlaps the
- * read of one buffer with the write of another. The JS buffers stay referenced
- * (and untouched by JS) until done is called.
- *
- * readRuns(buf, runs, used, zeroBlock, dataMap, done): runs is a Float64Array
- * of (srcFd, srcOffset, length, bufOffset), ascending and not overlapping,
- * within [0, used). Bytes of [0, used) no run covers become zeros; bytes past
- * a source's end read as zeros. dataMap[i] becomes 1 when block i (zeroBlock
- * bytes from i * zeroBlock) holds a non-zero byte, else 0. done(null) or
- * done(errnoName, 'read', bufOffset).
- *
- * writeSlices(dstFd, buf, slices, done): slices is a Float64Array of
- * (bufOffset, length, dstOffset); slices that follow each other in the file
- * go out as one pwritev. done(null, written) or done(errnoName, 'write', dstOffset).
+ * copyRunsPacked(dstFd, runs, clusterSize, hostStart, clusters, done): a bulk
+ * copy into a qcow2 image's fresh clusters, on the same two threads. runs is
+ * a Float64Array of ascending, non-overlapping quadruples (srcFd, srcOffset,
+ * length, guestOffset). The reader gathers the guest clusters the runs touch
+ * into the buffers, whole (bytes no run covers are zeros), and marks which
+ * hold a non-zero byte; the writer gives those, in guest order, the clusters
+ * from hostStart on, one after another, and writes them, so that an image
+ * whose clusters of zeros are left out is laid out as the copy loop lays it.
+ * clusters[i] becomes the guest cluster written at hostStart + i *
+ * clusterSize. done(null, count) with the clusters written, or
+ * done(errnoName, side, at): a failed read names its guest offset, a failed
+ * write its host offset. The JS thread only places the copy before and links
+ * it after, so the reads, writes and zero checks never wait for it.
  */
-enum half_kind { HALF_READ, HALF_WRITE };
 
-struct half {
-  enum half_kind kind;
-  int dst_fd;
-  char *buf;
-  int64_t used;
-  int64_t zero_block;
-  unsigned char *map;
-  double *runs;
-  size_t nruns;
-  int err;
-  int64_t err_at;
-  int64_t written;
-  napi_ref buf_ref;
-  napi_ref map_ref;
-  napi_ref done;
-  napi_async_work work;
-};
-
-static void read_half(struct half *h) {
-  int64_t zb = h->zero_block;
-  int64_t covered = 0;
-  memset(h->map, 0, (size_t)((h->used + zb - 1) / zb));
-  for (size_t r = 0; r < h->nruns; r++) {
-    int fd = (int)h->runs[4 * r];
-    int64_t src = (int64_t)h->runs[4 * r + 1], len = (int64_t)h->runs[4 * r + 2], at = (int64_t)h->runs[4 * r + 3];
-    if (at > covered) memset(h->buf + covered, 0, (size_t)(at - covered));
-    for (int64_t got = 0; got < len;) {
-      ssize_t g = pread(fd, h->buf + at + got, (size_t)(len - got), src + got);
-      if (g < 0 && errno == EINTR) continue;
-      if (g < 0) {
-        h->err = errno;
-        h->err_at = at + got;
-        return;
-      }
-      if (g == 0) {
-        memset(h->buf + at + got, 0, (size_t)(len - got)); /* past the source's end */
-        break;
-      }
-      got += g;
-    }
-    covered = at + len;
-    /* The whole blocks of this run while they are still in the CPU's cache; its edge blocks once their neighbours are in. */
-    for (int64_t b = (at + zb - 1) / zb; (b + 1) * zb <= at + len; b++) h->map[b] = !all_zero(h->buf + b * zb, zb);
-  }
-  if (h->used > covered) memset(h->buf + covered, 0, (size_t)(h->used - covered));
-  for (size_t r = 0; r < h->nruns; r++) {
-    int64_t at = (int64_t)h->runs[4 * r + 3], end = at + (int64_t)h->runs[4 * r + 2];
-    int64_t edges[2] = {at / zb, (end - 1) / zb};
-    for (int i = 0; i < 2; i++) {
-      int64_t b = edges[i], from = b * zb, to = from + zb < h->used ? from + zb : h->used;
-      if (end > at && (from < at || from + zb > end) && !h->map[b]) h->map[b] = !all_zero(h->buf + from, to - from);
-    }
-  }
+/* Ends slot k of the reader: the rest of its last cluster becomes zeros, and each cluster is checked for data. */
+static void finish_packed_slot(struct engine *e, struct slot *s, int64_t filled) {
+  int64_t end = s->n * e->cs;
+  if (filled < end) memset(s->buf + filled, 0, (size_t)(end - filled));
+  for (int64_t i = 0; i < s->n; i++) s->has_data[i] = !all_zero(s->buf + i * e->cs, e->cs);
 }
 
-#define MAX_IOV 64
+static void *packer(void *arg) {
+  struct engine *e = arg;
+  const int64_t cs = e->cs, per_slot = CHUNK / cs;
+  int k = 0;
+  struct slot *s = &e->slots[0];
+  if (!wait_slot(e, k, SLOT_FREE)) return NULL;
+  s->n = 0;
+  /* Bytes of the slot's buffer holding read or zeroed data. */
+  int64_t filled = 0;
+  for (size_t r = 0; r < e->nruns; r++) {
+    int fd = (int)e->runs[4 * r];
+    int64_t src = (int64_t)e->runs[4 * r + 1], len = (int64_t)e->runs[4 * r + 2], guest = (int64_t)e->runs[4 * r + 3];
+    for (int64_t pos = guest; pos < guest + len;) {
+      int64_t c = pos / cs;
+      if (s->n == 0 || s->guest[s->n - 1] != c) {
+        if (s->n == per_slot) {
+          finish_packed_slot(e, s, filled);
+          set_slot(e, k, SLOT_FULL);
+          k = (k + 1) % SLOTS;
+          s = &e->slots[k];
+          if (!wait_slot(e, k, SLOT_FREE)) return NULL;
+          s->n = 0;
+          filled = 0;
+        }
+        /* The rest of the cluster before, then this one up to where the run starts. */
+        memset(s->buf + filled, 0, (size_t)(s->n * cs - filled));
+        s->guest[s->n++] = c;
+        filled = (s->n - 1) * cs;
+      }
+      int64_t at = (s->n - 1) * cs + pos % cs;
+      if (at > filled) memset(s->buf + filled, 0, (size_t)(at - filled));
+      int64_t take = (c + 1) * cs - pos < guest + len - pos ? (c + 1) * cs - pos : guest + len - pos;
+      int64_t got = 0;
+      while (got < take) {
+        ssize_t g = pread(fd, s->buf + at + got, (size_t)(take - got), src + (pos - guest) + got);
+        if (g < 0 && errno == EINTR) continue;
+        if (g < 0) {
+          fail(e, errno, 0, pos + got);
+          return NULL;
+        }
+        if (g == 0) {
+          memset(s->buf + at + got, 0, (size_t)(take - got)); /* past the source's end */
+          break;
+        }
+        got += g;
+      }
+      filled = at + take;
+      pos += take;
+    }
+  }
+  if (s->n > 0) {
+    finish_packed_slot(e, s, filled);
+    set_slot(e, k, SLOT_FULL);
+    k = (k + 1) % SLOTS;
+    if (!wait_slot(e, k, SLOT_FREE)) return NULL;
+  }
+  set_slot(e, k, SLOT_END);
+  return NULL;
+}
 
-static void write_half(struct half *h) {
+/* Writes the clusters of a full slot that hold data to the next host clusters; returns 0 after a failure. */
+static int write_packed_slot(struct engine *e, const struct slot *s) {
   struct iovec iov[MAX_IOV];
-  for (size_t r = 0; r < h->nruns;) {
-    int64_t dst = (int64_t)h->runs[3 * r + 2], total = 0;
+  const int64_t cs = e->cs;
+  for (int64_t i = 0; i < s->n;) {
     int n = 0;
-    while (r < h->nruns && n < MAX_IOV && (int64_t)h->runs[3 * r + 2] == dst + total) {
-      iov[n].iov_base = h->buf + (int64_t)h->runs[3 * r];
-      iov[n].iov_len = (size_t)h->runs[3 * r + 1];
-      total += (int64_t)h->runs[3 * r + 1];
-      n++;
-      r++;
+    int64_t total = 0;
+    const int64_t dst = e->host_start + (int64_t)e->count * cs;
+    /* Up to MAX_IOV pieces of clusters that follow each other in the buffer; all go to consecutive host clusters. */
+    while (i < s->n && n < MAX_IOV) {
+      if (!s->has_data[i]) {
+        i++;
+        continue;
+      }
+      if (e->count >= e->cap) {
+        fail(e, EOVERFLOW, 1, dst + total);
+        return 0;
+      }
+      e->out[e->count++] = (double)s->guest[i];
+      if (n > 0 && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == s->buf + i * cs) iov[n - 1].iov_len += (size_t)cs;
+      else {
+        iov[n].iov_base = s->buf + i * cs;
+        iov[n].iov_len = (size_t)cs;
+        n++;
+      }
+      total += cs;
+      i++;
     }
     struct iovec *v = iov;
     for (int64_t done = 0; done < total;) {
-      ssize_t w = pwritev(h->dst_fd, v, n, dst + done);
+      ssize_t w = pwritev(e->dst_fd, v, n, dst + done);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) {
-        h->err = w < 0 ? errno : EIO;
-        h->err_at = dst + done;
-        return;
+        fail(e, w < 0 ? errno : EIO, 1, dst + done);
+        return 0;
       }
       done += w;
-      h->written += w;
-      /* A short write: step over what went out. */
+      e->written += w;
       while (n > 0 && (size_t)w >= v->iov_len) {
         w -= (ssize_t)v->iov_len;
         v++;
@@ -425,116 +470,74 @@ static void write_half(struct half *h) {
       }
     }
   }
+  return 1;
 }
 
-static void execute_half(napi_env env, void *data) {
+static void execute_packed(napi_env env, void *data) {
   (void)env;
-  struct half *h = data;
-  if (h->kind == HALF_READ) read_half(h);
-  else write_half(h);
+  run_pair(data, packer, write_packed_slot);
 }
 
-static void complete_half(napi_env env, napi_status status, void *data) {
-  struct half *h = data;
-  napi_value done, undef, args[3];
-  napi_get_reference_value(env, h->done, &done);
-  napi_get_undefined(env, &undef);
-  const char *side = h->kind == HALF_READ ? "read" : "write";
-  size_t n = done_args(env, args, status != napi_ok ? "ECANCELED" : h->err != 0 ? errno_name(h->err) : NULL, side, h->err_at, h->written);
-  napi_delete_reference(env, h->done);
-  napi_delete_reference(env, h->buf_ref);
-  if (h->map_ref != NULL) napi_delete_reference(env, h->map_ref);
-  napi_delete_async_work(env, h->work);
-  free(h->runs);
-  free(h);
-  napi_call_function(env, undef, done, n, args, NULL);
-}
-
-static napi_value queue_half(napi_env env, struct half *h, napi_value *argv, size_t buf_i, size_t map_i, size_t done_i, const double *runs, size_t width) {
-  h->runs = malloc(h->nruns * width * sizeof(double) + 1);
-  if (h->runs == NULL) {
-    free(h);
-    return throw_errno(env, "copy half", ENOMEM);
-  }
-  if (h->nruns > 0) memcpy(h->runs, runs, h->nruns * width * sizeof(double));
-  napi_create_reference(env, argv[buf_i], 1, &h->buf_ref);
-  if (h->kind == HALF_READ) napi_create_reference(env, argv[map_i], 1, &h->map_ref);
-  napi_create_reference(env, argv[done_i], 1, &h->done);
-  napi_value name;
-  napi_create_string_utf8(env, "vdisk.copyHalf", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_async_work(env, NULL, name, execute_half, complete_half, h, &h->work) != napi_ok || napi_queue_async_work(env, h->work) != napi_ok) {
-    napi_delete_reference(env, h->done);
-    napi_delete_reference(env, h->buf_ref);
-    if (h->map_ref != NULL) napi_delete_reference(env, h->map_ref);
-    free(h->runs);
-    free(h);
-    return throw_errno(env, "copy half", EAGAIN);
-  }
-  return NULL;
-}
-
-static napi_value read_runs(napi_env env, napi_callback_info info) {
+static napi_value copy_runs_packed(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void *buf = NULL, *map = NULL;
-  size_t buf_len = 0, map_len = 0, nruns = 0;
-  double *runs = NULL;
-  int64_t used, zero_block;
-  if (!get_bytes(env, argv, argc, 0, "buffer", &buf, &buf_len) || !get_int(env, argv, argc, 2, "used", &used) ||
-      !get_int(env, argv, argc, 3, "zeroBlock", &zero_block) || !get_bytes(env, argv, argc, 4, "dataMap", &map, &map_len))
-    return NULL;
-  int ok = get_quads(env, argv, argc, 1, 4, &runs, &nruns) && is_function(env, argv, argc, 5) && zero_block > 0 && (size_t)used <= buf_len &&
-           (size_t)((used + zero_block - 1) / zero_block) <= map_len;
-  /* Every run inside [0, used), ascending: the thread writes only there. */
+  int64_t dst_fd, cs, host_start;
+  if (!get_int(env, argv, argc, 0, "dstFd", &dst_fd) || !get_int(env, argv, argc, 2, "clusterSize", &cs) || !get_int(env, argv, argc, 3, "hostStart", &host_start)) return NULL;
+  double *values = NULL, *out = NULL;
+  size_t nruns = 0, cap = 0;
+  int ok = get_quads(env, argv, argc, 1, 4, &values, &nruns) && get_quads(env, argv, argc, 4, 1, &out, &cap) && is_function(env, argv, argc, 5) && cs >= 512 &&
+           cs <= CHUNK && (cs & (cs - 1)) == 0 && host_start % cs == 0;
+  /* Ascending and apart: the reader fills the clusters in order. */
   for (size_t r = 0; ok && r < nruns; r++) {
-    double at = runs[4 * r + 3], len = runs[4 * r + 2];
-    ok = runs[4 * r] >= 0 && runs[4 * r + 1] >= 0 && len >= 0 && at >= (r > 0 ? runs[4 * r - 1] + runs[4 * r - 2] : 0) && at + len <= (double)used;
+    double len = values[4 * r + 2], at = values[4 * r + 3];
+    ok = values[4 * r] >= 0 && values[4 * r + 1] >= 0 && len >= 0 && at >= (r > 0 ? values[4 * r - 1] + values[4 * r - 2] : 0) && at + len <= 9007199254740992.0;
   }
   if (!ok) {
-    napi_throw_type_error(env, "EINVAL", "readRuns(buffer, runs: Float64Array of ascending (srcFd, srcOffset, length, bufOffset) within used, used <= buffer.length, zeroBlock > 0, dataMap of a byte per block, done)");
+    napi_throw_type_error(env, "EINVAL",
+                          "copyRunsPacked(dstFd, runs: Float64Array of ascending (srcFd, srcOffset, length, guestOffset), clusterSize: a power of two from 512 to 2 MiB, hostStart: a multiple of it, clusters: Float64Array, done)");
     return NULL;
   }
-  struct half *h = calloc(1, sizeof *h);
-  if (h == NULL) return throw_errno(env, "readRuns", ENOMEM);
-  h->kind = HALF_READ;
-  h->buf = buf;
-  h->used = used;
-  h->zero_block = zero_block;
-  h->map = map;
-  h->nruns = nruns;
-  return queue_half(env, h, argv, 0, 4, 5, runs, 4);
-}
-
-static napi_value write_slices(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void *buf = NULL;
-  size_t buf_len = 0, nslices = 0;
-  double *slices = NULL;
-  int64_t dst_fd;
-  if (!get_int(env, argv, argc, 0, "dstFd", &dst_fd) || !get_bytes(env, argv, argc, 1, "buffer", &buf, &buf_len)) return NULL;
-  int ok = get_quads(env, argv, argc, 2, 3, &slices, &nslices) && is_function(env, argv, argc, 3);
-  for (size_t r = 0; ok && r < nslices; r++) ok = slices[3 * r] >= 0 && slices[3 * r + 1] >= 0 && slices[3 * r] + slices[3 * r + 1] <= (double)buf_len && slices[3 * r + 2] >= 0;
+  struct engine *e = calloc(1, sizeof *e);
+  if (e == NULL) return throw_errno(env, "copyRunsPacked", ENOMEM);
+  e->dst_fd = (int)dst_fd;
+  e->cs = cs;
+  e->host_start = host_start;
+  e->out = out;
+  e->cap = cap;
+  e->nruns = nruns;
+  pthread_mutex_init(&e->mu, NULL);
+  pthread_cond_init(&e->cv, NULL);
+  e->runs = malloc(nruns * 4 * sizeof(double) + 1);
+  ok = e->runs != NULL;
+  for (int i = 0; ok && i < SLOTS; i++) {
+    e->slots[i].buf = take_buffer();
+    e->slots[i].guest = malloc((size_t)(CHUNK / cs) * sizeof(int64_t));
+    e->slots[i].has_data = malloc((size_t)(CHUNK / cs));
+    ok = e->slots[i].buf != NULL && e->slots[i].guest != NULL && e->slots[i].has_data != NULL;
+  }
   if (!ok) {
-    napi_throw_type_error(env, "EINVAL", "writeSlices(dstFd, buffer, slices: Float64Array of (bufOffset, length, dstOffset) within the buffer, done)");
-    return NULL;
+    free_engine(e);
+    return throw_errno(env, "copyRunsPacked", ENOMEM);
   }
-  struct half *h = calloc(1, sizeof *h);
-  if (h == NULL) return throw_errno(env, "writeSlices", ENOMEM);
-  h->kind = HALF_WRITE;
-  h->dst_fd = (int)dst_fd;
-  h->buf = buf;
-  h->nruns = nslices;
-  return queue_half(env, h, argv, 1, 0, 3, slices, 3);
+  if (nruns > 0) memcpy(e->runs, values, nruns * 4 * sizeof(double));
+  napi_value name;
+  napi_create_string_utf8(env, "vdisk.copyRunsPacked", NAPI_AUTO_LENGTH, &name);
+  napi_create_reference(env, argv[5], 1, &e->done);
+  napi_create_reference(env, argv[4], 1, &e->out_ref);
+  if (napi_create_async_work(env, NULL, name, execute_packed, complete, e, &e->work) != napi_ok || napi_queue_async_work(env, e->work) != napi_ok) {
+    napi_delete_reference(env, e->done);
+    napi_delete_reference(env, e->out_ref);
+    free_engine(e);
+    return throw_errno(env, "copyRunsPacked", EAGAIN);
+  }
+  return NULL;
 }
 
 void copy_engine_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"copyRuns", NULL, copy_runs, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"readRuns", NULL, read_runs, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"writeSlices", NULL, write_slices, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"copyRunsPacked", NULL, copy_runs_packed, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

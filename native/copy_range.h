@@ -6,7 +6,7 @@
 
 /* Adds copyRangeAsync to the addon's exports. */
 void copy_range_register(napi_env env, napi_value exports);
-/* Adds copyRuns, readRuns and writeSlices (copy_engine.c) to the addon's exports. */
+/* Adds copyRuns and copyRunsPacked (copy_engine.c) to the addon's exports. */
 void copy_engine_register(napi_env env, napi_value exports);
 
 /* From vdisk_native.c: an errno's name, and a thrown Error carrying it as its code. */

@@ -43,12 +43,12 @@ export function withoutSync(host: HostFile): HostFile {
   const copy = host.canCopyFrom && host.copyFrom ? { canCopyFrom: host.canCopyFrom.bind(host), copyFrom: host.copyFrom.bind(host) } : {};
   // And the bulk copy of a convert (copyRunsFrom).
   const runs = host.copyRunsFrom ? { copyRunsFrom: host.copyRunsFrom.bind(host) } : {};
-  // And its two halves, for a target that places the data itself (qcow2).
-  const halves = host.readRunsInto && host.writeSlices ? { readRunsInto: host.readRunsInto.bind(host), writeSlices: host.writeSlices.bind(host) } : {};
+  // And its packed form, for a target that places the data itself (qcow2).
+  const packed = host.copyRunsPackedFrom ? { copyRunsPackedFrom: host.copyRunsPackedFrom.bind(host) } : {};
   return {
     ...copy,
     ...runs,
-    ...halves,
+    ...packed,
     get path() {
       return host.path;
     },

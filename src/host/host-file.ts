@@ -53,20 +53,18 @@ export interface HostFile {
    */
   copyRunsFrom?(runs: readonly HostCopyRun[], zeroBlock: number): Promise<number | null>;
   /**
-   * The read half of a bulk copy whose target decides where the data goes (it
-   * learns from the read which blocks hold data): reads each run's host range
-   * (of other files) to `run.at` in `buf`, off the event loop. Bytes of
-   * [0, layout.used) that no run covers become zeros; layout.dataMap[i] is set
-   * to whether block i (layout.zeroBlock bytes) holds a non-zero byte. Runs
-   * ascend and do not overlap. False, having read nothing, when this file
-   * cannot read those files this way. `buf` must not be touched until it settles.
+   * A bulk copy into fresh clusters of an image kept in this file (a qcow2
+   * convert target), off the event loop: each run's host range goes to guest
+   * offset `run.at`. The guest clusters (of `clusterSize` bytes) the runs touch
+   * and that hold a non-zero byte are written, in guest order, one after
+   * another from the offset `place` returns; `place` reserves
+   * `clusters.length` clusters (the most the runs can touch) and is called
+   * once the copy is sure to start. clusters[i] becomes the guest cluster
+   * written at that offset + i * clusterSize. Returns how many were written,
+   * or null, having neither placed nor written anything, when this file or a
+   * source cannot be copied this way.
    */
-  readRunsInto?(buf: Uint8Array, runs: readonly HostCopyRun[], layout: BufferLayout): Promise<boolean>;
-  /**
-   * The write half: writes each slice of `buf` to its offset in this file, off
-   * the event loop. False, having written nothing, when this file cannot.
-   */
-  writeSlices?(buf: Uint8Array, slices: readonly BufferSlice[]): Promise<boolean>;
+  copyRunsPackedFrom?(runs: readonly HostCopyRun[], clusterSize: number, clusters: Float64Array, place: () => Promise<number>): Promise<number | null>;
   /**
    * Sends `header` and then [offset, offset+length) of this file to a
    * non-blocking stream socket straight from the page cache (sendfile: the
@@ -101,21 +99,6 @@ export class HostCopyError extends VdiskError {
 /** A host range to be copied to offset `at` of another host file. */
 export interface HostCopyRun {
   readonly src: HostRange;
-  readonly at: number;
-}
-
-/** What `readRunsInto` fills of its buffer, and the map it keeps of the data blocks. */
-export interface BufferLayout {
-  readonly used: number;
-  readonly zeroBlock: number;
-  /** A byte per block of [0, used). */
-  readonly dataMap: Uint8Array;
-}
-
-/** `length` bytes of a buffer from `from`, bound for offset `at` of a file. */
-export interface BufferSlice {
-  readonly from: number;
-  readonly length: number;
   readonly at: number;
 }
 

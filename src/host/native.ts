@@ -95,30 +95,22 @@ export interface NativeHost {
     done: (err: string | null, sideOrWritten: 'read' | 'write' | number, at?: number) => void,
   ) => void;
   /**
-   * The read half of a copy whose target places the data itself (see
-   * copy_engine.c), on a pool thread: `runs` holds ascending quadruples
-   * (srcFd, srcOffset, length, bufOffset) within [0, used); the rest of
-   * [0, used) is zeroed; dataMap[i] becomes 1 when `zeroBlock`-sized block i
-   * holds a non-zero byte. Calls `done(null)` or `done(errnoName, 'read', bufOffset)`.
+   * Copies runs of host files into fresh clusters of a qcow2 image's file on
+   * the two threads of copyRuns (see copy_engine.c): `runs` holds ascending
+   * quadruples (srcFd, srcOffset, length, guestOffset); the guest clusters they
+   * touch that hold a non-zero byte go, in guest order, to the clusters from
+   * `hostStart` on, and clusters[i] becomes the guest cluster written at
+   * hostStart + i * clusterSize. Calls `done(null, count)`, or
+   * `done(errnoName, 'read' | 'write', at)` (a guest offset for a read, a host
+   * offset for a write). Absent in older addons.
    */
-  readonly readRuns?: (
-    buf: Uint8Array,
-    runs: Float64Array,
-    used: number,
-    zeroBlock: number,
-    dataMap: Uint8Array,
-    done: (err: string | null, side?: 'read', at?: number) => void,
-  ) => void;
-  /**
-   * The write half, on a pool thread: `slices` holds triples (bufOffset,
-   * length, dstOffset); file-contiguous slices go out as one pwritev. Calls
-   * `done(null, written)` or `done(errnoName, 'write', dstOffset)`.
-   */
-  readonly writeSlices?: (
+  readonly copyRunsPacked?: (
     dstFd: number,
-    buf: Uint8Array,
-    slices: Float64Array,
-    done: (err: string | null, sideOrWritten: 'write' | number, at?: number) => void,
+    runs: Float64Array,
+    clusterSize: number,
+    hostStart: number,
+    clusters: Float64Array,
+    done: (err: string | null, sideOrCount: 'read' | 'write' | number, at?: number) => void,
   ) => void;
   /**
    * Asks for transparent huge pages (madvise MADV_HUGEPAGE) on the 2 MiB-aligned

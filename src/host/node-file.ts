@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { fromSystemError, VdiskError } from '../errors.js';
-import { HostCopyError, type BufferLayout, type BufferSlice, type HostCopyRun, type HostFile, type HostOpenOptions, type HostRange } from './host-file.js';
+import { HostCopyError, type HostCopyRun, type HostFile, type HostOpenOptions, type HostRange } from './host-file.js';
 import { nativeHost, type NativeHost } from './native.js';
 import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
@@ -72,7 +72,7 @@ export class NodeHostFile implements HostFile {
   /** Null when writes must never block the JS thread (O_DSYNC: each one waits for the device). */
   readonly #syncWrites: SyncWritePolicy | null;
   /**
-   * Writes of the addon's threads to this file in flight (writeSlices,
+   * Writes of the addon's threads to this file in flight (copyRunsPacked,
    * copyRunsFrom). A buffered write takes the file's inode lock, so a
    * synchronous write meanwhile waits on the JS thread for theirs: a refcount
    * block written so during a 4 GiB convert held the thread 33 ms, and the
@@ -295,30 +295,25 @@ export class NodeHostFile implements HostFile {
     throw this.#copyError(result.err, side, result.at, from?.src.file.path);
   }
 
-  async readRunsInto(buf: Uint8Array, runs: readonly HostCopyRun[], layout: BufferLayout): Promise<boolean> {
-    const call = nativeHost()?.readRuns;
-    const quads = call ? this.#runQuads(runs) : null;
-    if (!call || !quads) return false;
-    const err = await new Promise<{ err: string; at: number } | null>((resolve) => {
-      call(buf, quads, layout.used, layout.zeroBlock, layout.dataMap, (e, _side, at) => resolve(e === null ? null : { err: e, at: at ?? 0 }));
-    });
-    if (err === null) return true;
-    const from = runs.find((r) => err.at >= r.at && err.at < r.at + r.src.length);
-    throw this.#copyError(err.err, 'read', err.at, from?.src.file.path);
-  }
-
-  async writeSlices(buf: Uint8Array, slices: readonly BufferSlice[]): Promise<boolean> {
+  async copyRunsPackedFrom(runs: readonly HostCopyRun[], clusterSize: number, clusters: Float64Array, place: () => Promise<number>): Promise<number | null> {
     this.#assertWritable();
-    const call = nativeHost()?.writeSlices;
-    if (!call || !this.#buffered || this.#closed) return false;
-    const triples = new Float64Array(slices.length * 3);
-    slices.forEach((s, i) => triples.set([s.from, s.length, s.at], i * 3));
+    const call = nativeHost()?.copyRunsPacked;
+    const quads = call ? this.#runQuads(runs) : null;
+    if (!call || !quads) return null;
+    const hostStart = await place();
     this.#addonWrites++;
-    const err = await new Promise<{ err: string; at: number } | null>((resolve) => {
-      call(this.#fd, buf, triples, (e, _written, at) => resolve(e === null ? null : { err: e, at: at ?? 0 }));
+    const result = await new Promise<{ count: number } | { err: string; side: string; at: number }>((resolve) => {
+      call(this.#fd, quads, clusterSize, hostStart, clusters, (err, sideOrCount, at) =>
+        resolve(err === null ? { count: Number(sideOrCount) } : { err, side: String(sideOrCount), at: at ?? 0 }),
+      );
     }).finally(() => this.#addonWrites--);
-    if (err === null) return true;
-    throw this.#copyError(err.err, 'write', err.at, this.path);
+    if ('count' in result) return result.count;
+    if (result.side === 'read') {
+      // A guest offset: the run that covers it names the source.
+      const from = runs.find((r) => result.at >= r.at && result.at < r.at + r.src.length);
+      throw this.#copyError(result.err, 'read', result.at, from?.src.file.path);
+    }
+    throw this.#copyError(result.err, 'write', result.at, this.path);
   }
 
   /** The runs as the addon takes them, (srcFd, srcOffset, length, at); null when a source is not a buffered file of this kind. */

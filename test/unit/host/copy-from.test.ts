@@ -167,82 +167,93 @@ test('copyRunsFrom names the side and the target offset of a failure, and declin
   }
 });
 
-test('readRunsInto reads runs into a buffer on a pool thread, zeroes what no run covers, and maps the blocks that hold data', async () => {
-  assert.ok(nativeHost()?.readRuns, 'the addon is built with readRuns');
+test('copyRunsPackedFrom gathers the clusters the runs touch, whole, and writes those with data one after another from the placed offset, in guest order', async () => {
+  assert.ok(nativeHost()?.copyRunsPacked, 'the addon is built with copyRunsPacked');
   const dir = tmp();
   try {
+    const cs = 4096;
     const data = randomBytes(64 * 1024);
-    data.fill(0, 8192, 12288); // one zero block inside a run
-    data.fill(0, 20000, 24576); // a block whose data ends before it does
+    data.fill(0, 8192, 12288); // a whole cluster of zeros inside a run: left out
+    data.fill(0, 20000, 24576); // a cluster whose data ends before it does: written, zeros after
     fs.writeFileSync(path.join(dir, 'src'), data);
     const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
     const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
-    const buf = new Uint8Array(64 * 1024).fill(0xee); // stale bytes: what no run covers must become zeros
-    const dataMap = new Uint8Array(16).fill(7);
+    fs.writeFileSync(path.join(dir, 'dst'), Buffer.alloc(cs, 0xee)); // the cluster before the placed offset stays as it is
     const runs = [
-      // Starts and ends inside blocks: the edge blocks are judged with their gap bytes zeroed.
+      // Starts and ends inside clusters: the bytes around them read as zeros.
       { src: { file: src, offset: 100, length: 24476 }, at: 100 },
-      // A run of zeros starting inside its block: the 100 stale bytes before it are zeroed before the block is judged.
-      { src: { file: src, offset: 8192, length: 3996 }, at: 32868 },
-      // 1000 bytes past the source's end read as zeros.
-      { src: { file: src, offset: data.length - 3096, length: 4096 }, at: 40960 },
+      // Starts in the cluster where the run before ends, at a gap.
+      { src: { file: src, offset: 30000, length: 2000 }, at: 24676 },
+      // Past a hole in the guest; 1000 bytes past the source's end read as zeros.
+      { src: { file: src, offset: data.length - 3096, length: 4096 }, at: 10 * cs },
+      // In the middle of many clusters (more than one buffer of the engine), after a gap.
+      { src: { file: src, offset: 0, length: 64 * 1024 }, at: 1024 * 1024 - 512 },
     ];
-    assert.equal(await dst.readRunsInto(buf, runs, { used: 48 * 1024, zeroBlock: 4096, dataMap }), true);
-    const want = new Uint8Array(64 * 1024).fill(0xee);
-    want.fill(0, 0, 48 * 1024);
-    want.set(data.subarray(100, 24576), 100);
-    want.set(data.subarray(data.length - 3096), 40960);
-    assert.deepEqual(Buffer.from(buf), Buffer.from(want), 'the runs in place, zeros elsewhere up to used, untouched after');
-    assert.deepEqual([...dataMap], [1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 7, 7, 7, 7]);
+    const clusters = new Float64Array(40).fill(-1);
+    let placed = 0;
+    const count = await dst.copyRunsPackedFrom(runs, cs, clusters, () => {
+      placed++;
+      return Promise.resolve(cs);
+    });
+    assert.equal(placed, 1);
+    // The guest, as the runs make it.
+    const guest = Buffer.alloc(1024 * 1024 + 128 * 1024);
+    for (const r of runs) {
+      const bytes = Buffer.alloc(r.src.length);
+      data.copy(bytes, 0, r.src.offset, Math.min(data.length, r.src.offset + r.src.length));
+      bytes.copy(guest, r.at);
+    }
+    const touched: number[] = [];
+    for (const r of runs) for (let c = Math.floor(r.at / cs); c <= Math.floor((r.at + r.src.length - 1) / cs); c++) if (touched[touched.length - 1] !== c) touched.push(c);
+    const withData = touched.filter((c) => guest.subarray(c * cs, (c + 1) * cs).some((b) => b !== 0));
+    assert.ok(withData.length < touched.length, 'a touched cluster of zeros is left out');
+    assert.equal(count, withData.length);
+    assert.deepEqual([...clusters.subarray(0, withData.length)], withData);
+    assert.ok(clusters.subarray(withData.length).every((c) => c === -1), 'nothing past the count');
     await Promise.all([src.close(), dst.close()]);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('writeSlices writes slices of a buffer to their offsets on a pool thread, those that continue each other as one vectored write', async () => {
-  assert.ok(nativeHost()?.writeSlices, 'the addon is built with writeSlices');
-  const dir = tmp();
-  try {
-    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
-    const buf = randomBytes(256 * 1024);
-    const slices = [
-      { from: 65536, length: 65536, at: 0 },
-      { from: 0, length: 4096, at: 65536 },
-      { from: 200000, length: 1000, at: 1024 * 1024 },
-    ];
-    assert.equal(await dst.writeSlices(buf, slices), true);
-    await dst.close();
     const out = fs.readFileSync(path.join(dir, 'dst'));
-    assert.equal(out.length, 1024 * 1024 + 1000);
-    assert.deepEqual(out.subarray(0, 65536), buf.subarray(65536, 131072));
-    assert.deepEqual(out.subarray(65536, 69632), buf.subarray(0, 4096));
-    assert.deepEqual(out.subarray(1024 * 1024), buf.subarray(200000, 201000));
+    assert.equal(out.length, cs * (1 + withData.length));
+    assert.ok(out.subarray(0, cs).every((b) => b === 0xee));
+    withData.forEach((c, i) => assert.deepEqual(out.subarray(cs * (1 + i), cs * (2 + i)), guest.subarray(c * cs, (c + 1) * cs), `cluster ${c}`));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('the halves name the side, file and offset of a failure, and decline sources they cannot read themselves', async () => {
+test('copyRunsPackedFrom names the side and offset of a failure (guest for a read), declines sources it cannot read itself before placing, and refuses bad arguments', async () => {
   const dir = tmp();
   try {
     const { bad, inner, dst } = await failureFixture(dir);
-    const layout = { used: 8192, zeroBlock: 4096, dataMap: new Uint8Array(2) };
-    await assert.rejects(dst.readRunsInto(new Uint8Array(8192), [{ src: { file: bad, offset: 0, length: 4096 }, at: 4096 }], layout), (e: unknown) => {
+    const place = (): Promise<number> => Promise.resolve(0);
+    await assert.rejects(dst.copyRunsPackedFrom([{ src: { file: bad, offset: 0, length: 4096 }, at: 8192 }], 4096, new Float64Array(1), place), (e: unknown) => {
       assert.ok(e instanceof HostCopyError);
       assert.equal(e.side, 'read');
-      assert.equal(e.at, 4096);
+      assert.equal(e.at, 8192);
       assert.match(e.message, /sub/);
       return true;
     });
-    assert.equal(await dst.readRunsInto(new Uint8Array(8192), [{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], layout), false);
-    // Runs that leave the buffer are refused before any thread starts.
-    assert.throws(() => nativeHost()?.readRuns?.(new Uint8Array(4096), new Float64Array([0, 0, 8192, 0]), 4096, 4096, new Uint8Array(1), () => undefined), /EINVAL|readRuns/);
-    assert.throws(() => nativeHost()?.writeSlices?.(0, new Uint8Array(4096), new Float64Array([4000, 200, 0]), () => undefined), /EINVAL|writeSlices/);
-    // A read-only file refuses a write before the addon sees it.
-    await assert.rejects(inner.writeSlices(new Uint8Array(4096), [{ from: 0, length: 4096, at: 0 }]));
+    let placed = false;
+    const declined = await dst.copyRunsPackedFrom([{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], 4096, new Float64Array(1), () => {
+      placed = true;
+      return Promise.resolve(0);
+    });
+    assert.equal(declined, null);
+    assert.equal(placed, false, 'declined before placing');
+    // More clusters with data than places for them: a write failure, not a write past the reservation.
+    await assert.rejects(dst.copyRunsPackedFrom([{ src: { file: inner, offset: 0, length: 4096 }, at: 0 }], 2048, new Float64Array(1), place), (e: unknown) => {
+      assert.ok(e instanceof HostCopyError);
+      assert.equal(e.side, 'write');
+      assert.equal(e.at, 2048);
+      return true;
+    });
+    const call = nativeHost()?.copyRunsPacked;
+    // Runs out of order, a cluster size that is no power of two, a start between clusters.
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 4096, 0, 0, 10, 0]), 4096, 0, new Float64Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 3000, 0, new Float64Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 4096, 100, new Float64Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    // A read-only file refuses before the addon sees it.
+    await assert.rejects(inner.copyRunsPackedFrom([{ src: { file: inner, offset: 0, length: 4096 }, at: 0 }], 4096, new Float64Array(1), place));
     await Promise.all([bad.close(), inner.close(), dst.close()]);
-    assert.equal(fs.statSync(path.join(dir, 'dst')).size, 0, 'nothing written');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

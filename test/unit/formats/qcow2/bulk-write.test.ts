@@ -33,14 +33,14 @@ function dataRanges(file: string): Array<[number, number]> {
 test(
   'runs land in fresh clusters over several L2 tables and more parts than buffers; clusters of zeros stay unallocated; the image checks clean',
   withDir(async (dir) => {
-    assert.ok(nativeHost()?.readRuns, 'the addon is built with the copy halves');
-    // Seven 8 MiB parts: more than the four buffers, so reads wait for writes to free them.
+    assert.ok(nativeHost()?.copyRunsPacked, 'the addon is built with copyRunsPacked');
+    // 56 MiB: many more clusters than the engine's four 2 MiB buffers hold, so the reader waits for the writer.
     const size = 56 * MiB + 3 * KiB;
     const src = randomBytes(size);
     src.fill(0, 40 * KiB, 48 * KiB); // two whole clusters of zeros inside a run
     src.fill(0, 100 * KiB, 102 * KiB); // half a cluster of zeros: the cluster holds data
     fs.writeFileSync(path.join(dir, 'src.raw'), src);
-    // 4 KiB clusters: an L2 table maps 2 MiB, so the 8 MiB parts span several tables.
+    // 4 KiB clusters: an L2 table maps 2 MiB, so one group of the engine spans many tables.
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', path.join(dir, 't.qcow2'), String(size));
     const source = await NodeHostFile.open(path.join(dir, 'src.raw'), { readOnly: true });
     const node = await openImage(path.join(dir, 't.qcow2'));
