@@ -332,13 +332,15 @@ export async function copyAll(job: CopyJob): Promise<void> {
   const offload = { on: settings.copyOffload && target.writeFromHost !== undefined };
   const worker = async (): Promise<void> => {
     // Page-aligned, as the kernel copies to and from the page cache faster (see util/page-aligned.ts),
-    // and on huge pages (see host/huge-pages.ts).
-    const buffer = hugePageBytes(settings.compress ? clusterSize : CHUNK);
+    // and on huge pages (see host/huge-pages.ts). Made at a worker's first chunk: after a bulk copy
+    // there is often none, and eight idle 2 MiB buffers cost a convert two garbage collections.
+    let buffer: Uint8Array | null = null;
     for (;;) {
       if (failure !== undefined) return;
       const step = await nextChunk();
       if (step.done === true) return;
       const chunk = step.value;
+      buffer ??= hugePageBytes(settings.compress ? clusterSize : CHUNK);
       const viaKernel = chunk.plan === 'data' && offload.on && chunk.source.copyViaHost !== undefined;
       if (chunk.plan === 'data' && !viaKernel) await readChunk(chunk, buffer);
       await order?.turn(chunk.seq);
