@@ -354,7 +354,7 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
  * it after, so the reads, writes and zero checks never wait for it.
  */
 
-/* Ends slot k of the reader: the rest of its last cluster becomes zeros, and each cluster is checked for data. */
+/* Ends a slot of the reader: the rest of its last cluster becomes zeros, and each cluster is checked for data. */
 static void finish_packed_slot(struct engine *e, struct slot *s, int64_t filled) {
   int64_t end = s->n * e->cs;
   if (filled < end) memset(s->buf + filled, 0, (size_t)(end - filled));
