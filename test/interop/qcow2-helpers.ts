@@ -91,6 +91,7 @@ export interface CheckJson {
   readonly corruptions?: number;
   readonly leaks?: number;
   readonly 'check-errors'?: number;
+  readonly 'image-end-offset'?: number;
 }
 
 /** qemu-img check --output=json, tolerating its non-zero exit codes. */

@@ -116,3 +116,41 @@ test(
     assert.deepEqual(qemuRaw(path.join(dir, 't.qcow2')).subarray(0, 4096), Buffer.alloc(4096, 5));
   }),
 );
+
+test(
+  'the clusters of zeros at the end of a group are given back and the next group continues right after its data: the image ends where qemu-img ends it',
+  withDir(async (dir) => {
+    // 4 KiB clusters: a group is 64 MiB of guest, so data at 64 MiB goes in a second engine call.
+    const size = 66 * MiB;
+    const data = randomBytes(size);
+    data.fill(0, MiB, 2 * MiB); // the end of the first group's runs reads as zeros: 256 clusters given back
+    data.fill(0, 2 * MiB, 64 * MiB); // a hole between the runs, never read
+    fs.writeFileSync(path.join(dir, 'src.raw'), data);
+    const source = await NodeHostFile.open(path.join(dir, 'src.raw'), { readOnly: true });
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', path.join(dir, 't.qcow2'), String(size));
+    const node = await openImage(path.join(dir, 't.qcow2'));
+    const runs = [
+      { offset: 0, src: { file: source, offset: 0, length: 2 * MiB } },
+      { offset: 64 * MiB, src: { file: source, offset: 64 * MiB, length: 2 * MiB } },
+    ];
+    assert.equal(await node.writeRunsFromHost(runs, 4096), 3 * MiB, 'the clusters with data, in bytes');
+    await node.close();
+    await source.close();
+    const want = Buffer.alloc(size);
+    data.copy(want, 0, 0, 2 * MiB);
+    data.copy(want, 64 * MiB, 64 * MiB);
+    assert.deepEqual(qemuRaw(path.join(dir, 't.qcow2')), want);
+    const ours = qemuCheck(path.join(dir, 't.qcow2'));
+    assert.equal(ours.corruptions ?? 0, 0);
+    assert.equal(ours.leaks ?? 0, 0);
+    // qemu-img's convert of the same guest: no cluster of zeros allocated, nothing left between.
+    fs.writeFileSync(path.join(dir, 'want.raw'), want);
+    qemuImg('convert', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=4096', path.join(dir, 'want.raw'), path.join(dir, 'q.qcow2'));
+    assert.equal(ours['image-end-offset'], qemuCheck(path.join(dir, 'q.qcow2'))['image-end-offset']);
+    const map = JSON.parse(qemuImg('map', '--output=json', path.join(dir, 't.qcow2'))) as Array<MapEntry & { offset?: number }>;
+    const first = map.find((e) => e.start === 0);
+    const second = map.find((e) => e.start === 64 * MiB);
+    // The second group's new L2 table takes the cluster after the first group's last data cluster, its data the ones after.
+    assert.equal(second?.offset, (first?.offset ?? 0) + MiB + 4096);
+  }),
+);
