@@ -43,14 +43,19 @@ const MODES: Readonly<Record<CacheMode, CacheFlags>> = {
   unsafe: { direct: false, noFlush: true, writethrough: false },
   directsync: { direct: true, noFlush: false, writethrough: true },
   writethrough: { direct: false, noFlush: false, writethrough: true },
+  'none-unsafe': { direct: true, noFlush: true, writethrough: false },
 };
 
-/** The cache mode with these switches; undefined where vdisk has none (O_DIRECT without flushes). */
-function modeOf(flags: CacheFlags): CacheMode | undefined {
+/**
+ * The cache mode with these switches. With no-flush, writethrough changes
+ * nothing: the flush after each write is the one that does nothing.
+ */
+function modeOf(flags: CacheFlags): CacheMode {
+  const want = flags.noFlush ? { ...flags, writethrough: false } : flags;
   for (const [mode, f] of Object.entries(MODES) as [CacheMode, CacheFlags][]) {
-    if (f.direct === flags.direct && f.noFlush === flags.noFlush && f.writethrough === flags.writethrough) return mode;
+    if (f.direct === want.direct && f.noFlush === want.noFlush && f.writethrough === want.writethrough) return mode;
   }
-  return undefined;
+  throw new Error(`no cache mode for direct=${flags.direct}, no-flush=${flags.noFlush}, writethrough=${flags.writethrough}`);
 }
 
 function switchValue(values: ReadonlyMap<string, string>, key: string, text: string | undefined = values.get(key)): boolean | undefined {
@@ -58,13 +63,13 @@ function switchValue(values: ReadonlyMap<string, string>, key: string, text: str
 }
 
 /** The cache mode after the string's cache.direct / cache.no-flush (file.cache.* nearest the file wins). */
-function cacheMode(values: ReadonlyMap<string, string>, protocol: ProtocolOptions, base: CacheMode | undefined): CacheMode | undefined | 'none-unsafe' {
+function cacheMode(values: ReadonlyMap<string, string>, protocol: ProtocolOptions, base: CacheMode | undefined): CacheMode | undefined {
   const direct = switchValue(values, 'cache.direct', protocol.cacheDirect) ?? switchValue(values, 'cache.direct');
   const formatNoFlush = switchValue(values, 'cache.no-flush');
   const noFlush = formatNoFlush === true ? true : (switchValue(values, 'cache.no-flush', protocol.cacheNoFlush) ?? formatNoFlush);
   if (direct === undefined && noFlush === undefined) return base;
   const from = MODES[base ?? 'writeback'];
-  return modeOf({ direct: direct ?? from.direct, noFlush: noFlush ?? from.noFlush, writethrough: from.writethrough }) ?? 'none-unsafe';
+  return modeOf({ direct: direct ?? from.direct, noFlush: noFlush ?? from.noFlush, writethrough: from.writethrough });
 }
 
 /** Works out the open from the string's generic options; the message is QEMU's, or says what vdisk cannot do. */
@@ -77,9 +82,6 @@ export function openSettings(options: DriverOptions, protocol: ProtocolOptions, 
     const forceShare = forceShareOption ?? request.forceShare ?? false;
     if (forceShare && !request.readOnly) return { ok: false, message: 'force-share=on can only be used with read-only images' };
     const cache = cacheMode(values, protocol, request.cache);
-    if (cache === 'none-unsafe') {
-      return { ok: false, message: 'vdisk has no cache mode with both cache.direct=on and cache.no-flush=on (O_DIRECT writes are always flushed)' };
-    }
     const warnings: string[] = [];
     const backing = values.get('backing');
     if (backing === '') warnings.push('warning: Use of "backing": "" is deprecated; use "backing": null instead');

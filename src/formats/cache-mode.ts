@@ -6,6 +6,7 @@
  *   unsafe       page cache, flush writes tables but never syncs
  *   writethrough page cache, every write is flushed before it completes
  *   directsync   O_DIRECT and every write flushed before it completes
+ *   none-unsafe  O_DIRECT, flush as unsafe (cache.direct=on,cache.no-flush=on)
  */
 import type { HostFile } from '../host/host-file.js';
 import type { CacheMode } from './driver.js';
@@ -25,6 +26,8 @@ export function cachePolicy(mode: CacheMode | undefined): CachePolicy {
       return { direct: true, syncOnFlush: true, flushEachWrite: false };
     case 'unsafe':
       return { direct: false, syncOnFlush: false, flushEachWrite: false };
+    case 'none-unsafe':
+      return { direct: true, syncOnFlush: false, flushEachWrite: false };
     case 'writethrough':
       return { direct: false, syncOnFlush: true, flushEachWrite: true };
     case 'directsync':

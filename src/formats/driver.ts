@@ -18,8 +18,12 @@ export interface GuestCopyRun {
  */
 export type FormatName = 'raw' | 'qcow2' | 'ploop' | 'nbd';
 
-/** Cache modes as qemu-img's -t spells them. */
-export type CacheMode = 'writeback' | 'none' | 'unsafe' | 'directsync' | 'writethrough';
+/**
+ * Cache modes as qemu-img's -t spells them, and 'none-unsafe': O_DIRECT with
+ * flushes that do nothing, which QEMU has no name for (-t does not take it) but
+ * opens from cache.direct=on,cache.no-flush=on.
+ */
+export type CacheMode = 'writeback' | 'none' | 'unsafe' | 'directsync' | 'writethrough' | 'none-unsafe';
 
 export interface WriteFlags {
   /** Force unit access: the data is on stable storage when the call resolves. */

@@ -120,6 +120,25 @@ test('convert reads --image-opts sources and writes into a --target-image-opts t
     assert.equal(qemu('qemu-img', dir, ['compare', '-f', 'raw', '-F', 'raw', 'vt.img', 'r.img']).status, 0);
   }));
 
+test('cache.direct=on,cache.no-flush=on opens the image for O_DIRECT writes and flushes that do nothing, and writes what qemu-io writes', (t) =>
+  withImages(t, async (dir) => {
+    copyFileSync(join(dir, 'a.qcow2'), join(dir, 'q.qcow2'));
+    copyFileSync(join(dir, 'a.qcow2'), join(dir, 'v.qcow2'));
+    const argv = (file: string): string[] => [
+      '--image-opts',
+      '-c', 'write -P 7 60k 200k',
+      '-c', 'flush',
+      '-c', 'read -P 7 60k 200k',
+      `driver=qcow2,file.filename=${file},cache.direct=on,cache.no-flush=on`,
+    ];
+    const q = normalised(qemu('qemu-io', dir, argv('q.qcow2')));
+    const v = normalised(await vdisk(dir, ['io', ...argv('v.qcow2')]));
+    assert.equal(v.status, 0, v.stderr);
+    assert.deepEqual(v, q);
+    assert.equal(qemu('qemu-img', dir, ['compare', 'v.qcow2', 'q.qcow2']).status, 0);
+    assert.equal(qemu('qemu-img', dir, ['check', 'v.qcow2']).status, 0);
+  }));
+
 test('resize, amend, bitmap, snapshot, rebase, commit and dd change an --image-opts image as qemu-img does', (t) =>
   withImages(t, async (dir) => {
     // Each step on a copy per tool: q.* for qemu-img, v.* for vdisk; outputs and the images afterwards must agree.

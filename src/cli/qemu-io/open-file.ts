@@ -38,7 +38,7 @@ export type OpenFlags = Omit<OpenSettings, 'filename' | 'format' | 'options' | '
 
 /** Whether the image is opened with O_DIRECT. */
 function directIo(cache: CacheMode | undefined): boolean {
-  return cache === 'none' || cache === 'directsync';
+  return cache === 'none' || cache === 'directsync' || cache === 'none-unsafe';
 }
 
 /**
