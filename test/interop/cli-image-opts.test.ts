@@ -151,13 +151,13 @@ test('resize, amend, bitmap, snapshot, rebase, commit and dd change an --image-o
     const steps: ReadonlyArray<(x: string) => string[]> = [
       (x) => ['resize', '--image-opts', opts(`${x}.qcow2`, ',l2-cache-size=128k'), '+1M'],
       (x) => ['amend', '-o', 'lazy_refcounts=on', '--image-opts', opts(`${x}.qcow2`)],
+      // Before the snapshots: the persistent bitmap must outlive snapshot -c and -d.
+      (x) => ['bitmap', '--add', '-g', '128k', '--image-opts', opts(`${x}.qcow2`), 'bm0'],
       (x) => ['snapshot', '-c', 's1', '--image-opts', opts(`${x}.qcow2`)],
       (x) => ['snapshot', '-d', 's1', '--image-opts', opts(`${x}.qcow2`)],
       (x) => ['commit', '-d', '--image-opts', opts(`${x}-top.qcow2`)],
       (x) => ['rebase', '-u', '-b', '', '--image-opts', opts(`${x}-top.qcow2`)],
       (x) => ['dd', '-O', 'raw', 'bs=64k', 'count=48', '--image-opts', `if=${opts(`${x}.qcow2`)}`, `of=${x}-dd.raw`],
-      // Last: vdisk's snapshot -c drops persistent bitmaps (a format-layer bug of its own).
-      (x) => ['bitmap', '--add', '-g', '128k', '--image-opts', opts(`${x}.qcow2`), 'bm0'],
     ];
     const infoOf = (file: string): string => qemu('qemu-img', dir, ['info', '--output=json', file]).stdout.replace(/"(actual-size|filename|date-sec|date-nsec)": [^,\n]+/g, '');
     for (const step of steps) {
