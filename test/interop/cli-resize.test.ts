@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { type ToolResult, normalised, qemu, tempDir, vdisk } from './cli-oracle.js';
 
 function infoJson(dir: string, file: string): string {
@@ -51,6 +53,31 @@ test('resize --shrink keeps the data below the new end', async () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(qemu('qemu-io', t.dir, ['-c', 'read -P 7 0 1M', 'a.qcow2']).status, 0);
     assert.equal(qemu('qemu-img', t.dir, ['check', 'a.qcow2']).status, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('resize --shrink drops the refcount blocks that count nothing any more and ends the file where qemu-img ends it', async () => {
+  const t = tempDir();
+  try {
+    // 512 B clusters with 64-bit refcounts: a refcount block counts 32 KiB, so the 4 MiB written
+    // near the end needs 128 blocks of its own, which count nothing once the shrink freed it.
+    for (const tool of ['q', 'v']) {
+      qemu('qemu-img', t.dir, ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', `${tool}.qcow2`, '64M']);
+      qemu('qemu-io', t.dir, ['-c', 'write -P 1 0 1M', '-c', 'write -P 2 60M 4M', `${tool}.qcow2`]);
+    }
+    assert.equal(qemu('qemu-img', t.dir, ['resize', '-q', '--shrink', 'q.qcow2', '2M']).status, 0);
+    const r = await vdisk(t.dir, ['resize', '-q', '--shrink', 'v.qcow2', '2M']);
+    assert.deepEqual(r, { stdout: '', stderr: '', status: 0 });
+    const checkOf = (file: string): { 'image-end-offset': number; leaks?: number; corruptions?: number } =>
+      JSON.parse(qemu('qemu-img', t.dir, ['check', '--output=json', file]).stdout) as { 'image-end-offset': number };
+    const [q, v] = [checkOf('q.qcow2'), checkOf('v.qcow2')];
+    assert.equal(v.corruptions ?? 0, 0);
+    assert.equal(v.leaks ?? 0, 0);
+    assert.equal(v['image-end-offset'], q['image-end-offset']);
+    assert.equal(statSync(join(t.dir, 'v.qcow2')).size, statSync(join(t.dir, 'q.qcow2')).size, 'the file ends where qemu-img ends it');
+    assert.equal(qemu('qemu-img', t.dir, ['compare', 'q.qcow2', 'v.qcow2']).status, 0);
   } finally {
     t.cleanup();
   }

@@ -266,6 +266,50 @@ export class Refcounts {
     });
   }
 
+  /**
+   * qcow2_shrink_reftable, after a shrink: refcount blocks that count no
+   * cluster (a block counting itself aside) leave the refcount table, which is
+   * rewritten and synced first; then each such block is forgotten, and one
+   * counted elsewhere is freed. The file can then end at `usedEnd`, as QEMU's
+   * does after a shrink. Returns how many blocks went.
+   */
+  async dropUnusedBlocks(): Promise<number> {
+    return this.allocLock.run(async () => {
+      const unused: number[] = [];
+      for (let bi = 0; bi < this.#table.length; bi++) {
+        const blockOffset = this.#table[bi] ?? 0;
+        if (blockOffset === 0) continue;
+        const own = blockOffset / this.#clusterSize - bi * this.#blockEntries;
+        const t = await this.cache.acquire(blockOffset);
+        try {
+          let empty = true;
+          for (let i = 0; i < this.#blockEntries && empty; i++) empty = i === own || getRefcount(t.data, i, this.#order) === 0;
+          if (empty) unused.push(bi);
+        } finally {
+          this.cache.release(t);
+        }
+      }
+      if (unused.length === 0) return 0;
+      const table = new Uint8Array(this.#tableClusters * this.#clusterSize);
+      const view = new DataView(table.buffer);
+      for (let bi = 0; bi < this.#table.length; bi++) {
+        if (!unused.includes(bi)) view.setBigUint64(bi * 8, BigInt(this.#table[bi] ?? 0), false);
+      }
+      await this.#host.write(table, this.#tableOffset);
+      await this.#host.sync();
+      for (const bi of unused) {
+        const blockOffset = this.#table[bi] ?? 0;
+        const cluster = blockOffset / this.#clusterSize;
+        this.#table[bi] = 0;
+        this.cache.forget(blockOffset);
+        // A block counted by another one is freed there; one that counted itself went with its entry.
+        const counter = Math.floor(cluster / this.#blockEntries);
+        if (counter !== bi && (this.#table[counter] ?? 0) !== 0) await this.#addRun(cluster, 1, -1);
+      }
+      return unused.length;
+    });
+  }
+
   /** Frees (refcount −1) the clusters overlapping a range. */
   async free(offset: number, length: number): Promise<void> {
     await this.update(offset, length, -1);
