@@ -33,6 +33,14 @@ export interface NodeEntry {
   readonly children: readonly string[];
   /** Close the node when it is deleted; false when it shares another entry's node (raw over file). */
   readonly ownsNode: boolean;
+  /** The node's cache.direct / cache.no-flush as it runs (query-named-block-nodes shows them). */
+  readonly cache?: NodeCache;
+}
+
+/** A node's BlockdevCacheOptions, resolved. */
+export interface NodeCache {
+  readonly direct: boolean;
+  readonly noFlush: boolean;
 }
 
 export interface ExportEntry {

@@ -3,6 +3,6 @@ export { DEFAULT_IMAGE_SIZE, dataDirectory, ensureDefaultImage, type DefaultImag
 export { nbdUri } from './uri.js';
 export { Daemon, type DaemonOptions, type ExportEntry, type NodeEntry, type NbdServerStart } from './daemon.js';
 export { ManagedDaemon, QMP_VERSION, type ManagedItem } from './managed.js';
-export { parseKeyval } from './keyval.js';
+export { parseKeyval, typed } from './keyval.js';
 export { TlsObjects, parsePskKeys } from './tls-objects.js';
 export type { NodeGraph, ReleaseReason } from './graph.js';

@@ -87,16 +87,18 @@ const FALSE = new Set(['off', 'no', 'false', 'n']);
  * listed keys (anywhere in the tree) from on/off to booleans and from digits
  * to integers.
  */
-export function typed(obj: Record<string, unknown>, types: { readonly bools?: readonly string[]; readonly ints?: readonly string[] }): Record<string, unknown> {
+export function typed(obj: Record<string, unknown>, types: { readonly bools?: readonly string[]; readonly ints?: readonly string[] }, path = ''): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
-    if (typeof v === 'object' && v !== null && !Array.isArray(v)) out[k] = typed(v as Record<string, unknown>, types);
+    // Errors name the whole dotted key, as QEMU's do (cache.direct, not direct).
+    const key = path + k;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) out[k] = typed(v as Record<string, unknown>, types, `${key}.`);
     else if (typeof v === 'string' && types.bools?.includes(k)) {
       if (TRUE.has(v)) out[k] = true;
       else if (FALSE.has(v)) out[k] = false;
-      else throw new VdiskError('EINVAL', `Parameter '${k}' expects 'on' or 'off'`, { field: k });
+      else throw new VdiskError('EINVAL', `Parameter '${key}' expects 'on' or 'off'`, { field: key });
     } else if (typeof v === 'string' && types.ints?.includes(k)) {
-      if (!/^\d+$/.test(v)) throw new VdiskError('EINVAL', `Parameter '${k}' expects a number`, { field: k });
+      if (!/^\d+$/.test(v)) throw new VdiskError('EINVAL', `Parameter '${key}' expects a number`, { field: key });
       out[k] = Number(v);
     } else out[k] = v;
   }

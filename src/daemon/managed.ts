@@ -22,7 +22,7 @@ export type ManagedItem =
 /** What QMP reports as the version: the QEMU release whose interface vdisk follows. */
 export const QMP_VERSION: QmpVersion = { qemu: { major: 7, minor: 2, micro: 0 }, package: 'vdisk 0.1.0' };
 
-const BOOLS = ['read-only', 'auto-read-only', 'force-share', 'writable', 'writethrough', 'allocation-depth', 'server', 'wait', 'verify-peer', 'fixed-iothread'];
+const BOOLS = ['read-only', 'auto-read-only', 'force-share', 'direct', 'no-flush', 'writable', 'writethrough', 'allocation-depth', 'server', 'wait', 'verify-peer', 'fixed-iothread'];
 const INTS = ['max-connections'];
 
 /**

@@ -7,10 +7,10 @@
 import { BlockNode, openImage } from '../block/index.js';
 import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
-import type { FormatName } from '../formats/driver.js';
+import type { CacheMode, FormatName } from '../formats/driver.js';
 import { formatByName } from '../formats/registry.js';
 import { NbdDriver, type ClientTls } from '../nbd/index.js';
-import type { Daemon, NodeEntry } from './daemon.js';
+import type { Daemon, NodeCache, NodeEntry } from './daemon.js';
 import { socketAddress } from './socket-address.js';
 
 type Args = Readonly<Record<string, unknown>>;
@@ -51,6 +51,32 @@ function optBool(args: Args, key: string): boolean | undefined {
   return v;
 }
 
+/**
+ * The node's `cache` (BlockdevCacheOptions: direct, no-flush). A child given
+ * inline takes its parent's where it sets none, as QEMU's children inherit
+ * cache.direct and cache.no-flush; a child given by name keeps its own.
+ */
+function cacheOptions(args: Args, inherited: NodeCache | undefined): NodeCache {
+  const cache = args['cache'];
+  if (cache !== undefined && (typeof cache !== 'object' || cache === null || Array.isArray(cache))) fail("Invalid parameter type for 'cache', expected: object", 'cache');
+  const given = (cache ?? {}) as Args;
+  for (const key of Object.keys(given)) {
+    if (key !== 'direct' && key !== 'no-flush') fail(`Parameter 'cache.${key}' is unexpected`, `cache.${key}`);
+  }
+  const flag = (key: 'direct' | 'no-flush'): boolean | undefined => {
+    const v = given[key];
+    if (v !== undefined && typeof v !== 'boolean') fail(`Invalid parameter type for 'cache.${key}', expected: boolean`, `cache.${key}`);
+    return v;
+  };
+  return { direct: flag('direct') ?? inherited?.direct ?? false, noFlush: flag('no-flush') ?? inherited?.noFlush ?? false };
+}
+
+/** The cache mode vdisk opens a file with for these switches. */
+function cacheModeOf(c: NodeCache): CacheMode {
+  if (c.direct) return c.noFlush ? 'none-unsafe' : 'none';
+  return c.noFlush ? 'unsafe' : 'writeback';
+}
+
 /** Adds the node described by `args` (and any nodes nested in it); returns its node-name. */
 export async function blockdevAdd(ctx: NodeFactoryContext, args: Args): Promise<string> {
   const name = optString(args, 'node-name');
@@ -59,7 +85,7 @@ export async function blockdevAdd(ctx: NodeFactoryContext, args: Args): Promise<
   return name;
 }
 
-async function addNode(ctx: NodeFactoryContext, args: Args, name: string): Promise<void> {
+async function addNode(ctx: NodeFactoryContext, args: Args, name: string, inherited?: NodeCache): Promise<void> {
   const driver = optString(args, 'driver');
   if (driver === undefined) fail("Parameter 'driver' is missing", 'driver');
   const extra = BY_DRIVER[driver];
@@ -69,48 +95,53 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string): Promi
   }
   if (ctx.daemon.hasNode(name)) fail(`Duplicate nodes with node-name='${name}'`, 'node-name');
   const readOnly = optBool(args, 'read-only') === true;
+  const cache = cacheOptions(args, inherited);
   switch (driver) {
     case 'file': {
       const filename = optString(args, 'filename');
       if (filename === undefined) fail("Parameter 'filename' is missing", 'filename');
-      const open = (): Promise<ImageNode> => openImage(filename, { format: 'raw', readOnly, noBacking: true });
-      ctx.daemon.addNode({ name, driver, filename, node: await open(), reopen: open, children: [], ownsNode: true });
+      const open = (): Promise<ImageNode> => openImage(filename, { format: 'raw', readOnly, noBacking: true, cache: cacheModeOf(cache) });
+      ctx.daemon.addNode({ name, driver, filename, node: await open(), reopen: open, children: [], ownsNode: true, cache });
       return;
     }
     case 'raw': {
       if (args['offset'] !== undefined || args['size'] !== undefined) throw new VdiskError('ENOTSUP', 'raw offset/size are not supported', { field: 'offset' });
-      const child = await childNode(ctx, args, 'file');
-      // raw over a node is that node's bytes: the raw node shares the child's node.
+      const child = await childNode(ctx, args, 'file', cache);
+      // raw over a node is that node's bytes: the raw node shares the child's node (and its cache).
       const node = ctx.daemon.node(child);
-      ctx.daemon.addNode({ name, driver, filename: node.filename, node, children: [child], ownsNode: false });
+      ctx.daemon.addNode({ name, driver, filename: node.filename, node, children: [child], ownsNode: false, cache: ctx.daemon.entry(child).cache ?? cache });
       return;
     }
     case 'qcow2':
     case 'parallels': {
       const format = FORMAT_OF[driver] ?? 'raw';
-      const child = await childNode(ctx, args, 'file');
+      const child = await childNode(ctx, args, 'file', cache);
       const fileEntry = ctx.daemon.entry(child);
+      // The format driver opens the file itself: O_DIRECT as the file node has it; a flush that
+      // stops at either layer never reaches the disk.
+      const fileCache = fileEntry.cache ?? { direct: false, noFlush: false };
+      const effective: NodeCache = { direct: fileCache.direct, noFlush: cache.noFlush || fileCache.noFlush };
       if (fileEntry.driver !== 'file') throw new VdiskError('ENOTSUP', `${driver} over a '${fileEntry.driver}' node is not supported; give a file node`, { field: 'file' });
       const filename = fileEntry.filename;
       const backing = args['backing'];
       let backingName: string | null = null;
-      if (backing !== undefined && backing !== null) backingName = await childRef(ctx, backing, 'backing');
+      if (backing !== undefined && backing !== null) backingName = await childRef(ctx, backing, 'backing', cache);
       const backingNode = backingName === null ? null : ctx.daemon.node(backingName);
       if (backingNode !== null && !(backingNode instanceof BlockNode)) throw new VdiskError('ENOTSUP', `Node '${backingName}' cannot be a backing node`, { field: 'backing' });
       const detached = await ctx.daemon.detachForParent(child);
       let node: ImageNode;
       try {
         if (backingNode !== null) {
-          const drv = await formatByName(format).open(filename, { readOnly });
+          const drv = await formatByName(format).open(filename, { readOnly, cache: cacheModeOf(effective) });
           node = await BlockNode.attach(drv, { backing: backingNode });
         } else {
-          node = await openImage(filename, { format, readOnly, noBacking: backing === null });
+          node = await openImage(filename, { format, readOnly, noBacking: backing === null, cache: cacheModeOf(effective) });
         }
       } catch (e) {
         if (detached.reopen) ctx.daemon.addNodeBack(child, await detached.reopen());
         throw e;
       }
-      const entry: NodeEntry = { name, driver, filename, node, children: backingName === null ? [child] : [child, backingName], ownsNode: true };
+      const entry: NodeEntry = { name, driver, filename, node, children: backingName === null ? [child] : [child, backingName], ownsNode: true, cache };
       ctx.daemon.addNode(entry);
       return;
     }
@@ -131,13 +162,13 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string): Promi
 }
 
 /** The node-name of the child `key`: a reference to an existing node, or options of a new, anonymous one. */
-async function childNode(ctx: NodeFactoryContext, args: Args, key: string): Promise<string> {
+async function childNode(ctx: NodeFactoryContext, args: Args, key: string, inherited?: NodeCache): Promise<string> {
   const ref = args[key];
   if (ref === undefined) fail(`Parameter '${key}' is missing`, key);
-  return childRef(ctx, ref, key);
+  return childRef(ctx, ref, key, inherited);
 }
 
-async function childRef(ctx: NodeFactoryContext, ref: unknown, key: string): Promise<string> {
+async function childRef(ctx: NodeFactoryContext, ref: unknown, key: string, inherited?: NodeCache): Promise<string> {
   if (typeof ref === 'string') {
     ctx.daemon.entry(ref);
     return ref;
@@ -145,6 +176,6 @@ async function childRef(ctx: NodeFactoryContext, ref: unknown, key: string): Pro
   if (typeof ref !== 'object' || ref === null || Array.isArray(ref)) fail(`Invalid parameter type for '${key}', expected: BlockdevRef`, key);
   const nested = ref as Args;
   const nestedName = typeof nested['node-name'] === 'string' ? nested['node-name'] : ctx.daemon.anonymousNodeName();
-  await addNode(ctx, nested, nestedName);
+  await addNode(ctx, nested, nestedName, inherited);
   return nestedName;
 }

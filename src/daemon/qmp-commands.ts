@@ -189,7 +189,7 @@ async function blockDeviceInfo(e: NodeEntry): Promise<Record<string, unknown>> {
     iops_rd: 0,
     iops_wr: 0,
     write_threshold: 0,
-    cache: { writeback: true, direct: false, 'no-flush': false },
+    cache: { writeback: true, direct: e.cache?.direct ?? false, 'no-flush': e.cache?.noFlush ?? false },
     image,
   };
 }

@@ -80,3 +80,75 @@ test('a QMP script adds file+qcow2 nodes, exports them over NBD, resizes, remove
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** The flags of the server's open descriptors of `file` (octal, from /proc/PID/fdinfo). */
+function openFlags(pid: number, file: string): number[] {
+  const flags: number[] = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let target = '';
+    try {
+      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== file) continue;
+    const m = /flags:\s+([0-7]+)/.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+    if (m?.[1]) flags.push(parseInt(m[1], 8));
+  }
+  return flags;
+}
+
+const O_DIRECT = 0o40000;
+
+test('blockdev-add takes cache.direct and cache.no-flush: the image is opened O_DIRECT, query-named-block-nodes shows them, an inline file child inherits them, bad ones are refused by name', async () => {
+  const dir = tmp();
+  const qmpPath = `${dir}/qmp.sock`;
+  const nbdPath = `${dir}/nbd.sock`;
+  try {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/a.qcow2`, '64M']);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/b.qcow2`, '64M']);
+    const served = await startServer(['vdisk', '--qmp', qmpPath], qmpPath, { probe: true });
+    const qmp = await TestQmpClient.connect(qmpPath).catch(async (e: unknown) => {
+      await served.stop();
+      throw e;
+    });
+    try {
+      await qmp.next((m) => 'QMP' in m);
+      ok(await qmp.execute('qmp_capabilities'));
+      const refused = async (args: Record<string, unknown>, message: RegExp): Promise<void> => {
+        const r = await qmp.execute('blockdev-add', args);
+        assert.match(String((r['error'] as { desc?: string } | undefined)?.desc), message);
+      };
+      await refused({ driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'x', cache: { direct: 'yes' } }, /Invalid parameter type for 'cache\.direct', expected: boolean/);
+      await refused({ driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'x', cache: { bogus: true } }, /Parameter 'cache\.bogus' is unexpected/);
+
+      ok(await qmp.execute('blockdev-add', { driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'f0', cache: { direct: true } }));
+      ok(await qmp.execute('blockdev-add', { driver: 'qcow2', file: 'f0', 'node-name': 'd0' }));
+      ok(await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'd1', cache: { direct: true, 'no-flush': true }, file: { driver: 'file', filename: `${dir}/b.qcow2` } }));
+      const nodes = ok(await qmp.execute('query-named-block-nodes')) as Array<Record<string, unknown>>;
+      const cacheOf = (pred: (n: Record<string, unknown>) => boolean): unknown => nodes.find(pred)?.['cache'];
+      assert.deepEqual(cacheOf((n) => n['node-name'] === 'f0'), { writeback: true, direct: true, 'no-flush': false });
+      assert.deepEqual(cacheOf((n) => n['node-name'] === 'd0'), { writeback: true, direct: false, 'no-flush': false });
+      assert.deepEqual(cacheOf((n) => n['node-name'] === 'd1'), { writeback: true, direct: true, 'no-flush': true });
+      // The anonymous file child of d1 took its parent's switches.
+      assert.deepEqual(cacheOf((n) => n['drv'] === 'file' && n['file'] === `${dir}/b.qcow2`), { writeback: true, direct: true, 'no-flush': true });
+      const pid = served.proc.pid ?? 0;
+      const a = openFlags(pid, `${dir}/a.qcow2`);
+      assert.ok(a.length > 0 && a.some((f) => (f & O_DIRECT) !== 0), `a.qcow2 opened O_DIRECT (flags ${a.map((f) => f.toString(8)).join(', ')})`);
+      assert.ok(openFlags(pid, `${dir}/b.qcow2`).some((f) => (f & O_DIRECT) !== 0), 'b.qcow2 opened O_DIRECT through its inline child');
+
+      ok(await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdPath } } }));
+      ok(await qmp.execute('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'd0', writable: true }));
+      run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 1M 256k', '-c', 'flush', `nbd+unix:///d0?socket=${nbdPath}`]);
+      ok(await qmp.execute('quit'));
+      await served.exited;
+    } finally {
+      qmp.close();
+      await served.stop();
+    }
+    run('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x3c 1M 256k', `${dir}/a.qcow2`]);
+    run('qemu-img', ['check', `${dir}/a.qcow2`]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

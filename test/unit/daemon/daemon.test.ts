@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { Daemon, parseKeyval, parsePskKeys } from '../../../src/daemon/index.js';
+import { Daemon, parseKeyval, parsePskKeys, typed } from '../../../src/daemon/index.js';
 import { NbdClient, RequestGate } from '../../../src/nbd/index.js';
 import { MemoryNode } from '../nbd/support/memory-node.js';
 
@@ -123,6 +123,14 @@ test('keyval parses QEMU option text: commas, nesting, implied keys and JSON', (
   assert.deepEqual(parseKeyval('{"driver":"raw","file":{"driver":"file"}}'), { driver: 'raw', file: { driver: 'file' } });
   assert.throws(() => parseKeyval('a=1,a=2'), /twice/);
   assert.throws(() => parseKeyval('novalue'), /Expected '='/);
+  // on/off become booleans at any depth; a bad value is named by its whole dotted key.
+  const bools = { bools: ['direct', 'no-flush', 'read-only'] };
+  assert.deepEqual(typed(parseKeyval('driver=file,read-only=on,cache.direct=on,cache.no-flush=off'), bools), {
+    driver: 'file',
+    'read-only': true,
+    cache: { direct: true, 'no-flush': false },
+  });
+  assert.throws(() => typed(parseKeyval('driver=file,cache.direct=maybe'), bools), /Parameter 'cache\.direct' expects 'on' or 'off'/);
 });
 
 test('PSK keys files hold username:hexkey lines; anything else is refused with the line number', () => {
