@@ -10,6 +10,7 @@
  * that a format does not take is refused after the open (driver-options.ts).
  */
 import type { CacheMode } from '../formats/driver.js';
+import { cacheFlags, cacheModeOf } from '../formats/cache-mode.js';
 import type { ProtocolOptions } from './image-opts.js';
 import { type EngineOpenOptions, QCOW2_TUNING_KEYS, onOffValue } from './qcow2-tuning.js';
 import type { DriverOptions } from './qemu-io/driver-options.js';
@@ -30,34 +31,6 @@ export type SettingsResult =
   | { readonly ok: true; readonly settings: OpenSettings; readonly warnings: readonly string[] }
   | { readonly ok: false; readonly message: string };
 
-/** The three switches a cache mode stands for (bdrv_parse_cache_mode). */
-interface CacheFlags {
-  readonly direct: boolean;
-  readonly noFlush: boolean;
-  readonly writethrough: boolean;
-}
-
-const MODES: Readonly<Record<CacheMode, CacheFlags>> = {
-  writeback: { direct: false, noFlush: false, writethrough: false },
-  none: { direct: true, noFlush: false, writethrough: false },
-  unsafe: { direct: false, noFlush: true, writethrough: false },
-  directsync: { direct: true, noFlush: false, writethrough: true },
-  writethrough: { direct: false, noFlush: false, writethrough: true },
-  'none-unsafe': { direct: true, noFlush: true, writethrough: false },
-};
-
-/**
- * The cache mode with these switches. With no-flush, writethrough changes
- * nothing: the flush after each write is the one that does nothing.
- */
-function modeOf(flags: CacheFlags): CacheMode {
-  const want = flags.noFlush ? { ...flags, writethrough: false } : flags;
-  for (const [mode, f] of Object.entries(MODES) as [CacheMode, CacheFlags][]) {
-    if (f.direct === want.direct && f.noFlush === want.noFlush && f.writethrough === want.writethrough) return mode;
-  }
-  throw new Error(`no cache mode for direct=${flags.direct}, no-flush=${flags.noFlush}, writethrough=${flags.writethrough}`);
-}
-
 function switchValue(values: ReadonlyMap<string, string>, key: string, text: string | undefined = values.get(key)): boolean | undefined {
   return text === undefined ? undefined : onOffValue(key, text);
 }
@@ -68,8 +41,8 @@ function cacheMode(values: ReadonlyMap<string, string>, protocol: ProtocolOption
   const formatNoFlush = switchValue(values, 'cache.no-flush');
   const noFlush = formatNoFlush === true ? true : (switchValue(values, 'cache.no-flush', protocol.cacheNoFlush) ?? formatNoFlush);
   if (direct === undefined && noFlush === undefined) return base;
-  const from = MODES[base ?? 'writeback'];
-  return modeOf({ direct: direct ?? from.direct, noFlush: noFlush ?? from.noFlush, writethrough: from.writethrough });
+  const from = cacheFlags(base);
+  return cacheModeOf({ direct: direct ?? from.direct, noFlush: noFlush ?? from.noFlush, writethrough: from.writethrough });
 }
 
 /** Works out the open from the string's generic options; the message is QEMU's, or says what vdisk cannot do. */

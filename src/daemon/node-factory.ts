@@ -8,6 +8,7 @@ import { BlockNode, openImage } from '../block/index.js';
 import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
 import type { CacheMode, FormatName } from '../formats/driver.js';
+import { cacheModeOf } from '../formats/cache-mode.js';
 import { formatByName } from '../formats/registry.js';
 import { NbdDriver, type ClientTls } from '../nbd/index.js';
 import type { Daemon, NodeCache, NodeEntry } from './daemon.js';
@@ -71,10 +72,9 @@ function cacheOptions(args: Args, inherited: NodeCache | undefined): NodeCache {
   return { direct: flag('direct') ?? inherited?.direct ?? false, noFlush: flag('no-flush') ?? inherited?.noFlush ?? false };
 }
 
-/** The cache mode vdisk opens a file with for these switches. */
-function cacheModeOf(c: NodeCache): CacheMode {
-  if (c.direct) return c.noFlush ? 'none-unsafe' : 'none';
-  return c.noFlush ? 'unsafe' : 'writeback';
+/** The cache mode vdisk opens a file with for a node's switches (blockdev nodes keep the write cache on). */
+function modeFor(c: NodeCache): CacheMode {
+  return cacheModeOf({ ...c, writethrough: false });
 }
 
 /** Adds the node described by `args` (and any nodes nested in it); returns its node-name. */
@@ -100,7 +100,7 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string, inheri
     case 'file': {
       const filename = optString(args, 'filename');
       if (filename === undefined) fail("Parameter 'filename' is missing", 'filename');
-      const open = (): Promise<ImageNode> => openImage(filename, { format: 'raw', readOnly, noBacking: true, cache: cacheModeOf(cache) });
+      const open = (): Promise<ImageNode> => openImage(filename, { format: 'raw', readOnly, noBacking: true, cache: modeFor(cache) });
       ctx.daemon.addNode({ name, driver, filename, node: await open(), reopen: open, children: [], ownsNode: true, cache });
       return;
     }
@@ -117,11 +117,11 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string, inheri
       const format = FORMAT_OF[driver] ?? 'raw';
       const child = await childNode(ctx, args, 'file', cache);
       const fileEntry = ctx.daemon.entry(child);
+      if (fileEntry.driver !== 'file') throw new VdiskError('ENOTSUP', `${driver} over a '${fileEntry.driver}' node is not supported; give a file node`, { field: 'file' });
       // The format driver opens the file itself: O_DIRECT as the file node has it; a flush that
       // stops at either layer never reaches the disk.
       const fileCache = fileEntry.cache ?? { direct: false, noFlush: false };
       const effective: NodeCache = { direct: fileCache.direct, noFlush: cache.noFlush || fileCache.noFlush };
-      if (fileEntry.driver !== 'file') throw new VdiskError('ENOTSUP', `${driver} over a '${fileEntry.driver}' node is not supported; give a file node`, { field: 'file' });
       const filename = fileEntry.filename;
       const backing = args['backing'];
       let backingName: string | null = null;
@@ -132,10 +132,10 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string, inheri
       let node: ImageNode;
       try {
         if (backingNode !== null) {
-          const drv = await formatByName(format).open(filename, { readOnly, cache: cacheModeOf(effective) });
+          const drv = await formatByName(format).open(filename, { readOnly, cache: modeFor(effective) });
           node = await BlockNode.attach(drv, { backing: backingNode });
         } else {
-          node = await openImage(filename, { format, readOnly, noBacking: backing === null, cache: cacheModeOf(effective) });
+          node = await openImage(filename, { format, readOnly, noBacking: backing === null, cache: modeFor(effective) });
         }
       } catch (e) {
         if (detached.reopen) ctx.daemon.addNodeBack(child, await detached.reopen());

@@ -20,21 +20,41 @@ export interface CachePolicy {
   readonly flushEachWrite: boolean;
 }
 
-export function cachePolicy(mode: CacheMode | undefined): CachePolicy {
-  switch (mode ?? 'writeback') {
-    case 'none':
-      return { direct: true, syncOnFlush: true, flushEachWrite: false };
-    case 'unsafe':
-      return { direct: false, syncOnFlush: false, flushEachWrite: false };
-    case 'none-unsafe':
-      return { direct: true, syncOnFlush: false, flushEachWrite: false };
-    case 'writethrough':
-      return { direct: false, syncOnFlush: true, flushEachWrite: true };
-    case 'directsync':
-      return { direct: true, syncOnFlush: true, flushEachWrite: true };
-    case 'writeback':
-      return { direct: false, syncOnFlush: true, flushEachWrite: false };
+/** The three switches a cache mode stands for (bdrv_parse_cache_mode: cache.direct, cache.no-flush, and the write cache off). */
+export interface CacheFlags {
+  readonly direct: boolean;
+  readonly noFlush: boolean;
+  readonly writethrough: boolean;
+}
+
+const FLAGS: Readonly<Record<CacheMode, CacheFlags>> = {
+  writeback: { direct: false, noFlush: false, writethrough: false },
+  none: { direct: true, noFlush: false, writethrough: false },
+  unsafe: { direct: false, noFlush: true, writethrough: false },
+  directsync: { direct: true, noFlush: false, writethrough: true },
+  writethrough: { direct: false, noFlush: false, writethrough: true },
+  'none-unsafe': { direct: true, noFlush: true, writethrough: false },
+};
+
+export function cacheFlags(mode: CacheMode | undefined): CacheFlags {
+  return FLAGS[mode ?? 'writeback'];
+}
+
+/**
+ * The cache mode with these switches. With no-flush, writethrough changes
+ * nothing: the flush after each write is the one that does nothing.
+ */
+export function cacheModeOf(flags: CacheFlags): CacheMode {
+  const writethrough = flags.writethrough && !flags.noFlush;
+  for (const [mode, f] of Object.entries(FLAGS) as [CacheMode, CacheFlags][]) {
+    if (f.direct === flags.direct && f.noFlush === flags.noFlush && f.writethrough === writethrough) return mode;
   }
+  throw new Error(`no cache mode for direct=${flags.direct}, no-flush=${flags.noFlush}, writethrough=${flags.writethrough}`);
+}
+
+export function cachePolicy(mode: CacheMode | undefined): CachePolicy {
+  const f = cacheFlags(mode);
+  return { direct: f.direct, syncOnFlush: !f.noFlush, flushEachWrite: f.writethrough };
 }
 
 /**

@@ -282,17 +282,7 @@ export class NodeHostFile implements HostFile {
     const call = nativeHost()?.copyRuns;
     const quads = call ? this.#runQuads(runs) : null;
     if (!call || !quads) return null;
-    this.#addonWrites++;
-    const result = await new Promise<{ written: number } | { err: string; side: string; at: number }>((resolve) => {
-      call(this.#fd, quads, zeroBlock, (err, sideOrWritten, at) =>
-        resolve(err === null ? { written: Number(sideOrWritten) } : { err, side: String(sideOrWritten), at: at ?? 0 }),
-      );
-    }).finally(() => this.#addonWrites--);
-    if ('written' in result) return result.written;
-    const side = result.side === 'read' ? 'read' : 'write';
-    // `at` is an offset of this file for both sides: a failed read is named by the run that covers it.
-    const from = side === 'read' ? runs.find((r) => result.at >= r.at && result.at < r.at + r.src.length) : undefined;
-    throw this.#copyError(result.err, side, result.at, from?.src.file.path);
+    return this.#engineCopy(runs, (done) => call(this.#fd, quads, zeroBlock, done));
   }
 
   async copyRunsPackedFrom(runs: readonly HostCopyRun[], clusterSize: number, clusters: Float64Array, place: () => Promise<number>): Promise<number | null> {
@@ -301,19 +291,25 @@ export class NodeHostFile implements HostFile {
     const quads = call ? this.#runQuads(runs) : null;
     if (!call || !quads) return null;
     const hostStart = await place();
+    return this.#engineCopy(runs, (done) => call(this.#fd, quads, clusterSize, hostStart, clusters, done));
+  }
+
+  /**
+   * Runs one of the addon's copies (`start` hands it its done callback) and
+   * waits for it: the number it reports, or its failure as a HostCopyError.
+   * A failed read's `at` is where the data goes, as the runs' `at` says (a
+   * guest or a host offset): the run that covers it names the source; a failed
+   * write is this file's.
+   */
+  async #engineCopy(runs: readonly HostCopyRun[], start: (done: (err: string | null, sideOrCount: string | number, at?: number) => void) => void): Promise<number> {
     this.#addonWrites++;
     const result = await new Promise<{ count: number } | { err: string; side: string; at: number }>((resolve) => {
-      call(this.#fd, quads, clusterSize, hostStart, clusters, (err, sideOrCount, at) =>
-        resolve(err === null ? { count: Number(sideOrCount) } : { err, side: String(sideOrCount), at: at ?? 0 }),
-      );
+      start((err, sideOrCount, at) => resolve(err === null ? { count: Number(sideOrCount) } : { err, side: String(sideOrCount), at: at ?? 0 }));
     }).finally(() => this.#addonWrites--);
     if ('count' in result) return result.count;
-    if (result.side === 'read') {
-      // A guest offset: the run that covers it names the source.
-      const from = runs.find((r) => result.at >= r.at && result.at < r.at + r.src.length);
-      throw this.#copyError(result.err, 'read', result.at, from?.src.file.path);
-    }
-    throw this.#copyError(result.err, 'write', result.at, this.path);
+    const side = result.side === 'read' ? 'read' : 'write';
+    const from = side === 'read' ? runs.find((r) => result.at >= r.at && result.at < r.at + r.src.length) : undefined;
+    throw this.#copyError(result.err, side, result.at, from?.src.file.path);
   }
 
   /** The runs as the addon takes them, (srcFd, srcOffset, length, at); null when a source is not a buffered file of this kind. */

@@ -9,6 +9,16 @@ function tmp(): string {
   return fs.mkdtempSync(os.tmpdir() + '/vdisk-');
 }
 
+/** `vdisk --qmp` listening on `qmpPath`, and a client connected to it (the server stopped if the client cannot connect). */
+async function startQmpDaemon(qmpPath: string): Promise<{ served: Awaited<ReturnType<typeof startServer>>; qmp: TestQmpClient }> {
+  const served = await startServer(['vdisk', '--qmp', qmpPath], qmpPath, { probe: true });
+  const qmp = await TestQmpClient.connect(qmpPath).catch(async (e: unknown) => {
+    await served.stop();
+    throw e;
+  });
+  return { served, qmp };
+}
+
 function ok(reply: Record<string, unknown>): unknown {
   assert.ok('return' in reply, `expected success, got ${JSON.stringify(reply)}`);
   return reply['return'];
@@ -21,11 +31,7 @@ test('a QMP script adds file+qcow2 nodes, exports them over NBD, resizes, remove
   try {
     run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/a.qcow2`, '64M']);
     run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 64k', `${dir}/a.qcow2`]);
-    const served = await startServer(['vdisk', '--qmp', qmpPath], qmpPath, { probe: true });
-    const qmp = await TestQmpClient.connect(qmpPath).catch(async (e: unknown) => {
-      await served.stop();
-      throw e;
-    });
+    const { served, qmp } = await startQmpDaemon(qmpPath);
     try {
       const greeting = await qmp.next((m) => 'QMP' in m);
       assert.deepEqual((greeting['QMP'] as { version: { qemu: unknown } }).version.qemu, { major: 7, minor: 2, micro: 0 });
@@ -107,11 +113,7 @@ test('blockdev-add takes cache.direct and cache.no-flush: the image is opened O_
   try {
     run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/a.qcow2`, '64M']);
     run('qemu-img', ['create', '-q', '-f', 'qcow2', `${dir}/b.qcow2`, '64M']);
-    const served = await startServer(['vdisk', '--qmp', qmpPath], qmpPath, { probe: true });
-    const qmp = await TestQmpClient.connect(qmpPath).catch(async (e: unknown) => {
-      await served.stop();
-      throw e;
-    });
+    const { served, qmp } = await startQmpDaemon(qmpPath);
     try {
       await qmp.next((m) => 'QMP' in m);
       ok(await qmp.execute('qmp_capabilities'));

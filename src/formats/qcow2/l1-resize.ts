@@ -1,6 +1,7 @@
 /**
  * The active layer's side of a resize: dropping the mappings past a new,
- * smaller end, and growing the L1 table for a larger disk. The driver writes
+ * smaller end (and then the refcount blocks that count nothing, and the file's
+ * unused end), and growing the L1 table for a larger disk. The driver writes
  * the new size into the header; these change the tables under it.
  */
 import { l1EntriesFor } from './header.js';
@@ -38,6 +39,19 @@ export async function dropMappingsPast(img: Qcow2Image, newLength: number, flush
     await img.host.sync();
     await adjustTreeRefcounts(img, dropped, { addend: -1, fixFlags: false });
   });
+}
+
+/**
+ * After a shrink, as qcow2_co_truncate: refcount blocks that count nothing
+ * leave the table, and the file ends after its last cluster in use. (With
+ * cache=none the file's reserved space is trimmed at close instead.) `flush`
+ * is the driver's: it writes the freeing of the dropped blocks.
+ */
+export async function trimAfterShrink(img: Qcow2Image, flush: () => Promise<void>): Promise<void> {
+  if ((await img.refcounts.dropUnusedBlocks()) > 0) await flush();
+  if (img.refcounts.reservesSpace) return;
+  const end = await img.refcounts.usedEnd();
+  if (end > 0 && (await img.host.size()) > end) await img.host.truncate(end);
 }
 
 /**

@@ -58,7 +58,7 @@ import { writeGuest } from './write-path.js';
 import { writeRunsInBulk } from './bulk-write.js';
 import { discardGuest, writeCompressedCluster, zeroGuest } from './zero-discard.js';
 import { applyTuning } from './runtime-options.js';
-import { dropMappingsPast, growL1 } from './l1-resize.js';
+import { dropMappingsPast, growL1, trimAfterShrink } from './l1-resize.js';
 
 const DEFAULT_L2_CACHE_BYTES = 8 * 1024 * 1024;
 const DEFAULT_REFCOUNT_CACHE_BYTES = 2 * 1024 * 1024;
@@ -421,7 +421,7 @@ export class Qcow2Driver implements BlockDriver {
     const buf = new Uint8Array(8);
     new DataView(buf.buffer).setBigUint64(0, BigInt(newLength), false);
     await this.flush();
-    if (newLength < img.size) await this.#trimAfterShrink();
+    if (newLength < img.size) await trimAfterShrink(img, () => this.flush());
     await img.host.write(buf, HEADER_SIZE_FIELD);
     await img.host.sync();
     img.size = newLength;
@@ -503,19 +503,6 @@ export class Qcow2Driver implements BlockDriver {
       if (this.#img.dataHost !== this.#img.host) await this.#img.dataHost.close();
       await this.#img.host.close();
     }
-  }
-
-  /**
-   * After a shrink, as qcow2_co_truncate: refcount blocks that count nothing
-   * leave the table, and the file ends after its last cluster in use. (With
-   * cache=none the file's reserved space is trimmed at close instead.)
-   */
-  async #trimAfterShrink(): Promise<void> {
-    const img = this.#img;
-    if ((await img.refcounts.dropUnusedBlocks()) > 0) await this.flush();
-    if (img.refcounts.reservesSpace) return;
-    const end = await img.refcounts.usedEnd();
-    if (end > 0 && (await img.host.size()) > end) await img.host.truncate(end);
   }
 
   /** Drops the space reserved past the last cluster in use (cache=none growth), so the file ends where QEMU's would. */

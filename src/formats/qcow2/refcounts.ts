@@ -275,7 +275,7 @@ export class Refcounts {
    */
   async dropUnusedBlocks(): Promise<number> {
     return this.allocLock.run(async () => {
-      const unused: number[] = [];
+      const unused = new Set<number>();
       for (let bi = 0; bi < this.#table.length; bi++) {
         const blockOffset = this.#table[bi] ?? 0;
         if (blockOffset === 0) continue;
@@ -284,16 +284,16 @@ export class Refcounts {
         try {
           let empty = true;
           for (let i = 0; i < this.#blockEntries && empty; i++) empty = i === own || getRefcount(t.data, i, this.#order) === 0;
-          if (empty) unused.push(bi);
+          if (empty) unused.add(bi);
         } finally {
           this.cache.release(t);
         }
       }
-      if (unused.length === 0) return 0;
+      if (unused.size === 0) return 0;
       const table = new Uint8Array(this.#tableClusters * this.#clusterSize);
       const view = new DataView(table.buffer);
       for (let bi = 0; bi < this.#table.length; bi++) {
-        if (!unused.includes(bi)) view.setBigUint64(bi * 8, BigInt(this.#table[bi] ?? 0), false);
+        if (!unused.has(bi)) view.setBigUint64(bi * 8, BigInt(this.#table[bi] ?? 0), false);
       }
       await this.#host.write(table, this.#tableOffset);
       await this.#host.sync();
@@ -306,7 +306,7 @@ export class Refcounts {
         const counter = Math.floor(cluster / this.#blockEntries);
         if (counter !== bi && (this.#table[counter] ?? 0) !== 0) await this.#addRun(cluster, 1, -1);
       }
-      return unused.length;
+      return unused.size;
     });
   }
 
