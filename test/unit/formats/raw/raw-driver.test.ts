@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { isVdiskError } from '../../../../src/errors.js';
 import type { BlockDriver, LayerExtent } from '../../../../src/formats/driver.js';
 import { rawFormat } from '../../../../src/formats/raw/index.js';
+import { RawDriver } from '../../../../src/formats/raw/raw-driver.js';
+import { NodeHostFile } from '../../../../src/host/node-file.js';
 import { withDir } from '../../../support/temp-dir.js';
 
 const K = 4096;
@@ -127,6 +129,36 @@ test(
     const d = await rawFormat.open(path, { readOnly: true });
     assert.equal(d.readOnly, true);
     await assert.rejects(d.write(0, new Uint8Array(1)), (e) => isVdiskError(e, 'EPERM'));
+    await d.close();
+  }),
+);
+
+test(
+  'block status asks SEEK_DATA once per hole: where a hole ends, data begins without another lseek',
+  withDir(async (dir) => {
+    const path = join(dir, 'h.raw');
+    // Data, hole, data, hole, data: 64 KiB each.
+    const fd = fs.openSync(path, 'w');
+    for (const at of [0, 2, 4]) fs.writeSync(fd, new Uint8Array(16 * K).fill(3), 0, 16 * K, at * 16 * K);
+    fs.closeSync(fd);
+    const host = await NodeHostFile.open(path, { readOnly: true });
+    const asked: string[] = [];
+    const counting = new Proxy(host, {
+      get(target, name) {
+        if (name === 'seekData' || name === 'seekHole') {
+          return async (at: number) => {
+            asked.push(`${name === 'seekData' ? 'data' : 'hole'}@${at}`);
+            return name === 'seekData' ? target.seekData(at) : target.seekHole(at);
+          };
+        }
+        const value: unknown = Reflect.get(target, name, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const d = await RawDriver.fromHost(counting);
+    const S = 16 * K;
+    assert.deepEqual(brief(await d.blockStatus(0, 5 * S)), [`${S} data@0`, `${S} zero@${S}`, `${S} data@${2 * S}`, `${S} zero@${3 * S}`, `${S} data@${4 * S}`]);
+    assert.deepEqual(asked, [`data@0`, `hole@0`, `data@${S}`, `hole@${2 * S}`, `data@${3 * S}`, `hole@${4 * S}`]);
     await d.close();
   }),
 );
