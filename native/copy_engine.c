@@ -64,10 +64,11 @@ struct engine {
   int64_t written;
   napi_async_work work;
   napi_ref done;
-  /* copyRunsPacked: the cluster size, where the data clusters go, and which guest cluster went to each. */
+  /* copyRunsPacked: the cluster size, where the data clusters go, and which guest cluster went to each (counted from first_cluster). */
   int64_t cs;
   int64_t host_start;
-  double *out;
+  int64_t first_cluster;
+  int32_t *out;
   size_t cap;
   size_t count;
   napi_ref out_ref;
@@ -289,6 +290,18 @@ static int get_quads(napi_env env, napi_value *argv, size_t argc, size_t i, size
   return 1;
 }
 
+/* argv[i] as an Int32Array: its elements and their count. */
+static int get_int32s(napi_env env, napi_value *argv, size_t argc, size_t i, int32_t **values, size_t *count) {
+  bool is_typed = false;
+  napi_typedarray_type type = napi_int8_array;
+  void *data = NULL;
+  if (i < argc) napi_is_typedarray(env, argv[i], &is_typed);
+  if (is_typed) napi_get_typedarray_info(env, argv[i], &type, count, &data, NULL, NULL);
+  if (!is_typed || type != napi_int32_array) return 0;
+  *values = data;
+  return 1;
+}
+
 static int is_function(napi_env env, napi_value *argv, size_t argc, size_t i) {
   napi_valuetype t = napi_undefined;
   if (i < argc) napi_typeof(env, argv[i], &t);
@@ -347,8 +360,11 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
  * hold a non-zero byte; the writer gives those, in guest order, the clusters
  * from hostStart on, one after another, and writes them, so that an image
  * whose clusters of zeros are left out is laid out as the copy loop lays it.
- * clusters[i] becomes the guest cluster written at hostStart + i *
- * clusterSize. done(null, count) with the clusters written, or
+ * clusters (an Int32Array) says which guest cluster went where: clusters[i]
+ * is written at hostStart + i * clusterSize, and counts from the cluster
+ * holding the first run's start (small integers, which JS reads without
+ * making a heap number of each; the runs may span up to 2^31 clusters).
+ * done(null, count) with the clusters written, or
  * done(errnoName, side, at): a failed read names its guest offset, a failed
  * write its host offset. The JS thread only places the copy before and links
  * it after, so the reads, writes and zero checks never wait for it.
@@ -439,7 +455,7 @@ static int write_packed_slot(struct engine *e, const struct slot *s) {
         fail(e, EOVERFLOW, 1, dst + total);
         return 0;
       }
-      e->out[e->count++] = (double)s->guest[i];
+      e->out[e->count++] = (int32_t)(s->guest[i] - e->first_cluster);
       if (n > 0 && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == s->buf + i * cs) iov[n - 1].iov_len += (size_t)cs;
       else {
         iov[n].iov_base = s->buf + i * cs;
@@ -484,18 +500,23 @@ static napi_value copy_runs_packed(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int64_t dst_fd, cs, host_start;
   if (!get_int(env, argv, argc, 0, "dstFd", &dst_fd) || !get_int(env, argv, argc, 2, "clusterSize", &cs) || !get_int(env, argv, argc, 3, "hostStart", &host_start)) return NULL;
-  double *values = NULL, *out = NULL;
-  size_t nruns = 0, cap = 0;
-  int ok = get_quads(env, argv, argc, 1, 4, &values, &nruns) && get_quads(env, argv, argc, 4, 1, &out, &cap) && is_function(env, argv, argc, 5) && cs >= 512 &&
+  double *values = NULL;
+  size_t nruns = 0;
+  int32_t *out = NULL;
+  size_t cap = 0;
+  int ok = get_quads(env, argv, argc, 1, 4, &values, &nruns) && get_int32s(env, argv, argc, 4, &out, &cap) && is_function(env, argv, argc, 5) && cs >= 512 &&
            cs <= CHUNK && (cs & (cs - 1)) == 0 && host_start % cs == 0;
   /* Ascending and apart: the reader fills the clusters in order. */
   for (size_t r = 0; ok && r < nruns; r++) {
     double len = values[4 * r + 2], at = values[4 * r + 3];
     ok = values[4 * r] >= 0 && values[4 * r + 1] >= 0 && len >= 0 && at >= (r > 0 ? values[4 * r - 1] + values[4 * r - 2] : 0) && at + len <= 9007199254740992.0;
   }
+  int64_t first_cluster = nruns > 0 ? (int64_t)values[3] / cs : 0;
+  /* Every cluster touched counts from the first within an int32. */
+  if (ok && nruns > 0) ok = ((int64_t)(values[4 * nruns - 1] + values[4 * nruns - 2]) / cs) - first_cluster < INT32_MAX;
   if (!ok) {
     napi_throw_type_error(env, "EINVAL",
-                          "copyRunsPacked(dstFd, runs: Float64Array of ascending (srcFd, srcOffset, length, guestOffset), clusterSize: a power of two from 512 to 2 MiB, hostStart: a multiple of it, clusters: Float64Array, done)");
+                          "copyRunsPacked(dstFd, runs: Float64Array of ascending (srcFd, srcOffset, length, guestOffset) within 2^31 clusters, clusterSize: a power of two from 512 to 2 MiB, hostStart: a multiple of it, clusters: Int32Array, done)");
     return NULL;
   }
   struct engine *e = calloc(1, sizeof *e);
@@ -503,6 +524,7 @@ static napi_value copy_runs_packed(napi_env env, napi_callback_info info) {
   e->dst_fd = (int)dst_fd;
   e->cs = cs;
   e->host_start = host_start;
+  e->first_cluster = first_cluster;
   e->out = out;
   e->cap = cap;
   e->nruns = nruns;

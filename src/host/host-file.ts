@@ -60,11 +60,13 @@ export interface HostFile {
    * another from the offset `place` returns; `place` reserves
    * `clusters.length` clusters (the most the runs can touch) and is called
    * once the copy is sure to start. clusters[i] becomes the guest cluster
-   * written at that offset + i * clusterSize. Returns how many were written,
+   * written at that offset + i * clusterSize, counted from the cluster holding
+   * the first run's start (so small integers: the runs span less than 2^31
+   * clusters). Returns how many were written,
    * or null, having neither placed nor written anything, when this file or a
    * source cannot be copied this way.
    */
-  copyRunsPackedFrom?(runs: readonly HostCopyRun[], clusterSize: number, clusters: Float64Array, place: () => Promise<number>): Promise<number | null>;
+  copyRunsPackedFrom?(runs: readonly HostCopyRun[], clusterSize: number, clusters: Int32Array, place: () => Promise<number>): Promise<number | null>;
   /**
    * Sends `header` and then [offset, offset+length) of this file to a
    * non-blocking stream socket straight from the page cache (sendfile: the

@@ -100,7 +100,8 @@ export interface NativeHost {
    * quadruples (srcFd, srcOffset, length, guestOffset); the guest clusters they
    * touch that hold a non-zero byte go, in guest order, to the clusters from
    * `hostStart` on, and clusters[i] becomes the guest cluster written at
-   * hostStart + i * clusterSize. Calls `done(null, count)`, or
+   * hostStart + i * clusterSize, counted from the cluster holding the first
+   * run's start (the runs span less than 2^31 clusters). Calls `done(null, count)`, or
    * `done(errnoName, 'read' | 'write', at)` (a guest offset for a read, a host
    * offset for a write). Absent in older addons.
    */
@@ -109,7 +110,7 @@ export interface NativeHost {
     runs: Float64Array,
     clusterSize: number,
     hostStart: number,
-    clusters: Float64Array,
+    clusters: Int32Array,
     done: (err: string | null, sideOrCount: 'read' | 'write' | number, at?: number) => void,
   ) => void;
   /**

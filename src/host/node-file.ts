@@ -285,7 +285,7 @@ export class NodeHostFile implements HostFile {
     return this.#engineCopy(runs, (done) => call(this.#fd, quads, zeroBlock, done));
   }
 
-  async copyRunsPackedFrom(runs: readonly HostCopyRun[], clusterSize: number, clusters: Float64Array, place: () => Promise<number>): Promise<number | null> {
+  async copyRunsPackedFrom(runs: readonly HostCopyRun[], clusterSize: number, clusters: Int32Array, place: () => Promise<number>): Promise<number | null> {
     this.#assertWritable();
     const call = nativeHost()?.copyRunsPacked;
     const quads = call ? this.#runQuads(runs) : null;

@@ -20,10 +20,11 @@
  * sync of the data before the entries reach the disk.
  */
 import { VdiskError } from '../../errors.js';
+import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import type { HostCopyRun } from '../../host/host-file.js';
 import type { GuestCopyRun } from '../driver.js';
 import { l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
-import { setCopiedL2Entry } from './l2-entry.js';
+import { CopiedEntryRun } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireCopiedL2Now, acquireL2ForWrite } from './l2-update.js';
 
@@ -133,13 +134,21 @@ async function readsZeroThroughout(img: Qcow2Image, groups: readonly Group[]): P
   return true;
 }
 
-/** Guest clusters first..last of `table` are unallocated or zero without allocation. */
+/**
+ * Guest clusters first..last of `table` are unallocated or zero without
+ * allocation. Entries of zero bytes (unallocated) are passed over natively, a
+ * block at a time; the others are decoded (the zero flag, an offset the image
+ * does not allow).
+ */
 function entriesReadZero(img: Qcow2Image, table: CachedTable, first: number, last: number): boolean {
-  for (let c = first; c <= last; c++) {
-    const kind = mappingAt(img, table, c % img.l2Entries).kind;
+  const bytes = bufferView(table.data);
+  const end = ((last % img.l2Entries) + 1) * 8;
+  for (let at = (first % img.l2Entries) * 8; ; at += 8) {
+    at = skipZeroUnits(bytes, at, end, 8);
+    if (at >= end) return true;
+    const kind = mappingAt(img, table, at / 8).kind;
     if (kind !== 'unallocated' && kind !== 'zero-plain') return false;
   }
-  return true;
 }
 
 /**
@@ -150,7 +159,7 @@ function entriesReadZero(img: Qcow2Image, table: CachedTable, first: number, las
  */
 async function copyGroup(img: Qcow2Image, g: Group): Promise<number | null> {
   const cs = img.clusterSize;
-  const clusters = new Float64Array(g.clusters);
+  const clusters = new Int32Array(g.clusters);
   let hostStart = 0;
   const place = async (): Promise<number> => {
     // The write path's allocation order: a new table before the data it maps.
@@ -162,41 +171,29 @@ async function copyGroup(img: Qcow2Image, g: Group): Promise<number | null> {
   if (count === undefined || count === null) return null;
   // Nothing was written past the clusters used, and nothing refers to them: free at once, for the next group.
   await img.refcounts.unreserve(hostStart + count * cs, g.clusters - count);
-  await linkPacked(img, clusters, count, hostStart);
+  await linkPacked(img, Math.floor((g.runs[0]?.at ?? 0) / cs), clusters, count, hostStart);
   return count;
 }
 
-/** Sets the L2 entries of the `count` clusters written from `hostStart` (in the cache; refcounts and a data sync go first). */
-async function linkPacked(img: Qcow2Image, clusters: Float64Array, count: number, hostStart: number): Promise<void> {
+/**
+ * Sets the L2 entries of the `count` clusters written from `hostStart` (in the
+ * cache; refcounts and a data sync go first). The entries were unallocated (or
+ * zero without allocation), and without extended L2 a new cluster's entry is
+ * the same whatever it was: COPIED, at its host offset.
+ */
+async function linkPacked(img: Qcow2Image, firstCluster: number, clusters: Int32Array, count: number, hostStart: number): Promise<void> {
   if (count === 0) return;
   if (!img.l2Cache.dependsOnSettled(img.refcounts.cache)) await img.l2Cache.setDependency(img.refcounts.cache);
   img.l2Cache.requireSyncBeforeWrite();
+  const entries = new CopiedEntryRun(hostStart, img.geometry.clusterBits);
   for (let i = 0; i < count; ) {
-    const l1Index = Math.floor((clusters[i] as number) / img.l2Entries);
+    const l1Index = Math.floor((firstCluster + clusters[i]!) / img.l2Entries);
     const table = acquireCopiedL2Now(img, l1Index) ?? (await acquireL2ForWrite(img, l1Index));
     try {
-      i = writeEntries(img, table, clusters, i, count, hostStart);
+      i = entries.storeRun(table.data, l1Index * img.l2Entries - firstCluster, img.l2Entries, clusters, i, count);
       img.l2Cache.markDirty(table);
     } finally {
       img.l2Cache.release(table);
     }
   }
-}
-
-/**
- * Writes the L2 entries of clusters[i..count) that `table` maps; returns where
- * the next table's begin. The entries were unallocated (or zero without
- * allocation), and without extended L2 a new cluster's entry is the same
- * whatever it was: COPIED, at its host offset.
- */
-function writeEntries(img: Qcow2Image, table: CachedTable, clusters: Float64Array, i: number, count: number, hostStart: number): number {
-  const l1Index = Math.floor((clusters[i] as number) / img.l2Entries);
-  const view = new DataView(table.data.buffer, table.data.byteOffset, table.data.byteLength);
-  let k = i;
-  for (; k < count; k++) {
-    const c = clusters[k] as number;
-    if (Math.floor(c / img.l2Entries) !== l1Index) break;
-    setCopiedL2Entry(view, c % img.l2Entries, hostStart + k * img.clusterSize);
-  }
-  return k;
 }

@@ -6,6 +6,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import { beWord } from '../../util/be-word.js';
+import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 
 /** Largest refcount an entry of `1 << order` bits holds. */
 export function maxRefcount(order: number): bigint {
@@ -110,4 +111,45 @@ export function setRefcount(block: Uint8Array, index: number, order: number, val
     default:
       view.setBigUint64(index * 8, v, false);
   }
+}
+
+/**
+ * How many entries in a row from `from` (at most up to `end`) are zero. An
+ * allocation scans its run's entries first, thousands of them in a convert
+ * while V8 still interprets this code: entries of whole bytes are compared
+ * natively, a block at a time (util/zeros.ts).
+ */
+export function zeroRefcountsFrom(block: Uint8Array, from: number, end: number, order: number): number {
+  if (order < 3) {
+    let i = from;
+    while (i < end && getRefcount(block, i, order) === 0) i++;
+    return i - from;
+  }
+  const width = 1 << (order - 3);
+  return (skipZeroUnits(bufferView(block), from * width, end * width, width) - from * width) / width;
+}
+
+/**
+ * Adds `delta` (> 0) to entries from..end-1 while each stays at most `max`;
+ * returns the index of the first entry it left alone (its value would pass
+ * `max`), or `end`. A run of free entries (a fresh allocation) of whole bytes
+ * is filled natively: the first entry set, then copied over the rest.
+ */
+export function addToRefcounts(block: Uint8Array, from: number, end: number, order: number, delta: number, max: number): number {
+  if (order >= 3 && delta <= max && end > from && zeroRefcountsFrom(block, from, end, order) === end - from) {
+    const width = 1 << (order - 3);
+    setRefcount(block, from, order, delta);
+    for (let done = 1; done < end - from; ) {
+      const take = Math.min(done, end - from - done);
+      block.copyWithin((from + done) * width, from * width, (from + take) * width);
+      done += take;
+    }
+    return end;
+  }
+  for (let i = from; i < end; i++) {
+    const value = getRefcount(block, i, order) + delta;
+    if (value > max) return i;
+    setRefcount(block, i, order, value);
+  }
+  return end;
 }

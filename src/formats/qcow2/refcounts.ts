@@ -17,7 +17,7 @@ import { VdiskError } from '../../errors.js';
 import type { HostFile } from '../../host/host-file.js';
 import { AsyncLock } from '../../util/async-lock.js';
 import { hex } from '../../util/int64.js';
-import { getRefcount, setRefcount } from './refcount-block.js';
+import { addToRefcounts, getRefcount, setRefcount, zeroRefcountsFrom } from './refcount-block.js';
 import { TableCache } from './table-cache.js';
 import type { FileGrowth } from '../file-growth.js';
 
@@ -335,6 +335,11 @@ export class Refcounts {
       const runEnd = Math.min(first + count, (bi + 1) * this.#blockEntries);
       const t = await this.cache.acquire(blockOffset);
       try {
+        if (delta > 0) {
+          // No refcount drops to zero here: the entries change in one pass (the first that would overflow, if any, throws below).
+          const base = bi * this.#blockEntries;
+          c = base + addToRefcounts(t.data, c - base, runEnd - base, this.#order, delta, this.#max);
+        }
         for (; c < runEnd; c++) this.#addIn(t.data, c, delta);
       } finally {
         // Marked even when a later cluster of the run failed: the earlier ones changed.
@@ -384,6 +389,20 @@ export class Refcounts {
       const t = await this.cache.acquire(blockOffset);
       try {
         const end = (bi + 1) * this.#blockEntries;
+        // Nothing freed waits for a flush: free runs are read whole.
+        while (this.#quarantine.size === 0 && c < end) {
+          const base = bi * this.#blockEntries;
+          const zeros = zeroRefcountsFrom(t.data, c - base, Math.min(end, c + count - run) - base, this.#order);
+          if (zeros === 0) {
+            run = 0;
+            c++;
+            continue;
+          }
+          if (run === 0) start = c;
+          run += zeros;
+          c += zeros;
+          if (run >= count) return start;
+        }
         for (; c < end; c++) {
           if (getRefcount(t.data, c % this.#blockEntries, this.#order) === 0 && !this.#quarantine.has(c)) {
             if (run === 0) start = c;

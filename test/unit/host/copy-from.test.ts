@@ -179,17 +179,19 @@ test('copyRunsPackedFrom gathers the clusters the runs touch, whole, and writes 
     const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
     const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
     fs.writeFileSync(path.join(dir, 'dst'), Buffer.alloc(cs, 0xee)); // the cluster before the placed offset stays as it is
+    // Five clusters in: the engine counts the clusters it reports from the first run's.
+    const base = 5 * cs;
     const runs = [
       // Starts and ends inside clusters: the bytes around them read as zeros.
-      { src: { file: src, offset: 100, length: 24476 }, at: 100 },
+      { src: { file: src, offset: 100, length: 24476 }, at: base + 100 },
       // Starts in the cluster where the run before ends, at a gap.
-      { src: { file: src, offset: 30000, length: 2000 }, at: 24676 },
+      { src: { file: src, offset: 30000, length: 2000 }, at: base + 24676 },
       // Past a hole in the guest; 1000 bytes past the source's end read as zeros.
-      { src: { file: src, offset: data.length - 3096, length: 4096 }, at: 10 * cs },
+      { src: { file: src, offset: data.length - 3096, length: 4096 }, at: base + 10 * cs },
       // In the middle of many clusters (more than one buffer of the engine), after a gap.
-      { src: { file: src, offset: 0, length: 64 * 1024 }, at: 1024 * 1024 - 512 },
+      { src: { file: src, offset: 0, length: 64 * 1024 }, at: base + 1024 * 1024 - 512 },
     ];
-    const clusters = new Float64Array(40).fill(-1);
+    const clusters = new Int32Array(40).fill(-1);
     let placed = 0;
     const count = await dst.copyRunsPackedFrom(runs, cs, clusters, () => {
       placed++;
@@ -197,7 +199,7 @@ test('copyRunsPackedFrom gathers the clusters the runs touch, whole, and writes 
     });
     assert.equal(placed, 1);
     // The guest, as the runs make it.
-    const guest = Buffer.alloc(1024 * 1024 + 128 * 1024);
+    const guest = Buffer.alloc(base + 1024 * 1024 + 128 * 1024);
     for (const r of runs) {
       const bytes = Buffer.alloc(r.src.length);
       data.copy(bytes, 0, r.src.offset, Math.min(data.length, r.src.offset + r.src.length));
@@ -208,7 +210,7 @@ test('copyRunsPackedFrom gathers the clusters the runs touch, whole, and writes 
     const withData = touched.filter((c) => guest.subarray(c * cs, (c + 1) * cs).some((b) => b !== 0));
     assert.ok(withData.length < touched.length, 'a touched cluster of zeros is left out');
     assert.equal(count, withData.length);
-    assert.deepEqual([...clusters.subarray(0, withData.length)], withData);
+    assert.deepEqual([...clusters.subarray(0, withData.length)], withData.map((c) => c - 5));
     assert.ok(clusters.subarray(withData.length).every((c) => c === -1), 'nothing past the count');
     await Promise.all([src.close(), dst.close()]);
     const out = fs.readFileSync(path.join(dir, 'dst'));
@@ -225,7 +227,7 @@ test('copyRunsPackedFrom names the side and offset of a failure (guest for a rea
   try {
     const { bad, inner, dst } = await failureFixture(dir);
     const place = (): Promise<number> => Promise.resolve(0);
-    await assert.rejects(dst.copyRunsPackedFrom([{ src: { file: bad, offset: 0, length: 4096 }, at: 8192 }], 4096, new Float64Array(1), place), (e: unknown) => {
+    await assert.rejects(dst.copyRunsPackedFrom([{ src: { file: bad, offset: 0, length: 4096 }, at: 8192 }], 4096, new Int32Array(1), place), (e: unknown) => {
       assert.ok(e instanceof HostCopyError);
       assert.equal(e.side, 'read');
       assert.equal(e.at, 8192);
@@ -233,14 +235,14 @@ test('copyRunsPackedFrom names the side and offset of a failure (guest for a rea
       return true;
     });
     let placed = false;
-    const declined = await dst.copyRunsPackedFrom([{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], 4096, new Float64Array(1), () => {
+    const declined = await dst.copyRunsPackedFrom([{ src: { file: new FaultHostFile(inner), offset: 0, length: 4096 }, at: 0 }], 4096, new Int32Array(1), () => {
       placed = true;
       return Promise.resolve(0);
     });
     assert.equal(declined, null);
     assert.equal(placed, false, 'declined before placing');
     // More clusters with data than places for them: a write failure, not a write past the reservation.
-    await assert.rejects(dst.copyRunsPackedFrom([{ src: { file: inner, offset: 0, length: 4096 }, at: 0 }], 2048, new Float64Array(1), place), (e: unknown) => {
+    await assert.rejects(dst.copyRunsPackedFrom([{ src: { file: inner, offset: 0, length: 4096 }, at: 0 }], 2048, new Int32Array(1), place), (e: unknown) => {
       assert.ok(e instanceof HostCopyError);
       assert.equal(e.side, 'write');
       assert.equal(e.at, 2048);
@@ -248,11 +250,14 @@ test('copyRunsPackedFrom names the side and offset of a failure (guest for a rea
     });
     const call = nativeHost()?.copyRunsPacked;
     // Runs out of order, a cluster size that is no power of two, a start between clusters.
-    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 4096, 0, 0, 10, 0]), 4096, 0, new Float64Array(2), () => undefined), /EINVAL|copyRunsPacked/);
-    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 3000, 0, new Float64Array(2), () => undefined), /EINVAL|copyRunsPacked/);
-    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 4096, 100, new Float64Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 4096, 0, 0, 10, 0]), 4096, 0, new Int32Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 3000, 0, new Int32Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 4096, 100, new Int32Array(2), () => undefined), /EINVAL|copyRunsPacked/);
+    // Clusters in any other array, or runs whose clusters do not all count from the first within an int32.
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0]), 4096, 0, new Float64Array(2) as unknown as Int32Array, () => undefined), /EINVAL|copyRunsPacked/);
+    assert.throws(() => call?.(0, new Float64Array([0, 0, 10, 0, 0, 0, 10, 512 * 2 ** 31]), 512, 0, new Int32Array(2), () => undefined), /EINVAL|copyRunsPacked/);
     // A read-only file refuses before the addon sees it.
-    await assert.rejects(inner.copyRunsPackedFrom([{ src: { file: inner, offset: 0, length: 4096 }, at: 0 }], 4096, new Float64Array(1), place));
+    await assert.rejects(inner.copyRunsPackedFrom([{ src: { file: inner, offset: 0, length: 4096 }, at: 0 }], 4096, new Int32Array(1), place));
     await Promise.all([bad.close(), inner.close(), dst.close()]);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -10,7 +10,7 @@ import {
   plainDataOffset,
   plainRunEnd,
   readL2Entry,
-  setCopiedL2Entry,
+  CopiedEntryRun,
   subclusterState,
   writeL2Entry,
   type L2Geometry,
@@ -129,17 +129,28 @@ test('plainDataOffset takes exactly the entries decodeL2Entry maps as plain data
   }
 });
 
-test('setCopiedL2Entry stores what writeL2Entry stores for a normal cluster with COPIED set', () => {
-  const fast = new Uint8Array(64);
-  const slow = new Uint8Array(64);
-  const view = new DataView(fast.buffer);
-  const offsets = [0x10000, 0xfffe0000, 2 ** 32, 2 ** 32 + 0x30000, 2 ** 55 - 0x10000];
-  offsets.forEach((hostOffset, i) => {
-    setCopiedL2Entry(view, i, hostOffset);
-    writeL2Entry(slow, i, { kind: 'normal', hostOffset, copied: true }, std);
-  });
-  assert.deepEqual(fast, slow);
-  assert.equal(view.getBigUint64(24, false), (1n << 63n) | BigInt(2 ** 32 + 0x30000));
+test('CopiedEntryRun stores what writeL2Entry stores for clusters one after another on the host, COPIED set, for every cluster size', () => {
+  for (let bits = 9; bits <= 21; bits++) {
+    const cs = 2 ** bits;
+    // Starts just below each limb's carry, and near the top of the 56-bit offsets.
+    for (const start of [cs, 2 ** 16 - cs, 2 ** 32 - 3 * cs, 2 ** 48 - 2 * cs, 2 ** 55 - 4 * cs]) {
+      if (start <= 0 || start % cs !== 0) continue;
+      const fast = new Uint8Array(8 * 8);
+      const slow = new Uint8Array(8 * 8);
+      const run = new CopiedEntryRun(start, bits);
+      // Guest clusters 100.. of a table starting at 96 (slots 4..), not every slot: the bulk write leaves out clusters of zeros.
+      const guest = new Int32Array([100, 101, 102, 103, 107, 96, 99]);
+      // Stops at the first cluster of another table; the next call goes on from there on the host.
+      assert.equal(run.storeRun(fast, 96, 8, guest, 0, 5), 4);
+      assert.equal(run.storeRun(fast, 96, 4, guest, 5, 7), 7);
+      const slots = [4, 5, 6, 7, 0, 3];
+      slots.forEach((index, i) => writeL2Entry(slow, index, { kind: 'normal', hostOffset: start + i * cs, copied: true }, { ...std, clusterBits: bits }));
+      assert.deepEqual(fast, slow, `cluster bits ${bits}, first offset 0x${start.toString(16)}`);
+    }
+  }
+  const fast = new Uint8Array(16);
+  new CopiedEntryRun(2 ** 32 - 0x10000, 16).storeRun(fast, 0, 2, new Int32Array([0, 1]), 0, 2);
+  assert.equal(new DataView(fast.buffer).getBigUint64(8, false), (1n << 63n) | 2n ** 32n);
 });
 
 test('plainRunEnd ends a run exactly where the next entry stops continuing it on the host, for every cluster size', () => {

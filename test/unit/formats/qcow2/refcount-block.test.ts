@@ -1,6 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getRefcount, getRefcountBig, maxRefcount, refcountBlockEntries, setRefcount } from '../../../../src/formats/qcow2/refcount-block.js';
+import {
+  addToRefcounts,
+  getRefcount,
+  getRefcountBig,
+  maxRefcount,
+  refcountBlockEntries,
+  setRefcount,
+  zeroRefcountsFrom,
+} from '../../../../src/formats/qcow2/refcount-block.js';
 import { isVdiskError } from '../../../../src/errors.js';
 
 test('maxRefcount is 2^width - 1 for every order', () => {
@@ -81,4 +89,39 @@ test('16-bit refcounts set from numbers (the fast path) match those set from Big
   assert.throws(() => setRefcount(fromNumbers, 0, 4, 1.5), RangeError);
   assert.throws(() => setRefcount(fromNumbers, 0, 4, -1), (e) => isVdiskError(e, 'ERANGE'));
   assert.deepEqual(fromNumbers, fromBigInts);
+});
+
+test('zeroRefcountsFrom and addToRefcounts agree with entry-by-entry reads and writes for every width', () => {
+  for (let order = 0; order <= 6; order++) {
+    const entries = refcountBlockEntries(512, order);
+    const max = order === 6 ? Number.MAX_SAFE_INTEGER : Number(maxRefcount(order));
+    const block = new Uint8Array(512);
+    // Free runs of several lengths between used entries, one of them at its width's top.
+    const used = [3, 4, 9, entries - 2].filter((i) => i < entries);
+    used.forEach((i, n) => setRefcount(block, i, order, n === 1 ? max : 1));
+    const zerosByEntry = (from: number, end: number): number => {
+      let i = from;
+      while (i < end && getRefcount(block, i, order) === 0) i++;
+      return i - from;
+    };
+    for (let from = 0; from < entries; from++) {
+      for (const end of [from, from + 1, from + 5, entries]) {
+        const e = Math.min(end, entries);
+        assert.equal(zeroRefcountsFrom(block, from, e, order), zerosByEntry(from, e), `order ${order}, ${from}..${e}`);
+      }
+    }
+    // Adds up to the entry that would pass the maximum, and leaves it and the rest alone.
+    const before = Array.from({ length: entries }, (_, i) => getRefcount(block, i, order));
+    const full = before.findIndex((v) => v + 1 > max);
+    assert.equal(full, order === 0 ? 3 : 4);
+    assert.equal(addToRefcounts(block, 0, entries, order, 1, max), full, `order ${order}`);
+    for (let i = 0; i < entries; i++) assert.equal(getRefcount(block, i, order), before[i]! + (i < full ? 1 : 0), `order ${order}, entry ${i}`);
+    assert.equal(addToRefcounts(block, 5, entries, order, 1, max), order === 0 ? 9 : entries);
+    // A free run (a fresh allocation) becomes 1s, nothing around it changes.
+    for (const [from, end] of [[1, entries - 1], [0, 1], [2, 3], [5, Math.min(entries, 37)]] as const) {
+      const fresh = new Uint8Array(512);
+      assert.equal(addToRefcounts(fresh, from, end, order, 1, max), end);
+      for (let i = 0; i < entries; i++) assert.equal(getRefcount(fresh, i, order), i >= from && i < end ? 1 : 0, `order ${order}, run ${from}..${end}, entry ${i}`);
+    }
+  }
 });
