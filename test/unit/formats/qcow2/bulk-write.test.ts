@@ -97,6 +97,34 @@ test(
 );
 
 test(
+  'runs over a table that exists are checked cluster by cluster across runs: one allocated cluster in a later run declines them all; clusters only flagged zero do not',
+  withDir(async (dir) => {
+    const data = randomBytes(MiB);
+    fs.writeFileSync(path.join(dir, 'src.raw'), data);
+    const source = await NodeHostFile.open(path.join(dir, 'src.raw'), { readOnly: true });
+    const runs = [0, 1, 2].map((i) => ({ offset: i * 2 * MiB + 64 * 1024, src: { file: source, offset: i * 256 * 1024, length: 256 * 1024 } }));
+    const img = (name: string): string => path.join(dir, name);
+    qemuImg('create', '-q', '-f', 'qcow2', img('used.qcow2'), '8M');
+    qemuIo(img('used.qcow2'), 'write -P 9 4160k 4k');
+    qemuImg('create', '-q', '-f', 'qcow2', img('zeroed.qcow2'), '8M');
+    qemuIo(img('zeroed.qcow2'), 'write -P 9 7M 64k');
+    qemuIo(img('zeroed.qcow2'), 'write -z 4160k 64k');
+    const used = await openImage(img('used.qcow2'));
+    assert.equal(await used.writeRunsFromHost(runs, 4096), null, 'the third run meets the allocated cluster');
+    await used.close();
+    const zeroed = await openImage(img('zeroed.qcow2'));
+    assert.equal(await zeroed.writeRunsFromHost(runs, 4096), 3 * 256 * 1024);
+    await zeroed.close();
+    assert.equal(qemuCheck(img('zeroed.qcow2')).corruptions ?? 0, 0);
+    const expected = Buffer.alloc(8 * MiB);
+    runs.forEach((r) => data.copy(expected, r.offset, r.src.offset, r.src.offset + r.src.length));
+    expected.fill(9, 7 * MiB, 7 * MiB + 64 * 1024);
+    assert.deepEqual(qemuRaw(img('zeroed.qcow2')), expected);
+    await source.close();
+  }),
+);
+
+test(
   'a failing read is reported at its guest offset, and the image stays usable',
   withDir(async (dir) => {
     fs.mkdirSync(path.join(dir, 'sub'));
