@@ -450,10 +450,16 @@ try {
   // After the convert rows, while their source is still there.
   if (rows.some((r) => r.name.startsWith('convert '))) {
     floorRuns = [];
-    for (let i = 0; i < warmup + runs; i++) {
-      const t = copyFloorSeconds();
-      if (t === null) break;
-      if (i >= warmup) floorRuns.push(t);
+    // A failure here (a full disk) must not lose the rows measured: they are printed below.
+    try {
+      for (let i = 0; i < warmup + runs; i++) {
+        const t = copyFloorSeconds();
+        if (t === null) break;
+        if (i >= warmup) floorRuns.push(t);
+      }
+    } catch (e) {
+      console.log(`\nconvert floor: stopped (${String(e.message).split('\n')[0]})`);
+      floorRuns = null;
     }
   }
 } finally {
