@@ -147,3 +147,36 @@ test('refcount table growth and L1 growth by resize keep check clean', async () 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('allocation after discards takes the lowest free run that fits and then moves on, as qemu does: the same host offsets', async () => {
+  const dir = tmpDir();
+  try {
+    const ours = path.join(dir, 'ours.qcow2');
+    const theirs = path.join(dir, 'theirs.qcow2');
+    qemuImg('create', '-f', 'qcow2', ours, '8M');
+    // 32 data clusters, then a one-cluster and a four-cluster hole in them (freed: refcount 0).
+    qemuIo(ours, 'write -P 1 0 2M', 'discard 256k 64k', 'discard 512k 256k');
+    fs.copyFileSync(ours, theirs);
+    const writes: Array<[number, number, number]> = [
+      [4 * 1024 * K, 256 * K, 2], // four clusters: the four-cluster hole, not the one before it
+      [5 * 1024 * K, 64 * K, 3], // one: after them (the search goes on from there), not the one-cluster hole
+      [6 * 1024 * K, 128 * K, 4],
+    ];
+    qemuIo(theirs, ...writes.map(([at, len, p]) => `write -P ${p} ${at} ${len}`));
+    const chain = await openChain(ours, false);
+    try {
+      for (const [at, len, p] of writes) await chain.top.write(at, new Uint8Array(len).fill(p));
+      await chain.top.flush();
+    } finally {
+      await chain.close();
+    }
+    const map = (f: string): unknown => JSON.parse(qemuImg('map', '--output=json', f));
+    assert.deepEqual(map(ours), map(theirs));
+    assert.ok(qemuCompare(ours, theirs));
+    const check = qemuCheck(ours);
+    assert.equal(check.corruptions ?? 0, 0);
+    assert.equal(check.leaks ?? 0, 0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -388,14 +388,15 @@ export class Refcounts {
       }
       const t = await this.cache.acquire(blockOffset);
       try {
-        const end = (bi + 1) * this.#blockEntries;
+        const base = bi * this.#blockEntries;
+        const end = base + this.#blockEntries;
         // Nothing freed waits for a flush: free runs are read whole.
         while (this.#quarantine.size === 0 && c < end) {
-          const base = bi * this.#blockEntries;
           const zeros = zeroRefcountsFrom(t.data, c - base, Math.min(end, c + count - run) - base, this.#order);
           if (zeros === 0) {
+            // Entries in use are stepped over one by one: a native compare for each would cost more.
             run = 0;
-            c++;
+            while (c < end && getRefcount(t.data, c - base, this.#order) !== 0) c++;
             continue;
           }
           if (run === 0) start = c;
