@@ -24,7 +24,7 @@ import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import type { HostCopyRun } from '../../host/host-file.js';
 import type { GuestCopyRun } from '../driver.js';
 import { l2OffsetAt, mappingAt, type Qcow2Image } from './image.js';
-import { CopiedEntryRun } from './l2-entry.js';
+import { CopiedEntryRun } from './l2-entry-runs.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireCopiedL2Now, acquireL2ForWrite } from './l2-update.js';
 

@@ -5,7 +5,8 @@
 import { bufferView, skipZeroUnits } from '../../util/zeros.js';
 import { fastOrSlow } from '../../util/fast-path.js';
 import type { HostExtent, LayerExtent } from '../driver.js';
-import { plainDataOffset, plainRunEnd, subclusterState, type L2Mapping } from './l2-entry.js';
+import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
+import { plainRunEnd } from './l2-entry-runs.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireL2, clustersInOneTable, l2Chunks, l2IndexOf, l2OffsetAt, mappingAt, readBacking, readCompressed, type Qcow2Image } from './image.js';
 import type { Mutable } from '../../util/mutable.js';

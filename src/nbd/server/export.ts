@@ -79,7 +79,7 @@ export class NbdExport {
     return f;
   }
 
-  /** Block sizes for NBD_INFO_BLOCK_SIZE: any byte alignment works (the node does read-modify-write), the node's alignment is preferred. */
+  /** Block sizes for NBD_INFO_BLOCK_SIZE: every byte alignment works (the node does read-modify-write), the node's alignment is preferred. */
   blockSizes(): BlockSizes {
     const preferred = Math.min(Math.max(4096, this.node.requestAlignment), MAX_PAYLOAD);
     return { minimum: 1, preferred, maximum: MAX_PAYLOAD };
