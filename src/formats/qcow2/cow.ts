@@ -32,8 +32,11 @@ function stateAt(img: Qcow2Image, m: L2Mapping, i: number): ReturnType<typeof su
   return subclusterState(m, img.subclusters === 1 ? 0 : i);
 }
 
+/** What the COW geometry of a cluster depends on (a record carries it too). */
+type CowShape = Pick<CowSource, 'old' | 'inPlace'>;
+
 /** Subcluster `i` of the old cluster holds data that moves with a new host cluster. */
-function moves(img: Qcow2Image, src: CowSource, i: number): boolean {
+function moves(img: Qcow2Image, src: CowShape, i: number): boolean {
   const s = stateAt(img, src.old, i);
   return !src.inPlace && (s === 'data' || s === 'compressed');
 }
@@ -64,7 +67,7 @@ export function headStart(img: Qcow2Image, src: CowSource, a: number): number {
 }
 
 /** Where the tail COW ends (intra offset) for data ending at `b`. */
-export function tailEnd(img: Qcow2Image, src: CowSource, b: number): number {
+export function tailEnd(img: Qcow2Image, src: CowShape, b: number): number {
   const sc = subclusterSize(img);
   const iB = Math.floor((b - 1) / sc);
   let end = b % sc === 0 || (stateAt(img, src.old, iB) === 'data' && src.inPlace) ? b : (iB + 1) * sc;

@@ -59,8 +59,58 @@ interface ChunkRequest {
 export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
   // A corrupt L1 or L2 entry met by the direct path rejects, as in the planned path.
   return fastOrSlow(
-    () => overwriteInPlace(img, offset, data),
+    () => joinInFlight(img, offset, data) ?? overwriteInPlace(img, offset, data),
     () => writePlanned(img, offset, data),
+  );
+}
+
+/**
+ * A sequential stream's next request (15 of 16 in a 64 KiB cluster written
+ * 4 KiB at a time): within one cluster whose allocation is in flight, starting
+ * in its deferred tail, the host cluster known, and no COW to write with it.
+ * It joins the record (COW cancellation) and goes to the host in this call,
+ * with no ticket, plan or chunk: what planChunk and writeOnePlan would do for
+ * it, less their objects (the JS thread's work per request bounds the depth-16
+ * stream, see bench/RESULTS.md). Null when any of that does not hold, or a
+ * request before it waits to plan in the table (it must join first).
+ */
+function joinInFlight(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
+  if (isHostRange(data) || data.length === 0) return null;
+  const inflight = img.inflight;
+  if (inflight.size === 0) return null;
+  const cs = img.clusterSize;
+  const cluster = Math.floor(offset / cs);
+  const guestCluster = cluster * cs;
+  const a = offset - guestCluster;
+  const b = a + data.length;
+  if (b > cs) return null;
+  const rec = inflight.get(cluster);
+  if (rec === undefined || !canJoin(rec, a) || !inflight.planIdle(rec.l1Index)) return null;
+  const deferTail = b < cs && (inflight.lastWriteEnd === offset || inflight.expectsWriteIn(guestCluster + b, guestCluster + cs));
+  // A gap before the data, or a tail that goes out now: COW that only a zero cluster may skip
+  // (known with the host offset).
+  if ((rec.tailStart < a || (!deferTail && tailEnd(img, rec, b) > b)) && (rec.host < 0 || !rec.cowIsNoop)) return null;
+  const leave = inflight.enterWrite(offset, data.length);
+  inflight.lastWriteEnd = offset + data.length;
+  rec.begin();
+  rec.tailStart = b;
+  if (!deferTail) {
+    rec.tail = 'done';
+    inflight.tailClosed(rec);
+  }
+  inflight.stats.cowCancellations++;
+  // The stream's requests come faster than the first one's cluster is placed: then after it.
+  const wrote = rec.host >= 0 ? writeAt(img, data, rec.host + a) : rec.hostReady.then(() => img.dataHost.write(data, rec.host + a));
+  return wrote.then(
+    () => {
+      rec.end({ data: { a, b } });
+      leave();
+    },
+    (e: unknown) => {
+      rec.end({ error: e });
+      leave();
+      throw e;
+    },
   );
 }
 
@@ -112,6 +162,15 @@ function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise
     done();
     throw e;
   });
+}
+
+/** The data host's write of `data` at `host`, a synchronous throw as a rejection. */
+function writeAt(img: Qcow2Image, data: Uint8Array, host: number): Promise<void> {
+  try {
+    return img.dataHost.write(data, host);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {

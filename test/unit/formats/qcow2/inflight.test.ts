@@ -45,10 +45,11 @@ function qemuRaw(file: string): Buffer {
 }
 
 /** Opens `file` for writing with its host file wrapped in a FaultHostFile (`f`). */
-async function openWithFaults(file: string): Promise<{ d: Qcow2Driver; f: FaultHostFile }> {
+async function openWithFaults(file: string, tuning: { l2CacheSize?: number } = {}): Promise<{ d: Qcow2Driver; f: FaultHostFile }> {
   let fault: FaultHostFile | null = null;
   const d = await Qcow2Driver.open(file, {
     readOnly: false,
+    qcow2Tuning: tuning,
     openHost: async (p: string, o: HostOpenOptions) => {
       const h = await NodeHostFile.open(p, o);
       if (o.readOnly) return h;
@@ -75,32 +76,39 @@ function assertCleanWith(file: string, expected: Uint8Array): void {
 }
 
 for (const ext of [false, true]) {
-  test(`sequential unaligned allocating writes at depth 16 never wait on a COW they overwrite${ext ? ' (extended L2)' : ''}`, async () => {
-    const dir = tmpDir();
-    try {
-      const file = path.join(dir, 'a.qcow2');
-      const size = 4 * 1024 * 1024;
-      await createQcow2(file, { size, options: ext ? { extended_l2: 'on', cluster_size: '65536' } : {} });
-      // The seed's case: cache=none. (With writeback, small writes complete on the JS thread
-      // while the page cache takes them quickly, so fewer writes overlap to begin with.)
-      const d = await Qcow2Driver.open(file, { readOnly: false, cache: 'none' });
-      const expected = new Uint8Array(size);
+  for (const start of [512, 0]) {
+    const what = start === 0 ? 'aligned' : 'unaligned';
+    test(`sequential ${what} allocating writes at depth 16 never wait on a COW they overwrite${ext ? ' (extended L2)' : ''}`, async () => {
+      const dir = tmpDir();
       try {
-        await sequentialWrites(d, { start: 512, size: 4096, count: 600, depth: 16 }, expected);
-        const s = d.stats();
-        assert.equal(s.cowWaits, 0, `COW waits: ${JSON.stringify(s)}`);
-        assert.equal(s.allocationWaits, 0, `allocation waits: ${JSON.stringify(s)}`);
-        assert.ok(s.cowCancellations > 500, `cancellations: ${JSON.stringify(s)}`);
-        // Read back through the engine before the flush (some clusters may not be linked yet).
-        assert.ok(await readsBack(d, expected), 'engine reads back what was written');
+        const file = path.join(dir, 'a.qcow2');
+        const size = 4 * 1024 * 1024;
+        await createQcow2(file, { size, options: ext ? { extended_l2: 'on', cluster_size: '65536' } : {} });
+        // The seed's case: cache=none. (With writeback, small writes complete on the JS thread
+        // while the page cache takes them quickly, so fewer writes overlap to begin with.)
+        const d = await Qcow2Driver.open(file, { readOnly: false, cache: 'none' });
+        const expected = new Uint8Array(size);
+        try {
+          await sequentialWrites(d, { start, size: 4096, count: 600, depth: 16 }, expected);
+          const s = d.stats();
+          assert.equal(s.cowWaits, 0, `COW waits: ${JSON.stringify(s)}`);
+          assert.equal(s.allocationWaits, 0, `allocation waits: ${JSON.stringify(s)}`);
+          assert.ok(s.cowCancellations > 500, `cancellations: ${JSON.stringify(s)}`);
+          // Read back through the engine before the flush (some clusters may not be linked yet).
+          assert.ok(await readsBack(d, expected), 'engine reads back what was written');
+          // Each write ending a cluster closed its tail, so the flush found at most the stream's
+          // last tail to write (none when the stream ends on a cluster boundary).
+          await d.flush();
+          assert.ok(d.stats().tailWrites <= 1, `tail writes: ${JSON.stringify(d.stats())}`);
+        } finally {
+          await d.close();
+        }
+        assertCleanWith(file, expected);
       } finally {
-        await d.close();
+        fs.rmSync(dir, { recursive: true, force: true });
       }
-      assertCleanWith(file, expected);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    });
+  }
 }
 
 test('a read in the window before the L2 update returns the joined write data', async () => {
@@ -134,6 +142,206 @@ test('a read in the window before the L2 update returns the joined write data', 
       await d.close();
     }
     assert.equal(qemuCheck(file).status, 0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Writes through `d`, recording each write's data in `expected` first. */
+function writerInto(d: Qcow2Driver, expected: Uint8Array): (at: number, data: Uint8Array) => Promise<void> {
+  return (at, data) => {
+    expected.set(data, at);
+    return d.write(at, data);
+  };
+}
+
+/** Lets the event loop turn a few times (host calls and their callbacks run). */
+async function turns(n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+}
+
+test('a write that would join an allocation in flight waits while an earlier write waits to plan in the same table', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'q.qcow2');
+    // 4 KiB clusters (one L2 table maps 2 MiB), room for four L2 tables in the cache (the least).
+    const C = 4096;
+    const span = 2 * 1024 * 1024;
+    await createQcow2(file, { size: 8 * span, options: { cluster_size: '4096' } });
+    const { d, f } = await openWithFaults(file, { l2CacheSize: 4 * C });
+    const expected = new Uint8Array(8 * span);
+    const put = writerInto(d, expected);
+    // Released on the way out whatever happens, so a failed assertion does not leave close() waiting.
+    const holds: { release: () => void }[] = [];
+    try {
+      // Fresh image: L2 table 0 at 0x4000, cluster 0 at 0x5000, cluster 1 at 0x6000.
+      await put(C - 512, pattern(1, 512));
+      // A continues the stream into cluster 1 and keeps its tail for the next write; its data is held.
+      const heldA = f.stall({ offset: 0x6000, length: 512 }, ['write']);
+      holds.push(heldA);
+      const a = put(C, pattern(2, 1024));
+      await turns();
+      assert.equal(heldA.hits(), 1);
+      // Four other tables push table 0 out of the cache; its next read is held.
+      await Promise.all([1, 2, 3, 4].map((t) => put(t * span, pattern(2 + t, 512))));
+      const heldTable = f.stall({ offset: 0x4000, length: C }, ['read']);
+      holds.push(heldTable);
+      const w = put(10 * C, pattern(8, 512));
+      await turns();
+      assert.equal(heldTable.hits(), 1, 'W waits for table 0');
+      // Q (the rest of the cluster: no tail to write) could join A's allocation at once, but W
+      // entered table 0 first.
+      let qDone = false;
+      const q = put(C + 1024, pattern(9, C - 1024)).then(() => (qDone = true));
+      await turns();
+      assert.equal(qDone, false, 'Q waits for W to plan');
+      heldTable.release();
+      await Promise.all([w, q]);
+      assert.equal(d.stats().cowCancellations, 1, 'Q joined A');
+      assert.equal(d.stats().cowWaits, 0);
+      heldA.release();
+      await a;
+      assert.ok(await readsBack(d, expected));
+    } finally {
+      for (const h of holds) h.release();
+      await d.close();
+    }
+    assertCleanWith(file, expected);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an allocation is linked only once the data of every write that joined it has landed', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'l.qcow2');
+    const C = 65536;
+    await createQcow2(file, { size: 16 * C, options: {} });
+    const { d, f } = await openWithFaults(file);
+    const expected = new Uint8Array(16 * C);
+    const put = writerInto(d, expected);
+    const holds: { release: () => void }[] = [];
+    try {
+      // The end of cluster 0 (L2 table at 0x40000, cluster 0 at 0x50000), then a stream into
+      // cluster 1 (0x60000): A allocates it and keeps its tail, B joins; B's data is held.
+      await put(C - 512, pattern(1, 512));
+      const heldB = f.stall({ offset: 0x61000, length: 512 }, ['write']);
+      holds.push(heldB);
+      const a = put(C, pattern(2, 4096));
+      const b = put(C + 4096, pattern(3, 4096));
+      await a;
+      await turns();
+      assert.equal(heldB.hits(), 1);
+      assert.equal(d.stats().cowCancellations, 1);
+      // A flush settles every allocation: this one must wait for B's data before its L2 entry is
+      // written (else the entry would map bytes that are not on the disk yet).
+      let flushed = false;
+      const flush = d.flush().then(() => (flushed = true));
+      // Long enough for the flush's own host syncs (the correct engine never finishes it while B is held).
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(flushed, false, 'not linked while B is on its way');
+      heldB.release();
+      await Promise.all([b, flush]);
+      assert.ok(await readsBack(d, expected));
+    } finally {
+      for (const h of holds) h.release();
+      await d.close();
+    }
+    assertCleanWith(file, expected);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('writes joining an allocation copy what only the backing file holds: a gap before them, a tail after them', async () => {
+  const dir = tmpDir();
+  try {
+    const base = path.join(dir, 'base.raw');
+    const file = path.join(dir, 'top.qcow2');
+    const C = 65536;
+    const size = 16 * C;
+    execFileSync('qemu-img', ['create', '-q', '-f', 'raw', base, String(size)]);
+    execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a 0 ${size}`, base]);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', base, '-F', 'raw', file]);
+    const { d } = await openWithFaults(file);
+    // The driver alone does not open its chain (the block layer does): the base goes in as a source.
+    const baseHost = await NodeHostFile.open(base, { readOnly: true });
+    d.setBacking({ length: size, read: (offset, buf) => baseHost.read(buf, offset) });
+    const expected = new Uint8Array(size).fill(0x5a);
+    const put = writerInto(d, expected);
+    try {
+      await put(C - 512, pattern(1, 512));
+      // A continues the stream into cluster 1 and keeps its tail; Q writes the cluster's last
+      // 56 KiB, leaving [C + 4 KiB, C + 8 KiB) between them.
+      const a = put(C, pattern(2, 4096));
+      const q = put(C + 8192, pattern(3, C - 8192));
+      await Promise.all([a, q]);
+      await put(3 * C - 512, pattern(4, 512));
+      // The same in cluster 3, but R starts where A2 ended, after a write elsewhere: nothing is
+      // expected behind R, so the rest of the cluster goes out with it.
+      const a2 = put(3 * C, pattern(5, 4096));
+      const x = put(10 * C, pattern(6, 512));
+      const r = put(3 * C + 4096, pattern(7, 4096));
+      await Promise.all([a2, x, r]);
+      await d.flush();
+      assert.deepEqual({ joins: d.stats().cowCancellations, tails: d.stats().tailWrites }, { joins: 2, tails: 0 }, 'Q and R joined and closed the tails');
+      assert.ok(await readsBack(d, expected));
+    } finally {
+      await d.close();
+      await baseHost.close();
+    }
+    assertCleanWith(file, expected);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('writes joining an allocation whose cluster cannot be placed fail with it; the image stays consistent', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'p.qcow2');
+    // 512-byte clusters: a refcount block covers 128 KiB of the file, so the stream soon needs a
+    // new one, whose refcount table entry cannot be written.
+    await createQcow2(file, { size: 1024 * 1024, options: { cluster_size: '512' } });
+    const refcountTable = Number(fs.readFileSync(file).readBigUInt64BE(48));
+    const { d, f } = await openWithFaults(file);
+    f.inject({ ops: ['write'], code: 'EIO', offset: refcountTable, length: 512, times: 1 });
+    const expected = new Uint8Array(1024 * 1024);
+    let failedAt = -1;
+    try {
+      // Each cluster in two halves, issued together: the second joins the first's allocation
+      // before the first knows its host cluster.
+      for (let k = 0; k < 2048 && failedAt < 0; k++) {
+        const first = pattern(2 * k, 256);
+        const second = pattern(2 * k + 1, 256);
+        const both = await Promise.allSettled([d.write(k * 512, first), d.write(k * 512 + 256, second)]);
+        const failed = both.filter((r) => r.status === 'rejected');
+        if (failed.length === 0) {
+          expected.set(first, k * 512);
+          expected.set(second, k * 512 + 256);
+          continue;
+        }
+        failedAt = k;
+        assert.equal(failed.length, 2, 'the joined write fails with the allocation');
+        for (const r of failed) assert.equal((r.reason as { code?: string }).code, 'EIO');
+      }
+      assert.ok(failedAt > 0, 'the stream met the injected failure');
+      assert.equal(d.stats().cowCancellations, failedAt + 1, 'every second half joined');
+      // The failure was reported; later writes go on.
+      f.clearFaults();
+      await d.flush().catch(() => undefined);
+      const after = pattern(7, 512);
+      expected.set(after, failedAt * 512);
+      await d.write(failedAt * 512, after);
+      await d.flush();
+      assert.ok(await readsBack(d, expected));
+    } finally {
+      await d.close().catch(() => undefined);
+    }
+    const c = qemuCheck(file);
+    assert.deepEqual({ corruptions: c.corruptions, checkErrors: c.checkErrors }, { corruptions: 0, checkErrors: 0 });
+    assert.ok(qemuRaw(file).equals(Buffer.from(expected)), 'qemu-img reads what was written');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
