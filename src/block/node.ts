@@ -134,7 +134,14 @@ export class BlockNode implements ImageNode {
     if (buf.length === 0) return Promise.resolve();
     const ticket = this.#tracker.tryBegin(offset, buf.length, false);
     if (ticket === null) return this.#readAdmitted(offset, buf);
-    return this.#ending(ticket, () => (this.#forward ? this.#forward.read(offset, buf) : this.#driver.read(offset, buf)));
+    let started: Promise<void>;
+    try {
+      started = this.#forward ? this.#forward.read(offset, buf) : this.#driver.read(offset, buf);
+    } catch (e) {
+      this.#tracker.end(ticket);
+      return Promise.reject(e);
+    }
+    return this.#ending(ticket, started);
   }
 
   async #readAdmitted(offset: number, buf: Uint8Array): Promise<void> {
@@ -156,7 +163,16 @@ export class BlockNode implements ImageNode {
     if (data.length === 0) return Promise.resolve();
     if (this.#forward === null && this.#observers.size === 0 && !(this.#probedRaw && offset < PROBE_GUARD)) {
       const ticket = this.#tracker.tryBegin(offset, data.length, true);
-      if (ticket !== null) return this.#ending(ticket, () => this.#driver.write(offset, data, flags));
+      if (ticket !== null) {
+        let started: Promise<void>;
+        try {
+          started = this.#driver.write(offset, data, flags);
+        } catch (e) {
+          this.#tracker.end(ticket);
+          return Promise.reject(e);
+        }
+        return this.#ending(ticket, started);
+      }
     }
     return this.#writeWatched(offset, data, flags);
   }
@@ -166,16 +182,9 @@ export class BlockNode implements ImageNode {
     await this.#tracked({ kind: 'write', offset, length: data.length, data }, (d) => d.write(offset, data, flags));
   }
 
-  /** Runs `op` for an admitted request and ends its ticket when it settles. */
-  #ending(ticket: RequestTicket, op: () => Promise<void>): Promise<void> {
-    let p: Promise<void>;
-    try {
-      p = op();
-    } catch (e) {
-      this.#tracker.end(ticket);
-      return Promise.reject(e);
-    }
-    return p.then(
+  /** Ends the admitted request's ticket when `started` settles (the driver call was made by the caller: no closure per request). */
+  #ending(ticket: RequestTicket, started: Promise<void>): Promise<void> {
+    return started.then(
       () => this.#tracker.end(ticket),
       (e: unknown) => {
         this.#tracker.end(ticket);

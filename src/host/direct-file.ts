@@ -27,7 +27,7 @@ import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
 import { pageAlignedBytes } from '../util/page-aligned.js';
 import { copyParts, sliceParts } from '../util/byte-parts.js';
 import { BouncePool } from './bounce-pool.js';
-import { WriteClaims } from './write-claims.js';
+import { WriteClaims, type WriteClaim } from './write-claims.js';
 import { NodeHostFile } from './node-file.js';
 import { preadFd, pwriteFd } from './fs-calls.js';
 
@@ -224,7 +224,11 @@ export class DirectHostFile implements HostFile {
     return this.writev([buf], offset);
   }
 
-  /** No async frame: this runs once per guest request. */
+  /**
+   * No async frame, and one promise layer over the kernel's: this runs once
+   * per guest request, and its objects were a large share of what a request
+   * allocated (the scavenges of a depth-16 stream).
+   */
   #writeAlignedNow(buf: Uint8Array, offset: number, bounce: Uint8Array): Promise<void> {
     const length = buf.length;
     const end = offset + length;
@@ -233,23 +237,51 @@ export class DirectHostFile implements HostFile {
     const view = bounce.length === length ? bounce : bounce.subarray(0, length);
     view.set(buf);
     this.#size = Math.max(this.#size, end);
-    const release = (): void => {
-      this.#pool.give(bounce);
-      this.#writing.release(claim);
-    };
-    return this.#pwriteAll(view, offset, length, offset).then(
-      () => {
-        try {
-          if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
-        } finally {
-          release();
+    let first: Promise<number>;
+    try {
+      first = this.#ring ? this.#ring.write(this.#fd, view, offset) : pwrite(this.#fd, view, offset);
+    } catch (e) {
+      this.#alignedDone(bounce, claim);
+      return Promise.reject(this.#writeError(e, length, offset));
+    }
+    return first.then(
+      (n) => {
+        if (n >= length) {
+          this.#alignedWritten(bounce, claim, offset, end, issued);
+          return undefined;
         }
+        return this.#pwriteRest(view, offset, n).then(
+          () => this.#alignedWritten(bounce, claim, offset, end, issued),
+          (e: unknown) => {
+            this.#alignedDone(bounce, claim);
+            throw this.#writeError(e, length, offset);
+          },
+        );
       },
       (e: unknown) => {
-        release();
-        throw e;
+        this.#alignedDone(bounce, claim);
+        throw this.#writeError(e, length, offset);
       },
     );
+  }
+
+  /** An aligned write of #writeAlignedNow is on the disk: newer than any block held for its sectors. */
+  #alignedWritten(bounce: Uint8Array, claim: WriteClaim, offset: number, end: number, issued: number): void {
+    try {
+      if (this.#partials !== null) this.#giveEmptied(this.#partials.written(offset, end, issued));
+    } finally {
+      this.#alignedDone(bounce, claim);
+    }
+  }
+
+  #alignedDone(bounce: Uint8Array, claim: WriteClaim): void {
+    this.#pool.give(bounce);
+    this.#writing.release(claim);
+  }
+
+  /** A failed write, named as the caller's request of `length` bytes at `offset`. */
+  #writeError(e: unknown, length: number, offset: number): Error {
+    return fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
   }
 
   async writev(bufs: readonly Uint8Array[], offset: number): Promise<void> {
@@ -387,7 +419,7 @@ export class DirectHostFile implements HostFile {
    * request: the first write is issued in this call, with no async frame.
    */
   #pwriteAll(view: Uint8Array, start: number, length: number, offset: number): Promise<void> {
-    const failed = (e: unknown): Error => fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
+    const failed = (e: unknown): Error => this.#writeError(e, length, offset);
     const fail = (e: unknown): never => {
       throw failed(e);
     };

@@ -73,6 +73,12 @@ export class HostRing {
   #unsubmitted: number[] = [];
   #enterScheduled = false;
   readonly #enterSoon = (): void => this.#enter();
+  /** What #capture took from the promise made last (read right after `new Promise`). */
+  readonly #captured: { resolve: Resolve; reject: Reject } = { resolve: () => undefined, reject: () => undefined };
+  readonly #capture = (resolve: Resolve, reject: Reject): void => {
+    this.#captured.resolve = resolve;
+    this.#captured.reject = reject;
+  };
   #closed = false;
   #drained: (() => void) | null = null;
 
@@ -150,10 +156,13 @@ export class HostRing {
     if (this.#closed) {
       return Promise.reject(new HostRingError(osConstants.errno.EBADF, 'request on a closed host ring'));
     }
-    return new Promise<number>((resolve, reject) => {
-      if (this.#freeTags.length === 0) this.#queue.push({ op, fd, buf, offset, flags, resolve, reject });
-      else this.#submit(op, fd, buf, offset, flags, resolve, reject);
-    });
+    // One executor for every request (it only hands out the functions): no closure per request.
+    const promise = new Promise<number>(this.#capture);
+    const resolve = this.#captured.resolve;
+    const reject = this.#captured.reject;
+    if (this.#freeTags.length === 0) this.#queue.push({ op, fd, buf, offset, flags, resolve, reject });
+    else this.#submit(op, fd, buf, offset, flags, resolve, reject);
+    return promise;
   }
 
   #submit(op: Op, fd: number, buf: Uint8Array | null, offset: number, flags: number, resolve: Resolve, reject: Reject): void {

@@ -27,9 +27,11 @@ import type { L2Mapping } from './l2-entry.js';
 import { SlotSet, type Slotted } from '../../util/slot-set.js';
 
 /** A write request's guest range [offset, end), from its entry until its data landed. */
-interface WriteIntent extends Slotted {
+export interface WriteIntent extends Slotted {
   readonly offset: number;
   readonly end: number;
+  /** Left (leaveWrite ran); a second leave does nothing. */
+  left: boolean;
 }
 
 /** Counters for tests and benchmarks. */
@@ -87,8 +89,12 @@ export class ClusterAllocation {
   readonly joinable: boolean;
   /** Writes to the host cluster not yet complete. */
   pending = 0;
-  /** Intra-cluster data ranges on the host, for reads before the link. */
-  readonly landed: Array<{ readonly a: number; readonly b: number }> = [];
+  /**
+   * Intra-cluster data ranges on the host, for reads before the link. A range
+   * that touches the last one extends it, so a sequential stream's writes
+   * share one entry.
+   */
+  readonly landed: Array<{ a: number; b: number }> = [];
   failure: unknown = null;
   /**
    * Links of the table's list of deferred tails (InflightTable's alone to
@@ -144,11 +150,20 @@ export class ClusterAllocation {
     this.pending++;
   }
 
-  /** A host write finished; `data` is the guest data range it carried, if any. */
-  end(result: { data?: { a: number; b: number }; error?: unknown }): void {
+  /** A host write that carried guest data [a, b) of the cluster finished. */
+  endData(a: number, b: number): void {
     this.pending--;
-    if (result.error !== undefined) this.failure ??= result.error;
-    else if (result.data) this.landed.push(result.data);
+    const last = this.landed[this.landed.length - 1];
+    if (last !== undefined && last.b === a) last.b = b;
+    else if (last !== undefined && last.a === b) last.a = a;
+    else this.landed.push({ a, b });
+    this.#progress();
+  }
+
+  /** A host write on this cluster failed (or a COW with no guest data finished: `error` undefined). */
+  end(error?: unknown): void {
+    this.pending--;
+    if (error !== undefined) this.failure ??= error;
     this.#progress();
   }
 
@@ -162,11 +177,11 @@ export class ClusterAllocation {
     this.#hooks.writeTail(this).then(
       () => {
         this.tail = 'done';
-        this.end({});
+        this.end();
       },
       (e: unknown) => {
         this.tail = 'done';
-        this.end({ error: e });
+        this.end(e);
       },
     );
   }
@@ -346,19 +361,20 @@ export class InflightTable {
     return e;
   }
 
-  /** A write request enters; returns the function to call when its data landed. */
-  enterWrite(offset: number, length: number): () => void {
-    const intent: WriteIntent = { offset, end: offset + length, slot: -1 };
+  /** A write request enters; leaveWrite(intent) once its data landed. (An object, not a closure: one per request.) */
+  enterWrite(offset: number, length: number): WriteIntent {
+    const intent: WriteIntent = { offset, end: offset + length, slot: -1, left: false };
     this.#intents.add(intent);
     this.activeWrites++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      this.#intents.delete(intent);
-      this.activeWrites--;
-      if (this.activeWrites === 0) this.finalizeWhenIdle();
-    };
+    return intent;
+  }
+
+  leaveWrite(intent: WriteIntent): void {
+    if (intent.left) return;
+    intent.left = true;
+    this.#intents.delete(intent);
+    this.activeWrites--;
+    if (this.activeWrites === 0) this.finalizeWhenIdle();
   }
 
   /**

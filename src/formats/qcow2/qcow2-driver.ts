@@ -275,7 +275,7 @@ export class Qcow2Driver implements BlockDriver {
         return Promise.reject(e);
       }
       this.bitmaps.markDirty(offset, data.length);
-      return writeGuest(this.#img, offset, data).catch((e: unknown) => this.#failed(e));
+      return writeGuest(this.#img, offset, data).catch(this.#onWriteFailed);
     }
     return this.#writeBytes(offset, data, flags);
   }
@@ -553,6 +553,9 @@ export class Qcow2Driver implements BlockDriver {
       await this.#failed(e);
     }
   }
+
+  /** #failed for the common write's rejection: one function per driver, not a closure per request. */
+  readonly #onWriteFailed = (e: unknown): Promise<never> => this.#failed(e);
 
   /** Rethrows a request's error; a corruption found on the way is first marked in the header (qemu's "marking image as corrupt"). */
   async #failed(e: unknown): Promise<never> {

@@ -3,7 +3,6 @@
  * reads of adjacent guest ranges that are adjacent on the host are merged.
  */
 import { bufferView, skipZeroUnits } from '../../util/zeros.js';
-import { fastOrSlow } from '../../util/fast-path.js';
 import type { HostExtent, LayerExtent } from '../driver.js';
 import { plainDataOffset, subclusterState, type L2Mapping } from './l2-entry.js';
 import { plainRunEnd } from './l2-entry-runs.js';
@@ -170,11 +169,12 @@ function pushUniform(m: L2Mapping, pos: number, len: number, clusterStart: numbe
 
 /** Reads guest bytes [offset, offset+buf.length) into `buf`. */
 export function readGuest(img: Qcow2Image, offset: number, buf: Uint8Array): Promise<void> {
-  // A corrupt L1 entry met by the direct path rejects, as in the mapped path.
-  return fastOrSlow(
-    () => readPlainNow(img, offset, buf),
-    () => readMapped(img, offset, buf),
-  );
+  // A corrupt L1 entry met by the direct path rejects, as in the mapped path (no closures per request).
+  try {
+    return readPlainNow(img, offset, buf) ?? readMapped(img, offset, buf);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 /**

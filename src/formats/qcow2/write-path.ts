@@ -16,7 +16,6 @@
  * pointing at them). Old clusters are dereferenced after their L2 entry changed
  * (the refcount cache then depends on the L2 cache).
  */
-import { fastOrSlow } from '../../util/fast-path.js';
 import { isHostRange, sliceBytes, writeParts, type Bytes } from '../../host/host-range.js';
 import { copiedOf, cowReadsZero, headStart, hostOf, isPlainOverwrite, readOld, tailEnd, type CowSource } from './cow.js';
 import { l2Chunks, l2IndexOf, mappingAt, type Qcow2Image } from './image.js';
@@ -57,11 +56,12 @@ interface ChunkRequest {
  * goes to the host by copyFrom, COW and all else as for a buffer.
  */
 export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
-  // A corrupt L1 or L2 entry met by the direct path rejects, as in the planned path.
-  return fastOrSlow(
-    () => joinInFlight(img, offset, data) ?? overwriteInPlace(img, offset, data),
-    () => writePlanned(img, offset, data),
-  );
+  // A corrupt L1 or L2 entry met on any path rejects (never throws); no closures per request.
+  try {
+    return joinInFlight(img, offset, data) ?? overwriteInPlace(img, offset, data) ?? writePlanned(img, offset, data);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 /**
@@ -90,7 +90,7 @@ function joinInFlight(img: Qcow2Image, offset: number, data: Bytes): Promise<voi
   // A gap before the data, or a tail that goes out now: COW that only a zero cluster may skip
   // (known with the host offset).
   if ((rec.tailStart < a || (!deferTail && tailEnd(img, rec, b) > b)) && (rec.host < 0 || !rec.cowIsNoop)) return null;
-  const leave = inflight.enterWrite(offset, data.length);
+  const intent = inflight.enterWrite(offset, data.length);
   inflight.lastWriteEnd = offset + data.length;
   rec.begin();
   rec.tailStart = b;
@@ -103,12 +103,12 @@ function joinInFlight(img: Qcow2Image, offset: number, data: Bytes): Promise<voi
   const wrote = rec.host >= 0 ? writeAt(img, data, rec.host + a) : rec.hostReady.then(() => img.dataHost.write(data, rec.host + a));
   return wrote.then(
     () => {
-      rec.end({ data: { a, b } });
-      leave();
+      rec.endData(a, b);
+      inflight.leaveWrite(intent);
     },
     (e: unknown) => {
-      rec.end({ error: e });
-      leave();
+      rec.end(e);
+      inflight.leaveWrite(intent);
       throw e;
     },
   );
@@ -150,13 +150,13 @@ function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise
     img.l2Cache.release(table);
   }
   const start = host0 + (offset - first * cs);
-  const leave = inflight.enterWrite(offset, data.length);
+  const intent = inflight.enterWrite(offset, data.length);
   inflight.lastWriteEnd = offset + data.length;
   const leaveDirect: (() => void)[] = [];
   for (let c = first; c <= last; c++) leaveDirect.push(inflight.enterDirect(c));
   const done = (): void => {
     for (const l of leaveDirect) l();
-    leave();
+    inflight.leaveWrite(intent);
   };
   return img.dataHost.write(data, start).then(done, (e: unknown) => {
     done();
@@ -180,13 +180,13 @@ function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<voi
   // One L2 table (the common case): no fan-out, and no async frame of its own (one per request
   // was a large part of what a request allocated).
   const inflight = img.inflight;
-  const leave = inflight.enterWrite(offset, data.length);
+  const intent = inflight.enterWrite(offset, data.length);
   const sequential = inflight.lastWriteEnd === offset;
   inflight.lastWriteEnd = offset + data.length;
   const turn = inflight.enterPlan(l1Index);
   const done = (): void => {
     turn.ticket.markPlanned();
-    leave();
+    inflight.leaveWrite(intent);
   };
   return startChunk(img, { l1Index, offset, data, sequential, ticket: turn.ticket, after: turn.after }).then(done, (e: unknown) => {
     done();
@@ -197,7 +197,7 @@ function writePlanned(img: Qcow2Image, offset: number, data: Bytes): Promise<voi
 /** A write over more than one L2 table: a chunk per table, planned in each. */
 async function writeAcrossTables(img: Qcow2Image, offset: number, data: Bytes): Promise<void> {
   const inflight = img.inflight;
-  const leave = inflight.enterWrite(offset, data.length);
+  const intent = inflight.enterWrite(offset, data.length);
   const sequential = inflight.lastWriteEnd === offset;
   inflight.lastWriteEnd = offset + data.length;
   let results: PromiseSettledResult<void>[];
@@ -213,7 +213,7 @@ async function writeAcrossTables(img: Qcow2Image, offset: number, data: Bytes): 
     results = await Promise.allSettled(jobs);
   } finally {
     for (const t of turns) t.markPlanned();
-    leave();
+    inflight.leaveWrite(intent);
   }
   // The L2 updates follow on their own; their errors are reported by the next flush.
   for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -504,8 +504,8 @@ function settlePlan(p: ClusterPlan, error: unknown): void {
     p.leave();
     return;
   }
-  if (error !== undefined) p.rec.end({ error });
-  else p.rec.end({ data: { a: p.a, b: p.b } });
+  if (error !== undefined) p.rec.end(error);
+  else p.rec.endData(p.a, p.b);
 }
 
 /** Writes a record's deferred tail COW (nobody joined to overwrite it). */

@@ -69,9 +69,19 @@ export class RawDriver implements BlockDriver {
     await this.#host.read(buf, offset);
   }
 
-  async write(offset: number, data: Uint8Array, flags: WriteFlags = {}): Promise<void> {
+  /** No async frame or default flags object: this runs once per guest request. */
+  write(offset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    if (flags?.fua === true) return this.#writeFua(offset, data);
+    try {
+      return this.#host.write(data, offset);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  async #writeFua(offset: number, data: Uint8Array): Promise<void> {
     await this.#host.write(data, offset);
-    if (flags.fua) await this.#host.sync();
+    await this.#host.sync();
   }
 
   /** A raw image's bytes lie at their own offset in the file. */

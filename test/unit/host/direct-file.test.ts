@@ -131,3 +131,42 @@ test('scattered and sequential writes with cache=none leave the same file qemu-i
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a write cut short by the file size limit fails naming the request, and frees its extent for the next write', () => {
+  const dir = tmp();
+  try {
+    const file = path.join(dir, 'limit.bin');
+    fs.writeFileSync(file, '');
+    const moduleUrl = new URL('../../../src/host/direct-file.js', import.meta.url).href;
+    // In a child with an 8 KiB file size limit (SIGXFSZ ignored, so the kernel returns a short
+    // write, then EFBIG): 16 KiB at 0, twice (the second takes the pooled bounce buffer's path),
+    // then 4 KiB at 0, which fits.
+    const script = `
+      import { DirectHostFile } from ${JSON.stringify(moduleUrl)};
+      const h = await DirectHostFile.openDirect(${JSON.stringify(file)}, { direct: true });
+      const out = [];
+      for (let i = 0; i < 2; i++) {
+        try { await h.write(new Uint8Array(16384).fill(1), 0); out.push('written'); }
+        catch (e) { out.push(e.code + ': ' + e.message); }
+      }
+      await h.write(new Uint8Array(4096).fill(2), 0);
+      out.push('fits');
+      await h.close();
+      console.log(JSON.stringify(out));
+    `;
+    const r = spawnSync('bash', ['-c', `trap '' XFSZ; ulimit -f 8; exec "${process.execPath}" --input-type=module -e "$0"`, script], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as string[];
+    assert.equal(out.length, 3, r.stdout);
+    for (const line of out.slice(0, 2)) assert.match(line, /write 16384 bytes at offset 0 of .*EFBIG/);
+    assert.equal(out[2], 'fits');
+    const bytes = fs.readFileSync(file);
+    assert.equal(bytes.length, 8192, 'the short write reached the limit');
+    assert.ok(bytes.subarray(0, 4096).every((b) => b === 2) && bytes.subarray(4096).every((b) => b === 1));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -501,6 +501,43 @@ test('an injected EIO fails the write; ENOSPC on metadata fails cleanly; the ima
   }
 });
 
+test('a corrupt L1 entry met by a read or a write rejects the request (never throws)', async () => {
+  const dir = tmpDir();
+  try {
+    const file = path.join(dir, 'l1.qcow2');
+    const C = 65536;
+    // Two L2 tables (one maps 512 MiB).
+    const span = 8192 * C;
+    await createQcow2(file, { size: 2 * span, options: {} });
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 ${C}`, '-c', `write -P 1 ${span} ${C}`, file]);
+    // A reserved bit (1) in L1 entry 0.
+    const buf = fs.readFileSync(file);
+    const l1Offset = Number(buf.readBigUInt64BE(40));
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.from([(buf[l1Offset + 7] ?? 0) | 0x02]), 0, 1, l1Offset + 7);
+    fs.closeSync(fd);
+    const d = await Qcow2Driver.open(file, { readOnly: false });
+    try {
+      // A write elsewhere first: the image's first write marks it in use, on a path of its own.
+      await d.write(span + 100, pattern(2, 1000));
+      let reading: Promise<void> | undefined;
+      assert.doesNotThrow(() => {
+        reading = d.read(100, new Uint8Array(1000));
+      });
+      await assert.rejects(reading ?? Promise.resolve(), (e: unknown) => (e as { code?: string }).code === 'ECORRUPT');
+      let writing: Promise<void> | undefined;
+      assert.doesNotThrow(() => {
+        writing = d.write(100, pattern(1, 1000));
+      });
+      await assert.rejects(writing ?? Promise.resolve(), (e: unknown) => (e as { code?: string }).code === 'ECORRUPT');
+    } finally {
+      await d.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a corrupt table entry met on the direct paths rejects the request (never throws) and marks the image corrupt', async () => {
   const dir = tmpDir();
   try {
