@@ -3,8 +3,8 @@
  * instead of libuv's thread pool: for O_DIRECT files, where every request is a
  * trip to the device and the pool's per-request cost (two thread wake-ups and a
  * completion hop, ~30 µs on 2 vCPUs) was the bound. The requests issued in
- * one burst of promise callbacks go to the kernel in one syscall; the
- * completions of a burst arrive in one callback.
+ * one turn of the event loop go to the kernel in one syscall; the completions
+ * of a burst arrive in one callback.
  *
  * Buffers handed to `read` / `write` must stay alive and unmoved until the
  * returned promise settles: the kernel writes into them after the call returns.
@@ -183,10 +183,14 @@ export class HostRing {
     this.#inFlight++;
     this.#unsubmitted.push(tag);
     if (!this.#enterScheduled) {
-      // Once the current burst of promise callbacks has run: every request it
-      // issued goes to the kernel in one syscall.
+      // At the end of this turn of the event loop: every request issued in it,
+      // including those issued by promise callbacks several hops later (a qcow2
+      // write waiting for its cluster's placement), goes to the kernel in one
+      // syscall, where the block layer merges the neighbours. (process.nextTick
+      // ran before those callbacks and split the burst: a depth-16 stream of
+      // 4 KiB writes made 28,000-37,000 device writes instead of 19,500-26,000.)
       this.#enterScheduled = true;
-      process.nextTick(this.#enterSoon);
+      setImmediate(this.#enterSoon);
     }
   }
 
