@@ -25,6 +25,7 @@
  */
 import type { L2Mapping } from './l2-entry.js';
 import { SlotSet, type Slotted } from '../../util/slot-set.js';
+import { PlanTicket } from './plan-ticket.js';
 
 /** A write request's guest range [offset, end), from its entry until its data landed. */
 export interface WriteIntent extends Slotted {
@@ -150,6 +151,28 @@ export class ClusterAllocation {
     this.pending++;
   }
 
+  /** A write starting at intra-cluster `a` may join (COW cancellation): it starts in the deferred tail. */
+  canJoin(a: number): boolean {
+    return this.joinable && this.tail === 'deferred' && this.failure === null && a >= this.tailStart;
+  }
+
+  /**
+   * A write of intra-cluster data ending at `b` joins (its host write starts
+   * now): the tail shrinks to what lies after it, and is closed unless
+   * `keepTail`. Returns where the tail began, where the joiner's COW gap starts.
+   */
+  join(b: number, keepTail: boolean): number {
+    this.pending++;
+    const from = this.tailStart;
+    this.tailStart = b;
+    if (!keepTail) {
+      this.tail = 'done';
+      this.#table.tailClosed(this);
+    }
+    this.#table.stats.cowCancellations++;
+    return from;
+  }
+
   /** A host write that carried guest data [a, b) of the cluster finished. */
   endData(a: number, b: number): void {
     this.pending--;
@@ -217,35 +240,6 @@ export class ClusterAllocation {
     this.#table.remove(this, error);
     this.#gone = true;
     this.#resolveSettled?.();
-  }
-}
-
-/**
- * A write request's place in the order requests reach planning. Requests plan
- * in the order they entered: a sequential stream's requests must find the
- * record of the one before them to cancel its tail COW, and one that overtook
- * its predecessor (by taking a cached L2 table at once while the predecessor
- * still queued for it) made the predecessor wait for the tail COW instead.
- */
-export class PlanTicket {
-  #planned = false;
-  #promise: Promise<void> | null = null;
-  #resolve: (() => void) | null = null;
-
-  get planned(): boolean {
-    return this.#planned;
-  }
-
-  whenPlanned(): Promise<void> {
-    if (this.#planned) return Promise.resolve();
-    this.#promise ??= new Promise<void>((r) => (this.#resolve = r));
-    return this.#promise;
-  }
-
-  markPlanned(): void {
-    if (this.#planned) return;
-    this.#planned = true;
-    this.#resolve?.();
   }
 }
 
@@ -412,6 +406,16 @@ export class InflightTable {
   /** No request waits to plan in the L2 table `l1Index`. */
   planIdle(l1Index: number): boolean {
     return this.#lastTickets.get(l1Index)?.planned ?? true;
+  }
+
+  /**
+   * A write ending at intra-cluster `b` of the cluster at `guestCluster` keeps
+   * its tail for the next write: a sequential stream's next request usually
+   * starts where it ends, or another write already entered starts there. If
+   * none comes, the tail is written once the writes go idle.
+   */
+  keepsTail(guestCluster: number, b: number, clusterSize: number, sequential: boolean): boolean {
+    return b < clusterSize && (sequential || this.expectsWriteIn(guestCluster + b, guestCluster + clusterSize));
   }
 
   /** Another write already entered starts in [from, to). */

@@ -9,6 +9,8 @@
  *    record's deferred tail COW (COW cancellation), else waits for that record
  *    alone and plans again.
  * Head COW, data and tail COW go out in one vectored write per host-contiguous run.
+ * A stream's join and a plain overwrite that need no planning at all go
+ * straight to the host (write-direct.ts).
  *
  * Crash-safe order (FACTS.md 2.1): data (incl. COW) → refcount blocks (the L2
  * cache depends on the refcount cache, and on a sync after COW data) → L2
@@ -19,9 +21,11 @@
 import { isHostRange, sliceBytes, writeParts, type Bytes } from '../../host/host-range.js';
 import { copiedOf, cowReadsZero, headStart, hostOf, isPlainOverwrite, readOld, tailEnd, type CowSource } from './cow.js';
 import { l2Chunks, l2IndexOf, mappingAt, type Qcow2Image } from './image.js';
-import { ClusterAllocation, type AllocationHooks, type PlanTicket } from './inflight.js';
+import { ClusterAllocation, type AllocationHooks } from './inflight.js';
+import type { PlanTicket } from './plan-ticket.js';
 import type { CachedTable } from './table-cache.js';
 import { acquireCopiedL2Now, acquireL2ForWrite, linkRecord } from './l2-update.js';
+import { joinInFlight, overwriteInPlace } from './write-direct.js';
 
 /** What one request does in one cluster. Intra-cluster [a, b) is its data. */
 type ClusterPlan =
@@ -59,115 +63,6 @@ export function writeGuest(img: Qcow2Image, offset: number, data: Bytes): Promis
   // A corrupt L1 or L2 entry met on any path rejects (never throws); no closures per request.
   try {
     return joinInFlight(img, offset, data) ?? overwriteInPlace(img, offset, data) ?? writePlanned(img, offset, data);
-  } catch (e) {
-    return Promise.reject(e);
-  }
-}
-
-/**
- * A sequential stream's next request (15 of 16 in a 64 KiB cluster written
- * 4 KiB at a time): within one cluster whose allocation is in flight, starting
- * in its deferred tail, the host cluster known, and no COW to write with it.
- * It joins the record (COW cancellation) and goes to the host in this call,
- * with no ticket, plan or chunk: what planChunk and writeOnePlan would do for
- * it, less their objects (the JS thread's work per request bounds the depth-16
- * stream, see bench/RESULTS.md). Null when any of that does not hold, or a
- * request before it waits to plan in the table (it must join first).
- */
-function joinInFlight(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
-  if (isHostRange(data) || data.length === 0) return null;
-  const inflight = img.inflight;
-  if (inflight.size === 0) return null;
-  const cs = img.clusterSize;
-  const cluster = Math.floor(offset / cs);
-  const guestCluster = cluster * cs;
-  const a = offset - guestCluster;
-  const b = a + data.length;
-  if (b > cs) return null;
-  const rec = inflight.get(cluster);
-  if (rec === undefined || !canJoin(rec, a) || !inflight.planIdle(rec.l1Index)) return null;
-  const deferTail = b < cs && (inflight.lastWriteEnd === offset || inflight.expectsWriteIn(guestCluster + b, guestCluster + cs));
-  // A gap before the data, or a tail that goes out now: COW that only a zero cluster may skip
-  // (known with the host offset).
-  if ((rec.tailStart < a || (!deferTail && tailEnd(img, rec, b) > b)) && (rec.host < 0 || !rec.cowIsNoop)) return null;
-  const intent = inflight.enterWrite(offset, data.length);
-  inflight.lastWriteEnd = offset + data.length;
-  rec.begin();
-  rec.tailStart = b;
-  if (!deferTail) {
-    rec.tail = 'done';
-    inflight.tailClosed(rec);
-  }
-  inflight.stats.cowCancellations++;
-  // The stream's requests come faster than the first one's cluster is placed: then after it.
-  const wrote = rec.host >= 0 ? writeAt(img, data, rec.host + a) : rec.hostReady.then(() => img.dataHost.write(data, rec.host + a));
-  return wrote.then(
-    () => {
-      rec.endData(a, b);
-      inflight.leaveWrite(intent);
-    },
-    (e: unknown) => {
-      rec.end(e);
-      inflight.leaveWrite(intent);
-      throw e;
-    },
-  );
-}
-
-/**
- * A write within one L2 table onto clusters that are all plain data in place
- * already and follow each other on the host, with no allocation in flight on
- * any of them and no request waiting to plan in the table: it goes straight to
- * the host as one write, with no plan, ticket or record (the per-request path
- * of a VM or an NBD client overwriting its disk). Null when any of that does
- * not hold, or the table is not cached; the planned path then takes it.
- */
-function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): Promise<void> | null {
-  if (isHostRange(data) || data.length === 0) return null;
-  // The span computed here, not by clustersInOneTable: no object for the allocating writes that
-  // fail the next checks (a sequential stream's requests mostly land in a cluster in flight).
-  const cs = img.clusterSize;
-  const first = Math.floor(offset / cs);
-  const last = Math.floor((offset + data.length - 1) / cs);
-  const l1Index = Math.floor(first / img.l2Entries);
-  const inflight = img.inflight;
-  if (Math.floor(last / img.l2Entries) !== l1Index || inflight.hasRecordIn(first, last) || !inflight.planIdle(l1Index)) return null;
-  const table = acquireCopiedL2Now(img, l1Index);
-  if (table === null) return null;
-  let host0 = -1;
-  try {
-    for (let c = first; c <= last; c++) {
-      const old = mappingAt(img, table, c % img.l2Entries);
-      const host = hostOf(old);
-      const guestCluster = c * cs;
-      const a = Math.max(offset, guestCluster) - guestCluster;
-      const b = Math.min(offset + data.length, guestCluster + cs) - guestCluster;
-      if (host === null || !isPlainOverwrite(img, { old, guestCluster, inPlace: copiedOf(old) }, { a, b })) return null;
-      if (c === first) host0 = host;
-      else if (host !== host0 + (c - first) * cs) return null;
-    }
-  } finally {
-    img.l2Cache.release(table);
-  }
-  const start = host0 + (offset - first * cs);
-  const intent = inflight.enterWrite(offset, data.length);
-  inflight.lastWriteEnd = offset + data.length;
-  const leaveDirect: (() => void)[] = [];
-  for (let c = first; c <= last; c++) leaveDirect.push(inflight.enterDirect(c));
-  const done = (): void => {
-    for (const l of leaveDirect) l();
-    inflight.leaveWrite(intent);
-  };
-  return img.dataHost.write(data, start).then(done, (e: unknown) => {
-    done();
-    throw e;
-  });
-}
-
-/** The data host's write of `data` at `host`, a synchronous throw as a rejection. */
-function writeAt(img: Qcow2Image, data: Uint8Array, host: number): Promise<void> {
-  try {
-    return img.dataHost.write(data, host);
   } catch (e) {
     return Promise.reject(e);
   }
@@ -276,10 +171,6 @@ interface ClusterSpan {
   readonly b: number;
 }
 
-function canJoin(rec: ClusterAllocation, a: number): boolean {
-  return rec.joinable && rec.tail === 'deferred' && rec.failure === null && a >= rec.tailStart;
-}
-
 /**
  * Plans the chunk with no await in between, so no other request changes the
  * table or the records meanwhile. Returns what to wait for on a conflict.
@@ -292,7 +183,7 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
   for (let pos = req.offset; pos < end; pos = pos - (pos % cs) + cs) {
     const a = pos % cs;
     const rec = inflight.get((pos - a) / cs);
-    if (!rec || canJoin(rec, a)) continue;
+    if (!rec || rec.canJoin(a)) continue;
     inflight.stats.allocationWaits++;
     if (rec.tail !== 'done' || a >= rec.tailStart) inflight.stats.cowWaits++;
     rec.finalize();
@@ -307,20 +198,11 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
     const guestCluster = pos - (pos % cs);
     const s: ClusterSpan = { cluster: guestCluster / cs, guestCluster, a: pos - guestCluster, b: Math.min(end, guestCluster + cs) - guestCluster };
     pos = guestCluster + s.b;
-    // A sequential stream's next request usually starts where this one ends: keep the tail
-    // for it to cancel. If none comes, the tail is written once the writes go idle.
-    const deferTail = s.b < img.clusterSize && (req.sequential || inflight.expectsWriteIn(s.guestCluster + s.b, s.guestCluster + img.clusterSize));
+    const deferTail = inflight.keepsTail(s.guestCluster, s.b, cs, req.sequential);
     const joined = inflight.get(s.cluster);
     if (joined) {
       const src: CowSource = { old: joined.old, guestCluster: s.guestCluster, inPlace: joined.inPlace };
-      joined.begin();
-      const cowFrom = joined.tailStart;
-      joined.tailStart = s.b;
-      if (!deferTail) {
-        joined.tail = 'done';
-        inflight.tailClosed(joined);
-      }
-      inflight.stats.cowCancellations++;
+      const cowFrom = joined.join(s.b, deferTail);
       plans.push({ kind: 'record', rec: joined, a: s.a, b: s.b, cowFrom, withTail: !deferTail, src });
       continue;
     }
