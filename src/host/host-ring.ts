@@ -10,6 +10,7 @@
  * returned promise settles: the kernel writes into them after the call returns.
  * DirectHostFile's bounce buffers (WebAssembly memory, never detached) are.
  */
+import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { nativeHost, type NativeRing } from './native.js';
 
@@ -25,6 +26,19 @@ const enum Op {
   Write = 1,
   Datasync = 2,
 }
+
+/**
+ * Results with which the kernel hands a request back without running it, so
+ * it is run again on libuv's thread pool. ECANCELED: io_uring could not start
+ * a worker thread for a request it had to hand to one (an O_DIRECT write that
+ * extends the file or fills a hole) because the thread creation met a signal
+ * three times, or RLIMIT_NPROC; seen here at one run in six under
+ * `node --cpu-prof --cpu-prof-interval 20`, on the first write into a sparse
+ * file. EINTR and EAGAIN: the request met a signal or found the device busy
+ * (QEMU's io_uring code submits those again as well). The pool, not the ring,
+ * because a ring that cannot start workers may fail the same way again.
+ */
+const RUN_AGAIN = new Set([-osConstants.errno.ECANCELED, -osConstants.errno.EINTR, -osConstants.errno.EAGAIN]);
 
 type Resolve = (result: number) => void;
 type Reject = (e: Error) => void;
@@ -66,6 +80,13 @@ export class HostRing {
   /** The promise of each tag in flight, as two arrays: no object per request (this runs for every guest request). */
   readonly #resolves: (Resolve | undefined)[] = new Array<Resolve | undefined>(RING_ENTRIES).fill(undefined);
   readonly #rejects: (Reject | undefined)[] = new Array<Reject | undefined>(RING_ENTRIES).fill(undefined);
+  /** What each tag in flight asked for, to run it again on the thread pool (see RUN_AGAIN). */
+  readonly #ops = new Uint8Array(RING_ENTRIES);
+  readonly #fds = new Int32Array(RING_ENTRIES);
+  readonly #offsets = new Float64Array(RING_ENTRIES);
+  readonly #bufs: (Uint8Array | null)[] = new Array<Uint8Array | null>(RING_ENTRIES).fill(null);
+  /** Requests the kernel handed back, running again on the thread pool. */
+  #onPool = 0;
   readonly #freeTags: number[] = [];
   readonly #queue: Queued[] = [];
   #inFlight = 0;
@@ -98,12 +119,12 @@ export class HostRing {
    * queue for up to this long (adapted to how fast completions come; 0: never).
    * `maxInFlight`: requests the kernel holds at once (more wait here); each
    * request sent to io_uring's workers may take a kernel thread of its own.
+   * `native`: the addon's ring calls, or a stand-in (tests).
    */
-  static open(options: { readonly polled?: boolean; readonly spinMicros?: number; readonly maxInFlight?: number } = {}): HostRing | null {
+  static open(options: { readonly polled?: boolean; readonly spinMicros?: number; readonly maxInFlight?: number; readonly native?: NativeRing } = {}): HostRing | null {
     if (process.env['VDISK_NO_RING'] === '1') return null;
-    const native = nativeHost();
-    if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
-    const ringNative: NativeRing = { ringOpen: native.ringOpen, ringSubmit: native.ringSubmit, ringEnter: native.ringEnter, ringClose: native.ringClose };
+    const ringNative = options.native ?? HostRing.#addonRing();
+    if (ringNative === null) return null;
     // The completion queue holds twice the ring's entries; a callback reports at most that many.
     const results = new Int32Array(2 * 2 * RING_ENTRIES);
     let self: HostRing | null = null;
@@ -121,9 +142,15 @@ export class HostRing {
     return self;
   }
 
+  static #addonRing(): NativeRing | null {
+    const native = nativeHost();
+    if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
+    return { ringOpen: native.ringOpen, ringSubmit: native.ringSubmit, ringEnter: native.ringEnter, ringClose: native.ringClose };
+  }
+
   /** Requests submitted or queued and not completed. */
   get inFlight(): number {
-    return this.#inFlight + this.#queue.length;
+    return this.#inFlight + this.#queue.length + this.#onPool;
   }
 
   /**
@@ -148,7 +175,7 @@ export class HostRing {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#inFlight > 0 || this.#queue.length > 0) await new Promise<void>((r) => (this.#drained = r));
+    if (this.inFlight > 0) await new Promise<void>((r) => (this.#drained = r));
     this.#native.ringClose(this.#handle);
   }
 
@@ -180,6 +207,10 @@ export class HostRing {
     }
     this.#resolves[tag] = resolve;
     this.#rejects[tag] = reject;
+    this.#ops[tag] = op;
+    this.#fds[tag] = fd;
+    this.#offsets[tag] = offset;
+    this.#bufs[tag] = buf;
     this.#inFlight++;
     this.#unsubmitted.push(tag);
     if (!this.#enterScheduled) {
@@ -214,13 +245,17 @@ export class HostRing {
       }
       return;
     }
-    // The kernel took none of them and they were dropped from the ring: fail them.
+    // The kernel took none of them and they were dropped from the ring: fail them (or run them on the pool).
     const dropped = this.#unsubmitted;
     this.#unsubmitted = [];
+    const again = RUN_AGAIN.has(taken);
     for (const tag of dropped) {
+      const resolve = this.#resolves[tag];
       const reject = this.#rejects[tag];
+      if (resolve === undefined || reject === undefined) continue;
+      if (again) this.#runOnPool(tag, resolve, reject);
       this.#settle(tag);
-      reject?.(new HostRingError(-taken, 'io_uring_enter'));
+      if (!again) reject(new HostRingError(-taken, 'io_uring_enter'));
     }
     this.#drainQueue();
   }
@@ -233,17 +268,39 @@ export class HostRing {
       const resolve = this.#resolves[tag];
       const reject = this.#rejects[tag];
       if (resolve === undefined || reject === undefined) continue;
+      // Before #settle, which frees the tag's record of the request.
+      const again = result < 0 && RUN_AGAIN.has(result);
+      if (again) this.#runOnPool(tag, resolve, reject);
       this.#settle(tag);
+      if (again) continue;
       if (result < 0) reject(new HostRingError(-result, 'io_uring request'));
       else resolve(result);
     }
     this.#drainQueue();
   }
 
+  /** Runs the request of `tag` again through libuv's thread pool (see RUN_AGAIN); its caller keeps the buffer until it settles. */
+  #runOnPool(tag: number, resolve: Resolve, reject: Reject): void {
+    this.#onPool++;
+    const done = (e: Error | null, n: number): void => {
+      this.#onPool--;
+      if (e === null) resolve(n);
+      else reject(e);
+      this.#drainQueue();
+    };
+    const fd = this.#fds[tag] ?? -1;
+    const offset = this.#offsets[tag] ?? 0;
+    const buf = this.#bufs[tag] ?? null;
+    if (this.#ops[tag] === Op.Datasync || buf === null) fs.fdatasync(fd, (e) => done(e, 0));
+    else if (this.#ops[tag] === Op.Write) fs.write(fd, buf, 0, buf.length, offset, (e, n) => done(e, n));
+    else fs.read(fd, buf, 0, buf.length, offset, (e, n) => done(e, n));
+  }
+
   /** Frees the tag of a request that ended. */
   #settle(tag: number): void {
     this.#resolves[tag] = undefined;
     this.#rejects[tag] = undefined;
+    this.#bufs[tag] = null;
     this.#freeTags.push(tag);
     this.#inFlight--;
   }
@@ -254,7 +311,7 @@ export class HostRing {
       const q = this.#queue.shift();
       if (q) this.#submit(q.op, q.fd, q.buf, q.offset, q.flags, q.resolve, q.reject);
     }
-    if (this.#inFlight === 0 && this.#queue.length === 0 && this.#drained !== null) {
+    if (this.inFlight === 0 && this.#drained !== null) {
       const drained = this.#drained;
       this.#drained = null;
       drained();

@@ -1,11 +1,13 @@
-/** The addon's io_uring: requests complete with the kernel's results, in any number, and the ring never holds the process. */
+/** The addon's io_uring: requests complete with the kernel's results, in any number, requests handed back unrun run again, and the ring never holds the process. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { HostRing } from '../../../src/host/host-ring.js';
+import type { NativeRing } from '../../../src/host/native.js';
 import { withDir } from '../../support/temp-dir.js';
 import { pageAlignedBytes } from '../../../src/util/page-aligned.js';
 
@@ -135,5 +137,118 @@ test('a ring that watches its completion queue completes depth-1 requests with t
     clearInterval(timer);
     await ring.close();
     fs.closeSync(fd);
+  }
+}));
+
+/**
+ * A stand-in for the addon's ring whose "kernel" answers each request with the
+ * result `answer` gives it, without touching the file: what a kernel does when
+ * it hands a request back unrun (ECANCELED: io_uring could not start a worker
+ * thread; EINTR, EAGAIN), or fails it.
+ */
+function standInRing(answer: (op: number, index: number) => number, enterError = 0): { native: NativeRing; submitted: number[] } {
+  const submitted: number[] = [];
+  let results: Int32Array = new Int32Array(0);
+  let onComplete: (count: number) => void = () => undefined;
+  let queued: number[] = [];
+  const native: NativeRing = {
+    ringOpen: (_entries, r, cb) => {
+      results = r;
+      onComplete = cb;
+      return {};
+    },
+    ringSubmit: (_ring, op, _fd, _buf, _offset, tag) => {
+      submitted.push(op);
+      queued.push(tag, answer(op, submitted.length - 1));
+    },
+    ringEnter: () => {
+      if (enterError !== 0) {
+        queued = [];
+        return -enterError;
+      }
+      const done = queued;
+      queued = [];
+      setImmediate(() => {
+        results.set(done);
+        onComplete(done.length / 2);
+      });
+      return done.length / 2;
+    },
+    ringClose: () => undefined,
+  };
+  return { native, submitted };
+}
+
+test('a request the kernel hands back unrun (ECANCELED, EINTR, EAGAIN) runs again on the thread pool with the right bytes; other errors still fail it', withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  fs.writeFileSync(file, Buffer.alloc(4 * PAGE, 0x11));
+  const fd = fs.openSync(file, 'r+');
+  const { errno } = osConstants;
+  // Write, read, datasync: each handed back once; then a read that fails with EIO.
+  const answers = [-errno.ECANCELED, -errno.EINTR, -errno.EAGAIN, -errno.EIO];
+  const { native, submitted } = standInRing((_op, i) => answers[i] ?? 0);
+  const ring = HostRing.open({ native });
+  assert.ok(ring);
+  try {
+    const data = Buffer.alloc(PAGE, 0x5a);
+    assert.equal(await ring.write(fd, data, PAGE), PAGE);
+    const back = Buffer.alloc(2 * PAGE);
+    assert.equal(await ring.read(fd, back, 0), 2 * PAGE);
+    assert.ok(back.subarray(0, PAGE).every((b) => b === 0x11));
+    assert.ok(back.subarray(PAGE).every((b) => b === 0x5a), 'the read ran on the pool after the write did');
+    await ring.datasync(fd);
+    await assert.rejects(ring.read(fd, back, 0), { code: 'EIO' });
+    assert.deepEqual(submitted, [1, 0, 2, 0], 'each request went to the ring once');
+  } finally {
+    await ring.close();
+    fs.closeSync(fd);
+  }
+}));
+
+test('close waits for a request running again on the thread pool', withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  fs.writeFileSync(file, Buffer.alloc(PAGE));
+  const fd = fs.openSync(file, 'r+');
+  const { native } = standInRing(() => -osConstants.errno.ECANCELED);
+  const ring = HostRing.open({ native });
+  assert.ok(ring);
+  let written = false;
+  const write = ring.write(fd, Buffer.alloc(PAGE, 0x77), 0).then((n) => {
+    written = true;
+    return n;
+  });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(ring.inFlight, 1);
+  await ring.close();
+  assert.ok(written, 'close settled only after the write');
+  assert.equal(await write, PAGE);
+  fs.closeSync(fd);
+  assert.ok(fs.readFileSync(file).every((b) => b === 0x77));
+}));
+
+test('requests dropped by an enter that found no memory (EAGAIN) run on the thread pool; other enter errors fail them', withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  fs.writeFileSync(file, Buffer.alloc(2 * PAGE));
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const again = HostRing.open({ native: standInRing(() => 0, osConstants.errno.EAGAIN).native });
+    assert.ok(again);
+    const writes = [ring2(again, 0, 0x21), ring2(again, PAGE, 0x22)];
+    assert.deepEqual(await Promise.all(writes), [PAGE, PAGE]);
+    await again.close();
+    const back = fs.readFileSync(file);
+    assert.ok(back.subarray(0, PAGE).every((b) => b === 0x21) && back.subarray(PAGE).every((b) => b === 0x22));
+
+    const broken = HostRing.open({ native: standInRing(() => 0, osConstants.errno.EBADF).native });
+    assert.ok(broken);
+    await assert.rejects(ring2(broken, 0, 0x33), { code: 'EBADF' });
+    await broken.close();
+    assert.ok(fs.readFileSync(file).subarray(0, PAGE).every((b) => b === 0x21), 'the failed write wrote nothing');
+  } finally {
+    fs.closeSync(fd);
+  }
+
+  function ring2(ring: HostRing, at: number, fill: number): Promise<number> {
+    return ring.write(fd, Buffer.alloc(PAGE, fill), at);
   }
 }));
