@@ -237,7 +237,11 @@ export class ClusterAllocation {
   }
 
   #finish(error: unknown): void {
-    this.#table.remove(this, error);
+    // A failed record loses the data of the writes that completed into it (their L2 entry is
+    // never written): the next flush reports that. When none completed, every writer already
+    // had the error, and the flush has nothing more to say (a second report is a failure the
+    // guest would pin on writes that succeeded).
+    this.#table.remove(this, this.landed.length > 0 ? error : null);
     this.#gone = true;
     this.#resolveSettled?.();
   }
@@ -348,7 +352,7 @@ export class InflightTable {
     if (error !== null) this.#error ??= error;
   }
 
-  /** The first error of a write that had already completed; cleared by reading it. */
+  /** The first failure that lost data of a write that had already completed; cleared by reading it. */
   takeError(): unknown {
     const e = this.#error;
     this.#error = null;
