@@ -14,9 +14,10 @@
  *  - where the file system's block is larger than the sector (ext4: 4 KiB on
  *    512-byte sectors), sector-aligned writes that leave a block partly
  *    written hold that part in memory until a neighbouring write completes the
- *    block (partial-blocks.ts): ext4 runs a direct write that is not
- *    block-aligned alone, after waiting for every other one. Held data is read
- *    back from memory and reaches the disk by the next sync at the latest.
+ *    block (partial-blocks.ts, held-blocks.ts): ext4 runs a direct write that
+ *    is not block-aligned alone, after waiting for every other one. Held data
+ *    is read back from memory and reaches the disk by the next sync at the
+ *    latest.
  * Where the file system refuses O_DIRECT, `openDirect` returns a buffered file.
  */
 import * as fs from 'node:fs';
@@ -24,8 +25,9 @@ import { fromSystemError, VdiskError } from '../errors.js';
 import type { HostFile, HostOpenOptions } from './host-file.js';
 import { RingPair } from './ring-pair.js';
 import { PartialBlocks, type PartialBlock } from './partial-blocks.js';
+import { HeldBlocks } from './held-blocks.js';
 import { pageAlignedBytes } from '../util/page-aligned.js';
-import { copyParts, sliceParts } from '../util/byte-parts.js';
+import { sliceParts } from '../util/byte-parts.js';
 import { BouncePool } from './bounce-pool.js';
 import { WriteClaims, type WriteClaim } from './write-claims.js';
 import { NodeHostFile } from './node-file.js';
@@ -35,8 +37,6 @@ const SLAB_BYTES = 4 * 1024 * 1024;
 /** Largest single transfer; bigger requests are split. */
 const MAX_TRANSFER = 1024 * 1024;
 const PAGE = 4096;
-/** Partial blocks held at most; past it the oldest goes to the disk (read-modify-write). */
-const MAX_HELD_BLOCKS = 64;
 
 function errnoOf(e: unknown): string | undefined {
   if (e instanceof VdiskError) return e.code;
@@ -62,12 +62,10 @@ export class DirectHostFile implements HostFile {
   readonly #ring: RingPair | null;
   /** Null: every write goes straight to the disk (directsync, or blocks no larger than sectors). */
   readonly #partials: PartialBlocks | null;
-  /** Write-outs of evicted partial blocks nobody awaits; sync and close do. */
-  readonly #background = new Set<Promise<void>>();
+  /** The write-out of those blocks (null with them). */
+  readonly #held: HeldBlocks | null;
   /** Reads from the disk in flight, with when each began (a PartialBlocks stamp). */
   readonly #reads = new Set<{ readonly began: number }>();
-  /** A background write-out failed: the next sync reports it (the write it held had completed). */
-  #deferredError: unknown = null;
   /** Aligned extents of writes in progress. */
   readonly #writing = new WriteClaims();
 
@@ -91,6 +89,25 @@ export class DirectHostFile implements HostFile {
       const start = await DirectHostFile.#probeMemory(this.#fd, raw);
       return raw.subarray(start, start + SLAB_BYTES);
     });
+    this.#held =
+      partials === null
+        ? null
+        : new HeldBlocks(partials, {
+            pool: this.#pool,
+            claim: (start, end) => this.#claim(start, end),
+            preadAligned: (view, start) => this.#preadAligned(view, start),
+            pwriteAll: (view, start, length, offset) => this.#pwriteAll(view, start, length, offset),
+            writeExtent: (parts, length, offset) => this.#writeExtent(parts, length, offset),
+            trimPast: async (end) => {
+              if (end > this.#size) await this.#inner.truncate(this.#size);
+            },
+            purgeLanded: () => this.#purgeLanded(),
+          });
+  }
+
+  /** Writes every held block to the disk (calls that read or change what the disk holds do first). */
+  async #writeOutHeld(): Promise<void> {
+    if (this.#held !== null) await this.#held.writeOutAll();
   }
 
   /** Opens `path` with O_DIRECT where the file system allows it, else buffered. */
@@ -296,121 +313,18 @@ export class DirectHostFile implements HostFile {
 
   /** Writes the `length` bytes of `parts`, back to back, at `offset`. */
   #writePiece(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
-    const partials = this.#partials;
-    if (partials !== null && offset % this.#align === 0 && length % this.#align === 0) {
-      const bs = partials.blockSize;
-      if (offset % bs !== 0 || (offset + length) % bs !== 0) return this.#writeHolding(partials, parts, length, offset);
+    if (this.#held !== null && this.#partials !== null && offset % this.#align === 0 && length % this.#align === 0) {
+      const bs = this.#partials.blockSize;
+      if (offset % bs !== 0 || (offset + length) % bs !== 0) {
+        this.#size = Math.max(this.#size, offset + length);
+        return this.#held.write(parts, length, offset);
+      }
     }
     return this.#writeExtent(parts, length, offset);
   }
 
-  /**
-   * A sector-aligned write that leaves blocks partly written: its partial head
-   * and tail blocks are merged into the held blocks (written out once full),
-   * its whole blocks go to the disk.
-   */
-  async #writeHolding(partials: PartialBlocks, parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
-    const bs = partials.blockSize;
-    const end = offset + length;
-    this.#size = Math.max(this.#size, end);
-    const midStart = Math.min(end, Math.ceil(offset / bs) * bs);
-    const midEnd = Math.max(midStart, Math.floor(end / bs) * bs);
-    const held: Array<readonly [number, number]> = [];
-    if (offset < midStart) held.push([offset, midStart]);
-    if (midEnd < end) held.push([midEnd, end]);
-    const full: PartialBlock[] = [];
-    for (const [a, b] of held) {
-      const start = a - (a % bs);
-      let block = partials.get(start);
-      if (block === undefined) {
-        const data = this.#pool.takePooled(bs) ?? (await this.#pool.take(bs));
-        block = partials.get(start);
-        if (block === undefined) {
-          block = { start, born: partials.stamp(), data: data.subarray(0, bs), mask: 0 };
-          partials.add(block);
-          if (partials.openCount > MAX_HELD_BLOCKS) this.#evictOldest(partials);
-        } else {
-          this.#pool.give(data);
-        }
-      }
-      copyParts(parts, a - offset, b - offset, block.data, a - start);
-      partials.hold(block, a, b);
-      if (partials.isFull(block)) {
-        partials.retire(block);
-        full.push(block);
-      }
-    }
-    const writes: Promise<void>[] = full.map((b) => this.#writeOut(partials, b));
-    if (midEnd > midStart) writes.push(this.#writeExtent(sliceParts(parts, midStart - offset, midEnd - offset), midEnd - midStart, midStart));
-    const results = await Promise.allSettled(writes);
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
-  }
-
-  /** Writes a held block to the disk, reading the sectors it does not hold from there first. */
-  async #writeOut(partials: PartialBlocks, block: PartialBlock): Promise<void> {
-    const start = block.start;
-    const end = start + partials.blockSize;
-    const { done } = await this.#claim(start, end);
-    try {
-      // Writes that completed while this waited may have made its sectors stale: those come from the disk.
-      if (block.mask !== 0) {
-        if (!partials.isFull(block)) await this.#fillUnheld(partials, block);
-        await this.#pwriteAll(block.data, start, partials.blockSize, start);
-        if (end > this.#size) await this.#inner.truncate(this.#size);
-      }
-    } finally {
-      // Not `written`: every other block of this start holds newer data than this one.
-      partials.landed(block, partials.stamp());
-      done();
-      this.#purgeLanded();
-    }
-  }
-
-  /** Fills the sectors of `block` it does not hold with what the disk has there. */
-  async #fillUnheld(partials: PartialBlocks, block: PartialBlock): Promise<void> {
-    const bs = partials.blockSize;
-    const disk = this.#pool.takePooled(bs) ?? (await this.#pool.take(bs));
-    try {
-      const view = disk.subarray(0, bs);
-      view.fill(0, await this.#preadAligned(view, block.start));
-      const s = partials.sectorSize;
-      for (let i = 0; i * s < bs; i++) {
-        if (((block.mask >>> i) & 1) === 0) block.data.set(view.subarray(i * s, (i + 1) * s), i * s);
-      }
-    } finally {
-      this.#pool.give(disk);
-    }
-  }
-
-  #evictOldest(partials: PartialBlocks): void {
-    const oldest = partials.oldest();
-    if (oldest === undefined) return;
-    partials.retire(oldest);
-    const p: Promise<void> = this.#writeOut(partials, oldest).then(
-      () => void this.#background.delete(p),
-      (e: unknown) => {
-        this.#deferredError ??= e;
-        this.#background.delete(p);
-      },
-    );
-    this.#background.add(p);
-  }
-
   #giveEmptied(blocks: readonly PartialBlock[]): void {
     for (const b of blocks) this.#pool.give(b.data);
-  }
-
-  /** Writes every held block to the disk; reports a failed background write-out. */
-  async #writeOutHeld(): Promise<void> {
-    const partials = this.#partials;
-    if (partials === null) return;
-    const open = partials.openBlocks();
-    for (const b of open) partials.retire(b);
-    const results = await Promise.allSettled([...open.map((b) => this.#writeOut(partials, b)), ...this.#background]);
-    const failed = results.find((r) => r.status === 'rejected');
-    const error = this.#deferredError ?? (failed?.status === 'rejected' ? (failed.reason as unknown) : null);
-    this.#deferredError = null;
-    if (error !== null) throw error;
   }
 
   /**

@@ -1,0 +1,152 @@
+/**
+ * The write-out of the partly written blocks a DirectHostFile holds in memory
+ * (partial-blocks.ts keeps their bookkeeping): a sector-aligned write that
+ * leaves blocks partly written merges its edges into held blocks and sends its
+ * whole blocks to the disk; a held block goes to the disk once full, when the
+ * oldest must make room, or when the file syncs (or anything else that reads or
+ * changes the disk behind the holder's back).
+ */
+import { copyParts, sliceParts } from '../util/byte-parts.js';
+import type { BouncePool } from './bounce-pool.js';
+import type { PartialBlock, PartialBlocks } from './partial-blocks.js';
+
+/** Partial blocks held at most; past it the oldest goes to the disk (read-modify-write). */
+const MAX_HELD_BLOCKS = 64;
+
+/** What the holder needs of its file's direct I/O. */
+export interface BlockDisk {
+  readonly pool: BouncePool;
+  /** Waits until no write overlaps the aligned extent [start, end), then claims it until `done`. */
+  claim(start: number, end: number): Promise<{ readonly done: () => void; readonly issued: number }>;
+  /** Reads the aligned extent at `start` into `view`; the bytes before the end of the file. */
+  preadAligned(view: Uint8Array, start: number): Promise<number>;
+  /** Writes all of `view` at `start`; a failure names the caller's `length` bytes at `offset`. */
+  pwriteAll(view: Uint8Array, start: number, length: number, offset: number): Promise<void>;
+  /** Writes `length` bytes of `parts` at `offset` straight to the disk. */
+  writeExtent(parts: readonly Uint8Array[], length: number, offset: number): Promise<void>;
+  /** A write that padded the file up to `end` trims it back to the size its callers see. */
+  trimPast(end: number): Promise<void>;
+  /** Gives back the memory of landed blocks no read in flight began before. */
+  purgeLanded(): void;
+}
+
+export class HeldBlocks {
+  readonly #partials: PartialBlocks;
+  readonly #disk: BlockDisk;
+  /** Write-outs of evicted blocks nobody awaits; writeOutAll does. */
+  readonly #background = new Set<Promise<void>>();
+  /** A background write-out failed: the next writeOutAll reports it (the write it held had completed). */
+  #deferredError: unknown = null;
+
+  constructor(partials: PartialBlocks, disk: BlockDisk) {
+    this.#partials = partials;
+    this.#disk = disk;
+  }
+
+  /**
+   * A sector-aligned write that leaves blocks partly written: its partial head
+   * and tail blocks are merged into the held blocks (written out once full),
+   * its whole blocks go to the disk.
+   */
+  async write(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
+    const partials = this.#partials;
+    const pool = this.#disk.pool;
+    const bs = partials.blockSize;
+    const end = offset + length;
+    const midStart = Math.min(end, Math.ceil(offset / bs) * bs);
+    const midEnd = Math.max(midStart, Math.floor(end / bs) * bs);
+    const held: Array<readonly [number, number]> = [];
+    if (offset < midStart) held.push([offset, midStart]);
+    if (midEnd < end) held.push([midEnd, end]);
+    const full: PartialBlock[] = [];
+    for (const [a, b] of held) {
+      const start = a - (a % bs);
+      let block = partials.get(start);
+      if (block === undefined) {
+        const data = pool.takePooled(bs) ?? (await pool.take(bs));
+        block = partials.get(start);
+        if (block === undefined) {
+          block = { start, born: partials.stamp(), data: data.subarray(0, bs), mask: 0 };
+          partials.add(block);
+          if (partials.openCount > MAX_HELD_BLOCKS) this.#evictOldest();
+        } else {
+          pool.give(data);
+        }
+      }
+      copyParts(parts, a - offset, b - offset, block.data, a - start);
+      partials.hold(block, a, b);
+      if (partials.isFull(block)) {
+        partials.retire(block);
+        full.push(block);
+      }
+    }
+    const writes: Promise<void>[] = full.map((b) => this.#writeOut(b));
+    if (midEnd > midStart) writes.push(this.#disk.writeExtent(sliceParts(parts, midStart - offset, midEnd - offset), midEnd - midStart, midStart));
+    const results = await Promise.allSettled(writes);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  }
+
+  /** Writes every held block to the disk; reports a failed background write-out. */
+  async writeOutAll(): Promise<void> {
+    const open = this.#partials.openBlocks();
+    for (const b of open) this.#partials.retire(b);
+    const results = await Promise.allSettled([...open.map((b) => this.#writeOut(b)), ...this.#background]);
+    const failed = results.find((r) => r.status === 'rejected');
+    const error = this.#deferredError ?? (failed?.status === 'rejected' ? (failed.reason as unknown) : null);
+    this.#deferredError = null;
+    if (error !== null) throw error;
+  }
+
+  /** Writes a held block to the disk, reading the sectors it does not hold from there first. */
+  async #writeOut(block: PartialBlock): Promise<void> {
+    const partials = this.#partials;
+    const start = block.start;
+    const end = start + partials.blockSize;
+    const { done } = await this.#disk.claim(start, end);
+    try {
+      // Writes that completed while this waited may have made its sectors stale: those come from the disk.
+      if (block.mask !== 0) {
+        if (!partials.isFull(block)) await this.#fillUnheld(block);
+        await this.#disk.pwriteAll(block.data, start, partials.blockSize, start);
+        await this.#disk.trimPast(end);
+      }
+    } finally {
+      // Not `written`: every other block of this start holds newer data than this one.
+      partials.landed(block, partials.stamp());
+      done();
+      this.#disk.purgeLanded();
+    }
+  }
+
+  /** Fills the sectors of `block` it does not hold with what the disk has there. */
+  async #fillUnheld(block: PartialBlock): Promise<void> {
+    const partials = this.#partials;
+    const pool = this.#disk.pool;
+    const bs = partials.blockSize;
+    const disk = pool.takePooled(bs) ?? (await pool.take(bs));
+    try {
+      const view = disk.subarray(0, bs);
+      view.fill(0, await this.#disk.preadAligned(view, block.start));
+      const s = partials.sectorSize;
+      for (let i = 0; i * s < bs; i++) {
+        if (((block.mask >>> i) & 1) === 0) block.data.set(view.subarray(i * s, (i + 1) * s), i * s);
+      }
+    } finally {
+      pool.give(disk);
+    }
+  }
+
+  #evictOldest(): void {
+    const oldest = this.#partials.oldest();
+    if (oldest === undefined) return;
+    this.#partials.retire(oldest);
+    const p: Promise<void> = this.#writeOut(oldest).then(
+      () => void this.#background.delete(p),
+      (e: unknown) => {
+        this.#deferredError ??= e;
+        this.#background.delete(p);
+      },
+    );
+    this.#background.add(p);
+  }
+}
