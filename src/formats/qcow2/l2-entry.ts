@@ -91,6 +91,15 @@ function offsetOf(hi: number, lo: number): number {
   return (hi & OFFSET_HI) * TWO32 + ((lo & OFFSET_LO) >>> 0);
 }
 
+/**
+ * The offset an entry's words hold is cluster aligned: cluster_bits is 9 to 21
+ * (the header refuses others), so the low word decides, with no `2 **` (a call
+ * into the math library for every entry decoded).
+ */
+function clusterAligned(lo: number, clusterBits: number): boolean {
+  return (lo & OFFSET_LO & ((1 << clusterBits) - 1)) === 0;
+}
+
 function rawHex(hi: number, lo: number): string {
   return `0x${(hi >>> 0).toString(16).padStart(8, '0')}${(lo >>> 0).toString(16).padStart(8, '0')}`;
 }
@@ -107,7 +116,7 @@ export function decodeL1Words(hi: number, lo: number, ctx: { readonly clusterBit
     throw corrupt(ctx.loc, 'L1 table', `entry ${rawHex(hi, lo)} has reserved bits set`);
   }
   const l2Offset = offsetOf(hi, lo);
-  if (l2Offset % 2 ** ctx.clusterBits !== 0) {
+  if (!clusterAligned(lo, ctx.clusterBits)) {
     throw corrupt(ctx.loc, 'L1 table', `L2 table offset ${hex(l2Offset)} is not cluster aligned`);
   }
   return { l2Offset, copied: (hi & COPIED_HI) !== 0 && l2Offset !== 0 };
@@ -141,7 +150,7 @@ export function readL1EntryOf(table: Uint8Array, index: number, clusterBits: num
   if (hi === 0 && lo === 0) return UNALLOCATED_L1;
   if ((hi & L1_RESERVED_HI) === 0 && (lo & L1_RESERVED_LO) === 0) {
     const l2Offset = offsetOf(hi, lo);
-    if (l2Offset % 2 ** clusterBits === 0) return { l2Offset, copied: (hi & COPIED_HI) !== 0 && l2Offset !== 0 };
+    if (clusterAligned(lo, clusterBits)) return { l2Offset, copied: (hi & COPIED_HI) !== 0 && l2Offset !== 0 };
   }
   return decodeL1Words(hi, lo, { clusterBits, loc: { file, tableOffset, index } });
 }
@@ -171,25 +180,34 @@ export function decodeL2Words(
   geometry: L2Geometry,
   loc: L2Location,
 ): L2Mapping {
-  const { hi, lo, bitmapHi, bitmapLo } = words;
+  return decodeWords(words.hi, words.lo, words.bitmapHi, words.bitmapLo, geometry, loc.file, loc.tableOffset, loc.index);
+}
+
+/**
+ * decodeL2Words on loose words and the entry's place, which becomes an object
+ * only in an error: a guest request decodes an entry or two, and the two
+ * objects per entry were a share of what a depth-1 overwrite allocated.
+ */
+function decodeWords(hi: number, lo: number, bitmapHi: number, bitmapLo: number, geometry: L2Geometry, file: string, tableOffset: number, index: number): L2Mapping {
+  const at = (): L2Location => ({ file, tableOffset, index });
   if ((hi & COMPRESSED_HI) !== 0) {
-    if (geometry.externalDataFile) throw corrupt(loc, 'L2 table', `compressed entry ${rawHex(hi, lo)} in an image with an external data file`);
-    if ((hi & COPIED_HI) !== 0) throw corrupt(loc, 'L2 table', `compressed entry ${rawHex(hi, lo)} has the COPIED flag set`);
+    if (geometry.externalDataFile) throw corrupt(at(), 'L2 table', `compressed entry ${rawHex(hi, lo)} in an image with an external data file`);
+    if ((hi & COPIED_HI) !== 0) throw corrupt(at(), 'L2 table', `compressed entry ${rawHex(hi, lo)} has the COPIED flag set`);
     if (geometry.extendedL2 && (bitmapHi !== 0 || bitmapLo !== 0)) {
-      throw corrupt(loc, 'L2 table', `compressed entry has a non-zero subcluster bitmap ${rawHex(bitmapHi, bitmapLo)}`);
+      throw corrupt(at(), 'L2 table', `compressed entry has a non-zero subcluster bitmap ${rawHex(bitmapHi, bitmapLo)}`);
     }
     return decodeCompressedWords(hi, lo, geometry.clusterBits);
   }
   if ((hi & L2_RESERVED_HI) !== 0 || (lo & L2_RESERVED_LO) !== 0) {
-    throw corrupt(loc, 'L2 table', `entry ${rawHex(hi, lo)} has reserved bits set`);
+    throw corrupt(at(), 'L2 table', `entry ${rawHex(hi, lo)} has reserved bits set`);
   }
   const hostOffset = offsetOf(hi, lo);
   const copied = (hi & COPIED_HI) !== 0;
-  if (hostOffset % 2 ** geometry.clusterBits !== 0) {
-    throw corrupt(loc, 'L2 table', `cluster offset ${hex(hostOffset)} is not cluster aligned`);
+  if (!clusterAligned(lo, geometry.clusterBits)) {
+    throw corrupt(at(), 'L2 table', `cluster offset ${hex(hostOffset)} is not cluster aligned`);
   }
   if (hostOffset > Number.MAX_SAFE_INTEGER) {
-    throw corrupt(loc, 'L2 table', `cluster offset ${hex(hostOffset)} is out of range`);
+    throw corrupt(at(), 'L2 table', `cluster offset ${hex(hostOffset)} is out of range`);
   }
   // With an external data file offset 0 is a valid host offset; COPIED tells it apart.
   const hasHost = hostOffset !== 0 || (geometry.externalDataFile && copied);
@@ -197,14 +215,14 @@ export function decodeL2Words(
     if ((lo & 1) !== 0) return hasHost ? { kind: 'zero-alloc', hostOffset, copied } : ZERO_PLAIN;
     return hasHost ? { kind: 'normal', hostOffset, copied } : UNALLOCATED;
   }
-  if ((lo & 1) !== 0) throw corrupt(loc, 'L2 table', `entry ${rawHex(hi, lo)} has the zero flag set in an extended L2 table`);
+  if ((lo & 1) !== 0) throw corrupt(at(), 'L2 table', `entry ${rawHex(hi, lo)} has the zero flag set in an extended L2 table`);
   const allocMask = bitmapLo >>> 0;
   const zeroMask = bitmapHi >>> 0;
   if ((allocMask & zeroMask) !== 0) {
-    throw corrupt(loc, 'L2 table', `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters both allocated and zero`);
+    throw corrupt(at(), 'L2 table', `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters both allocated and zero`);
   }
   if (!hasHost) {
-    if (allocMask !== 0) throw corrupt(loc, 'L2 table', `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters allocated but the entry has no host cluster`);
+    if (allocMask !== 0) throw corrupt(at(), 'L2 table', `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters allocated but the entry has no host cluster`);
     if (zeroMask === 0) return UNALLOCATED;
     if (zeroMask === ALL_SUBCLUSTERS) return ZERO_PLAIN;
     return { kind: 'subclusters', hostOffset: null, copied: false, allocMask, zeroMask };
@@ -233,7 +251,7 @@ function decodeCompressedWords(hi: number, lo: number, clusterBits: number): L2M
 export function plainDataOffset(hi: number, lo: number, clusterBits: number): number {
   if ((hi & (COMPRESSED_HI | L2_RESERVED_HI)) !== 0 || (lo & (L2_RESERVED_LO | 1)) !== 0) return -1;
   const host = offsetOf(hi, lo);
-  if (host === 0 || host > Number.MAX_SAFE_INTEGER || host % 2 ** clusterBits !== 0) return -1;
+  if (host === 0 || host > Number.MAX_SAFE_INTEGER || !clusterAligned(lo, clusterBits)) return -1;
   return host;
 }
 
@@ -257,18 +275,17 @@ export function l2EntrySize(geometry: { readonly extendedL2: boolean }): number 
 
 /** Reads and decodes entry `index` of an L2 table buffer. */
 export function readL2Entry(table: Uint8Array, index: number, ctx: { readonly geometry: L2Geometry; readonly file: string; readonly tableOffset: number }): L2Mapping {
-  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
   const pos = index * l2EntrySize(ctx.geometry);
-  const hi = view.getUint32(pos, false);
-  const lo = view.getUint32(pos + 4, false);
+  const hi = beWord(table, pos);
+  const lo = beWord(table, pos + 4);
   let bitmapHi = 0;
   let bitmapLo = 0;
   if (ctx.geometry.extendedL2) {
-    bitmapHi = view.getUint32(pos + 8, false);
-    bitmapLo = view.getUint32(pos + 12, false);
+    bitmapHi = beWord(table, pos + 8);
+    bitmapLo = beWord(table, pos + 12);
   }
   if ((hi | lo | bitmapHi | bitmapLo) === 0) return UNALLOCATED;
-  return decodeL2Words({ hi, lo, bitmapHi, bitmapLo }, ctx.geometry, { file: ctx.file, tableOffset: ctx.tableOffset, index });
+  return decodeWords(hi, lo, bitmapHi, bitmapLo, ctx.geometry, ctx.file, ctx.tableOffset, index);
 }
 
 /** The raw words of an entry: `entry` and (extended L2) `bitmap`, 0n otherwise. */

@@ -126,3 +126,34 @@ test('plainDataOffset takes exactly the entries decodeL2Entry maps as plain data
     assert.equal(plainDataOffset(hi, lo, std.clusterBits), expected, `entry 0x${e.toString(16)}`);
   }
 });
+
+test('an offset is cluster aligned for every cluster size exactly when the entry decodes (L2, extended L2, L1, and the plain-data path)', () => {
+  for (const clusterBits of [9, 12, 16, 21]) {
+    const cs = 1n << BigInt(clusterBits);
+    // Offsets in the low word, in the high word, and with both: aligned ones, and ones off by a sector and by half a cluster.
+    const bases = [cs, 5n * cs, 1n << 32n, (1n << 40n) + 3n * cs, (1n << 48n) + cs];
+    for (const base of bases) {
+      for (const off of [0n, 512n, cs / 2n, cs - 512n]) {
+        // Bits below 9 are flags and reserved bits, not offset bits.
+        if (off % 512n !== 0n) continue;
+        const host = base + off;
+        const aligned = host % cs === 0n;
+        const what = `offset 0x${host.toString(16)}, cluster_bits ${clusterBits}`;
+        const g: L2Geometry = { clusterBits, extendedL2: false, externalDataFile: false };
+        const mapsTo = (f: () => unknown): boolean => {
+          try {
+            f();
+            return true;
+          } catch (e) {
+            assert.ok(isVdiskError(e, 'ECORRUPT') && /not cluster aligned/.test(e.message), `${what}: ${String(e)}`);
+            return false;
+          }
+        };
+        assert.equal(mapsTo(() => dec(host, null, g)), aligned, `L2 ${what}`);
+        if (clusterBits >= 14) assert.equal(mapsTo(() => dec(host, 0xffffffffn, { ...g, extendedL2: true })), aligned, `extended L2 ${what}`);
+        assert.equal(mapsTo(() => decodeL1Entry(host, { clusterBits, loc })), aligned, `L1 ${what}`);
+        assert.equal(plainDataOffset(Number(host >> 32n), Number(host & 0xffffffffn), clusterBits), aligned ? Number(host) : -1, `plain ${what}`);
+      }
+    }
+  }
+});
