@@ -7,7 +7,10 @@
 // builds (run it from each checkout, alternating). Needs `npm run build` (it uses the
 // compiled test helpers).
 //
-//   node bench/write-path-cpu.mjs [--offset N] [--requests N] [--extended-l2]
+// --depth N: requests in flight (16). --overwrite: the same writes go over clusters a
+// first, untimed pass allocated (the depth-1 overwrite row's path: no allocation).
+//
+//   node bench/write-path-cpu.mjs [--offset N] [--requests N] [--depth N] [--overwrite] [--extended-l2]
 import './env.mjs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -120,32 +123,38 @@ class SparseBatchHost {
   async close() {}
 }
 
-const depth = 16;
+const depth = value('--depth', 16);
+const overwrite = args.includes('--overwrite');
 const host = new SparseBatchHost(await freshImageBytes(4 * 2 ** 30, options));
 const driver = await openOnHost(host, { readOnly: false });
 const data = new Uint8Array(DATA).fill(7);
+if (overwrite) await stream();
 const started = process.hrtime.bigint();
-await new Promise((resolve, reject) => {
-  let next = 0;
-  let active = 0;
-  const issue = () => {
-    while (active < depth && next < requests) {
-      const at = offset0 + next++ * DATA;
-      active++;
-      driver.write(at, data).then(() => {
-        active--;
-        if (next >= requests && active === 0) resolve();
-        else issue();
-      }, reject);
-    }
-  };
-  issue();
-});
+await stream();
+/** The requests, `depth` at a time. */
+function stream() {
+  return new Promise((resolve, reject) => {
+    let next = 0;
+    let active = 0;
+    const issue = () => {
+      while (active < depth && next < requests) {
+        const at = offset0 + next++ * DATA;
+        active++;
+        driver.write(at, data).then(() => {
+          active--;
+          if (next >= requests && active === 0) resolve();
+          else issue();
+        }, reject);
+      }
+    };
+    issue();
+  });
+}
 const ms = Number(process.hrtime.bigint() - started) / 1e6;
 const stats = driver.stats();
 await driver.flush();
 await driver.close();
 console.log(
-  `${requests} writes of ${DATA} bytes from ${offset0}, depth ${depth}: ${ms.toFixed(0)} ms, ${((ms * 1000) / requests).toFixed(2)} µs per request ` +
+  `${requests} ${overwrite ? 'overwrites' : 'writes'} of ${DATA} bytes from ${offset0}, depth ${depth}: ${ms.toFixed(0)} ms, ${((ms * 1000) / requests).toFixed(2)} µs per request ` +
     `(COW cancellations ${stats.cowCancellations}, COW waits ${stats.cowWaits})`,
 );

@@ -23,6 +23,7 @@
  * Errors after a participant completed are kept and reported by the next
  * flush (the cluster is then left unlinked: a leak, never a bad mapping).
  */
+import { DirectWriters, IDLE_WRITERS_KEPT } from './direct-writers.js';
 import type { L2Mapping } from './l2-entry.js';
 import { SlotSet, type Slotted } from '../../util/slot-set.js';
 import { PlanTicket } from './plan-ticket.js';
@@ -247,21 +248,6 @@ export class ClusterAllocation {
   }
 }
 
-/** The plain in-place writers of one cluster; the promise of their end is made only when someone waits. */
-class DirectWriters {
-  count = 0;
-  #promise: Promise<void> | null = null;
-  #resolve: (() => void) | null = null;
-
-  whenIdle(): Promise<void> {
-    this.#promise ??= new Promise<void>((r) => (this.#resolve = r));
-    return this.#promise;
-  }
-
-  idle(): void {
-    this.#resolve?.();
-  }
-}
 
 /** The records of one image. */
 export class InflightTable {
@@ -431,22 +417,20 @@ export class InflightTable {
     return false;
   }
 
-  /** Marks a plain in-place write on `cluster`; returns its end. */
-  enterDirect(cluster: number): () => void {
+  /** Marks a plain in-place write on `cluster`; the result's `leave()` at its end. */
+  enterDirect(cluster: number): DirectWriters {
     let d = this.#direct.get(cluster);
-    if (!d) {
+    if (d === undefined) {
+      if (this.#direct.size >= IDLE_WRITERS_KEPT) this.#dropIdleWriters();
       d = new DirectWriters();
       this.#direct.set(cluster, d);
     }
     d.count++;
-    const entry = d;
-    return () => {
-      entry.count--;
-      if (entry.count === 0) {
-        this.#direct.delete(cluster);
-        entry.idle();
-      }
-    };
+    return d;
+  }
+
+  #dropIdleWriters(): void {
+    for (const [cluster, d] of this.#direct) if (d.count === 0) this.#direct.delete(cluster);
   }
 
   /**
@@ -463,7 +447,7 @@ export class InflightTable {
         waits.push(rec.settled);
       }
       const d = this.#direct.get(c);
-      if (d) waits.push(d.whenIdle());
+      if (d !== undefined && d.count > 0) waits.push(d.whenIdle());
     };
     if (last - first < this.#records.size + this.#direct.size) {
       for (let c = first; c <= last; c++) visit(c);

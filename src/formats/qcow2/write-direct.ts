@@ -7,6 +7,7 @@
 import { isHostRange, type Bytes } from '../../host/host-range.js';
 import { copiedOf, hostOf, isPlainOverwrite, tailEnd } from './cow.js';
 import { mappingAt, type Qcow2Image } from './image.js';
+import type { DirectWriters } from './direct-writers.js';
 import { acquireCopiedL2Now } from './l2-update.js';
 
 /**
@@ -91,10 +92,13 @@ export function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): 
   const start = host0 + (offset - first * cs);
   const intent = inflight.enterWrite(offset, data.length);
   inflight.lastWriteEnd = offset + data.length;
-  const leaveDirect: (() => void)[] = [];
-  for (let c = first; c <= last; c++) leaveDirect.push(inflight.enterDirect(c));
+  // One cluster (the common request) needs no array.
+  const writers = inflight.enterDirect(first);
+  const more: DirectWriters[] = [];
+  for (let c = first + 1; c <= last; c++) more.push(inflight.enterDirect(c));
   const done = (): void => {
-    for (const l of leaveDirect) l();
+    writers.leave();
+    for (const w of more) w.leave();
     inflight.leaveWrite(intent);
   };
   return img.dataHost.write(data, start).then(done, (e: unknown) => {

@@ -21,6 +21,7 @@
 import { isHostRange, sliceBytes, writeParts, type Bytes } from '../../host/host-range.js';
 import { copiedOf, cowReadsZero, headStart, hostOf, isPlainOverwrite, readOld, tailEnd, type CowSource } from './cow.js';
 import { l2Chunks, l2IndexOf, mappingAt, type Qcow2Image } from './image.js';
+import type { DirectWriters } from './direct-writers.js';
 import { ClusterAllocation, type AllocationHooks } from './inflight.js';
 import type { PlanTicket } from './plan-ticket.js';
 import type { CachedTable } from './table-cache.js';
@@ -29,7 +30,7 @@ import { joinInFlight, overwriteInPlace } from './write-direct.js';
 
 /** What one request does in one cluster. Intra-cluster [a, b) is its data. */
 type ClusterPlan =
-  | { readonly kind: 'plain'; readonly guestCluster: number; readonly a: number; readonly b: number; readonly host: number; readonly leave: () => void }
+  | { readonly kind: 'plain'; readonly guestCluster: number; readonly a: number; readonly b: number; readonly host: number; readonly writers: DirectWriters }
   | {
       readonly kind: 'record';
       readonly rec: ClusterAllocation;
@@ -211,7 +212,7 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
     const inPlace = oldHost !== null && copiedOf(old);
     const src: CowSource = { old, guestCluster: s.guestCluster, inPlace };
     if (oldHost !== null && isPlainOverwrite(img, src, s)) {
-      plans.push({ kind: 'plain', guestCluster: s.guestCluster, a: s.a, b: s.b, host: oldHost, leave: inflight.enterDirect(s.cluster) });
+      plans.push({ kind: 'plain', guestCluster: s.guestCluster, a: s.a, b: s.b, host: oldHost, writers: inflight.enterDirect(s.cluster) });
       continue;
     }
     const rec = new ClusterAllocation(inflight, {
@@ -383,7 +384,7 @@ function writeGroup(img: Qcow2Image, g: { readonly host: number; readonly bufs: 
 
 function settlePlan(p: ClusterPlan, error: unknown): void {
   if (p.kind === 'plain') {
-    p.leave();
+    p.writers.leave();
     return;
   }
   if (error !== undefined) p.rec.end(error);

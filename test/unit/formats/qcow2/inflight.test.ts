@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createQcow2 } from '../../../../src/formats/qcow2/create.js';
 import { Qcow2Driver } from '../../../../src/formats/qcow2/qcow2-driver.js';
+import { InflightTable } from '../../../../src/formats/qcow2/inflight.js';
 import { FaultHostFile } from '../../../../src/host/fault-file.js';
 import { NodeHostFile } from '../../../../src/host/node-file.js';
 import type { HostOpenOptions } from '../../../../src/host/host-file.js';
@@ -612,4 +613,28 @@ test('a corrupt table entry met on the direct paths rejects the request (never t
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a cluster whose plain writers ended is not busy; a later writer of it is, with a wait of its own, also after idle entries were dropped', async () => {
+  const t = new InflightTable();
+  const settled = (p: Promise<void>): Promise<boolean> => Promise.race([p.then(() => true), turns(3).then(() => false)]);
+  const first = t.enterDirect(5);
+  const wait1 = t.busy(5, 5);
+  assert.ok(wait1);
+  assert.equal(await settled(wait1), false, 'busy while its writer runs');
+  first.leave();
+  assert.equal(await settled(wait1), true);
+  assert.equal(t.busy(5, 5), null, 'an idle cluster is not busy');
+  const second = t.enterDirect(5);
+  const wait2 = t.busy(5, 5);
+  assert.ok(wait2);
+  assert.equal(await settled(wait2), false, 'the second writer has a wait of its own, not the first one settled');
+  // Thousands of other clusters written one at a time: their idle entries are dropped on the way,
+  // never the one still written.
+  for (let c = 100; c < 5000; c++) t.enterDirect(c).leave();
+  assert.equal(t.busy(100, 5000), null);
+  assert.ok(t.busy(0, 99), 'cluster 5 is still written');
+  second.leave();
+  assert.equal(await settled(wait2), true);
+  assert.equal(t.busy(0, 10_000), null);
 });
