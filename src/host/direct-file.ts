@@ -313,11 +313,12 @@ export class DirectHostFile implements HostFile {
 
   /** Writes the `length` bytes of `parts`, back to back, at `offset`. */
   #writePiece(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
-    if (this.#held !== null && this.#partials !== null && offset % this.#align === 0 && length % this.#align === 0) {
-      const bs = this.#partials.blockSize;
+    const held = this.#held;
+    if (held !== null && offset % this.#align === 0 && length % this.#align === 0) {
+      const bs = held.blockSize;
       if (offset % bs !== 0 || (offset + length) % bs !== 0) {
         this.#size = Math.max(this.#size, offset + length);
-        return this.#held.write(parts, length, offset);
+        return held.write(parts, length, offset);
       }
     }
     return this.#writeExtent(parts, length, offset);

@@ -64,6 +64,10 @@ export function fsyncFd(fd: number): Promise<void> {
   return cb<void>((done) => fs.fsync(fd, done));
 }
 
+export function fdatasyncFd(fd: number): Promise<void> {
+  return cb<void>((done) => fs.fdatasync(fd, done));
+}
+
 /** Writes all of `text` (UTF-8) at the start of the file open as `fd`. */
 export async function writeTextFd(fd: number, text: string): Promise<void> {
   const bytes = Buffer.from(text, 'utf8');

@@ -43,6 +43,11 @@ export class HeldBlocks {
     this.#disk = disk;
   }
 
+  /** The file system's block, whose partly written ones are held. */
+  get blockSize(): number {
+    return this.#partials.blockSize;
+  }
+
   /**
    * A sector-aligned write that leaves blocks partly written: its partial head
    * and tail blocks are merged into the held blocks (written out once full),

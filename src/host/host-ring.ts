@@ -10,8 +10,8 @@
  * returned promise settles: the kernel writes into them after the call returns.
  * DirectHostFile's bounce buffers (WebAssembly memory, never detached) are.
  */
-import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { fdatasyncFd, preadFd, pwriteFd } from './fs-calls.js';
 import { nativeHost, type NativeRing } from './native.js';
 
 /** Requests the ring holds at once; more wait in a queue here. */
@@ -281,19 +281,31 @@ export class HostRing {
 
   /** Runs the request of `tag` again through libuv's thread pool (see RUN_AGAIN); its caller keeps the buffer until it settles. */
   #runOnPool(tag: number, resolve: Resolve, reject: Reject): void {
-    this.#onPool++;
-    const done = (e: Error | null, n: number): void => {
-      this.#onPool--;
-      if (e === null) resolve(n);
-      else reject(e);
-      this.#drainQueue();
-    };
     const fd = this.#fds[tag] ?? -1;
     const offset = this.#offsets[tag] ?? 0;
     const buf = this.#bufs[tag] ?? null;
-    if (this.#ops[tag] === Op.Datasync || buf === null) fs.fdatasync(fd, (e) => done(e, 0));
-    else if (this.#ops[tag] === Op.Write) fs.write(fd, buf, 0, buf.length, offset, (e, n) => done(e, n));
-    else fs.read(fd, buf, 0, buf.length, offset, (e, n) => done(e, n));
+    const op = this.#ops[tag];
+    const run =
+      op === Op.Datasync || buf === null
+        ? fdatasyncFd(fd).then(() => 0)
+        : op === Op.Write
+          ? pwriteFd(fd, buf, 0, buf.length, offset)
+          : preadFd(fd, buf, 0, buf.length, offset);
+    this.#onPool++;
+    const ended = (): void => {
+      this.#onPool--;
+      this.#drainQueue();
+    };
+    run.then(
+      (n) => {
+        ended();
+        resolve(n);
+      },
+      (e: unknown) => {
+        ended();
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
   }
 
   /** Frees the tag of a request that ended. */

@@ -5,7 +5,7 @@ import { nativeHost, type NativeHost } from './native.js';
 import type { HostRing } from './host-ring.js';
 import { SyncWritePolicy } from './sync-write-policy.js';
 import { WORKER_READ_MIN, workerReadRing } from './worker-reads.js';
-import { cb, preadFd, pwriteFd, pwritevFd } from './fs-calls.js';
+import { cb, fdatasyncFd, preadFd, pwriteFd, pwritevFd } from './fs-calls.js';
 
 /**
  * Writes up to this size first try RWF_NOWAIT on the JS thread: a page-cache
@@ -230,7 +230,7 @@ export class NodeHostFile implements HostFile {
   async sync(): Promise<void> {
     if (this.readOnly) return;
     try {
-      await cb<void>((done) => fs.fdatasync(this.#fd, done));
+      await fdatasyncFd(this.#fd);
     } catch (e) {
       throw fromSystemError(e, this.path, 'sync');
     }

@@ -92,13 +92,13 @@ export function overwriteInPlace(img: Qcow2Image, offset: number, data: Bytes): 
   const start = host0 + (offset - first * cs);
   const intent = inflight.enterWrite(offset, data.length);
   inflight.lastWriteEnd = offset + data.length;
-  // One cluster (the common request) needs no array.
+  // One cluster (the common request) makes no array.
   const writers = inflight.enterDirect(first);
-  const more: DirectWriters[] = [];
-  for (let c = first + 1; c <= last; c++) more.push(inflight.enterDirect(c));
+  let more: DirectWriters[] | null = null;
+  for (let c = first + 1; c <= last; c++) (more ??= []).push(inflight.enterDirect(c));
   const done = (): void => {
     writers.leave();
-    for (const w of more) w.leave();
+    if (more !== null) for (const w of more) w.leave();
     inflight.leaveWrite(intent);
   };
   return img.dataHost.write(data, start).then(done, (e: unknown) => {
