@@ -39,6 +39,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { DeviceStalls } from './device-stalls.mjs';
 
 // Strict: a mistyped option (or --help) stops here instead of starting a run of many minutes.
 let parsed;
@@ -75,6 +76,7 @@ fs.mkdirSync(scratchRoot, { recursive: true });
 removeAbandonedRuns(scratchRoot);
 const dir = fs.mkdtempSync(path.join(scratchRoot, 'vdisk-bench-'));
 fs.writeFileSync(path.join(dir, 'owner.pid'), String(process.pid));
+const device = DeviceStalls.open(dir);
 
 /**
  * The scratch directories of earlier runs whose process is gone (killed: the
@@ -117,11 +119,23 @@ const RANDOM_STEP = 4096 * 300007;
 function sh(cmd, argv, opts = {}) {
   return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 28, ...opts });
 }
+// Each tool's command is bracketed for the device sampler: the last one a workload's run
+// makes is its timed command (images are made before it), so `device.last` is that one's.
 function vdisk(argv) {
-  return sh(VDISK[0], [VDISK[1], ...argv]);
+  device?.begin();
+  try {
+    return sh(VDISK[0], [VDISK[1], ...argv]);
+  } finally {
+    device?.end();
+  }
 }
 function qemuImg(argv) {
-  return sh('qemu-img', argv);
+  device?.begin();
+  try {
+    return sh('qemu-img', argv);
+  } finally {
+    device?.end();
+  }
 }
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -406,6 +420,14 @@ workloads.push({
   },
 });
 
+/** Whether the disk stalled in any of a row's runs. */
+function stalled(row) {
+  return [...row.stalls.vdisk, ...row.stalls.qemu].some((ms) => ms > 0);
+}
+function stallText(row) {
+  return `vdisk ${row.stalls.vdisk.join(' ')}   qemu ${row.stalls.qemu.join(' ')}`;
+}
+
 const rows = [];
 /** Times of bench/copy-floor.c, when convert rows ran. */
 let floorRuns = null;
@@ -413,6 +435,7 @@ try {
   for (const w of workloads) {
     if (only && !w.name.includes(only)) continue;
     const times = { vdisk: [], qemu: [] };
+    const stalls = { vdisk: [], qemu: [] };
     let error = null;
     // Untimed warm-up rounds first: the first run of a workload, whichever tool it was, took
     // 1-4 s where the next ones took 0.5 s (4 GiB convert, right after its source was made).
@@ -430,6 +453,7 @@ try {
       for (const tool of i % 2 === 0 ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) {
         try {
           times[tool].push(w.run(tool));
+          if (device) stalls[tool].push(device.last);
         } catch (e) {
           error = `${tool}: ${String(e.stderr ?? e.message).split('\n')[0]}`;
           break;
@@ -438,7 +462,7 @@ try {
     }
     const v = times.vdisk.length ? median(times.vdisk) : NaN;
     const q = times.qemu.length ? median(times.qemu) : NaN;
-    const row = { name: w.name, command: w.command, vdisk: v, qemu: q, ratio: q / v, requests: w.requests, error, times };
+    const row = { name: w.name, command: w.command, vdisk: v, qemu: q, ratio: q / v, requests: w.requests, error, times, stalls };
     rows.push(row);
     const rate = (t) => (w.requests ? ` (${Math.round(w.requests / t)} req/s)` : '');
     console.log(
@@ -446,6 +470,7 @@ try {
     );
     // Every run in the order it ran (the first tool alternates): a slow first run shows here.
     console.log(`    runs: vdisk ${times.vdisk.map((t) => t.toFixed(3)).join(' ')}   qemu ${times.qemu.map((t) => t.toFixed(3)).join(' ')}`);
+    if (stalled(row)) console.log(`    device stalled (ms, see bench/device-stalls.mjs): ${stallText(row)}`);
   }
   // After the convert rows, while their source is still there.
   if (rows.some((r) => r.name.startsWith('convert '))) {
@@ -484,6 +509,8 @@ if (limit && seq && !limit.error && !seq.error) {
   console.log(
     `\nraw-file limit: qcow2 ${QCOW2_SEQ_ROW} at ${(limit.vdisk / seq.vdisk).toFixed(2)} of a raw file for vdisk, ${(limit.qemu / seq.qemu).toFixed(2)} for QEMU (bar: 0.8)`,
   );
+  // The device's stalls move this ratio more than either tool does: say when they were there.
+  for (const r of [seq, limit].filter(stalled)) console.log(`    device stalled in ${r.name} (ms): ${stallText(r)}`);
 }
 if (markdown) {
   // The range of the runs next to each median: on shared machines a row's spread says how far to trust its ratio.
@@ -495,4 +522,9 @@ if (markdown) {
     );
   }
   if (floor !== null) console.log(`\nConvert floor (bench/copy-floor.c, the same data by plain pread/pwrite in C): ${floor.toFixed(3)} s.`);
+  const withStalls = rows.filter(stalled);
+  if (withStalls.length > 0) {
+    console.log('\nDevice stalls (ms per run, in the order of the runs; bench/device-stalls.mjs):\n');
+    for (const r of withStalls) console.log(`- ${r.name}: ${stallText(r)}`);
+  }
 }
