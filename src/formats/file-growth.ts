@@ -50,6 +50,17 @@ export class FileGrowth {
     });
   }
 
+  /**
+   * `ensure` when it has nothing to wait for: true once the file reaches `end`
+   * already (or reserving is off), with `end` recorded as used; false, and
+   * nothing recorded, when the file must grow first (then call `ensure`).
+   */
+  ensureNow(end: number): boolean {
+    if (end > this.#end && this.#enabled) return false;
+    if (end > this.#used) this.#used = end;
+    return true;
+  }
+
   /** Records that the file was cut to `size` (a repair or close dropped the reserved tail). */
   truncated(size: number): void {
     this.#end = size;

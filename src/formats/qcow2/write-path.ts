@@ -234,18 +234,26 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
     plans.push({ kind: 'record', rec, a: s.a, b: s.b, cowFrom: headStart(img, src, s.a), withTail: !(deferTail && !inPlace), src });
   }
   if (fresh.length > 0) {
-    // One contiguous run for the chunk's new clusters, so their writes merge.
-    // One promise for the whole run (not one per cluster: this is the copy hot path).
-    const ready = img.refcounts.allocRun(fresh.length).then((run) => {
-      fresh.forEach((rec, k) => {
-        rec.host = run.offset + k * img.clusterSize;
-        rec.cowIsNoop = run.fresh && cowReadsZero(img, rec.old);
-      });
-    });
-    ready.catch(() => undefined);
-    for (const rec of fresh) rec.hostReady = ready;
+    // One contiguous run for the chunk's new clusters, so their writes merge: placed
+    // now when nothing has to wait (see allocRunNow), else once allocRun resolves, with
+    // one promise for the whole run (not one per cluster: this is the copy hot path).
+    const now = img.refcounts.allocRunNow(fresh.length);
+    if (now !== null) placeRun(img, fresh, now);
+    else {
+      const ready = img.refcounts.allocRun(fresh.length).then((run) => placeRun(img, fresh, run));
+      ready.catch(() => undefined);
+      for (const rec of fresh) rec.hostReady = ready;
+    }
   }
   return plans;
+}
+
+/** Gives the records of a chunk's new clusters their places in the run allocated for them. */
+function placeRun(img: Qcow2Image, fresh: readonly ClusterAllocation[], run: { readonly offset: number; readonly fresh: boolean }): void {
+  fresh.forEach((rec, k) => {
+    rec.host = run.offset + k * img.clusterSize;
+    rec.cowIsNoop = run.fresh && cowReadsZero(img, rec.old);
+  });
 }
 
 /** The hooks of an image's records: one pair of closures per image, not per planned chunk. */

@@ -320,8 +320,9 @@ test('writes joining an allocation whose cluster cannot be placed fail with it; 
     const expected = new Uint8Array(1024 * 1024);
     let failedAt = -1;
     try {
-      // Each cluster in two halves, issued together: the second joins the first's allocation
-      // before the first knows its host cluster.
+      // Each cluster in two halves, issued together: the second joins the first's allocation,
+      // which for the cluster that needs a new refcount block does not know its host cluster yet
+      // (the others are placed in the call that plans them: Refcounts.allocRunNow).
       for (let k = 0; k < 2048 && failedAt < 0; k++) {
         const first = pattern(2 * k, 256);
         const second = pattern(2 * k + 1, 256);
