@@ -21,6 +21,9 @@
 // memory fell inside the next run, whose page-cache writes then went 10 times
 // slower for a streak of 100-300 ms, mostly in the run that lasted longer.
 //
+// Each run's device stalls (bench/device-stalls.mjs: the scratch directory's disk busy with
+// requests waiting while moving almost nothing) are printed under the row when there were any.
+//
 // Quick mode (default) uses small images so the whole suite takes a few
 // minutes; --full uses the sizes of issue 4 (8 GiB read image, 4 GiB convert,
 // 1 TiB map, 1 GiB commit). VDISK_BENCH_DIR sets the scratch directory (on the
