@@ -9,9 +9,10 @@
  * laid out by vdisk and QEMU look alike.
  *
  * Locking: every public method that changes refcounts runs under `allocLock`
- * (one per image). It is the innermost lock: holders of L1/L2 table locks may
- * take it, code holding it never waits for a table lock. Refcount-block cache
- * writeback takes no lock.
+ * (one per image), except `allocRunNow`, which acts only while the lock is
+ * free and finishes without an await, as if it had held it. It is the
+ * innermost lock: holders of L1/L2 table locks may take it, code holding it
+ * never waits for a table lock. Refcount-block cache writeback takes no lock.
  */
 import { VdiskError } from '../../errors.js';
 import type { HostFile } from '../../host/host-file.js';

@@ -35,10 +35,6 @@ async function freshRefcounts(growth: 'none' | 'reserving' = 'none'): Promise<{ 
   return { r: await refcountsOver(host, g), host, growth: g };
 }
 
-async function refcountAt(r: Refcounts, offset: number): Promise<number> {
-  return r.get(offset);
-}
-
 test('allocRunNow hands out the same runs as allocRun, each counted once', async () => {
   const { r: now } = await freshRefcounts();
   const { r: later } = await freshRefcounts();
@@ -52,7 +48,7 @@ test('allocRunNow hands out the same runs as allocRun, each counted once', async
   }
   assert.deepEqual(got, want);
   assert.ok(now.allocRunNow(1) !== null, 'with the block cached and nothing in progress, the placement is immediate');
-  for (let c = got[0] ?? 0; c < (got.at(-1) ?? 0) + CLUSTER; c += CLUSTER) assert.equal(await refcountAt(now, c), 1, `cluster at ${c}`);
+  for (let c = got[0] ?? 0; c < (got.at(-1) ?? 0) + CLUSTER; c += CLUSTER) assert.equal(await now.get(c), 1, `cluster at ${c}`);
 });
 
 test('allocRunNow declines while another allocation holds the lock, and changes nothing', async () => {
@@ -66,8 +62,8 @@ test('allocRunNow declines while another allocation holds the lock, and changes 
   }
   const next = r.allocRunNow(1);
   assert.ok(next !== null);
-  assert.equal(await refcountAt(r, next.offset), 1);
-  assert.equal(await refcountAt(r, next.offset + CLUSTER), 0, 'the declined call took nothing');
+  assert.equal(await r.get(next.offset), 1);
+  assert.equal(await r.get(next.offset + CLUSTER), 0, 'the declined call took nothing');
 });
 
 test('allocRunNow declines when the clusters at the hint are not all free (allocRun searches on)', async () => {
@@ -76,7 +72,7 @@ test('allocRunNow declines when the clusters at the hint are not all free (alloc
   // A cluster in use right after the hint (a table placed there by someone else).
   await r.update(first.offset + 2 * CLUSTER, CLUSTER, 1);
   assert.equal(r.allocRunNow(3), null);
-  assert.equal(await refcountAt(r, first.offset + CLUSTER), 0, 'nothing taken by the declined call');
+  assert.equal(await r.get(first.offset + CLUSTER), 0, 'nothing taken by the declined call');
   const searched = await r.allocRun(3);
   assert.equal(searched.offset, first.offset + 3 * CLUSTER, 'allocRun steps past the cluster in use');
   // One free cluster is left behind the hint's old place; a single one still comes from the hint.
