@@ -124,21 +124,19 @@ function sh(cmd, argv, opts = {}) {
 }
 // Each tool's command is bracketed for the device sampler: the last one a workload's run
 // makes is its timed command (images are made before it), so `device.last` is that one's.
-function vdisk(argv) {
+function watched(cmd, argv) {
   device?.begin();
   try {
-    return sh(VDISK[0], [VDISK[1], ...argv]);
+    return sh(cmd, argv);
   } finally {
     device?.end();
   }
 }
+function vdisk(argv) {
+  return watched(VDISK[0], [VDISK[1], ...argv]);
+}
 function qemuImg(argv) {
-  device?.begin();
-  try {
-    return sh('qemu-img', argv);
-  } finally {
-    device?.end();
-  }
+  return watched('qemu-img', argv);
 }
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);

@@ -40,8 +40,8 @@ export class FileGrowth {
 
   /** Makes sure the file reaches `end`, reserving `step` more beyond it when it must grow. */
   async ensure(end: number): Promise<void> {
+    if (this.ensureNow(end)) return;
     if (end > this.#used) this.#used = end;
-    if (end <= this.#end || !this.#enabled) return;
     await this.#lock.run(async () => {
       if (end <= this.#end || !this.#enabled) return;
       const target = end + this.#step;

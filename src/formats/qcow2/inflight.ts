@@ -248,7 +248,6 @@ export class ClusterAllocation {
   }
 }
 
-
 /** The records of one image. */
 export class InflightTable {
   readonly stats: InflightStats = { allocations: 0, cowCancellations: 0, cowWaits: 0, allocationWaits: 0, tailWrites: 0 };

@@ -188,25 +188,30 @@ export function decodeL2Words(
  * only in an error: a guest request decodes an entry or two, and the two
  * objects per entry were a share of what a depth-1 overwrite allocated.
  */
+/** An L2 entry's corruption error, its place made into an object only now. */
+function l2Corrupt(file: string, tableOffset: number, index: number, message: string): VdiskError {
+  return corrupt({ file, tableOffset, index }, 'L2 table', message);
+}
+
 function decodeWords(hi: number, lo: number, bitmapHi: number, bitmapLo: number, geometry: L2Geometry, file: string, tableOffset: number, index: number): L2Mapping {
   if ((hi & COMPRESSED_HI) !== 0) {
-    if (geometry.externalDataFile) throw corrupt({ file, tableOffset, index }, 'L2 table', `compressed entry ${rawHex(hi, lo)} in an image with an external data file`);
-    if ((hi & COPIED_HI) !== 0) throw corrupt({ file, tableOffset, index }, 'L2 table', `compressed entry ${rawHex(hi, lo)} has the COPIED flag set`);
+    if (geometry.externalDataFile) throw l2Corrupt(file, tableOffset, index, `compressed entry ${rawHex(hi, lo)} in an image with an external data file`);
+    if ((hi & COPIED_HI) !== 0) throw l2Corrupt(file, tableOffset, index, `compressed entry ${rawHex(hi, lo)} has the COPIED flag set`);
     if (geometry.extendedL2 && (bitmapHi !== 0 || bitmapLo !== 0)) {
-      throw corrupt({ file, tableOffset, index }, 'L2 table', `compressed entry has a non-zero subcluster bitmap ${rawHex(bitmapHi, bitmapLo)}`);
+      throw l2Corrupt(file, tableOffset, index, `compressed entry has a non-zero subcluster bitmap ${rawHex(bitmapHi, bitmapLo)}`);
     }
     return decodeCompressedWords(hi, lo, geometry.clusterBits);
   }
   if ((hi & L2_RESERVED_HI) !== 0 || (lo & L2_RESERVED_LO) !== 0) {
-    throw corrupt({ file, tableOffset, index }, 'L2 table', `entry ${rawHex(hi, lo)} has reserved bits set`);
+    throw l2Corrupt(file, tableOffset, index, `entry ${rawHex(hi, lo)} has reserved bits set`);
   }
   const hostOffset = offsetOf(hi, lo);
   const copied = (hi & COPIED_HI) !== 0;
   if (!clusterAligned(lo, geometry.clusterBits)) {
-    throw corrupt({ file, tableOffset, index }, 'L2 table', `cluster offset ${hex(hostOffset)} is not cluster aligned`);
+    throw l2Corrupt(file, tableOffset, index, `cluster offset ${hex(hostOffset)} is not cluster aligned`);
   }
   if (hostOffset > Number.MAX_SAFE_INTEGER) {
-    throw corrupt({ file, tableOffset, index }, 'L2 table', `cluster offset ${hex(hostOffset)} is out of range`);
+    throw l2Corrupt(file, tableOffset, index, `cluster offset ${hex(hostOffset)} is out of range`);
   }
   // With an external data file offset 0 is a valid host offset; COPIED tells it apart.
   const hasHost = hostOffset !== 0 || (geometry.externalDataFile && copied);
@@ -214,14 +219,14 @@ function decodeWords(hi: number, lo: number, bitmapHi: number, bitmapLo: number,
     if ((lo & 1) !== 0) return hasHost ? { kind: 'zero-alloc', hostOffset, copied } : ZERO_PLAIN;
     return hasHost ? { kind: 'normal', hostOffset, copied } : UNALLOCATED;
   }
-  if ((lo & 1) !== 0) throw corrupt({ file, tableOffset, index }, 'L2 table', `entry ${rawHex(hi, lo)} has the zero flag set in an extended L2 table`);
+  if ((lo & 1) !== 0) throw l2Corrupt(file, tableOffset, index, `entry ${rawHex(hi, lo)} has the zero flag set in an extended L2 table`);
   const allocMask = bitmapLo >>> 0;
   const zeroMask = bitmapHi >>> 0;
   if ((allocMask & zeroMask) !== 0) {
-    throw corrupt({ file, tableOffset, index }, 'L2 table', `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters both allocated and zero`);
+    throw l2Corrupt(file, tableOffset, index, `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters both allocated and zero`);
   }
   if (!hasHost) {
-    if (allocMask !== 0) throw corrupt({ file, tableOffset, index }, 'L2 table', `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters allocated but the entry has no host cluster`);
+    if (allocMask !== 0) throw l2Corrupt(file, tableOffset, index, `subcluster bitmap ${rawHex(bitmapHi, bitmapLo)} marks subclusters allocated but the entry has no host cluster`);
     if (zeroMask === 0) return UNALLOCATED;
     if (zeroMask === ALL_SUBCLUSTERS) return ZERO_PLAIN;
     return { kind: 'subclusters', hostOffset: null, copied: false, allocMask, zeroMask };

@@ -171,8 +171,7 @@ export class Refcounts {
     return this.allocLock.run(async () => {
       for (;;) {
         const start = await this.#findFreeRun(count, this.#freeHint);
-        // Only while reserving: then the file reaches past the run, and close trims to a whole cluster.
-        const fresh = this.#growth !== null && this.#growth.reserving && start * this.#clusterSize >= this.#growth.usedEnd;
+        const fresh = this.#isFresh(start);
         if (!(await this.#ensureBlocks(start, count))) continue;
         await this.#addRun(start, count, 1);
         // Like QEMU's free_cluster_index, the hint moves past the run even when
@@ -207,9 +206,8 @@ export class Refcounts {
     try {
       const base = bi * this.#blockEntries;
       if (zeroRefcountsFrom(t.data, start - base, start + count - base, this.#order) < count) return null;
-      const growth = this.#growth;
-      const fresh = growth !== null && growth.reserving && start * this.#clusterSize >= growth.usedEnd;
-      if (growth !== null && !growth.ensureNow((start + count) * this.#clusterSize)) return null;
+      const fresh = this.#isFresh(start);
+      if (this.#growth !== null && !this.#growth.ensureNow((start + count) * this.#clusterSize)) return null;
       // Free entries plus one never pass the maximum: addToRefcounts takes them all.
       addToRefcounts(t.data, start - base, start + count - base, this.#order, 1, this.#max);
       this.cache.markDirty(t);
@@ -218,6 +216,15 @@ export class Refcounts {
     } finally {
       this.cache.release(t);
     }
+  }
+
+  /**
+   * Whether a run from cluster `start` is past every cluster the file has held
+   * since it was opened, before the run is recorded as used. Only while
+   * reserving: then the file reaches past the run, and close trims to a whole cluster.
+   */
+  #isFresh(start: number): boolean {
+    return this.#growth !== null && this.#growth.reserving && start * this.#clusterSize >= this.#growth.usedEnd;
   }
 
   /**

@@ -250,11 +250,11 @@ function planChunk(img: Qcow2Image, table: CachedTable, req: ChunkRequest): Clus
 
 /** Gives the records of a chunk's new clusters their places in the run allocated for them. */
 function placeRun(img: Qcow2Image, fresh: readonly ClusterAllocation[], run: { readonly offset: number; readonly fresh: boolean }): void {
-  for (let k = 0; k < fresh.length; k++) {
-    const rec = fresh[k];
-    if (rec === undefined) continue;
-    rec.host = run.offset + k * img.clusterSize;
+  let host = run.offset;
+  for (const rec of fresh) {
+    rec.host = host;
     rec.cowIsNoop = run.fresh && cowReadsZero(img, rec.old);
+    host += img.clusterSize;
   }
 }
 
