@@ -95,6 +95,8 @@ export class DirectHostFile implements HostFile {
         : new HeldBlocks(partials, {
             pool: this.#pool,
             claim: (start, end) => this.#claim(start, end),
+            claimNow: (start, end) => (this.#writing.overlaps(start, end) ? null : this.#writing.claim(start, end)),
+            release: (claim) => this.#writing.release(claim),
             preadAligned: (view, start) => this.#preadAligned(view, start),
             pwriteAll: (view, start, length, offset) => this.#pwriteAll(view, start, length, offset),
             writeExtent: (parts, length, offset) => this.#writeExtent(parts, length, offset),
@@ -301,10 +303,17 @@ export class DirectHostFile implements HostFile {
     return fromSystemError(e, this.path, `write ${length} bytes at offset ${offset} of`);
   }
 
-  async writev(bufs: readonly Uint8Array[], offset: number): Promise<void> {
-    if (this.readOnly) throw new VdiskError('EPERM', `'${this.path}' is open read-only`, { file: this.path });
-    const total = bufs.reduce((n, b) => n + b.length, 0);
-    // Pieces of at most MAX_TRANSFER bytes, each gathered from the buffers straight into its bounce buffer.
+  writev(bufs: readonly Uint8Array[], offset: number): Promise<void> {
+    if (this.readOnly) return Promise.reject(new VdiskError('EPERM', `'${this.path}' is open read-only`, { file: this.path }));
+    let total = 0;
+    for (const b of bufs) total += b.length;
+    if (total === 0) return Promise.resolve();
+    // One piece (a guest request): no async frame before it reaches #writePiece.
+    return total <= MAX_TRANSFER ? this.#writePiece(bufs, total, offset) : this.#writePieces(bufs, total, offset);
+  }
+
+  /** Pieces of at most MAX_TRANSFER bytes, each gathered from the buffers straight into its bounce buffer. */
+  async #writePieces(bufs: readonly Uint8Array[], total: number, offset: number): Promise<void> {
     for (let pos = 0; pos < total; pos += MAX_TRANSFER) {
       const n = Math.min(MAX_TRANSFER, total - pos);
       await this.#writePiece(sliceParts(bufs, pos, pos + n), n, offset + pos);
@@ -318,7 +327,7 @@ export class DirectHostFile implements HostFile {
       const bs = held.blockSize;
       if (offset % bs !== 0 || (offset + length) % bs !== 0) {
         this.#size = Math.max(this.#size, offset + length);
-        return held.write(parts, length, offset);
+        return held.writeNow(parts, length, offset) ?? held.write(parts, length, offset);
       }
     }
     return this.#writeExtent(parts, length, offset);

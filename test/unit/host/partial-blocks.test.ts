@@ -196,3 +196,41 @@ test('more partial blocks than are held go to the file oldest first; directsync 
     await dsync.close();
   }
 }));
+
+test('a write that fills a held block has put it on the file when it completes, and a write over it issued meanwhile lands after it', { skip: noHolding, timeout: 30_000 }, withDir(async (dir) => {
+  const file = path.join(dir, 'f.raw');
+  fs.writeFileSync(file, Buffer.alloc(64 * 1024));
+  const h = await openHolding(file);
+  assert.ok(h);
+  // What the file holds now, read past the O_DIRECT handle (no sync in between).
+  const onFile = (from: number, to: number): number[] => [...new Set(fs.readFileSync(file).subarray(from, to))];
+  try {
+    // The seed's case: 4 KiB 512 bytes off the blocks leaves the ends of two blocks held.
+    await h.write(new Uint8Array(4096).fill(0x11), 512);
+    assert.deepEqual(onFile(0, 8192), [0], 'both partial blocks are held');
+    assert.equal(h.heldBlocks, 2);
+    // The missing sector of block 0 fills it: on the file when the write completes.
+    await h.write(new Uint8Array(512).fill(0x22), 0);
+    assert.deepEqual(onFile(0, 512), [0x22]);
+    assert.deepEqual(onFile(512, 4096), [0x11]);
+    // The next request of the stream fills block 1 and opens block 2.
+    await h.write(new Uint8Array(4096).fill(0x33), 4608);
+    assert.deepEqual(onFile(4096, 4608), [0x11]);
+    assert.deepEqual(onFile(4608, 8192), [0x33]);
+    assert.deepEqual(onFile(8192, 12288), [0], 'the head of block 2 is held');
+    assert.equal(h.heldBlocks, 1);
+    // A write that fills block 2, and a whole-block write over it issued before the first completes.
+    const fill = h.write(new Uint8Array(3584).fill(0x44), 8704);
+    const over = h.write(new Uint8Array(4096).fill(0x55), 8192);
+    await Promise.all([fill, over]);
+    assert.deepEqual(onFile(8192, 12288), [0x55], 'the later write lands last');
+    await h.sync();
+    assert.equal(h.heldBlocks, 0);
+    assert.deepEqual(onFile(8192, 12288), [0x55]);
+    const back = new Uint8Array(12288);
+    await h.read(back, 0);
+    assert.ok(Buffer.from(back).equals(fs.readFileSync(file).subarray(0, 12288)));
+  } finally {
+    await h.close();
+  }
+}));
