@@ -145,7 +145,8 @@ export class HostRing {
   static #addonRing(): NativeRing | null {
     const native = nativeHost();
     if (!native?.ringOpen || !native.ringSubmit || !native.ringEnter || !native.ringClose) return null;
-    return { ringOpen: native.ringOpen, ringSubmit: native.ringSubmit, ringEnter: native.ringEnter, ringClose: native.ringClose };
+    const ring: NativeRing = { ringOpen: native.ringOpen, ringSubmit: native.ringSubmit, ringEnter: native.ringEnter, ringClose: native.ringClose };
+    return native.ringWaits ? { ...ring, ringWaits: native.ringWaits } : ring;
   }
 
   /** Requests submitted or queued and not completed. */
@@ -169,6 +170,19 @@ export class HostRing {
 
   async datasync(fd: number): Promise<void> {
     await this.#request(Op.Datasync, fd, null, 0, SUBMIT_DEFER);
+  }
+
+  /**
+   * How the ring waits for its completions, where it watches its queue at all
+   * (`spinMicros`): watching now or sleeping, and each way's mean wait from
+   * its last measured block (null: not measured yet). Null without the addon's
+   * measure (an older addon, a stand-in).
+   */
+  waits(): { readonly watching: boolean; readonly watchMicros: number | null; readonly sleepMicros: number | null } | null {
+    const w = this.#closed ? undefined : this.#native.ringWaits?.(this.#handle);
+    if (w === undefined) return null;
+    const micros = (ns: number): number | null => (ns === 0 ? null : ns / 1000);
+    return { watching: w[0] === 1, watchMicros: micros(w[1]), sleepMicros: micros(w[2]) };
   }
 
   /** Waits for the requests in flight, then releases the ring. */

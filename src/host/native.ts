@@ -60,6 +60,12 @@ export interface NativeHost {
   /** Releases the ring; throws EBUSY while requests are in flight. */
   readonly ringClose?: (ring: object) => void;
   /**
+   * How the ring waits for completions (native/host_ring.c, measured_wait):
+   * [1 while watching the queue, else 0; mean wait watching, mean wait
+   * sleeping, in ns: 0 until measured].
+   */
+  readonly ringWaits?: (ring: object) => readonly [number, number, number];
+  /**
    * copy_file_range from (fdIn, offIn) to (fdOut, offOut) on the thread pool,
    * looping over short copies; calls `done(errnoName | null, result)`: bytes
    * copied (short only where the source ends), or -2 when the two files cannot
@@ -124,7 +130,7 @@ export interface NativeHost {
 }
 
 /** The ring's three calls, present together. */
-export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringEnter' | 'ringClose'>>;
+export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringEnter' | 'ringClose'>> & Pick<NativeHost, 'ringWaits'>;
 
 // Where the built addon lives relative to this module: from dist/src/host/ (the
 // compiled tree), from src/host/ (should sources ever be run directly), and

@@ -15,25 +15,27 @@
  *
  * VDISK_RING_SQPOLL=0 never uses the polled ring, =1 always does.
  *
- * The plain ring can watch its completion queue for a moment before the event
- * loop sleeps (see on_prepare in native/host_ring.c), when VDISK_RING_SPIN_US
- * gives the longest watch: where the JS thread's sleep and wake-up are most of
- * a request's latency past the device, that saves them. The window adapts
- * between 0 and that bound, so a device slower than it is not watched for
- * nothing. It is off by default: on the 2 vCPU VMs the benchmarks run on, the
- * watch made depth-1 requests slower (20,000 random 4 KiB reads at depth 1,
- * cache=none: 1.05-1.11 s without it, 1.31-1.41 s watching up to 200 µs, in
- * alternating runs; overwrites 1.32-1.59 s against 1.44-1.70 s): a vCPU
- * that spins is one the hypervisor cannot give to the virtual disk's work. On
- * the machine where it was added it made the same rows 30-40% faster.
+ * Before the event loop sleeps with requests in flight, the plain ring may
+ * watch its completion queue for a moment (see on_prepare in
+ * native/host_ring.c): where the JS thread's sleep and wake-up are a large
+ * part of a request's latency past the device, that saves them. Whether it
+ * pays depends on the machine, and the ring measures it as it runs
+ * (measured_wait): blocks of waits watching and blocks sleeping at once, the
+ * one with the shorter mean wait kept, the other tried again now and then.
+ * Measured on three 2 vCPU VMs of one kind, watching made depth-1 cache=none
+ * requests 30-40% faster on the first, 20% slower on the second (20,000
+ * random 4 KiB reads: 1.05-1.11 s without, 1.31-1.41 s watching up to
+ * 200 µs), and 15-35% faster on the third (20,000 random 4 KiB overwrites:
+ * 1.31-1.47 s without, 0.91-0.96 s watching up to 100 µs). VDISK_RING_SPIN_US
+ * bounds the watch (0: never watch).
  */
 import { VdiskError } from '../errors.js';
 import { HostRing } from './host-ring.js';
 
 /** Requests in flight on the file from which new ones go to the polled ring. */
 const POLL_DEPTH = 8;
-/** Longest watch of the plain ring's completion queue (µs) unless VDISK_RING_SPIN_US says otherwise: none (see above). */
-const SPIN_MICROS = 0;
+/** Longest watch of the plain ring's completion queue (µs) unless VDISK_RING_SPIN_US says otherwise (see above). */
+const SPIN_MICROS = 100;
 
 function spinMicros(): number {
   const v = process.env['VDISK_RING_SPIN_US'];

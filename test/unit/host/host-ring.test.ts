@@ -140,6 +140,46 @@ test('a ring that watches its completion queue completes depth-1 requests with t
   }
 }));
 
+test('a ring that may watch its queue measures both ways of waiting at depth 1, and a ring that may not only sleeps', { skip: noRing }, withDir(async (dir) => {
+  const file = path.join(dir, 'm.raw');
+  fs.writeFileSync(file, Buffer.alloc(16 * PAGE));
+  const fd = openDirect(file);
+  const ring = HostRing.open({ spinMicros: 200 });
+  assert.ok(ring);
+  try {
+    assert.deepEqual(ring.waits(), { watching: true, watchMicros: null, sleepMicros: null }, 'it starts watching, nothing measured');
+    const mem = alignedBytes(1);
+    const seen = new Set<boolean>();
+    // Blocks of 32 waits: the first watching, the next sleeping, then the better way with a probe of the other every 9th.
+    for (let i = 0; i < 32 * 12; i++) {
+      assert.equal(await ring.read(fd, mem, (i % 16) * PAGE), PAGE);
+      const w = ring.waits();
+      assert.ok(w);
+      seen.add(w.watching);
+    }
+    const w = ring.waits();
+    assert.ok(w && w.watchMicros !== null && w.sleepMicros !== null, `both ways measured: ${JSON.stringify(w)}`);
+    assert.ok(w.watchMicros > 0 && w.sleepMicros > 0);
+    assert.deepEqual([...seen].sort(), [false, true], 'both ways were used');
+  } finally {
+    await ring.close();
+    fs.closeSync(fd);
+  }
+  const never = HostRing.open({ spinMicros: 0 });
+  assert.ok(never);
+  try {
+    const fd2 = openDirect(file);
+    try {
+      for (let i = 0; i < 100; i++) await never.read(fd2, alignedBytes(1), 0);
+    } finally {
+      fs.closeSync(fd2);
+    }
+    assert.deepEqual(never.waits(), { watching: false, watchMicros: null, sleepMicros: null }, 'a ring that never watches measures nothing');
+  } finally {
+    await never.close();
+  }
+}));
+
 /**
  * A stand-in for the addon's ring whose "kernel" answers each request with the
  * result `answer` gives it, without touching the file: what a kernel does when
