@@ -90,12 +90,8 @@ export class HeldBlocks {
           pool.give(data);
         }
       }
-      copyParts(parts, a - offset, b - offset, block.data, a - start);
-      partials.hold(block, a, b);
-      if (partials.isFull(block)) {
-        partials.retire(block);
-        full.push(block);
-      }
+      const filled = this.#merge(parts, offset, a, b, block);
+      if (filled !== null) full.push(filled);
     }
     const writes: Promise<void>[] = full.map((b) => this.#writeOut(b));
     if (midEnd > midStart) writes.push(this.#disk.writeExtent(sliceParts(parts, midStart - offset, midEnd - offset), midEnd - midStart, midStart));
