@@ -327,7 +327,7 @@ export class DirectHostFile implements HostFile {
       const bs = held.blockSize;
       if (offset % bs !== 0 || (offset + length) % bs !== 0) {
         this.#size = Math.max(this.#size, offset + length);
-        return held.writeNow(parts, length, offset) ?? held.write(parts, length, offset);
+        return held.write(parts, length, offset);
       }
     }
     return this.#writeExtent(parts, length, offset);

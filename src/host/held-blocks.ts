@@ -63,9 +63,15 @@ export class HeldBlocks {
   /**
    * A sector-aligned write that leaves blocks partly written: its partial head
    * and tail blocks are merged into the held blocks (written out once full),
-   * its whole blocks go to the disk.
+   * its whole blocks go to the disk. Done in this call when nothing has to
+   * wait for memory (`#writeNow`), else through `#writeWaiting`.
    */
-  async write(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
+  write(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
+    return this.#writeNow(parts, length, offset) ?? this.#writeWaiting(parts, length, offset);
+  }
+
+  /** `write`, waiting for a buffer where the pool has none free. */
+  async #writeWaiting(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> {
     const partials = this.#partials;
     const pool = this.#disk.pool;
     const bs = partials.blockSize;
@@ -83,7 +89,7 @@ export class HeldBlocks {
         const data = pool.takePooled(bs) ?? (await pool.take(bs));
         block = partials.get(start);
         if (block === undefined) {
-          block = { start, born: partials.stamp(), data: data.subarray(0, bs), mask: 0 };
+          block = this.#newBlock(start, data);
           partials.add(block);
           if (partials.openCount > MAX_HELD_BLOCKS) this.#evictOldest();
         } else {
@@ -102,17 +108,17 @@ export class HeldBlocks {
    * `write` done in this call when it need not wait for memory: the write has
    * no whole block of its own, and a pooled buffer is free for each block it
    * opens. The blocks it fills go to the disk before this returns (unless a
-   * write in progress overlaps one: that one waits for it, as in `write`), and
+   * write in progress overlaps one: that one waits for it, as in `#writeWaiting`), and
    * the promise is their write-out, already resolved when it fills none.
    * Returns null otherwise, having changed nothing.
    *
    * Why: it is the seed's case, a stream of 4 KiB requests 512 bytes off the
    * blocks, each completing one held block and opening the next. Through
-   * `write`'s awaits each of them cost the JS thread about 6 µs more than an
+   * `#writeWaiting`'s awaits each of them cost the JS thread about 6 µs more than an
    * aligned request (its async frames, the claim's promise, allSettled), which at
    * depth 1 is latency the guest waits for.
    */
-  writeNow(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> | null {
+  #writeNow(parts: readonly Uint8Array[], length: number, offset: number): Promise<void> | null {
     const partials = this.#partials;
     const bs = partials.blockSize;
     const end = offset + length;
@@ -148,7 +154,13 @@ export class HeldBlocks {
     const held = partials.get(start);
     if (held !== undefined) return held;
     const data = this.#disk.pool.takePooled(partials.blockSize);
-    return data === null ? null : { start, born: partials.stamp(), data: data.subarray(0, partials.blockSize), mask: 0 };
+    return data === null ? null : this.#newBlock(start, data);
+  }
+
+  /** A block opened now at `start`, in the pooled buffer `data`, holding nothing yet. */
+  #newBlock(start: number, data: Uint8Array): PartialBlock {
+    const partials = this.#partials;
+    return { start, born: partials.stamp(), data: data.subarray(0, partials.blockSize), mask: 0 };
   }
 
   /** Merges the piece [from, to) of the write at `offset` into `block` (adding it when new); returns it if that filled it. */

@@ -174,8 +174,8 @@ export class HostRing {
 
   /**
    * How the ring waits for its completions, where it watches its queue at all
-   * (`spinMicros`): watching now or sleeping, and each way's mean wait from
-   * its last measured block (null: not measured yet). Null without the addon's
+   * (`spinMicros`): watching now or sleeping, and each way's mean time from one
+   * completion to the next over its last measured block (null: not measured yet). Null without the addon's
    * measure (an older addon, a stand-in).
    */
   waits(): { readonly watching: boolean; readonly watchMicros: number | null; readonly sleepMicros: number | null } | null {

@@ -61,8 +61,8 @@ export interface NativeHost {
   readonly ringClose?: (ring: object) => void;
   /**
    * How the ring waits for completions (native/host_ring.c, measured_wait):
-   * [1 while watching the queue, else 0; mean wait watching, mean wait
-   * sleeping, in ns: 0 until measured].
+   * [1 while watching the queue, else 0; mean time from one completion to
+   * the next watching, the same sleeping, in ns: 0 until measured].
    */
   readonly ringWaits?: (ring: object) => readonly [number, number, number];
   /**
@@ -129,7 +129,7 @@ export interface NativeHost {
   readonly enlargeUnixSendBuffer?: (socketFd: number, bytes: number) => number;
 }
 
-/** The ring's three calls, present together. */
+/** The ring's four calls, present together, and its measure of how it waits where the addon has one. */
 export type NativeRing = Required<Pick<NativeHost, 'ringOpen' | 'ringSubmit' | 'ringEnter' | 'ringClose'>> & Pick<NativeHost, 'ringWaits'>;
 
 // Where the built addon lives relative to this module: from dist/src/host/ (the

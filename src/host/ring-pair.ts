@@ -21,7 +21,7 @@
  * part of a request's latency past the device, that saves them. Whether it
  * pays depends on the machine, and the ring measures it as it runs
  * (measured_wait): blocks of waits watching and blocks sleeping at once, the
- * one with the shorter mean wait kept, the other tried again now and then.
+ * one whose completions come closer together kept, the other tried again now and then.
  * Measured on three 2 vCPU VMs of one kind, watching made depth-1 cache=none
  * requests 30-40% faster on the first, 20% slower on the second (20,000
  * random 4 KiB reads: 1.05-1.11 s without, 1.31-1.41 s watching up to

@@ -169,8 +169,9 @@ test('a ring that may watch its queue measures both ways of waiting at depth 1, 
   assert.ok(never);
   try {
     const fd2 = openDirect(file);
+    const page = alignedBytes(1);
     try {
-      for (let i = 0; i < 100; i++) await never.read(fd2, alignedBytes(1), 0);
+      for (let i = 0; i < 100; i++) await never.read(fd2, page, 0);
     } finally {
       fs.closeSync(fd2);
     }
