@@ -20,6 +20,7 @@
  * them into clusters the JS thread reserved.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,6 +36,19 @@
 #define CHUNK (2 * 1024 * 1024)
 /* Pieces of one pwritev. */
 #define MAX_IOV 64
+/*
+ * A write of at least this much first reserves its range (fallocate,
+ * FALLOC_FL_KEEP_SIZE). On ext4 a buffered write into unreserved space does
+ * the delayed allocation's bookkeeping block by block, inside the inode lock
+ * every write to the file takes; into reserved space it only finds the extent.
+ * Measured on ext4 (Linux 6.18), 2 GiB in writes 2 MiB apart: 1 MiB writes
+ * 0.41-0.43 s against 0.22-0.26 s with the reservation, and 1.10-1.13 s against
+ * 1.02-1.06 s counting the fdatasync after, so the work is not moved to the
+ * write-back; 64 KiB writes 0.80-0.83 against 0.55-0.57 s. At 4 KiB each
+ * reservation is an extent of its own and the writes took 2.5 times as long,
+ * at 16-32 KiB they were as often slower as faster: smaller writes go as they are.
+ */
+#define RESERVE_MIN (64 * 1024)
 
 enum slot_state { SLOT_FREE, SLOT_FULL, SLOT_END };
 
@@ -62,6 +76,8 @@ struct engine {
   int err_write;
   int64_t err_at;
   int64_t written;
+  /* Cleared after the target declines a reservation (a block device, a file system without fallocate). */
+  int reserve;
   napi_async_work work;
   napi_ref done;
   /* copyRunsPacked: the cluster size, where the data clusters go, and which guest cluster went to each (counted from first_cluster). */
@@ -83,6 +99,17 @@ static void fail(struct engine *e, int err, int write, int64_t at) {
   }
   pthread_cond_broadcast(&e->cv);
   pthread_mutex_unlock(&e->mu);
+}
+
+/*
+ * Reserves [at, at + len) of the target ahead of a write there (see
+ * RESERVE_MIN). Only a speed-up: a failure changes nothing for the write
+ * that follows (out of space, it fails itself), and a target that does not
+ * reserve is not asked again.
+ */
+static void reserve_ahead(struct engine *e, int64_t at, int64_t len) {
+  if (!e->reserve || len < RESERVE_MIN) return;
+  if (fallocate(e->dst_fd, FALLOC_FL_KEEP_SIZE, (off_t)at, (off_t)len) != 0 && errno != ENOSPC && errno != EINTR) e->reserve = 0;
 }
 
 /* Waits until slot k is in state `want` (or a failure); returns 0 on a failure. */
@@ -195,6 +222,7 @@ static int write_slot(struct engine *e, const struct slot *s) {
     }
     if (!zero && run < 0) run = i;
     if (zero && run >= 0) {
+      reserve_ahead(e, s->dst + run, i - run);
       for (int64_t at = run; at < i;) {
         ssize_t w = pwrite(e->dst_fd, s->buf + at, (size_t)(i - at), s->dst + at);
         if (w < 0 && errno == EINTR) continue;
@@ -323,6 +351,7 @@ static napi_value copy_runs(napi_env env, napi_callback_info info) {
   struct engine *e = calloc(1, sizeof *e);
   if (e == NULL) return throw_errno(env, "copyRuns", ENOMEM);
   e->dst_fd = (int)dst_fd;
+  e->reserve = 1;
   e->zero_block = zero_block;
   e->nruns = nruns;
   e->runs = malloc(nruns * 4 * sizeof(double) + 1);
@@ -465,6 +494,7 @@ static int write_packed_slot(struct engine *e, const struct slot *s) {
       total += cs;
       i++;
     }
+    reserve_ahead(e, dst, total);
     struct iovec *v = iov;
     for (int64_t done = 0; done < total;) {
       ssize_t w = pwritev(e->dst_fd, v, n, dst + done);
@@ -522,6 +552,7 @@ static napi_value copy_runs_packed(napi_env env, napi_callback_info info) {
   struct engine *e = calloc(1, sizeof *e);
   if (e == NULL) return throw_errno(env, "copyRunsPacked", ENOMEM);
   e->dst_fd = (int)dst_fd;
+  e->reserve = 1;
   e->cs = cs;
   e->host_start = host_start;
   e->first_cluster = first_cluster;

@@ -137,6 +137,50 @@ test('copyRunsFrom copies runs on the addon threads, leaving out aligned blocks 
   }
 });
 
+test('copyRunsFrom allocates only what it writes: the space it reserves ahead of a large write is that write, past the end too, and blocks of zeros stay unallocated', async () => {
+  const dir = tmp();
+  const MiB = 1024 * 1024;
+  try {
+    // 1 MiB of data, 1 MiB of zeros, 1 MiB of data; then 256 KiB whose last 64 KiB are zeros.
+    const data = randomBytes(3 * MiB + 256 * 1024);
+    data.fill(0, MiB, 2 * MiB);
+    data.fill(0, 3 * MiB + 192 * 1024);
+    fs.writeFileSync(path.join(dir, 'src'), data);
+    const src = await NodeHostFile.open(path.join(dir, 'src'), { readOnly: true });
+    const dst = await NodeHostFile.open(path.join(dir, 'dst'), { create: true });
+    await dst.truncate(3 * MiB);
+    const tailAt = 3 * MiB + MiB / 2; // past the target's end
+    const written = await dst.copyRunsFrom(
+      [
+        { src: { file: src, offset: 0, length: 3 * MiB }, at: 0 },
+        { src: { file: src, offset: 3 * MiB, length: 256 * 1024 }, at: tailAt },
+      ],
+      4096,
+    );
+    assert.equal(written, 2 * MiB + 192 * 1024);
+    await Promise.all([src.close(), dst.close()]);
+    const file = path.join(dir, 'dst');
+    assert.equal(fs.statSync(file).size, tailAt + 192 * 1024, 'the file ends where the last write does');
+    const allocated = fs.statSync(file).blocks * 512;
+    assert.ok(allocated >= written && allocated <= written + 64 * 1024, `allocated ${allocated} bytes for ${written} written`);
+    assert.equal(await seekDataIn(file, MiB), 2 * MiB, 'the zero MiB is a hole');
+    const out = fs.readFileSync(file);
+    assert.deepEqual(out.subarray(0, 3 * MiB), data.subarray(0, 3 * MiB));
+    assert.deepEqual(out.subarray(tailAt), data.subarray(3 * MiB, 3 * MiB + 192 * 1024));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function seekDataIn(file: string, offset: number): Promise<number | null> {
+  const f = await NodeHostFile.open(file, { readOnly: true });
+  try {
+    return await f.seekData(offset);
+  } finally {
+    await f.close();
+  }
+}
+
 /** A source whose reads fail on the addon's threads, a plain source, and an empty target. */
 async function failureFixture(dir: string): Promise<{ bad: NodeHostFile; inner: NodeHostFile; dst: NodeHostFile }> {
   fs.mkdirSync(path.join(dir, 'sub'));
