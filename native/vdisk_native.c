@@ -177,6 +177,22 @@ static napi_value seek_hole(napi_env env, napi_callback_info info) {
   return throw_errno(env, "lseek(SEEK_HOLE)", errno);
 }
 
+/*
+ * fd → the offset of its end (lseek SEEK_END). For a block device this is its
+ * size, which fstat reports as 0. The file position it moves is not used:
+ * every read and write names its offset.
+ */
+static napi_value end_offset(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!get_int(env, argv, argc, 0, "fd", &fd)) return NULL;
+  off_t r = lseek((int)fd, 0, SEEK_END);
+  if (r >= 0) return make_number(env, (int64_t)r);
+  return throw_errno(env, "lseek(SEEK_END)", errno);
+}
+
 #define HUGE_PAGE (2 * 1024 * 1024)
 
 /*
@@ -328,6 +344,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"allocate", NULL, allocate, NULL, NULL, NULL, napi_enumerable, NULL},
     {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_enumerable, NULL},
     {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"endOffset", NULL, end_offset, NULL, NULL, NULL, napi_enumerable, NULL},
     {"adviseHugePages", NULL, advise_huge_pages, NULL, NULL, NULL, napi_enumerable, NULL},
     {"setLock", NULL, set_lock, NULL, NULL, NULL, napi_enumerable, NULL},
     {"getLock", NULL, get_lock, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -118,6 +118,10 @@ export class BlockNode implements ImageNode {
     return this.#driver.length;
   }
 
+  get createdZeroed(): boolean {
+    return this.#driver.createdZeroed !== false;
+  }
+
   get requestAlignment(): number {
     return this.#driver.requestAlignment;
   }

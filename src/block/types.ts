@@ -84,6 +84,8 @@ export interface ImageNode {
   readonly requestAlignment: number;
   /** Cluster size of the format, when it has clusters. */
   readonly clusterSize: number | undefined;
+  /** False when this layer need not have read as zeros when it was created (see BlockDriver.createdZeroed). Absent: it did. */
+  readonly createdZeroed?: boolean;
   /**
    * Changes whenever a range may have become a hole (a discard or zero write
    * starts or ends, a resize): lets a reader that remembered ranges as data

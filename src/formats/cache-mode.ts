@@ -78,6 +78,9 @@ export function withoutSync(host: HostFile): HostFile {
     get readOnly() {
       return host.readOnly;
     },
+    get device() {
+      return host.device === true;
+    },
     size: () => host.size(),
     read: (buf, offset) => host.read(buf, offset),
     write: (buf, offset) => host.write(buf, offset),

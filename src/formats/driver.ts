@@ -202,6 +202,12 @@ export interface BlockDriver {
   readonly backingRef: BackingReference | null;
   /** Alignment of requests this format handles without read-modify-write (bytes). */
   readonly requestAlignment: number;
+  /**
+   * False when a freshly created image of this kind need not read as zeros
+   * (QEMU's has_zero_init): raw on a device keeps what the device held, so a
+   * copy into it must write its zeros too. Absent: a new image reads as zeros.
+   */
+  readonly createdZeroed?: boolean;
   /** Attaches the opened backing node (the block layer resolves `backingRef`). */
   setBacking(backing: BackingSource | null): void;
   /**

@@ -54,6 +54,7 @@ function pwrite(fd: number, buf: Uint8Array, offset: number): Promise<number> {
 export class DirectHostFile implements HostFile {
   readonly path: string;
   readonly readOnly: boolean;
+  readonly device: boolean;
   readonly #inner: NodeHostFile;
   readonly #fd: number;
   /** Offset and length alignment of transfers. */
@@ -77,6 +78,7 @@ export class DirectHostFile implements HostFile {
 
   private constructor(inner: NodeHostFile, align: number, size: number, ring: RingPair | null, partials: PartialBlocks | null) {
     this.#inner = inner;
+    this.device = inner.device;
     this.#ring = ring;
     this.#partials = partials;
     this.#size = size;

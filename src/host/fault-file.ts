@@ -46,6 +46,7 @@ interface Stall {
 export class FaultHostFile implements HostFile {
   readonly path: string;
   readonly readOnly: boolean;
+  readonly device: boolean;
   /** Every change and sync, in completion order. */
   readonly log: HostLogEntry[] = [];
   readonly #inner: HostFile;
@@ -57,6 +58,7 @@ export class FaultHostFile implements HostFile {
     this.#inner = inner;
     this.path = inner.path;
     this.readOnly = inner.readOnly;
+    this.device = inner.device ?? false;
     this.#recording = options.record ?? true;
   }
 

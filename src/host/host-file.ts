@@ -7,6 +7,12 @@ import { VdiskError } from '../errors.js';
 export interface HostFile {
   readonly path: string;
   readonly readOnly: boolean;
+  /**
+   * A block or character device (an LVM volume, /dev/nbd0): its size is fixed,
+   * so truncate only accepts sizes up to it and leaves it as it is, and an
+   * image created on it starts from whatever the device held. Absent: false.
+   */
+  readonly device?: boolean;
   /** Current size of the file in bytes. */
   size(): Promise<number>;
   /** Fills `buf` from `offset`; bytes past the end of the file read as zeros. */

@@ -27,6 +27,8 @@ export interface NativeHost {
   seekData(fd: number, offset: number): number | null;
   /** Offset of the next hole at or after `offset` (the end of the file counts). */
   seekHole(fd: number, offset: number): number;
+  /** The offset of the end of the file (lseek SEEK_END): a block device's size, which fstat reports as 0. */
+  endOffset?(fd: number): number;
   /**
    * Takes ('r' shared, 'w' exclusive) or releases ('u') an OFD lock on a byte
    * range without waiting; false when another open file description holds a

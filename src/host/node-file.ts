@@ -89,10 +89,13 @@ export class NodeHostFile implements HostFile {
   #kernelCopy = true;
   /** The last kernel copy into this file queued: the next one waits for it. */
   #copyQueue: Promise<unknown> = Promise.resolve();
+  /** See HostFile.device; fstat says such a file's size is 0, its end is its size. */
+  readonly device: boolean;
 
-  private constructor(path: string, fd: number, options: HostOpenOptions) {
+  private constructor(path: string, fd: number, options: HostOpenOptions, device: boolean) {
     this.path = path;
     this.#fd = fd;
+    this.device = device;
     this.readOnly = options.readOnly ?? false;
     const inline = options.inlineIo ?? false;
     this.#noWaitReadMax = inline ? INLINE_MAX : NOWAIT_READ_MAX;
@@ -110,7 +113,8 @@ export class NodeHostFile implements HostFile {
     if (options.direct && fs.constants.O_DIRECT !== undefined) flags |= fs.constants.O_DIRECT;
     try {
       const fd = await cb<number>((done) => fs.open(path, flags, 0o644, done));
-      return new NodeHostFile(path, fd, options);
+      const st = fs.fstatSync(fd);
+      return new NodeHostFile(path, fd, options, st.isBlockDevice() || st.isCharacterDevice());
     } catch (e) {
       throw fromSystemError(e, path, 'open');
     }
@@ -122,12 +126,23 @@ export class NodeHostFile implements HostFile {
   }
 
   async size(): Promise<number> {
+    if (this.device) return this.#deviceSize();
     try {
       // fstat reads the in-memory inode: a thread-pool round trip costs more than the
       // call itself, and block status asks for the size on every query.
       return fs.fstatSync(this.#fd).size;
     } catch (e) {
       throw fromSystemError(e, this.path, 'stat');
+    }
+  }
+
+  #deviceSize(): number {
+    const endOffset = nativeHost()?.endOffset;
+    if (!endOffset) throw new VdiskError('ENOTSUP', `'${this.path}' is a block device, whose size only the native addon reads (npm run build:native)`, { file: this.path });
+    try {
+      return endOffset(this.#fd);
+    } catch (e) {
+      throw fromSystemError(e, this.path, 'lseek');
     }
   }
 
@@ -238,6 +253,11 @@ export class NodeHostFile implements HostFile {
 
   async truncate(length: number): Promise<void> {
     this.#assertWritable();
+    if (this.device) {
+      // As QEMU's file driver for devices: a size the device holds is accepted and changes nothing.
+      if (length > this.#deviceSize()) throw new VdiskError('EINVAL', `'${this.path}': Cannot grow device files`, { file: this.path });
+      return;
+    }
     try {
       await cb<void>((done) => fs.ftruncate(this.#fd, length, done));
     } catch (e) {
@@ -261,14 +281,15 @@ export class NodeHostFile implements HostFile {
   }
 
   async seekData(offset: number): Promise<number | null> {
-    const native = nativeHost();
+    // A device answers SEEK_DATA with EINVAL: every byte of it is data, as QEMU reports it.
+    const native = this.device ? null : nativeHost();
     if (native) return native.seekData(this.#fd, offset);
     const size = await this.size();
     return offset < size ? offset : null;
   }
 
   async seekHole(offset: number): Promise<number> {
-    const native = nativeHost();
+    const native = this.device ? null : nativeHost();
     if (native) return native.seekHole(this.#fd, offset);
     return Math.max(offset, await this.size());
   }

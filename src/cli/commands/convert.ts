@@ -228,7 +228,8 @@ export async function convertCommand(ctx: CliContext, argv: readonly string[]): 
       sparseSize: args.sparseSize,
       compress: args.compress,
       hasBacking: args.backing !== undefined,
-      targetZeroed: (!args.noCreate || args.targetIsZero) && args.backing === undefined,
+      // A raw image created on a device holds what the device held: its zeros are written too.
+      targetZeroed: ((!args.noCreate && target.createdZeroed !== false) || args.targetIsZero) && args.backing === undefined,
       parallel: args.parallel,
       outOfOrder: args.outOfOrder,
       copyOffload: args.copyOffload,

@@ -220,8 +220,10 @@ export async function createQcow2(path: string, options: CreateOptions): Promise
 }
 
 async function writeLayout(host: HostFile, layout: Qcow2Layout): Promise<void> {
-  const indexes = [...layout.clusters.keys()].sort((a, b) => a - b);
   const cs = layout.clusterSize;
+  // The layout leaves out clusters of zeros, which a new file reads anyway; a device holds what it held before.
+  const indexes = host.device === true ? Array.from({ length: Math.ceil(layout.fileLength / cs) }, (_, i) => i) : [...layout.clusters.keys()].sort((a, b) => a - b);
+  const zeros = host.device === true ? new Uint8Array(cs) : null;
   // Contiguous clusters go out in one vectored write.
   let i = 0;
   while (i < indexes.length) {
@@ -229,8 +231,8 @@ async function writeLayout(host: HostFile, layout: Qcow2Layout): Promise<void> {
     const run: Uint8Array[] = [];
     let next = first;
     while (i < indexes.length && indexes[i] === next && run.length < 256) {
-      const c = layout.clusters.get(next);
-      if (c !== undefined) run.push(c);
+      const c = layout.clusters.get(next) ?? zeros;
+      if (c !== null) run.push(c);
       next++;
       i++;
     }

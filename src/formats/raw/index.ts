@@ -47,8 +47,10 @@ async function createRaw(path: string, options: CreateOptions): Promise<void> {
   const size = alignUp(options.size, 512);
   const host = await NodeHostFile.open(path, { create: true, truncate: true });
   try {
+    // A device keeps its size and its contents (QEMU's host_device does no preallocation either).
+    if (host.device && mode !== 'off') throw new VdiskError('ENOTSUP', `${path}: Unsupported preallocation mode '${mode}'`, { file: path, field: 'preallocation' });
     await host.truncate(size);
-    await preallocateRange(host, { from: 0, to: size, mode });
+    if (!host.device) await preallocateRange(host, { from: 0, to: size, mode });
     await host.sync();
   } finally {
     await host.close();

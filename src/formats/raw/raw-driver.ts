@@ -49,6 +49,10 @@ export class RawDriver implements BlockDriver {
     return this.#host.path;
   }
 
+  get createdZeroed(): boolean {
+    return this.#host.device !== true;
+  }
+
   get readOnly(): boolean {
     return this.#host.readOnly;
   }
@@ -195,6 +199,9 @@ export class RawDriver implements BlockDriver {
       throw new VdiskError('ENOTSUP', `Preallocation mode '${prealloc}' cannot be used when shrinking '${this.filename}'`, {
         file: this.filename,
       });
+    }
+    if (this.#host.device === true && newLength !== oldSize) {
+      throw new VdiskError('ENOTSUP', `'${this.filename}': Cannot resize device files`, { file: this.filename });
     }
     await this.#host.truncate(newLength);
     if (newLength > oldSize) await preallocateRange(this.#host, { from: oldSize, to: newLength, mode: prealloc });
