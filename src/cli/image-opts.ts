@@ -13,6 +13,7 @@
  * (driver-options.ts).
  */
 import { toFormatName } from './commands/create.js';
+import { fileProtocolProblem, isFileProtocol } from '../host/file-protocol.js';
 import type { FormatName } from '../formats/driver.js';
 import { type DriverOptions, parseDriverOptions } from './qemu-io/driver-options.js';
 
@@ -37,21 +38,24 @@ export type ImageOptionsResult =
 
 /** QEMU's block drivers that vdisk does not implement: named as such, not as unknown. */
 const QEMU_ONLY_FORMATS: readonly string[] = ['bochs', 'cloop', 'dmg', 'file', 'luks', 'qcow', 'qed', 'vdi', 'vhdx', 'vmdk', 'vpc', 'vvfat', 'nbd'];
-const QEMU_ONLY_PROTOCOLS: readonly string[] = ['host_device', 'host_cdrom', 'nbd', 'http', 'https', 'ftp', 'ftps', 'ssh', 'iscsi', 'rbd', 'gluster', 'nvme', 'null-co', 'null-aio', 'blkdebug'];
+const QEMU_ONLY_PROTOCOLS: readonly string[] = ['host_cdrom', 'nbd', 'http', 'https', 'ftp', 'ftps', 'ssh', 'iscsi', 'rbd', 'gluster', 'nvme', 'null-co', 'null-aio', 'blkdebug'];
 /** The file driver's options that change how QEMU does its I/O, which vdisk does its own way. */
 const UNSUPPORTED_FILE_KEYS: readonly string[] = ['aio', 'aio-max-batch', 'pr-manager', 'drop-cache', 'x-check-cache-dropped'];
 
 /** Why the `file` layer cannot be opened as given, or undefined when it can. */
 function protocolProblem(values: ReadonlyMap<string, string>): string | undefined {
   const fileDriver = values.get('file.driver');
-  if (fileDriver !== undefined && fileDriver !== 'file') {
+  if (fileDriver !== undefined && !isFileProtocol(fileDriver)) {
     return QEMU_ONLY_PROTOCOLS.includes(fileDriver)
-      ? `vdisk opens images through the 'file' protocol driver only, not '${fileDriver}'`
+      ? `vdisk opens images through the 'file' and 'host_device' protocol drivers only, not '${fileDriver}'`
       : `Unknown driver '${fileDriver}'`;
   }
   const filename = values.get('file.filename');
   if (filename === undefined) return 'A block device must be specified for "file"';
   if (filename === '') return "The 'file' block driver requires a file name";
+  // Named, the driver must fit the file; left out, it is the one that fits (QEMU's probe).
+  const kind = fileDriver === undefined ? undefined : fileProtocolProblem(fileDriver, filename);
+  if (kind !== undefined) return kind;
   for (const [key, value] of values) {
     if (!key.startsWith('file.')) continue;
     const option = key.slice('file.'.length);

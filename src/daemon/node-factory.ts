@@ -13,13 +13,17 @@ import { formatByName } from '../formats/registry.js';
 import { NbdDriver, type ClientTls } from '../nbd/index.js';
 import type { Daemon, NodeCache, NodeEntry } from './daemon.js';
 import { socketAddress } from './socket-address.js';
+import { fileProtocolProblem, isFileProtocol } from '../host/file-protocol.js';
 
 type Args = Readonly<Record<string, unknown>>;
 
+/** The options of QEMU's file and host_device drivers. */
+const FILE_OPTIONS = ['filename', 'aio', 'locking', 'pr-manager', 'drop-cache', 'x-check-cache-dropped', 'aio-max-batch'];
 /** Options every driver accepts; the ones vdisk has no use for are accepted and ignored. */
 const COMMON = ['driver', 'node-name', 'read-only', 'auto-read-only', 'force-share', 'cache', 'discard', 'detect-zeroes'];
 const BY_DRIVER: Readonly<Record<string, readonly string[]>> = {
-  file: ['filename', 'aio', 'locking', 'pr-manager', 'drop-cache', 'x-check-cache-dropped', 'aio-max-batch'],
+  file: FILE_OPTIONS,
+  host_device: FILE_OPTIONS,
   raw: ['file', 'offset', 'size'],
   qcow2: ['file', 'backing', 'lazy-refcounts', 'pass-discard-request', 'pass-discard-snapshot', 'pass-discard-other', 'overlap-check', 'cache-size', 'l2-cache-size', 'l2-cache-entry-size', 'refcount-cache-size', 'cache-clean-interval', 'encrypt', 'data-file'],
   parallels: ['file', 'backing'],
@@ -97,9 +101,12 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string, inheri
   const readOnly = optBool(args, 'read-only') === true;
   const cache = cacheOptions(args, inherited);
   switch (driver) {
-    case 'file': {
+    case 'file':
+    case 'host_device': {
       const filename = optString(args, 'filename');
       if (filename === undefined) fail("Parameter 'filename' is missing", 'filename');
+      const kind = fileProtocolProblem(driver, filename);
+      if (kind !== undefined) fail(kind, 'filename');
       const open = (): Promise<ImageNode> => openImage(filename, { format: 'raw', readOnly, noBacking: true, cache: modeFor(cache) });
       ctx.daemon.addNode({ name, driver, filename, node: await open(), reopen: open, children: [], ownsNode: true, cache });
       return;
@@ -117,7 +124,7 @@ async function addNode(ctx: NodeFactoryContext, args: Args, name: string, inheri
       const format = FORMAT_OF[driver] ?? 'raw';
       const child = await childNode(ctx, args, 'file', cache);
       const fileEntry = ctx.daemon.entry(child);
-      if (fileEntry.driver !== 'file') throw new VdiskError('ENOTSUP', `${driver} over a '${fileEntry.driver}' node is not supported; give a file node`, { field: 'file' });
+      if (!isFileProtocol(fileEntry.driver)) throw new VdiskError('ENOTSUP', `${driver} over a '${fileEntry.driver}' node is not supported; give a file node`, { field: 'file' });
       // The format driver opens the file itself: O_DIRECT as the file node has it; a flush that
       // stops at either layer never reaches the disk.
       const fileCache = fileEntry.cache ?? { direct: false, noFlush: false };

@@ -4,6 +4,7 @@
  * qapi/block-export.json).
  */
 import { VdiskError } from '../errors.js';
+import { isFileProtocol } from '../host/file-protocol.js';
 import { QmpError, str, optBool, optInt, optStr, type QmpServer } from '../qmp/index.js';
 import type { Daemon, NodeEntry } from './daemon.js';
 import { exportBitmaps, registerBitmapCommands } from './bitmap-commands.js';
@@ -171,7 +172,7 @@ async function blockDeviceInfo(e: NodeEntry): Promise<Record<string, unknown>> {
     } catch {
       // Info is best effort: a node that cannot describe itself is still listed.
     }
-    backingDepth = e.driver === 'file' || e.driver === 'raw' ? 0 : node.chain().length - 1;
+    backingDepth = isFileProtocol(e.driver) || e.driver === 'raw' ? 0 : node.chain().length - 1;
   }
   return {
     'node-name': e.name,

@@ -72,6 +72,8 @@ test('--image-opts strings vdisk cannot open fail as in qemu-img, naming the str
       'driver=qcow2,file.filename=a.qcow2,cache-size=1M,refcount-cache-size=2M', 'driver=qcow2,file.filename=a.qcow2,l2-cache-entry-size=100',
       'driver=qcow2,file.filename=old.qcow2,lazy-refcounts=on', 'driver=qcow2,file.filename=r.img', 'driver=qcow2,file.filename=a.qcow2,read-only=maybe',
       'driver=qcow2,file.filename=a.qcow2,backing=null', 'file.filename=a.qcow2,foo', 'driver=qcow2,file.filename=',
+      // Each of QEMU's two drivers for local files refuses the other kind of file.
+      'driver=raw,file.driver=file,file.filename=/dev/null', 'driver=raw,file.driver=host_device,file.filename=r.img',
     ];
     for (const opts of bad) await sameAsQemuImg(dir, ['info', '--image-opts', opts]);
     const lines: ReadonlyArray<readonly string[]> = [

@@ -123,6 +123,10 @@ test('blockdev-add takes cache.direct and cache.no-flush: the image is opened O_
       };
       await refused({ driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'x', cache: { direct: 'yes' } }, /Invalid parameter type for 'cache\.direct', expected: boolean/);
       await refused({ driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'x', cache: { bogus: true } }, /Parameter 'cache\.bogus' is unexpected/);
+      // QEMU's two drivers for local files each refuse the other kind (/dev/null is a character device).
+      await refused({ driver: 'host_device', filename: `${dir}/a.qcow2`, 'node-name': 'x' }, /^'host_device' driver requires '.*a\.qcow2' to be either a character or block device$/);
+      await refused({ driver: 'file', filename: '/dev/null', 'node-name': 'x' }, /^'file' driver requires '\/dev\/null' to be a regular file$/);
+      ok(await qmp.execute('blockdev-add', { driver: 'host_device', filename: '/dev/null', 'node-name': 'null0', 'read-only': true }));
 
       ok(await qmp.execute('blockdev-add', { driver: 'file', filename: `${dir}/a.qcow2`, 'node-name': 'f0', cache: { direct: true } }));
       ok(await qmp.execute('blockdev-add', { driver: 'qcow2', file: 'f0', 'node-name': 'd0' }));
@@ -130,6 +134,7 @@ test('blockdev-add takes cache.direct and cache.no-flush: the image is opened O_
       const nodes = ok(await qmp.execute('query-named-block-nodes')) as Array<Record<string, unknown>>;
       const cacheOf = (pred: (n: Record<string, unknown>) => boolean): unknown => nodes.find(pred)?.['cache'];
       assert.deepEqual(cacheOf((n) => n['node-name'] === 'f0'), { writeback: true, direct: true, 'no-flush': false });
+      assert.equal(nodes.find((n) => n['node-name'] === 'null0')?.['drv'], 'host_device');
       assert.deepEqual(cacheOf((n) => n['node-name'] === 'd0'), { writeback: true, direct: false, 'no-flush': false });
       assert.deepEqual(cacheOf((n) => n['node-name'] === 'd1'), { writeback: true, direct: true, 'no-flush': true });
       // The anonymous file child of d1 took its parent's switches.

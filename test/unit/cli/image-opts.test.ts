@@ -40,7 +40,12 @@ test('an --image-opts string that names no image vdisk opens is refused with QEM
   assert.equal(message('file=x,file.filename=a'), 'Cannot reference an existing block device with additional options or a new filename');
   assert.equal(message('driver=qcow2,file.filename='), "The 'file' block driver requires a file name");
   assert.equal(message('file.filename=a,file.bogus=1'), "Block protocol 'file' doesn't support the option 'bogus'");
-  assert.equal(message('file.filename=a,file.driver=nbd'), "vdisk opens images through the 'file' protocol driver only, not 'nbd'");
+  assert.equal(message('file.filename=a,file.driver=nbd'), "vdisk opens images through the 'file' and 'host_device' protocol drivers only, not 'nbd'");
+  // Named, the file driver must fit the file (QEMU's file-posix.c); /dev/null is a character device.
+  assert.equal(message('file.filename=/dev/null,file.driver=file'), "'file' driver requires '/dev/null' to be a regular file");
+  assert.equal(message(`file.filename=${process.execPath},file.driver=host_device`), `'host_device' driver requires '${process.execPath}' to be either a character or block device`);
+  assert.equal(message('driver=raw,file.filename=/dev/null,file.driver=host_device'), 'ok');
+  assert.equal(message('driver=raw,file.filename=/dev/null'), 'ok');
   assert.match(message('file.filename=a,file.locking=off'), /file\.locking=off is not supported/);
   assert.equal(message('file.filename=a,file.aio=native'), "vdisk does not support the option 'file.aio'");
   // qemu-io implies nothing: a bare first item is a short-form boolean.
