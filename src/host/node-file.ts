@@ -255,7 +255,7 @@ export class NodeHostFile implements HostFile {
     this.#assertWritable();
     if (this.device) {
       // As QEMU's file driver for devices: a size the device holds is accepted and changes nothing.
-      if (length > this.#deviceSize()) throw new VdiskError('EINVAL', `'${this.path}': Cannot grow device files`, { file: this.path });
+      if (length > this.#deviceSize()) throw new VdiskError('EINVAL', 'Cannot grow device files', { file: this.path });
       return;
     }
     try {

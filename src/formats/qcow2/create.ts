@@ -9,6 +9,7 @@
  * refcount table that moves when it grows), so the layout is computed here by
  * replaying that allocator over an in-memory sparse file, then written at once.
  */
+import { VdiskError } from '../../errors.js';
 import { NodeHostFile } from '../../host/node-file.js';
 import type { HostFile } from '../../host/host-file.js';
 import type { CreateOptions } from '../registry-types.js';
@@ -211,6 +212,12 @@ export async function createQcow2(path: string, options: CreateOptions): Promise
   if (settings.dataFile !== null) await createDataFile(settings.dataFile, settings);
   const host = await NodeHostFile.open(path, { create: true, truncate: true });
   try {
+    // A device cannot be reserved or grown into (QEMU refuses as its file driver does); metadata preallocation
+    // is taken, and writeLayout then writes the whole layout, data clusters included, as zeros.
+    if (host.device && (settings.preallocation === 'falloc' || settings.preallocation === 'full')) {
+      const why = `Preallocation mode '${settings.preallocation}' unsupported for this non-regular file`;
+      throw new VdiskError('ENOTSUP', `Could not resize image: Failed to resize underlying file: ${why}`, { file: path, field: 'preallocation' });
+    }
     await writeLayout(host, layout);
     if (layout.dataArea !== null) await preallocate(host, layout.dataArea, settings.preallocation);
     await host.sync();

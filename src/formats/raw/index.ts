@@ -48,7 +48,7 @@ async function createRaw(path: string, options: CreateOptions): Promise<void> {
   const host = await NodeHostFile.open(path, { create: true, truncate: true });
   try {
     // A device keeps its size and its contents (QEMU's host_device does no preallocation either).
-    if (host.device && mode !== 'off') throw new VdiskError('ENOTSUP', `${path}: Unsupported preallocation mode '${mode}'`, { file: path, field: 'preallocation' });
+    if (host.device && mode !== 'off') throw new VdiskError('ENOTSUP', `Unsupported preallocation mode '${mode}'`, { file: path, field: 'preallocation' });
     await host.truncate(size);
     if (!host.device) await preallocateRange(host, { from: 0, to: size, mode });
     await host.sync();

@@ -201,7 +201,7 @@ export class RawDriver implements BlockDriver {
       });
     }
     if (this.#host.device === true && newLength !== oldSize) {
-      throw new VdiskError('ENOTSUP', `'${this.filename}': Cannot resize device files`, { file: this.filename });
+      throw new VdiskError('ENOTSUP', 'Cannot resize device files', { file: this.filename });
     }
     await this.#host.truncate(newLength);
     if (newLength > oldSize) await preallocateRange(this.#host, { from: oldSize, to: newLength, mode: prealloc });
