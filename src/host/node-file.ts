@@ -111,12 +111,18 @@ export class NodeHostFile implements HostFile {
     if (options.create) flags |= fs.constants.O_CREAT | (options.truncate ? fs.constants.O_TRUNC : fs.constants.O_EXCL);
     if (options.dsync) flags |= fs.constants.O_DSYNC;
     if (options.direct && fs.constants.O_DIRECT !== undefined) flags |= fs.constants.O_DIRECT;
+    let fd: number;
     try {
-      const fd = await cb<number>((done) => fs.open(path, flags, 0o644, done));
+      fd = await cb<number>((done) => fs.open(path, flags, 0o644, done));
+    } catch (e) {
+      throw fromSystemError(e, path, 'open');
+    }
+    try {
       const st = fs.fstatSync(fd);
       return new NodeHostFile(path, fd, options, st.isBlockDevice() || st.isCharacterDevice());
     } catch (e) {
-      throw fromSystemError(e, path, 'open');
+      fs.closeSync(fd);
+      throw fromSystemError(e, path, 'stat');
     }
   }
 
@@ -138,7 +144,7 @@ export class NodeHostFile implements HostFile {
 
   #deviceSize(): number {
     const endOffset = nativeHost()?.endOffset;
-    if (!endOffset) throw new VdiskError('ENOTSUP', `'${this.path}' is a block device, whose size only the native addon reads (npm run build:native)`, { file: this.path });
+    if (!endOffset) throw new VdiskError('ENOTSUP', `'${this.path}' is a device, whose size only the native addon reads (npm run build:native)`, { file: this.path });
     try {
       return endOffset(this.#fd);
     } catch (e) {
