@@ -1,12 +1,14 @@
 /**
- * QMP block-dirty-bitmap-add / -remove / -clear / -enable / -disable, with
- * QEMU's argument names (qapi/block-core.json), and the resolution of
+ * QMP block-dirty-bitmap-add / -remove / -clear / -enable / -disable / -merge,
+ * with QEMU's argument names (qapi/block-core.json), and the resolution of
  * block-export-add's `bitmaps` list.
  */
 import type { DirtyBitmap } from '../block/dirty-bitmap.js';
+import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
 import { QmpError, optBool, optInt, str, type QmpServer } from '../qmp/index.js';
 import type { Daemon } from './daemon.js';
+import type { BitmapRef } from './named-bitmaps.js';
 
 type Args = Readonly<Record<string, unknown>>;
 
@@ -34,7 +36,7 @@ export function registerBitmapCommands(qmp: QmpServer, daemon: Daemon): void {
     qmp.register(command, {
       params: { node: 'str', name: 'str' },
       handler: (args) => {
-        op(daemon.node(str(args, 'node')), str(args, 'name'));
+        op(bitmapNode(daemon, str(args, 'node')), str(args, 'name'));
         return {};
       },
     });
@@ -43,6 +45,51 @@ export function registerBitmapCommands(qmp: QmpServer, daemon: Daemon): void {
   simple('block-dirty-bitmap-clear', (node, name) => daemon.bitmaps.clear(node, name));
   simple('block-dirty-bitmap-enable', (node, name) => daemon.bitmaps.enable(node, name));
   simple('block-dirty-bitmap-disable', (node, name) => daemon.bitmaps.disable(node, name));
+  qmp.register('block-dirty-bitmap-merge', {
+    params: { node: 'str', target: 'str', bitmaps: 'any' },
+    handler: (args) => {
+      const sources = mergeSources(args['bitmaps']);
+      const node = bitmapNode(daemon, str(args, 'node'));
+      daemon.bitmaps.merge(
+        node,
+        str(args, 'target'),
+        sources.map((s): (() => BitmapRef) => (typeof s === 'string' ? () => ({ node, name: s }) : () => ({ node: bitmapNode(daemon, s.node), name: s.name }))),
+      );
+      return {};
+    },
+  });
+}
+
+/**
+ * The node of an existing bitmap. QEMU words a missing one differently here
+ * than block-dirty-bitmap-add does (block_dirty_bitmap_lookup: "Node 'x' not
+ * found"; add: "Cannot find device='x' nor node-name='x'").
+ */
+function bitmapNode(daemon: Daemon, name: string): ImageNode {
+  if (!daemon.hasNode(name)) throw new QmpError('GenericError', `Node '${name}' not found`);
+  return daemon.node(name);
+}
+
+/**
+ * block-dirty-bitmap-merge `bitmaps` (a list of BlockDirtyBitmapOrStr: a name
+ * on the target's node, or {node, name}), checked whole before any lookup, in
+ * QEMU 7.2's words (its 'null' for an element of the wrong type included).
+ */
+function mergeSources(value: unknown): Array<string | { readonly node: string; readonly name: string }> {
+  if (!Array.isArray(value)) throw new QmpError('GenericError', "Invalid parameter type for 'bitmaps', expected: array");
+  return value.map((v: unknown, i) => {
+    if (typeof v === 'string') return v;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new QmpError('GenericError', "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr");
+    const o = v as Args;
+    const at = `bitmaps[${i}]`;
+    for (const key of ['node', 'name']) {
+      if (o[key] === undefined) throw new QmpError('GenericError', `Parameter '${at}.${key}' is missing`);
+      if (typeof o[key] !== 'string') throw new QmpError('GenericError', `Invalid parameter type for '${at}.${key}', expected: string`);
+    }
+    const extra = Object.keys(o).find((k) => k !== 'node' && k !== 'name');
+    if (extra !== undefined) throw new QmpError('GenericError', `Parameter '${at}.${extra}' is unexpected`);
+    return { node: o['node'] as string, name: o['name'] as string };
+  });
 }
 
 /** block-export-add `bitmaps`: a JSON list, or keyval's `bitmaps.0=a,bitmaps.1=b` object. */

@@ -49,6 +49,8 @@ export interface ExportEntry {
   nodeName: string;
   readonly nbd: NbdExport;
   shuttingDown: boolean;
+  /** Frees the bitmaps the export offers (busy while it lives). */
+  readonly releaseBitmaps: () => void;
 }
 
 export interface NbdServerStart {
@@ -319,7 +321,11 @@ export class Daemon implements NodeGraph {
     const name = options.name ?? options.nodeName;
     if (options.writable && node.readOnly) throw new VdiskError('EPERM', `Cannot export node '${options.nodeName}' writable: it is read-only`, { field: 'writable' });
     if (server.nbd.find(name)?.name === name) throw new VdiskError('EINVAL', `NBD server already has export named '${name}'`, { field: 'name' });
-    const nbd = server.nbd.addExport({
+    // Busy from here (refused if another export offers one), freed if the export cannot be added.
+    const releaseBitmaps = this.bitmaps.claim(node, (options.bitmaps ?? []).map((b) => b.name));
+    let nbd: NbdExport;
+    try {
+      nbd = server.nbd.addExport({
       name,
       node,
       readOnly: options.writable !== true,
@@ -328,8 +334,12 @@ export class Daemon implements NodeGraph {
       allocationDepth: options.allocationDepth === true,
       ...(options.bitmaps ? { bitmaps: options.bitmaps } : {}),
       ...(options.description !== undefined ? { description: options.description } : {}),
-    });
-    const exp: ExportEntry = { id: options.id, nodeName: options.nodeName, nbd, shuttingDown: false };
+      });
+    } catch (e) {
+      releaseBitmaps();
+      throw e;
+    }
+    const exp: ExportEntry = { id: options.id, nodeName: options.nodeName, nbd, shuttingDown: false, releaseBitmaps };
     this.#exports.set(options.id, exp);
     return exp;
   }
@@ -347,6 +357,7 @@ export class Daemon implements NodeGraph {
       throw e;
     }
     this.#exports.delete(id);
+    exp.releaseBitmaps();
     this.#release(exp.nbd.node, 'export-removed');
     this.#options.onExportDeleted?.(id);
   }

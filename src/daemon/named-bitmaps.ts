@@ -1,8 +1,12 @@
 /**
  * The daemon's named dirty bitmaps, per node (QMP block-dirty-bitmap-*): an
  * in-memory DirtyBitmap that records the node's writes while enabled.
- * Persistent qcow2 bitmaps are loaded here too when an export names them, so
- * every export of a node shares one copy (as QEMU loads them once per node).
+ * Persistent qcow2 bitmaps are loaded here too when an export names them, once
+ * per node (as QEMU loads them once per node).
+ *
+ * A bitmap an export offers is busy until the export goes, as in QEMU: no
+ * other export may offer it, and clear, remove, enable, disable and merge
+ * refuse it, so a client reading it never sees it change under it.
  */
 import { DirtyBitmap } from '../block/dirty-bitmap.js';
 import type { ImageNode } from '../block/index.js';
@@ -13,6 +17,27 @@ interface Entry {
   readonly bitmap: DirtyBitmap;
   /** Stops recording; null while the bitmap is disabled. */
   detach: (() => void) | null;
+  /** Loaded from the image's persistent bitmaps (reported as such; never created over QMP). */
+  readonly persistent: boolean;
+  /** Offered by an export (see claim). */
+  busy: boolean;
+}
+
+/** A bitmap named in block-dirty-bitmap-merge's `bitmaps`: on the target's node, or on another. */
+export interface BitmapRef {
+  readonly node: ImageNode;
+  readonly name: string;
+}
+
+/** What query-named-block-nodes reports of one bitmap (QAPI BlockDirtyInfo). */
+export interface BitmapInfo {
+  readonly name: string;
+  readonly recording: boolean;
+  readonly persistent: boolean;
+  readonly busy: boolean;
+  readonly granularity: number;
+  /** Dirty bytes, whole granules, as QEMU counts them. */
+  readonly count: number;
 }
 
 /** Default granularity of block-dirty-bitmap-add, as QEMU: the cluster size clamped to [4 KiB, 64 KiB]; 64 KiB without clusters. */
@@ -30,40 +55,88 @@ export class NamedBitmaps {
     const table = this.#table(node);
     if (table.has(name)) throw new VdiskError('EINVAL', `Bitmap already exists: ${name}`, { field: 'name' });
     const bitmap = new DirtyBitmap(node.length, options.granularity ?? defaultGranularity(node));
-    const entry: Entry = { bitmap, detach: options.disabled ? null : followWrites(node, bitmap) };
+    const entry: Entry = { bitmap, detach: options.disabled ? null : followWrites(node, bitmap), persistent: false, busy: false };
     table.set(name, entry);
     return bitmap;
   }
 
   remove(node: ImageNode, name: string): void {
-    const entry = this.#entry(node, name);
+    const entry = this.#idle(node, name);
     entry.detach?.();
     this.#byNode.get(node)?.delete(name);
   }
 
   clear(node: ImageNode, name: string): void {
-    const b = this.#entry(node, name).bitmap;
+    const b = this.#idle(node, name).bitmap;
     b.clear(0, b.length);
   }
 
   enable(node: ImageNode, name: string): void {
-    const entry = this.#entry(node, name);
+    const entry = this.#idle(node, name);
     entry.detach ??= followWrites(node, entry.bitmap);
   }
 
   disable(node: ImageNode, name: string): void {
-    const entry = this.#entry(node, name);
+    const entry = this.#idle(node, name);
     entry.detach?.();
     entry.detach = null;
+  }
+
+  /**
+   * block-dirty-bitmap-merge: sets in `target` of `node` every granule dirty in
+   * any of `sources`, with QEMU's checks in QEMU's order (each source found,
+   * idle and of the target's size, then the target idle). Nothing changes
+   * unless all pass. Granularities may differ: a dirty source granule dirties
+   * every target granule it touches.
+   */
+  merge(node: ImageNode, target: string, sources: ReadonlyArray<() => BitmapRef>): void {
+    const into = this.#entry(node, target);
+    const from: DirtyBitmap[] = [];
+    for (const source of sources) {
+      // Resolved in turn, so an unknown node is reported where QEMU reports it.
+      const ref = source();
+      const src = this.#idle(ref.node, ref.name).bitmap;
+      if (src.length !== into.bitmap.length) {
+        throw new VdiskError('EINVAL', `Bitmaps are of different sizes (destination size is ${into.bitmap.length}, source size is ${src.length}) and can't be merged`, { field: 'bitmaps' });
+      }
+      from.push(src);
+    }
+    this.#idle(node, target);
+    for (const src of from) {
+      if (src === into.bitmap) continue;
+      for (let r = src.nextDirty(0, src.length); r !== null; r = src.nextDirty(r.offset + r.length, src.length)) into.bitmap.set(r.offset, r.length);
+    }
+  }
+
+  /**
+   * Marks the bitmaps `names` of `node` busy for an export; the returned
+   * function frees them when the export goes. Refuses a bitmap already busy.
+   */
+  claim(node: ImageNode, names: readonly string[]): () => void {
+    const entries = names.map((name) => this.#idle(node, name));
+    for (const e of entries) e.busy = true;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const e of entries) e.busy = false;
+    };
   }
 
   has(node: ImageNode, name: string): boolean {
     return this.#byNode.get(node)?.has(name) === true;
   }
 
-  /** Names and bitmaps of `node`, for query-named-block-nodes' dirty-bitmaps. */
-  list(node: ImageNode): Array<{ name: string; bitmap: DirtyBitmap; recording: boolean }> {
-    return [...(this.#byNode.get(node)?.entries() ?? [])].map(([name, e]) => ({ name, bitmap: e.bitmap, recording: e.detach !== null }));
+  /** The bitmaps of `node` for query-named-block-nodes' dirty-bitmaps, the newest first (as QEMU lists them). */
+  list(node: ImageNode): BitmapInfo[] {
+    return [...(this.#byNode.get(node)?.entries() ?? [])].reverse().map(([name, e]) => ({
+      name,
+      recording: e.detach !== null,
+      persistent: e.persistent,
+      busy: e.busy,
+      granularity: e.bitmap.granularity,
+      count: e.bitmap.count * e.bitmap.granularity,
+    }));
   }
 
   /**
@@ -73,13 +146,13 @@ export class NamedBitmaps {
    */
   async forExport(node: ImageNode, name: string): Promise<{ readonly bitmap: DirtyBitmap; readonly recording: boolean }> {
     const known = this.#byNode.get(node)?.get(name);
-    if (known) return { bitmap: known.bitmap, recording: known.detach !== null };
+    if (known) return { bitmap: this.#idle(node, name).bitmap, recording: known.detach !== null };
     const loaded = await loadPersistentBitmap(node, name);
     // Another export may have loaded it while we were reading.
     const again = this.#byNode.get(node)?.get(name);
-    if (again) return { bitmap: again.bitmap, recording: again.detach !== null };
+    if (again) return { bitmap: this.#idle(node, name).bitmap, recording: again.detach !== null };
     const recording = loaded.enabled && !node.readOnly;
-    this.#table(node).set(name, { bitmap: loaded.bitmap, detach: recording ? followWrites(node, loaded.bitmap) : null });
+    this.#table(node).set(name, { bitmap: loaded.bitmap, detach: recording ? followWrites(node, loaded.bitmap) : null, persistent: true, busy: false });
     return { bitmap: loaded.bitmap, recording };
   }
 
@@ -101,6 +174,13 @@ export class NamedBitmaps {
   #entry(node: ImageNode, name: string): Entry {
     const e = this.#byNode.get(node)?.get(name);
     if (!e) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`, { field: 'name' });
+    return e;
+  }
+
+  /** The entry, which no export may be offering (QEMU's words). */
+  #idle(node: ImageNode, name: string): Entry {
+    const e = this.#entry(node, name);
+    if (e.busy) throw new VdiskError('EBUSY', `Bitmap '${name}' is currently in use by another operation and cannot be used`, { field: 'name' });
     return e;
   }
 }

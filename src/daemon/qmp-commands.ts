@@ -8,6 +8,7 @@ import { isFileProtocol } from '../host/file-protocol.js';
 import { QmpError, str, optBool, optInt, optStr, type QmpServer } from '../qmp/index.js';
 import type { Daemon, NodeEntry } from './daemon.js';
 import { exportBitmaps, registerBitmapCommands } from './bitmap-commands.js';
+import type { BitmapInfo } from './named-bitmaps.js';
 import { blockdevAdd } from './node-factory.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { socketAddress } from './socket-address.js';
@@ -42,7 +43,8 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
   });
   qmp.register('query-named-block-nodes', {
     params: { 'flat?': 'bool' },
-    handler: () => Promise.all(daemon.nodes.map((e) => blockDeviceInfo(e))),
+    // The newest node first, as QEMU lists them.
+    handler: () => Promise.all([...daemon.nodes].reverse().map((e) => blockDeviceInfo(e, e.node ? daemon.bitmaps.list(e.node) : []))),
   });
   qmp.register('nbd-server-start', {
     params: { addr: 'object', 'tls-creds?': 'str', 'tls-authz?': 'str', 'max-connections?': 'int' },
@@ -156,8 +158,8 @@ export async function addExport(daemon: Daemon, args: Args): Promise<void> {
   });
 }
 
-/** One BlockDeviceInfo of query-named-block-nodes. */
-async function blockDeviceInfo(e: NodeEntry): Promise<Record<string, unknown>> {
+/** One BlockDeviceInfo of query-named-block-nodes; `dirty-bitmaps` only where the node has some, as QEMU. */
+async function blockDeviceInfo(e: NodeEntry, bitmaps: readonly BitmapInfo[]): Promise<Record<string, unknown>> {
   const node = e.node;
   const image: Record<string, unknown> = { filename: e.filename, format: e.driver };
   let backingDepth = 0;
@@ -191,6 +193,7 @@ async function blockDeviceInfo(e: NodeEntry): Promise<Record<string, unknown>> {
     iops_wr: 0,
     write_threshold: 0,
     cache: { writeback: true, direct: e.cache?.direct ?? false, 'no-flush': e.cache?.noFlush ?? false },
+    ...(bitmaps.length > 0 ? { 'dirty-bitmaps': bitmaps } : {}),
     image,
   };
 }
