@@ -145,12 +145,13 @@ export class NamedBitmaps {
    * writable node, recording) from now on.
    */
   async forExport(node: ImageNode, name: string): Promise<{ readonly bitmap: DirtyBitmap; readonly recording: boolean }> {
+    // Whether it is busy is for the export's claim to say, after the checks QEMU makes first.
     const known = this.#byNode.get(node)?.get(name);
-    if (known) return { bitmap: this.#idle(node, name).bitmap, recording: known.detach !== null };
+    if (known) return { bitmap: known.bitmap, recording: known.detach !== null };
     const loaded = await loadPersistentBitmap(node, name);
     // Another export may have loaded it while we were reading.
     const again = this.#byNode.get(node)?.get(name);
-    if (again) return { bitmap: this.#idle(node, name).bitmap, recording: again.detach !== null };
+    if (again) return { bitmap: again.bitmap, recording: again.detach !== null };
     const recording = loaded.enabled && !node.readOnly;
     this.#table(node).set(name, { bitmap: loaded.bitmap, detach: recording ? followWrites(node, loaded.bitmap) : null, persistent: true, busy: false });
     return { bitmap: loaded.bitmap, recording };

@@ -79,18 +79,44 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
       return {};
     },
   });
-  qmp.register('block-export-del', {
-    params: { id: 'str', 'mode?': 'str' },
-    handler: async (args) => {
+  // The export's id is in `key`: 'id' for block-export-del, 'name' for nbd-server-remove (below).
+  const removeExport =
+    (key: string) =>
+    async (args: Args): Promise<Record<string, never>> => {
       const mode = optStr(args, 'mode') ?? 'safe';
       if (mode !== 'safe' && mode !== 'hard') throw new QmpError('GenericError', `Parameter 'mode' does not accept value '${mode}'`);
-      await daemon.deleteExport(str(args, 'id'), { hard: mode === 'hard' });
+      await daemon.deleteExport(str(args, key), { hard: mode === 'hard' });
+      return {};
+    };
+  qmp.register('block-export-del', { params: { id: 'str', 'mode?': 'str' }, handler: removeExport('id') });
+  // QEMU's older NBD-only pair (deprecated there, still in qemu-storage-daemon 7.2):
+  // the export's id is its NBD name, and nbd-server-remove is block-export-del by it.
+  qmp.register('nbd-server-add', {
+    params: { device: 'str', 'name?': 'str', 'description?': 'str', 'writable?': 'bool', 'bitmap?': 'str' },
+    handler: async (args) => {
+      if (daemon.nbdServer === null) throw new QmpError('GenericError', 'NBD server not running');
+      const device = str(args, 'device');
+      // Looked up first, in QEMU's words for this command (block-export-add's differ).
+      if (!daemon.hasNode(device)) throw new QmpError('GenericError', `Cannot find device='${device}' nor node-name='${device}'`);
+      const name = optStr(args, 'name') ?? device;
+      const bitmap = optStr(args, 'bitmap');
+      await addExport(daemon, {
+        type: 'nbd',
+        id: name,
+        'node-name': device,
+        name,
+        writable: optBool(args, 'writable') === true,
+        ...(args['description'] !== undefined ? { description: args['description'] } : {}),
+        ...(bitmap !== undefined ? { bitmaps: [bitmap] } : {}),
+      });
       return {};
     },
   });
+  qmp.register('nbd-server-remove', { params: { name: 'str', 'mode?': 'str' }, handler: removeExport('name') });
   qmp.register('query-block-exports', {
     params: {},
-    handler: () => daemon.exports.map((e) => ({ id: e.id, type: 'nbd', 'node-name': e.nodeName, 'shutting-down': e.shuttingDown })),
+    // The newest first, as QEMU lists them.
+    handler: () => [...daemon.exports].reverse().map((e) => ({ id: e.id, type: 'nbd', 'node-name': e.nodeName, 'shutting-down': e.shuttingDown })),
   });
   qmp.register('block_resize', {
     params: { 'device?': 'str', 'node-name?': 'str', size: 'int' },

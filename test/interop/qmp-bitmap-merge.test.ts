@@ -4,17 +4,11 @@
 // query-named-block-nodes and the merged bitmap as `nbdinfo --map` reads it through the export must match.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { run } from './support/serve-process.js';
-import { MiB, ok, tmpDir, withDaemon } from './support/e2e-daemon.js';
-import { withQsd, type QmpPeer } from './support/qsd.js';
+import { MiB, ok } from './support/e2e-daemon.js';
+import { againstQsd, outcome, removeExportWhenIdle, type QmpPeer, type Transcript } from './support/qsd.js';
 
 type Step = readonly [string, Record<string, unknown>];
-
-/** What a reply says: its return value, or its error class and text. */
-function outcome(reply: Record<string, unknown>): unknown {
-  return 'error' in reply ? { error: reply['error'] } : { return: reply['return'] };
-}
 
 /** The dirty-bitmaps of every node, by node-name, in the order listed. */
 function bitmapsByNode(nodes: unknown): Array<[unknown, unknown]> {
@@ -56,8 +50,8 @@ const WHILE_EXPORTED: readonly Step[] = [
  * what every step answered, the bitmaps listed at two points, and the merged
  * bitmap read through an export.
  */
-async function script(peer: QmpPeer, dir: string, nbdPath: string): Promise<unknown[]> {
-  const seen: unknown[] = [];
+async function script(peer: QmpPeer, dir: string, nbdPath: string): Promise<Transcript> {
+  const seen: Transcript = [];
   const step = async (name: string, args: Record<string, unknown>): Promise<Record<string, unknown>> => {
     const reply = await peer.qmp.execute(name, args);
     seen.push([name, args, outcome(reply)]);
@@ -67,6 +61,7 @@ async function script(peer: QmpPeer, dir: string, nbdPath: string): Promise<unkn
     seen.push(['bitmaps', bitmapsByNode(ok(await peer.qmp.execute('query-named-block-nodes', { flat: true })))]);
   };
   const uri = (name: string): string => `nbd+unix:///${name}?socket=${nbdPath}`;
+  ok(await peer.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdPath } } }));
   for (const [n, file] of [['a', 'a.qcow2'], ['b', 'b.qcow2']] as const) {
     ok(await peer.qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': n, file: { driver: 'file', filename: `${dir}/${file}` } }));
   }
@@ -89,13 +84,13 @@ async function script(peer: QmpPeer, dir: string, nbdPath: string): Promise<unkn
   for (const b of ['b2']) seen.push(['map', b, run('nbdinfo', [`--map=qemu:dirty-bitmap:${b}`, uri('x')])]);
   await nodes();
   for (const [name, args] of WHILE_EXPORTED) await step(name, args);
-  await step('block-export-del', { id: 'x' });
+  seen.push(['block-export-del', { id: 'x' }, outcome(await removeExportWhenIdle(peer, 'block-export-del', { id: 'x' }))]);
   await nodes();
   // Freed with its export: b1 (merged from b0, at 4 KiB) is exported and read too.
   await step('block-dirty-bitmap-clear', { node: 'a', name: 'b2' });
   await step('block-export-add', { type: 'nbd', id: 'z', 'node-name': 'a', name: 'z', bitmaps: ['b1'] });
   seen.push(['map', 'b1', run('nbdinfo', ['--map=qemu:dirty-bitmap:b1', uri('z')])]);
-  await step('block-export-del', { id: 'z' });
+  seen.push(['block-export-del', { id: 'z' }, outcome(await removeExportWhenIdle(peer, 'block-export-del', { id: 'z' }))]);
   await step('block-dirty-bitmap-remove', { node: 'a', name: 'b2' });
   await nodes();
   return seen;
@@ -107,31 +102,9 @@ function makeImages(dir: string): void {
 }
 
 test('block-dirty-bitmap-merge and bitmaps busy while exported: every reply, the listed bitmaps and the merged bits read over NBD match qemu-storage-daemon', async () => {
-  const vdiskDir = tmpDir();
-  const qsdDir = tmpDir();
-  try {
-    makeImages(vdiskDir);
-    makeImages(qsdDir);
-    let mine: unknown[] = [];
-    await withDaemon(vdiskDir, async (d) => {
-      mine = await script(d, vdiskDir, d.nbdPath);
-      assert.equal(await d.quit(), 0);
-    });
-    let theirs: unknown[] = [];
-    await withQsd(qsdDir, [], async (q) => {
-      const nbdPath = `${qsdDir}/qsd-nbd.sock`;
-      ok(await q.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdPath } } }));
-      theirs = await script(q, qsdDir, nbdPath);
-    });
-    // Paths and the names the daemons make up for the file nodes differ between the two runs; nothing else may.
-    const mineText = JSON.stringify(mine, null, 1).replaceAll(vdiskDir, 'DIR').replace(/#block\d+/g, '#block');
-    const theirsText = JSON.stringify(theirs, null, 1).replaceAll(qsdDir, 'DIR').replace(/#block\d+/g, '#block');
-    assert.equal(mineText, theirsText);
-    // The script did exercise what it claims: merged bits were read, busy bitmaps were refused.
-    assert.match(mineText, /in use by another operation/);
-    assert.match(mineText, /dirty/);
-  } finally {
-    fs.rmSync(vdiskDir, { recursive: true, force: true });
-    fs.rmSync(qsdDir, { recursive: true, force: true });
-  }
+  const { vdisk, qsd } = await againstQsd(makeImages, script);
+  assert.equal(vdisk, qsd);
+  // The script did exercise what it claims: merged bits were read, busy bitmaps were refused.
+  assert.match(vdisk, /in use by another operation/);
+  assert.match(vdisk, /dirty/);
 });
