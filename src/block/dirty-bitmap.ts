@@ -18,6 +18,12 @@ export interface DirtyRange {
   readonly length: number;
 }
 
+/** The bits of a DirtyBitmap at one moment (see saveBits). */
+export interface SavedBits {
+  readonly words: Uint32Array;
+  readonly count: number;
+}
+
 export class DirtyBitmap {
   readonly granularity: number;
   readonly #length: number;
@@ -98,6 +104,17 @@ export class DirtyBitmap {
     while (end < granules && end - g < maxGranules && this.#get(end)) end++;
     const start = g * this.granularity;
     return { offset: start, length: Math.min(end * this.granularity, this.#length) - start };
+  }
+
+  /** A copy of the bits, for `restoreBits` (a QMP transaction that fails puts them back). */
+  saveBits(): SavedBits {
+    return { words: this.#words.slice(), count: this.#count };
+  }
+
+  /** Puts back bits `saveBits` took from this bitmap. */
+  restoreBits(saved: SavedBits): void {
+    this.#words.set(saved.words);
+    this.#count = saved.count;
   }
 
   #granules(offset: number, length: number): [number, number] {

@@ -6,58 +6,83 @@
 import type { DirtyBitmap } from '../block/dirty-bitmap.js';
 import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
-import { QmpError, optBool, optInt, str, type QmpServer } from '../qmp/index.js';
+import { QmpError, optBool, optInt, str, type ParamSpec, type QmpServer } from '../qmp/index.js';
 import type { Daemon } from './daemon.js';
 import type { BitmapRef } from './named-bitmaps.js';
 
 type Args = Readonly<Record<string, unknown>>;
 
-export function registerBitmapCommands(qmp: QmpServer, daemon: Daemon): void {
-  qmp.register('block-dirty-bitmap-add', {
-    params: { node: 'str', name: 'str', 'granularity?': 'int', 'persistent?': 'bool', 'disabled?': 'bool' },
-    handler: (args) => {
-      const node = daemon.node(str(args, 'node'));
-      const granularity = optInt(args, 'granularity');
-      if (granularity !== undefined && (granularity < 512 || granularity > 2 ** 31 || (granularity & (granularity - 1)) !== 0)) {
-        throw new QmpError('GenericError', 'Granularity must be power of 2 and at least 512');
-      }
-      // The in-memory bits would never reach the image (no write-back at close yet): refuse rather than leave a stale on-disk bitmap.
-      if (optBool(args, 'persistent') === true) {
-        throw new VdiskError('ENOTSUP', `Persistent dirty bitmaps cannot be created over QMP yet; use 'vdisk bitmap --add' on the stopped image`, { field: 'persistent' });
-      }
-      daemon.bitmaps.add(node, str(args, 'name'), {
-        ...(granularity !== undefined ? { granularity } : {}),
-        disabled: optBool(args, 'disabled') === true,
-      });
-      return {};
+/**
+ * One bitmap command: its parameters, a check of its arguments that needs no
+ * lookup (QEMU's input visitor, which a transaction runs over every action
+ * before any of them), and what it does. `path` prefixes the names in the
+ * messages (a transaction's `actions[0].data.`).
+ */
+export interface BitmapCommand {
+  readonly params: ParamSpec;
+  readonly check?: (args: Args, path: string) => void;
+  /** Synchronous, so that a transaction can put everything back if a later action fails. */
+  readonly run: (daemon: Daemon, args: Args) => void;
+}
+
+const NODE_AND_NAME: ParamSpec = { node: 'str', name: 'str' };
+
+/** The bitmap commands by QMP name; the ones a transaction may hold too. */
+export const BITMAP_COMMANDS: ReadonlyMap<string, BitmapCommand> = new Map<string, BitmapCommand>([
+  [
+    'block-dirty-bitmap-add',
+    {
+      params: { node: 'str', name: 'str', 'granularity?': 'int', 'persistent?': 'bool', 'disabled?': 'bool' },
+      run: (daemon, args) => {
+        const node = daemon.node(str(args, 'node'));
+        const granularity = optInt(args, 'granularity');
+        if (granularity !== undefined && (granularity < 512 || granularity > 2 ** 31 || (granularity & (granularity - 1)) !== 0)) {
+          throw new QmpError('GenericError', 'Granularity must be power of 2 and at least 512');
+        }
+        // The in-memory bits would never reach the image (no write-back at close yet): refuse rather than leave a stale on-disk bitmap.
+        if (optBool(args, 'persistent') === true) {
+          throw new VdiskError('ENOTSUP', `Persistent dirty bitmaps cannot be created over QMP yet; use 'vdisk bitmap --add' on the stopped image`, { field: 'persistent' });
+        }
+        daemon.bitmaps.add(node, str(args, 'name'), {
+          ...(granularity !== undefined ? { granularity } : {}),
+          disabled: optBool(args, 'disabled') === true,
+        });
+      },
     },
-  });
-  const simple = (command: string, op: (node: ReturnType<Daemon['node']>, name: string) => void): void => {
-    qmp.register(command, {
-      params: { node: 'str', name: 'str' },
+  ],
+  ['block-dirty-bitmap-remove', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.remove(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
+  ['block-dirty-bitmap-clear', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.clear(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
+  ['block-dirty-bitmap-enable', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.enable(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
+  ['block-dirty-bitmap-disable', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.disable(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
+  [
+    'block-dirty-bitmap-merge',
+    {
+      params: { node: 'str', target: 'str', bitmaps: 'any' },
+      check: (args, path) => void mergeSources(args['bitmaps'], path),
+      run: (daemon, args) => {
+        const sources = mergeSources(args['bitmaps'], '');
+        const node = bitmapNode(daemon, str(args, 'node'));
+        daemon.bitmaps.merge(
+          node,
+          str(args, 'target'),
+          sources.map((s): (() => BitmapRef) => (typeof s === 'string' ? () => ({ node, name: s }) : () => ({ node: bitmapNode(daemon, s.node), name: s.name }))),
+        );
+      },
+    },
+  ],
+]);
+
+export function registerBitmapCommands(qmp: QmpServer, daemon: Daemon): void {
+  for (const [name, command] of BITMAP_COMMANDS) {
+    qmp.register(name, {
+      params: command.params,
       handler: (args) => {
-        op(bitmapNode(daemon, str(args, 'node')), str(args, 'name'));
+        command.check?.(args, '');
+        command.run(daemon, args);
         return {};
       },
     });
-  };
-  simple('block-dirty-bitmap-remove', (node, name) => daemon.bitmaps.remove(node, name));
-  simple('block-dirty-bitmap-clear', (node, name) => daemon.bitmaps.clear(node, name));
-  simple('block-dirty-bitmap-enable', (node, name) => daemon.bitmaps.enable(node, name));
-  simple('block-dirty-bitmap-disable', (node, name) => daemon.bitmaps.disable(node, name));
-  qmp.register('block-dirty-bitmap-merge', {
-    params: { node: 'str', target: 'str', bitmaps: 'any' },
-    handler: (args) => {
-      const sources = mergeSources(args['bitmaps']);
-      const node = bitmapNode(daemon, str(args, 'node'));
-      daemon.bitmaps.merge(
-        node,
-        str(args, 'target'),
-        sources.map((s): (() => BitmapRef) => (typeof s === 'string' ? () => ({ node, name: s }) : () => ({ node: bitmapNode(daemon, s.node), name: s.name }))),
-      );
-      return {};
-    },
-  });
+  }
 }
 
 /**
@@ -75,13 +100,13 @@ function bitmapNode(daemon: Daemon, name: string): ImageNode {
  * on the target's node, or {node, name}), checked whole before any lookup, in
  * QEMU 7.2's words (its 'null' for an element of the wrong type included).
  */
-function mergeSources(value: unknown): Array<string | { readonly node: string; readonly name: string }> {
-  if (!Array.isArray(value)) throw new QmpError('GenericError', "Invalid parameter type for 'bitmaps', expected: array");
+function mergeSources(value: unknown, path: string): Array<string | { readonly node: string; readonly name: string }> {
+  if (!Array.isArray(value)) throw new QmpError('GenericError', `Invalid parameter type for '${path}bitmaps', expected: array`);
   return value.map((v: unknown, i) => {
     if (typeof v === 'string') return v;
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new QmpError('GenericError', "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr");
     const o = v as Args;
-    const at = `bitmaps[${i}]`;
+    const at = `${path}bitmaps[${i}]`;
     for (const key of ['node', 'name']) {
       if (o[key] === undefined) throw new QmpError('GenericError', `Parameter '${at}.${key}' is missing`);
       if (typeof o[key] !== 'string') throw new QmpError('GenericError', `Invalid parameter type for '${at}.${key}', expected: string`);

@@ -157,6 +157,40 @@ export class NamedBitmaps {
     return { bitmap: loaded.bitmap, recording };
   }
 
+  /**
+   * Runs `fn`, which may add, remove, clear, enable, disable and merge
+   * bitmaps; if it throws, every bitmap is put back as it was (bits, whether
+   * it records, the order they were added in), and the error goes on. For
+   * QMP's transaction: `fn` must not wait, so no write can land between the
+   * copy and the restore.
+   */
+  atomically<T>(fn: () => T): T {
+    const saved = [...this.#byNode].map(([node, table]) => ({
+      node,
+      entries: [...table].map(([name, entry]) => ({ name, entry, bits: entry.bitmap.saveBits(), recording: entry.detach !== null })),
+    }));
+    try {
+      return fn();
+    } catch (e) {
+      for (const table of this.#byNode.values()) {
+        for (const entry of table.values()) {
+          entry.detach?.();
+          entry.detach = null;
+        }
+      }
+      this.#byNode.clear();
+      for (const { node, entries } of saved) {
+        const table = this.#table(node);
+        for (const { name, entry, bits, recording } of entries) {
+          entry.bitmap.restoreBits(bits);
+          entry.detach = recording ? followWrites(node, entry.bitmap) : null;
+          table.set(name, entry);
+        }
+      }
+      throw e;
+    }
+  }
+
   /** Forgets every bitmap of a node that is going away. */
   dropNode(node: ImageNode): void {
     for (const e of this.#byNode.get(node)?.values() ?? []) e.detach?.();

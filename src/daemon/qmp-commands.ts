@@ -9,6 +9,7 @@ import { QmpError, str, optBool, optInt, optStr, type QmpServer } from '../qmp/i
 import type { Daemon, NodeEntry } from './daemon.js';
 import { exportBitmaps, registerBitmapCommands } from './bitmap-commands.js';
 import type { BitmapInfo } from './named-bitmaps.js';
+import { registerTransaction } from './transaction.js';
 import { blockdevAdd } from './node-factory.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { socketAddress } from './socket-address.js';
@@ -138,6 +139,7 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
     },
   });
   registerBitmapCommands(qmp, daemon);
+  registerTransaction(qmp, daemon);
   registerSnapshotCommands(qmp, daemon);
   qmp.register('quit', {
     params: {},

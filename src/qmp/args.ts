@@ -10,24 +10,28 @@ export type ParamType = 'str' | 'int' | 'bool' | 'any' | 'object';
  */
 export type ParamSpec = Readonly<Record<string, ParamType>>;
 
-export function checkArgs(spec: ParamSpec, args: Readonly<Record<string, unknown>>): void {
+/**
+ * `path` prefixes the names in the messages where the arguments are nested in
+ * another command's (a transaction's `actions[0].data.`), as QEMU names them.
+ */
+export function checkArgs(spec: ParamSpec, args: Readonly<Record<string, unknown>>, path = ''): void {
   const known = new Map<string, { type: ParamType; optional: boolean }>();
   for (const [k, type] of Object.entries(spec)) {
     const optional = k.endsWith('?');
     known.set(optional ? k.slice(0, -1) : k, { type, optional });
   }
   for (const key of Object.keys(args)) {
-    if (!known.has(key)) throw new QmpError('GenericError', `Parameter '${key}' is unexpected`);
+    if (!known.has(key)) throw new QmpError('GenericError', `Parameter '${path}${key}' is unexpected`);
   }
   for (const [key, { type, optional }] of known) {
     const v = args[key];
     if (v === undefined) {
-      if (!optional) throw new QmpError('GenericError', `Parameter '${key}' is missing`);
+      if (!optional) throw new QmpError('GenericError', `Parameter '${path}${key}' is missing`);
       continue;
     }
     if (!matches(type, v)) {
       const expected = type === 'str' ? 'string' : type === 'int' ? 'integer' : type === 'bool' ? 'boolean' : 'object';
-      throw new QmpError('GenericError', `Invalid parameter type for '${key}', expected: ${expected}`);
+      throw new QmpError('GenericError', `Invalid parameter type for '${path}${key}', expected: ${expected}`);
     }
   }
 }
