@@ -4,6 +4,7 @@
  * granularity is 2 MiB of bits). A job clears a granule before it copies it,
  * so a write that lands during the copy sets it again and is copied later.
  */
+import { createHash } from 'node:crypto';
 import { VdiskError } from '../errors.js';
 
 /** Smallest and largest granularity QEMU's mirror accepts (512 B .. 64 MiB). */
@@ -104,6 +105,20 @@ export class DirtyBitmap {
     while (end < granules && end - g < maxGranules && this.#get(end)) end++;
     const start = g * this.granularity;
     return { offset: start, length: Math.min(end * this.granularity, this.#length) - start };
+  }
+
+  /**
+   * SHA-256 of the bits as QEMU's x-debug-block-dirty-bitmap-sha256 hashes
+   * them: one bit per granule, least significant first, in 64-bit words
+   * (at least one) in little-endian order. The 32-bit words here have the
+   * same bytes on a little-endian host; the last one is padded to 64 bits.
+   */
+  sha256(): string {
+    const longs = Math.max(1, Math.ceil(this.#words.length / 2));
+    const bytes = new Uint8Array(longs * 8);
+    const view = new DataView(bytes.buffer);
+    this.#words.forEach((w, i) => view.setUint32(i * 4, w, true));
+    return createHash('sha256').update(bytes).digest('hex');
   }
 
   /** A copy of the bits, for `restoreBits` (a QMP transaction that fails puts them back). */

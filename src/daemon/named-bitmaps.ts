@@ -127,6 +127,11 @@ export class NamedBitmaps {
     return this.#byNode.get(node)?.has(name) === true;
   }
 
+  /** x-debug-block-dirty-bitmap-sha256: the hash of the bitmap's bits, as QEMU computes it. */
+  sha256(node: ImageNode, name: string): string {
+    return this.#entry(node, name).bitmap.sha256();
+  }
+
   /** The bitmaps of `node` for query-named-block-nodes' dirty-bitmaps, the newest first (as QEMU lists them). */
   list(node: ImageNode): BitmapInfo[] {
     return [...(this.#byNode.get(node)?.entries() ?? [])].reverse().map(([name, e]) => ({

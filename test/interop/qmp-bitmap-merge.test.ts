@@ -58,7 +58,14 @@ async function script(peer: QmpPeer, dir: string, nbdPath: string): Promise<Tran
     return reply;
   };
   const nodes = async (): Promise<void> => {
-    seen.push(['bitmaps', bitmapsByNode(ok(await peer.qmp.execute('query-named-block-nodes', { flat: true })))]);
+    const listed = bitmapsByNode(ok(await peer.qmp.execute('query-named-block-nodes', { flat: true })));
+    seen.push(['bitmaps', listed]);
+    // Bit for bit: QEMU's hash of each bitmap's bits.
+    for (const [node, bitmaps] of listed) {
+      for (const b of (bitmaps ?? []) as Array<Record<string, unknown>>) {
+        seen.push(['sha256', node, b['name'], outcome(await peer.qmp.execute('x-debug-block-dirty-bitmap-sha256', { node, name: b['name'] }))]);
+      }
+    }
   };
   const uri = (name: string): string => `nbd+unix:///${name}?socket=${nbdPath}`;
   ok(await peer.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: nbdPath } } }));
