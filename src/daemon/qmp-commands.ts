@@ -138,6 +138,15 @@ export function registerDaemonCommands(qmp: QmpServer, ctx: DaemonCommandContext
       return {};
     },
   });
+  qmp.register('object-del', {
+    params: { id: 'str' },
+    handler: (args) => {
+      objects.delete(str(args, 'id'));
+      return {};
+    },
+  });
+  // qemu-storage-daemon's BlockBackends are its exports', which have no name, so it lists none; neither does vdisk.
+  qmp.register('query-block', { params: {}, handler: () => [] });
   registerBitmapCommands(qmp, daemon);
   registerTransaction(qmp, daemon);
   registerSnapshotCommands(qmp, daemon);

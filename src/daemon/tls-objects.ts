@@ -81,6 +81,15 @@ export class TlsObjects {
     return obj;
   }
 
+  /**
+   * object-del. As in QEMU, what already uses the object (an NBD server
+   * started with it, a client node) keeps what it took from it; only the id
+   * goes.
+   */
+  delete(id: string): void {
+    if (!this.#objects.delete(id)) throw new VdiskError('ENOENT', `object '${id}' not found`, { field: 'id' });
+  }
+
   get(id: string): TlsObject {
     const o = this.#objects.get(id);
     if (!o) throw new VdiskError('ENOENT', `No TLS credentials with id '${id}'`, { field: 'tls-creds' });
