@@ -6,7 +6,7 @@
 import type { DirtyBitmap } from '../block/dirty-bitmap.js';
 import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
-import { QmpError, optBool, optInt, str, type ParamSpec, type QmpServer } from '../qmp/index.js';
+import { QmpError, checkArgs, optBool, optInt, str, type ParamSpec, type QmpServer } from '../qmp/index.js';
 import type { Daemon } from './daemon.js';
 import type { BitmapRef } from './named-bitmaps.js';
 
@@ -26,6 +26,11 @@ export interface BitmapCommand {
 }
 
 const NODE_AND_NAME: ParamSpec = { node: 'str', name: 'str' };
+
+/** A command that names one existing bitmap and does `op` to it. */
+function onOneBitmap(op: 'remove' | 'clear' | 'enable' | 'disable'): BitmapCommand {
+  return { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps[op](bitmapNode(daemon, str(args, 'node')), str(args, 'name')) };
+}
 
 /** The bitmap commands by QMP name; the ones a transaction may hold too. */
 export const BITMAP_COMMANDS: ReadonlyMap<string, BitmapCommand> = new Map<string, BitmapCommand>([
@@ -50,10 +55,10 @@ export const BITMAP_COMMANDS: ReadonlyMap<string, BitmapCommand> = new Map<strin
       },
     },
   ],
-  ['block-dirty-bitmap-remove', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.remove(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
-  ['block-dirty-bitmap-clear', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.clear(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
-  ['block-dirty-bitmap-enable', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.enable(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
-  ['block-dirty-bitmap-disable', { params: NODE_AND_NAME, run: (daemon, args) => daemon.bitmaps.disable(bitmapNode(daemon, str(args, 'node')), str(args, 'name')) }],
+  ['block-dirty-bitmap-remove', onOneBitmap('remove')],
+  ['block-dirty-bitmap-clear', onOneBitmap('clear')],
+  ['block-dirty-bitmap-enable', onOneBitmap('enable')],
+  ['block-dirty-bitmap-disable', onOneBitmap('disable')],
   [
     'block-dirty-bitmap-merge',
     {
@@ -111,14 +116,8 @@ function mergeSources(value: unknown, path: string): Array<string | { readonly n
     if (typeof v === 'string') return v;
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new QmpError('GenericError', "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr");
     const o = v as Args;
-    const at = `${path}bitmaps[${i}]`;
-    for (const key of ['node', 'name']) {
-      if (o[key] === undefined) throw new QmpError('GenericError', `Parameter '${at}.${key}' is missing`);
-      if (typeof o[key] !== 'string') throw new QmpError('GenericError', `Invalid parameter type for '${at}.${key}', expected: string`);
-    }
-    const extra = Object.keys(o).find((k) => k !== 'node' && k !== 'name');
-    if (extra !== undefined) throw new QmpError('GenericError', `Parameter '${at}.${extra}' is unexpected`);
-    return { node: o['node'] as string, name: o['name'] as string };
+    checkArgs(NODE_AND_NAME, o, `${path}bitmaps[${i}].`);
+    return { node: str(o, 'node'), name: str(o, 'name') };
   });
 }
 

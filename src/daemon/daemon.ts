@@ -326,14 +326,14 @@ export class Daemon implements NodeGraph {
     let nbd: NbdExport;
     try {
       nbd = server.nbd.addExport({
-      name,
-      node,
-      readOnly: options.writable !== true,
-      // One node behind every connection: a flush on one covers writes on all. max-connections=1 turns it off, as in QEMU.
-      multiConn: server.maxConnections !== 1,
-      allocationDepth: options.allocationDepth === true,
-      ...(options.bitmaps ? { bitmaps: options.bitmaps } : {}),
-      ...(options.description !== undefined ? { description: options.description } : {}),
+        name,
+        node,
+        readOnly: options.writable !== true,
+        // One node behind every connection: a flush on one covers writes on all. max-connections=1 turns it off, as in QEMU.
+        multiConn: server.maxConnections !== 1,
+        allocationDepth: options.allocationDepth === true,
+        ...(options.bitmaps ? { bitmaps: options.bitmaps } : {}),
+        ...(options.description !== undefined ? { description: options.description } : {}),
       });
     } catch (e) {
       releaseBitmaps();

@@ -20,9 +20,6 @@ export function checkArgs(spec: ParamSpec, args: Readonly<Record<string, unknown
     const optional = k.endsWith('?');
     known.set(optional ? k.slice(0, -1) : k, { type, optional });
   }
-  for (const key of Object.keys(args)) {
-    if (!known.has(key)) throw new QmpError('GenericError', `Parameter '${path}${key}' is unexpected`);
-  }
   for (const [key, { type, optional }] of known) {
     const v = args[key];
     if (v === undefined) {
@@ -33,6 +30,10 @@ export function checkArgs(spec: ParamSpec, args: Readonly<Record<string, unknown
       const expected = type === 'str' ? 'string' : type === 'int' ? 'integer' : type === 'bool' ? 'boolean' : 'object';
       throw new QmpError('GenericError', `Invalid parameter type for '${path}${key}', expected: ${expected}`);
     }
+  }
+  // Last, as QEMU's input visitor checks for leftovers once it has visited every member.
+  for (const key of Object.keys(args)) {
+    if (!known.has(key)) throw new QmpError('GenericError', `Parameter '${path}${key}' is unexpected`);
   }
 }
 

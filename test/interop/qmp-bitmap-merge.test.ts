@@ -31,6 +31,9 @@ const MERGE_ERRORS: readonly Step[] = [
   ['block-dirty-bitmap-merge', { node: 'zz', target: 'b2', bitmaps: ['b0'] }],
   // A failing source leaves the target as it was, even after good ones.
   ['block-dirty-bitmap-merge', { node: 'a', target: 'b2', bitmaps: ['b0', 'nope'] }],
+  // A missing member is reported before an unexpected one, as QEMU's input visitor does.
+  ['block-dirty-bitmap-merge', { node: 'a', target: 'b2', bitmaps: [{ node: 'a', x: 1 }] }],
+  ['block-dirty-bitmap-add', { node: 'a', x: 1 }],
   ['block-dirty-bitmap-remove', { node: 'zz', name: 'b0' }],
   ['block-dirty-bitmap-clear', { node: 'zz', name: 'b0' }],
 ];
