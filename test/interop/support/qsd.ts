@@ -2,7 +2,7 @@
 // --blockdev/--nbd-server/--export arguments, driven with the same QMP test client as `vdisk serve --qmp`,
 // and always stopped (QMP quit, then SIGTERM, then SIGKILL, each bounded) so a failing test never hangs.
 import { TestQmpClient } from '../../unit/qmp/qmp-client.js';
-import { startServer } from './serve-process.js';
+import { run, startServer } from './serve-process.js';
 import * as fs from 'node:fs';
 import { ok, stopProcess, tmpDir, withDaemon, within } from './e2e-daemon.js';
 
@@ -118,6 +118,8 @@ export async function againstQsd(
       vdisk = await script(d, dirs.vdisk, `${dirs.vdisk}/script-nbd.sock`);
       await d.quit();
     });
+    // Every image vdisk served and the script wrote through it checks clean (no errors, no leaks: exit 0).
+    for (const f of fs.readdirSync(dirs.vdisk).filter((n) => n.endsWith('.qcow2'))) run('qemu-img', ['check', `${dirs.vdisk}/${f}`]);
     let qsd: Transcript = [];
     prepare(dirs.qsd);
     await withQsd(dirs.qsd, [], async (q) => {
