@@ -78,6 +78,8 @@ struct host_ring {
   napi_async_context async_ctx;
   unsigned in_flight;
   int sqpoll;
+  /* IORING_SETUP_COOP_TASKRUN: a completion does not interrupt the JS thread (see cq_ready) */
+  int cooperative;
   unsigned *sq_flags;
   int closed;        /* ringClose ran (or the ring was collected unclosed) */
   int poll_closed;   /* libuv finished closing the poll handle */
@@ -125,7 +127,7 @@ static void ring_unqueue(struct host_ring *r) {
 }
 
 /* Sets up the ring and its eventfd; 0, or an errno with nothing left open. */
-static int ring_init(struct host_ring *r, unsigned entries, int polled) {
+static int ring_init(struct host_ring *r, unsigned entries, int polled, int cooperative) {
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
   r->ring_fd = -1;
@@ -142,6 +144,23 @@ static int ring_init(struct host_ring *r, unsigned entries, int polled) {
     r->ring_fd = ring_setup(entries, &p);
     if (r->ring_fd < 0) return errno;
     r->sqpoll = 1;
+  }
+  /*
+   * A cooperative ring (not polled: there the kernel's thread runs the
+   * completions). A request's completion is work that must run in the
+   * submitting thread. By default the kernel forces it there at once: the JS
+   * thread, if it is running (watching the queue, or running JS), gets an
+   * inter-processor interrupt, which on a VM is an exit on each side. With
+   * COOP_TASKRUN the work waits for the thread's next entry into the kernel
+   * (any syscall, and libuv's sleep is one), or the thread is woken if it
+   * sleeps; TASKRUN_FLAG marks the queue so a watch knows to enter
+   * (cq_ready). Kernels before 5.19 refuse the flags: a plain ring then.
+   */
+  if (r->ring_fd < 0 && cooperative) {
+    p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    r->ring_fd = ring_setup(entries, &p);
+    if (r->ring_fd >= 0) r->cooperative = 1;
+    else memset(&p, 0, sizeof p);
   }
   if (r->ring_fd < 0) r->ring_fd = ring_setup(entries, &p);
   if (r->ring_fd < 0) return errno;
@@ -268,7 +287,15 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/*
+ * Whether the completion queue has entries. On a cooperative ring a completion
+ * may be waiting as work for this thread instead (the queue's TASKRUN flag):
+ * entering the kernel runs it, which posts the entry.
+ */
 static int cq_ready(struct host_ring *r) {
+  if (*r->cq_head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) return 1;
+  if (!r->cooperative || !(__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_TASKRUN)) return 0;
+  syscall(__NR_io_uring_enter, r->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
   return *r->cq_head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
 }
 
@@ -443,10 +470,10 @@ static void finalize_ring(napi_env env, void *data, void *hint) {
   }
 }
 
-/* ringOpen(entries, results: Int32Array, onComplete, polled?, spinMicros?) → ring, or null without io_uring. */
+/* ringOpen(entries, results: Int32Array, onComplete, polled?, spinMicros?, cooperative?) → ring, or null without io_uring. */
 static napi_value ring_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5], result;
+  size_t argc = 6;
+  napi_value argv[6], result;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   bool polled = false;
   if (argc >= 4 && napi_get_value_bool(env, argv[3], &polled) != napi_ok) {
@@ -455,6 +482,10 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
   uint32_t spin_us = 0;
   if (argc >= 5 && (napi_get_value_uint32(env, argv[4], &spin_us) != napi_ok || spin_us > 10000)) {
     return throw_code(env, "EINVAL", "ringOpen: spinMicros must be 0..10000");
+  }
+  bool cooperative = false;
+  if (argc >= 6 && napi_get_value_bool(env, argv[5], &cooperative) != napi_ok) {
+    return throw_code(env, "EINVAL", "ringOpen: cooperative must be a boolean");
   }
   uint32_t entries = 0;
   napi_typedarray_type type;
@@ -471,7 +502,7 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
   }
   struct host_ring *r = calloc(1, sizeof *r);
   if (r == NULL) return throw_code(env, "ENOMEM", "host ring: out of memory");
-  if (ring_init(r, entries, polled) != 0) {
+  if (ring_init(r, entries, polled, cooperative) != 0) {
     /* No io_uring here (old kernel, seccomp, io_uring_disabled), or no polling thread allowed: callers fall back. */
     free(r);
     napi_get_null(env, &result);
@@ -629,18 +660,20 @@ static napi_value ring_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* ringWaits(ring) → [watching now (0/1), mean time between completions watching (ns), the same sleeping (ns)]; a mean is 0 until measured. */
+/* ringWaits(ring) → [watching now (0/1), mean time between completions watching (ns), the same sleeping (ns), cooperative (0/1)]; a mean is 0 until measured. */
 static napi_value ring_waits(napi_env env, napi_callback_info info) {
   napi_value argv[1], out, v;
   struct host_ring *r = ring_call(env, info, argv, 1, 1, "ringWaits(ring)");
   if (r == NULL) return NULL;
-  napi_create_array_with_length(env, 3, &out);
+  napi_create_array_with_length(env, 4, &out);
   napi_create_uint32(env, r->wait_way == WAIT_WATCH ? 1 : 0, &v);
   napi_set_element(env, out, 0, v);
   napi_create_double(env, (double)r->mean_ns[WAIT_WATCH], &v);
   napi_set_element(env, out, 1, v);
   napi_create_double(env, (double)r->mean_ns[WAIT_SLEEP], &v);
   napi_set_element(env, out, 2, v);
+  napi_create_uint32(env, r->cooperative ? 1 : 0, &v);
+  napi_set_element(env, out, 3, v);
   return out;
 }
 

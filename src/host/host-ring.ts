@@ -117,11 +117,16 @@ export class HostRing {
    * no syscall (null where such a thread is not allowed). `spinMicros`: before
    * the event loop would sleep with requests in flight, watch the completion
    * queue for up to this long (adapted to how fast completions come; 0: never).
+   * `cooperative`: a completion waits for the JS thread's next syscall instead
+   * of interrupting it (IORING_SETUP_COOP_TASKRUN; see ring_init in
+   * native/host_ring.c); a kernel without it gets a plain ring.
    * `maxInFlight`: requests the kernel holds at once (more wait here); each
    * request sent to io_uring's workers may take a kernel thread of its own.
    * `native`: the addon's ring calls, or a stand-in (tests).
    */
-  static open(options: { readonly polled?: boolean; readonly spinMicros?: number; readonly maxInFlight?: number; readonly native?: NativeRing } = {}): HostRing | null {
+  static open(
+    options: { readonly polled?: boolean; readonly spinMicros?: number; readonly cooperative?: boolean; readonly maxInFlight?: number; readonly native?: NativeRing } = {},
+  ): HostRing | null {
     if (process.env['VDISK_NO_RING'] === '1') return null;
     const ringNative = options.native ?? HostRing.#addonRing();
     if (ringNative === null) return null;
@@ -136,6 +141,7 @@ export class HostRing {
       },
       options.polled ?? false,
       options.spinMicros ?? 0,
+      options.cooperative ?? false,
     );
     if (handle === null) return null;
     self = new HostRing(ringNative, handle, results, Math.max(1, Math.min(RING_ENTRIES, options.maxInFlight ?? RING_ENTRIES)));
@@ -175,14 +181,15 @@ export class HostRing {
   /**
    * How the ring waits for its completions, where it watches its queue at all
    * (`spinMicros`): watching now or sleeping, and each way's mean time from one
-   * completion to the next over its last measured block (null: not measured yet). Null without the addon's
-   * measure (an older addon, a stand-in).
+   * completion to the next over its last measured block (null: not measured yet),
+   * and whether the ring is cooperative. Null without the addon's measure (an
+   * older addon, a stand-in).
    */
-  waits(): { readonly watching: boolean; readonly watchMicros: number | null; readonly sleepMicros: number | null } | null {
+  waits(): { readonly watching: boolean; readonly watchMicros: number | null; readonly sleepMicros: number | null; readonly cooperative: boolean } | null {
     const w = this.#closed ? undefined : this.#native.ringWaits?.(this.#handle);
     if (w === undefined) return null;
     const micros = (ns: number): number | null => (ns === 0 ? null : ns / 1000);
-    return { watching: w[0] === 1, watchMicros: micros(w[1]), sleepMicros: micros(w[2]) };
+    return { watching: w[0] === 1, watchMicros: micros(w[1]), sleepMicros: micros(w[2]), cooperative: w[3] === 1 };
   }
 
   /** Waits for the requests in flight, then releases the ring. */

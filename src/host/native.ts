@@ -50,7 +50,7 @@ export interface NativeHost {
    * a result is bytes transferred or a negated errno. `polled`: a kernel thread
    * takes requests off the queue (IORING_SETUP_SQPOLL); null where not allowed.
    */
-  readonly ringOpen?: (entries: number, results: Int32Array, onComplete: (count: number) => void, polled?: boolean, spinMicros?: number) => object | null;
+  readonly ringOpen?: (entries: number, results: Int32Array, onComplete: (count: number) => void, polled?: boolean, spinMicros?: number, cooperative?: boolean) => object | null;
   /**
    * Queues a request: op 0 read, 1 write, 2 fdatasync (buf null); flags bit 0:
    * leave it for `ringEnter` (else it is submitted at once), bit 1: straight to
@@ -64,9 +64,10 @@ export interface NativeHost {
   /**
    * How the ring waits for completions (native/host_ring.c, measured_wait):
    * [1 while watching the queue, else 0; mean time from one completion to
-   * the next watching, the same sleeping, in ns: 0 until measured].
+   * the next watching, the same sleeping, in ns: 0 until measured; 1 when the
+   * ring is cooperative (IORING_SETUP_COOP_TASKRUN), else 0 (absent before it was added)].
    */
-  readonly ringWaits?: (ring: object) => readonly [number, number, number];
+  readonly ringWaits?: (ring: object) => readonly [number, number, number, number?];
   /**
    * copy_file_range from (fdIn, offIn) to (fdOut, offOut) on the thread pool,
    * looping over short copies; calls `done(errnoName | null, result)`: bytes

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { HostRing } from '../../../src/host/host-ring.js';
@@ -147,7 +148,7 @@ test('a ring that may watch its queue measures both ways of waiting at depth 1, 
   const ring = HostRing.open({ spinMicros: 200 });
   assert.ok(ring);
   try {
-    assert.deepEqual(ring.waits(), { watching: true, watchMicros: null, sleepMicros: null }, 'it starts watching, nothing measured');
+    assert.deepEqual(ring.waits(), { watching: true, watchMicros: null, sleepMicros: null, cooperative: false }, 'it starts watching, nothing measured');
     const mem = alignedBytes(1);
     const seen = new Set<boolean>();
     // Blocks of 32 waits: the first watching, the next sleeping, then the better way with a probe of the other every 9th.
@@ -175,9 +176,56 @@ test('a ring that may watch its queue measures both ways of waiting at depth 1, 
     } finally {
       fs.closeSync(fd2);
     }
-    assert.deepEqual(never.waits(), { watching: false, watchMicros: null, sleepMicros: null }, 'a ring that never watches measures nothing');
+    assert.deepEqual(never.waits(), { watching: false, watchMicros: null, sleepMicros: null, cooperative: false }, 'a ring that never watches measures nothing');
   } finally {
     await never.close();
+  }
+}));
+
+/** IORING_SETUP_COOP_TASKRUN came with Linux 5.19. */
+const kernelCooperates = ((): boolean => {
+  const [major = 0, minor = 0] = os.release().split('.').map((x) => parseInt(x, 10));
+  return major > 5 || (major === 5 && minor >= 19);
+})();
+
+test('a cooperative ring delivers every completion, whether it watches its queue, sleeps, or the JS thread was busy when the request ended', { skip: noRing }, withDir(async (dir) => {
+  const file = path.join(dir, 'c.raw');
+  fs.writeFileSync(file, Buffer.alloc(64 * PAGE));
+  const fd = openDirect(file);
+  const ring = HostRing.open({ spinMicros: 200, cooperative: true });
+  assert.ok(ring);
+  try {
+    assert.equal(ring.waits()?.cooperative, kernelCooperates, `cooperative on Linux ${os.release()}`);
+    const mem = alignedBytes(2);
+    const seen = new Set<boolean>();
+    // Depth 1 through blocks of watching and of sleeping (see the test above).
+    for (let i = 0; i < 32 * 12; i++) {
+      const at = (i % 64) * PAGE;
+      mem.fill(i & 0xff, 0, PAGE);
+      assert.equal(await ring.write(fd, mem.subarray(0, PAGE), at), PAGE);
+      assert.equal(await ring.read(fd, mem.subarray(PAGE), at), PAGE);
+      assert.ok(mem.subarray(PAGE).every((x) => x === (i & 0xff)), `request ${i} read back`);
+      seen.add(ring.waits()?.watching ?? false);
+    }
+    assert.deepEqual([...seen].sort(), [false, true], 'both ways of waiting were used');
+    // Requests that end while the JS thread runs without a syscall: their work waits for the thread, and nothing is lost.
+    const pages = Array.from({ length: 16 }, (_, i) => {
+      const page = alignedBytes(1);
+      page.fill(0x80 + i);
+      return page;
+    });
+    const writes = pages.map((page, i) => ring.write(fd, page, i * PAGE));
+    const until = performance.now() + 20;
+    while (performance.now() < until) {
+      // busy: no syscall, so no chance for the kernel to run the completions here
+    }
+    assert.deepEqual(await Promise.all(writes), pages.map(() => PAGE));
+    const back = alignedBytes(16);
+    assert.equal(await ring.read(fd, back, 0), 16 * PAGE);
+    for (let i = 0; i < 16; i++) assert.ok(back.subarray(i * PAGE, (i + 1) * PAGE).every((x) => x === 0x80 + i), `page ${i}`);
+  } finally {
+    await ring.close();
+    fs.closeSync(fd);
   }
 }));
 

@@ -71,6 +71,29 @@ test('a deep burst of reads and writes spills onto the polled ring and every req
   assert.ok(fs.readFileSync(path.join(dir, 'f.raw')).every((b) => b === 0xa5));
 }));
 
+test('the plain ring is cooperative unless VDISK_RING_COOP=0, and either way every request lands', { skip: noRing }, withDir(async (dir) => {
+  const { fd, content } = patterned(dir, 16);
+  try {
+    for (const [value, expected] of [[undefined, true], ['1', true], ['0', false]] as const) {
+      const pair = withEnv('VDISK_RING_COOP', value, () => RingPair.open());
+      assert.ok(pair);
+      try {
+        // A kernel before 5.19 has no cooperative rings: the pair then says false whatever the variable.
+        if (pair.cooperative || !expected) assert.equal(pair.cooperative, expected, `VDISK_RING_COOP=${value ?? '(unset)'}`);
+        const mem = pageAlignedBytes(PAGE);
+        for (let b = 0; b < 16; b++) {
+          assert.equal(await pair.read(fd, mem, b * PAGE), PAGE);
+          assert.ok(Buffer.from(mem).equals(content.subarray(b * PAGE, (b + 1) * PAGE)), `page ${b}`);
+        }
+      } finally {
+        await pair.close();
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}));
+
 test('VDISK_RING_SQPOLL=0 never opens the polled ring; =1 uses it from the first request', { skip: noPolled }, withDir(async (dir) => {
   const { fd } = patterned(dir, 64);
   const mem = pageAlignedBytes(64 * PAGE);
@@ -94,6 +117,7 @@ test('a ring knob with a value it cannot take is refused, naming the variable an
     ['VDISK_RING_SPIN_US', 'abc', /VDISK_RING_SPIN_US must be a whole number of microseconds from 0 to 10000, not 'abc'/],
     ['VDISK_RING_SPIN_US', '20000', /not '20000'/],
     ['VDISK_RING_SQPOLL', '2', /VDISK_RING_SQPOLL must be 0 or 1, not '2'/],
+    ['VDISK_RING_COOP', 'yes', /VDISK_RING_COOP must be 0 or 1, not 'yes'/],
   ] as const) {
     assert.throws(
       () => withEnv(name, value, () => RingPair.open()),
