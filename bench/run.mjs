@@ -454,8 +454,9 @@ function measurePairedLimit() {
   const ratios = { vdisk: [], qemu: [] };
   try {
     for (let i = 0; i < runs; i++) {
-      for (const tool of i % 2 === 0 ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) {
-        const rawFirst = i % 2 === 0;
+      // Even rounds: vdisk first, each tool's raw row first; odd rounds the other way round.
+      const rawFirst = i % 2 === 0;
+      for (const tool of rawFirst ? ['vdisk', 'qemu'] : ['qemu', 'vdisk']) {
         const first = (rawFirst ? rawW : seqW).run(tool);
         const second = (rawFirst ? seqW : rawW).run(tool);
         ratios[tool].push(rawFirst ? first / second : second / first);

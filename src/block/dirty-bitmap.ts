@@ -121,6 +121,16 @@ export class DirtyBitmap {
     return createHash('sha256').update(bytes).digest('hex');
   }
 
+  /**
+   * Sets every byte range dirty in `other` (of the same length; its
+   * granularity may differ: a dirty granule of it dirties every granule here
+   * that it touches).
+   */
+  merge(other: DirtyBitmap): void {
+    if (other === this) return;
+    for (let r = other.nextDirty(0, other.length); r !== null; r = other.nextDirty(r.offset + r.length, other.length)) this.set(r.offset, r.length);
+  }
+
   /** A copy of the bits, for `restoreBits` (a QMP transaction that fails puts them back). */
   saveBits(): SavedBits {
     return { words: this.#words.slice(), count: this.#count };

@@ -6,7 +6,7 @@
 import type { DirtyBitmap } from '../block/dirty-bitmap.js';
 import type { ImageNode } from '../block/index.js';
 import { VdiskError } from '../errors.js';
-import { QmpError, checkArgs, optBool, optInt, str, type ParamSpec, type QmpServer } from '../qmp/index.js';
+import { QmpError, checkArgs, isJsonObject, optBool, optInt, str, type ParamSpec, type QmpServer } from '../qmp/index.js';
 import type { Daemon } from './daemon.js';
 import type { BitmapRef } from './named-bitmaps.js';
 
@@ -114,10 +114,9 @@ function mergeSources(value: unknown, path: string): Array<string | { readonly n
   if (!Array.isArray(value)) throw new QmpError('GenericError', `Invalid parameter type for '${path}bitmaps', expected: array`);
   return value.map((v: unknown, i) => {
     if (typeof v === 'string') return v;
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new QmpError('GenericError', "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr");
-    const o = v as Args;
-    checkArgs(NODE_AND_NAME, o, `${path}bitmaps[${i}].`);
-    return { node: str(o, 'node'), name: str(o, 'name') };
+    if (!isJsonObject(v)) throw new QmpError('GenericError', "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr");
+    checkArgs(NODE_AND_NAME, v, `${path}bitmaps[${i}].`);
+    return { node: str(v, 'node'), name: str(v, 'name') };
   });
 }
 

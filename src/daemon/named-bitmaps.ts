@@ -102,10 +102,7 @@ export class NamedBitmaps {
       from.push(src);
     }
     this.#idle(node, target);
-    for (const src of from) {
-      if (src === into.bitmap) continue;
-      for (let r = src.nextDirty(0, src.length); r !== null; r = src.nextDirty(r.offset + r.length, src.length)) into.bitmap.set(r.offset, r.length);
-    }
+    for (const src of from) into.bitmap.merge(src);
   }
 
   /**

@@ -8,7 +8,7 @@
  * QEMU's other actions (snapshots, backups) are refused before anything runs.
  */
 import { VdiskError } from '../errors.js';
-import { QmpError, checkArgs, type QmpServer } from '../qmp/index.js';
+import { QmpError, checkArgs, isJsonObject, type QmpServer } from '../qmp/index.js';
 import { BITMAP_COMMANDS, type BitmapCommand } from './bitmap-commands.js';
 import type { Daemon } from './daemon.js';
 
@@ -53,36 +53,33 @@ function parseActions(value: unknown): Action[] {
   if (!Array.isArray(value)) throw new QmpError('GenericError', "Invalid parameter type for 'actions', expected: array");
   return value.map((item: unknown, i): Action => {
     const at = `actions[${i}]`;
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new QmpError('GenericError', `Invalid parameter type for '${at}', expected: object`);
-    const o = item as Args;
-    const type = o['type'];
+    if (!isJsonObject(item)) throw new QmpError('GenericError', `Invalid parameter type for '${at}', expected: object`);
+    const type = item['type'];
     if (type === undefined) throw new QmpError('GenericError', `Parameter '${at}.type' is missing`);
     if (typeof type !== 'string') throw new QmpError('GenericError', `Invalid parameter type for '${at}.type', expected: string`);
     const command = BITMAP_COMMANDS.get(type);
     if (type !== 'abort' && command === undefined && !UNSUPPORTED.has(type)) throw new QmpError('GenericError', `Parameter 'type' does not accept value '${type}'`);
-    const data = o['data'];
+    const data = item['data'];
     if (data === undefined) throw new QmpError('GenericError', `Parameter '${at}.data' is missing`);
-    if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new QmpError('GenericError', `Invalid parameter type for '${at}.data', expected: object`);
+    if (!isJsonObject(data)) throw new QmpError('GenericError', `Invalid parameter type for '${at}.data', expected: object`);
     if (UNSUPPORTED.has(type)) {
       throw new VdiskError('ENOTSUP', `Transaction action '${type}' is not supported: vdisk takes abort and the block-dirty-bitmap actions`, { field: `${at}.type` });
     }
-    const args = data as Args;
-    checkArgs(command?.params ?? {}, args, `${at}.data.`);
-    command?.check?.(args, `${at}.data.`);
-    const extra = Object.keys(o).find((k) => k !== 'type' && k !== 'data');
+    checkArgs(command?.params ?? {}, data, `${at}.data.`);
+    command?.check?.(data, `${at}.data.`);
+    const extra = Object.keys(item).find((k) => k !== 'type' && k !== 'data');
     if (extra !== undefined) throw new QmpError('GenericError', `Parameter '${at}.${extra}' is unexpected`);
-    return { type, data: args, command: command ?? null };
+    return { type, data, command: command ?? null };
   });
 }
 
 /** The transaction's completion-mode property: 'individual' unless given. */
 function completionMode(value: unknown): 'individual' | 'grouped' {
   if (value === undefined) return 'individual';
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new QmpError('GenericError', "Invalid parameter type for 'properties', expected: object");
-  const props = value as Args;
-  const extra = Object.keys(props).find((k) => k !== 'completion-mode');
+  if (!isJsonObject(value)) throw new QmpError('GenericError', "Invalid parameter type for 'properties', expected: object");
+  const extra = Object.keys(value).find((k) => k !== 'completion-mode');
   if (extra !== undefined) throw new QmpError('GenericError', `Parameter 'properties.${extra}' is unexpected`);
-  const mode = props['completion-mode'];
+  const mode = value['completion-mode'];
   if (mode === undefined || mode === 'individual' || mode === 'grouped') return mode ?? 'individual';
   throw new QmpError('GenericError', typeof mode === 'string' ? `Parameter 'completion-mode' does not accept value '${mode}'` : "Invalid parameter type for 'properties.completion-mode', expected: string");
 }

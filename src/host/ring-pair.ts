@@ -56,20 +56,19 @@ function spinMicros(): number {
   return n;
 }
 
-function cooperative(): boolean {
-  const v = process.env['VDISK_RING_COOP'];
-  if (v === undefined || v === '') return true;
-  if (v !== '0' && v !== '1') throw new VdiskError('EINVAL', `VDISK_RING_COOP must be 0 or 1, not '${v}'`, { field: 'VDISK_RING_COOP' });
+/** An on/off knob: true for 1, false for 0, null when unset; any other value is refused. */
+function onOff(name: string): boolean | null {
+  const v = process.env[name];
+  if (v === undefined || v === '') return null;
+  if (v !== '0' && v !== '1') throw new VdiskError('EINVAL', `${name} must be 0 or 1, not '${v}'`, { field: name });
   return v === '1';
 }
 
 type PollMode = 'never' | 'always' | 'deep';
 
 function pollMode(): PollMode {
-  const v = process.env['VDISK_RING_SQPOLL'];
-  if (v === undefined || v === '') return 'deep';
-  if (v !== '0' && v !== '1') throw new VdiskError('EINVAL', `VDISK_RING_SQPOLL must be 0 or 1, not '${v}'`, { field: 'VDISK_RING_SQPOLL' });
-  return v === '0' ? 'never' : 'always';
+  const on = onOff('VDISK_RING_SQPOLL');
+  return on === null ? 'deep' : on ? 'always' : 'never';
 }
 
 export class RingPair {
@@ -86,7 +85,7 @@ export class RingPair {
 
   /** Null where there is no ring at all (see HostRing.open). */
   static open(): RingPair | null {
-    const plain = HostRing.open({ spinMicros: spinMicros(), cooperative: cooperative() });
+    const plain = HostRing.open({ spinMicros: spinMicros(), cooperative: onOff('VDISK_RING_COOP') ?? true });
     return plain === null ? null : new RingPair(plain, pollMode());
   }
 

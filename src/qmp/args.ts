@@ -10,6 +10,11 @@ export type ParamType = 'str' | 'int' | 'bool' | 'any' | 'object';
  */
 export type ParamSpec = Readonly<Record<string, ParamType>>;
 
+/** A JSON object (QAPI's 'object'): not null, not an array. */
+export function isJsonObject(v: unknown): v is Readonly<Record<string, unknown>> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 /**
  * `path` prefixes the names in the messages where the arguments are nested in
  * another command's (a transaction's `actions[0].data.`), as QEMU names them.
@@ -46,7 +51,7 @@ function matches(type: ParamType, v: unknown): boolean {
     case 'bool':
       return typeof v === 'boolean';
     case 'object':
-      return typeof v === 'object' && v !== null && !Array.isArray(v);
+      return isJsonObject(v);
     case 'any':
       return true;
   }

@@ -38,3 +38,21 @@ test('granularity must be a power of two between 512 and 64M', () => {
     assert.throws(() => new DirtyBitmap(1 << 20, g), (e) => isVdiskError(e, 'EINVAL'));
   }
 });
+
+test('merge sets every range dirty in the other bitmap, across granularities, and merging a bitmap into itself changes nothing', () => {
+  const into = new DirtyBitmap(1 << 20, 4096);
+  into.set(0, 1);
+  const coarse = new DirtyBitmap(1 << 20, 65536);
+  coarse.set(70000, 1);
+  into.merge(coarse);
+  // The coarse granule [65536, 131072) dirties the 16 fine granules it covers.
+  assert.equal(into.count, 1 + 16);
+  assert.deepEqual(into.nextDirty(4096, 1 << 20), { offset: 65536, length: 65536 });
+  const fine = new DirtyBitmap(1 << 20, 512);
+  fine.set(200000, 1);
+  coarse.merge(fine);
+  assert.equal(coarse.count, 2);
+  assert.ok(coarse.isDirty(196608, 1));
+  into.merge(into);
+  assert.equal(into.count, 17);
+});
